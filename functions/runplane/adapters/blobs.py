@@ -1,0 +1,26 @@
+"""S3: payloads and outcomes too large to keep inline in a DynamoDB item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runplane.adapters import aws
+
+
+class Blobs:
+    def __init__(self, bucket: str, client: Any = None):
+        self._bucket = bucket
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("s3")
+
+    def put(self, key: str, text: str) -> str:
+        self.client.put_object(
+            Bucket=self._bucket, Key=key, Body=text.encode(), ContentType="application/json"
+        )
+        return key
+
+    def get(self, key: str) -> str:
+        return self.client.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()

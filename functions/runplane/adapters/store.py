@@ -1,0 +1,437 @@
+"""DynamoDB: runs, runnables and API keys. Every state change of a run is one conditional write."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from runplane import definitions as defs
+from runplane.adapters import aws
+from runplane.domain.errors import InvalidRequest
+from runplane.domain.models import RunRecord, Runnable
+from runplane.domain.states import Status
+
+# --- attribute values ---------------------------------------------------------------------------
+
+
+def _to_av(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, datetime):
+        return {"S": value.isoformat()}
+    if isinstance(value, list | tuple):
+        return {"L": [_to_av(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def _from_av(av: dict[str, Any]) -> Any:
+    (kind, value), *_ = av.items()
+    if kind == "N":
+        return int(value) if value.lstrip("-").isdigit() else float(value)
+    if kind == "L":
+        return [_from_av(v) for v in value]
+    if kind == "NULL":
+        return None
+    return value
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _to_av(v) for k, v in values.items() if v is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _from_av(v) for k, v in item.items()}
+
+
+# --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    raw = json.dumps(_from_item(last_key), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, expected: dict[str, str | None]) -> dict[str, Any] | None:
+    """`expected` names every key attribute of the page; a non-None value must match exactly."""
+    if not cursor:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        key = None
+    valid = (
+        isinstance(key, dict)
+        and set(key) == set(expected)
+        and all(isinstance(v, str | int) for v in key.values())
+        and all(want is None or key[name] == want for name, want in expected.items())
+    )
+    if not valid:
+        raise InvalidRequest("cursor is not valid for this listing", "invalid_cursor")
+    return _to_item(key)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers")
+_CONDITION_NAMES = {
+    "#pk": "pk",
+    "#status": "status",
+    "#owner": "lease_owner",
+    "#lease": "lease_until",
+    "#attempt": "attempt",
+    "#cancel": "cancel_requested",
+}
+
+
+def run_pk(account_id: str, run_id: str) -> str:
+    return f"{account_id}#{run_id}"
+
+
+def due_shard(run_id: str) -> str:
+    return str(zlib.crc32(run_id.encode()) % defs.DUE_SHARDS)
+
+
+def _run_item(record: RunRecord) -> dict[str, Any]:
+    values = record.model_dump(exclude_none=True)
+    for name in _RUN_JSON_FIELDS:
+        if name in values:
+            values[name] = json.dumps(values[name], separators=(",", ":"))
+    values["status"] = record.status.value
+    if not record.cancel_requested:
+        values.pop("cancel_requested")
+    values.update(
+        pk=run_pk(record.account_id, record.id),
+        created_key=f"{record.created_at.isoformat()}#{record.id}",
+        account_status=f"{record.account_id}#{record.status.value}",
+        account_runnable=f"{record.account_id}#{record.runnable_id}",
+    )
+    if record.due_at is not None:
+        values["due_shard"] = due_shard(record.id)
+    return _to_item(values)
+
+
+def _run_record(item: dict[str, Any]) -> RunRecord:
+    values = _from_item(item)
+    for name in _RUN_JSON_FIELDS:
+        if name in values:
+            values[name] = json.loads(values[name])
+    return RunRecord.model_validate(values)
+
+
+class RunStore:
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def _key(self, account_id: str, run_id: str) -> dict[str, Any]:
+        return {"pk": {"S": run_pk(account_id, run_id)}}
+
+    def create(self, record: RunRecord) -> bool:
+        """Store a new run. False when a run with this id already exists (a redelivered request)."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=_run_item(record),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def get(self, account_id: str, run_id: str, *, consistent: bool = False) -> RunRecord | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=self._key(account_id, run_id), ConsistentRead=consistent
+        ).get("Item")
+        return _run_record(item) if item else None
+
+    def claim(
+        self, account_id: str, run_id: str, owner: str, now: float, lease_until: float, max_attempts: int
+    ) -> RunRecord | None:
+        """waiting -> running (or re-claim of a running run whose lease expired) under a new lease."""
+        return self._update(
+            account_id,
+            run_id,
+            set_={
+                "status": Status.running.value,
+                "account_status": f"{account_id}#{Status.running.value}",
+                "lease_owner": owner,
+                "lease_until": lease_until,
+                "due_at": lease_until,
+                "due_shard": due_shard(run_id),
+                "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
+            },
+            increment=("attempt",),
+            condition="attribute_exists(#pk) AND attribute_not_exists(#cancel) AND #attempt < :max"
+            " AND (#status = :waiting OR (#status = :running AND #lease < :now))",
+            values={
+                ":max": max_attempts,
+                ":waiting": Status.waiting.value,
+                ":running": Status.running.value,
+                ":now": now,
+            },
+        )
+
+    def renew(self, account_id: str, run_id: str, owner: str, lease_until: float) -> RunRecord | None:
+        """Extend the lease; None when this worker no longer holds it."""
+        return self._update(
+            account_id,
+            run_id,
+            set_={"lease_until": lease_until, "due_at": lease_until},
+            condition="#status = :running AND #owner = :owner",
+            values={":running": Status.running.value, ":owner": owner},
+        )
+
+    def finish(
+        self,
+        account_id: str,
+        run_id: str,
+        expected: Status,
+        fields: dict[str, Any],
+        *,
+        owner: str | None = None,
+        lease_seen: float | None = None,
+    ) -> RunRecord | None:
+        """Move a run to a terminal status given in `fields`; None when the run was not as expected.
+
+        `owner` requires the caller to hold the lease; `lease_seen` requires the lease to be unchanged
+        since the caller read it (the sweeper acting on an expired lease).
+        """
+        status = fields["status"]
+        condition, values = "#status = :expected", {":expected": expected.value}
+        if owner is not None:
+            condition += " AND #owner = :owner"
+            values[":owner"] = owner
+        if lease_seen is not None:
+            condition += " AND #lease = :lease"
+            values[":lease"] = lease_seen
+        return self._update(
+            account_id,
+            run_id,
+            set_={**fields, "account_status": f"{account_id}#{status}"},
+            remove=("lease_owner", "lease_until", "due_at", "due_shard"),
+            condition=condition,
+            values=values,
+        )
+
+    def request_cancel(self, account_id: str, run_id: str) -> RunRecord | None:
+        return self._update(
+            account_id,
+            run_id,
+            set_={"cancel_requested": True},
+            condition="#status = :running",
+            values={":running": Status.running.value},
+        )
+
+    def reschedule(
+        self, account_id: str, run_id: str, expected: Status, due_at: float, lease_seen: float | None
+    ) -> RunRecord | None:
+        """Record a re-dispatch by the sweeper and when to look at the run again."""
+        condition, values = "#status = :expected", {":expected": expected.value}
+        if lease_seen is not None:
+            condition += " AND #lease = :lease"
+            values[":lease"] = lease_seen
+        return self._update(
+            account_id,
+            run_id,
+            set_={"due_at": due_at},
+            increment=("dispatches",),
+            condition=condition,
+            values=values,
+        )
+
+    def _update(
+        self,
+        account_id: str,
+        run_id: str,
+        *,
+        set_: dict[str, Any],
+        condition: str,
+        values: dict[str, Any],
+        remove: tuple[str, ...] = (),
+        increment: tuple[str, ...] = (),
+    ) -> RunRecord | None:
+        names: dict[str, str] = {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
+        attr_values = {k: _to_av(v) for k, v in values.items()}
+        clauses = []
+        for i, (name, value) in enumerate(set_.items()):
+            names[f"#s{i}"] = name
+            attr_values[f":s{i}"] = _to_av(value)
+            clauses.append(f"#s{i} = :s{i}")
+        for i, name in enumerate(increment):
+            names[f"#i{i}"] = name
+            clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :one")
+        if increment:
+            attr_values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
+        expression = "SET " + ", ".join(clauses)
+        if remove:
+            names.update({f"#r{i}": name for i, name in enumerate(remove)})
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        try:
+            response = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(account_id, run_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attr_values,
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _run_record(response["Attributes"])
+
+    def list(
+        self,
+        account_id: str,
+        *,
+        status: Status | None,
+        runnable_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """Newest first, through an index: by runnable (status as a filter), by status, or all."""
+        if runnable_id:
+            index, partition = "by_runnable", ("account_runnable", f"{account_id}#{runnable_id}")
+        elif status:
+            index, partition = "by_status", ("account_status", f"{account_id}#{status.value}")
+        else:
+            index, partition = "by_account", ("account_id", account_id)
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": "#p = :p",
+            "ExpressionAttributeNames": {"#p": partition[0]},
+            "ExpressionAttributeValues": {":p": {"S": partition[1]}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        start = decode_cursor(cursor, {"pk": None, partition[0]: partition[1], "created_key": None})
+        if start:
+            query["ExclusiveStartKey"] = start
+        if runnable_id and status:
+            query["FilterExpression"] = "#status = :status"
+            query["ExpressionAttributeNames"]["#status"] = "status"
+            query["ExpressionAttributeValues"][":status"] = {"S": status.value}
+        page = self.client.query(**query)
+        keys = [item["pk"]["S"] for item in page.get("Items", [])]
+        return self._batch_get(keys), encode_cursor(page.get("LastEvaluatedKey"))
+
+    def _batch_get(self, pks: list[str]) -> list[RunRecord]:
+        found: dict[str, RunRecord] = {}
+        pending: dict[str, Any] = {self.table: {"Keys": [{"pk": {"S": pk}} for pk in pks]}} if pks else {}
+        while pending:
+            response = self.client.batch_get_item(RequestItems=pending)
+            for item in response["Responses"].get(self.table, []):
+                found[item["pk"]["S"]] = _run_record(item)
+            pending = response.get("UnprocessedKeys") or {}
+        return [found[pk] for pk in pks if pk in found]
+
+    def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str]]:
+        """(account_id, run_id) of non-terminal runs whose due time has passed, oldest first."""
+        page = self.client.query(
+            TableName=self.table,
+            IndexName="due",
+            KeyConditionExpression="due_shard = :s AND due_at <= :now",
+            ExpressionAttributeValues={":s": {"S": shard}, ":now": _to_av(now)},
+            Limit=limit,
+        )
+        return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in page.get("Items", [])]  # type: ignore[misc]
+
+
+# --- runnables ---------------------------------------------------------------------------------------
+
+
+class RunnableStore:
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def put(self, runnable: Runnable, *, new: bool) -> bool:
+        """Create (`new`) or replace an existing runnable; False when that precondition fails."""
+        item = _to_item({"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()})
+        condition = "attribute_not_exists(id)" if new else "attribute_exists(id)"
+        try:
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression=condition)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def get(self, account_id: str, runnable_id: str) -> Runnable | None:
+        key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
+        item = self.client.get_item(TableName=self.table, Key=key).get("Item")
+        return Runnable.model_validate_json(item["doc"]["S"]) if item else None
+
+    def delete(self, account_id: str, runnable_id: str) -> bool:
+        key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
+        try:
+            self.client.delete_item(TableName=self.table, Key=key, ConditionExpression="attribute_exists(id)")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def list(self, account_id: str, *, limit: int, cursor: str | None) -> tuple[list[Runnable], str | None]:
+        """Newest first: runnable ids are time-ordered (UUIDv7)."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "account_id = :a",
+            "ExpressionAttributeValues": {":a": {"S": account_id}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        start = decode_cursor(cursor, {"account_id": account_id, "id": None})
+        if start:
+            query["ExclusiveStartKey"] = start
+        page = self.client.query(**query)
+        items = [Runnable.model_validate_json(item["doc"]["S"]) for item in page.get("Items", [])]
+        return items, encode_cursor(page.get("LastEvaluatedKey"))
+
+
+# --- API keys ----------------------------------------------------------------------------------------
+
+
+class KeyStore:
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def put(self, key: dict[str, Any]) -> None:
+        self.client.put_item(TableName=self.table, Item=_to_item(key), ConditionExpression="attribute_not_exists(id)")
+
+    def get(self, key_id: str) -> dict[str, Any] | None:
+        item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
+        return _from_item(item) if item else None
+
+    def revoke(self, key_id: str, revoked_at: str) -> bool:
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": key_id}},
+                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues={":t": {"S": revoked_at}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True

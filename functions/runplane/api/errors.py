@@ -1,0 +1,64 @@
+"""The one place errors become HTTP responses: `{"error": message, "code": code, "issues": [...]}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from runplane.domain.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RunplaneError,
+    Unauthorized,
+)
+from runplane.observability import logger
+
+STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
+    InvalidRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+}
+
+
+def json_response(status: int, body: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
+
+
+def error_response(status: int, message: str, code: str, issues: list[dict[str, str]] | None = None) -> Response:
+    from runplane.domain.models import ErrorBody
+
+    body = ErrorBody(error=message, code=code, issues=issues or [])
+    headers = {"WWW-Authenticate": 'Bearer realm="runplane"'} if status == 401 else None
+    return json_response(status, body.model_dump_json(), headers)
+
+
+def from_domain(error: RunplaneError) -> Response:
+    status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
+    issues = [{"field": i.field, "message": i.message} for i in error.issues]
+    return error_response(status, error.message, error.code, issues)
+
+
+def from_validation(error: RequestValidationError) -> Response:
+    problems: list[dict[str, Any]] = list(error.errors())
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return error_response(400, "Request body is not valid JSON", "invalid_json")
+    issues = [{"field": _field(p.get("loc", ())), "message": p.get("msg", "invalid")} for p in problems]
+    return error_response(400, "Request validation failed", "validation_error", issues)
+
+
+def from_unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, "Internal error; it has been logged", "internal_error")
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc]
+    if len(parts) > 1 and parts[0] == "body" and parts[1] in ("body", "request"):
+        parts.pop(1)  # Powertools nests the body model's own name in the location
+    return ".".join(parts)

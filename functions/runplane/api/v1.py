@@ -1,0 +1,146 @@
+"""The re-factor dialect: /v1 routes. Each route parses, calls one logic function and shapes the answer."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from typing import Annotated
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+
+from runplane.api.errors import json_response
+from runplane.domain.models import (
+    ErrorBody,
+    Page,
+    RunMode,
+    Runnable,
+    RunnableFields,
+    RunReference,
+    RunState,
+    StartRunRequest,
+)
+from runplane.domain.states import Status
+from runplane.logic import runnables, runs
+from runplane.logic.keys import Principal
+from runplane.logic.services import services
+
+router = Router()
+current_principal: ContextVar[Principal] = ContextVar("current_principal")
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def _errors(*statuses: int) -> dict:
+    return {s: {"description": "Error", "content": {"application/json": {"model": ErrorBody}}} for s in statuses}
+
+
+def _ok(model: type, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def _account() -> str:
+    return current_principal.get().account_id
+
+
+# --- runnables ---
+
+
+@router.post("/v1/runnables", status_code=201, responses={201: _ok(Runnable, "Created"), **_errors(400, 401)})
+def create_runnable(body: RunnableFields) -> Runnable:
+    return runnables.create_runnable(_account(), body)
+
+
+@router.get("/v1/runnables", responses=_errors(400, 401))
+def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
+    return runnables.list_runnables(_account(), limit, cursor)
+
+
+@router.get("/v1/runnable/<id>", responses=_errors(401, 404))
+def get_runnable(id: UUID) -> Runnable:  # noqa: A002 - the seed names it id
+    return runnables.get_runnable(_account(), str(id))
+
+
+@router.put("/v1/runnable/<id>", responses=_errors(400, 401, 404))
+def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:  # noqa: A002
+    return runnables.replace_runnable(_account(), str(id), body)
+
+
+@router.delete("/v1/runnable/<id>", status_code=204, responses=_errors(401, 404))
+def delete_runnable(id: UUID) -> Response:  # noqa: A002
+    runnables.delete_runnable(_account(), str(id))
+    return Response(status_code=204)
+
+
+# --- runs ---
+
+
+@router.post(
+    "/v1/runnable/<id>/runs",
+    summary="Start a run (mode=async: 202 RunReference; mode=sync: 200 RunState when terminal)",
+    responses={
+        200: _ok(RunState, "sync: the run ended"),
+        202: _ok(RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"),
+        **_errors(400, 401, 404, 413),
+    },
+)
+def start_run(
+    id: UUID,  # noqa: A002
+    body: Annotated[StartRunRequest | None, Body()] = None,
+    mode: Annotated[RunMode, Query()] = "async",
+    prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
+) -> Response:
+    principal = current_principal.get()
+    record = runs.create_run(principal.account_id, str(id), body or StartRunRequest(), created_by=principal.key_id)
+    if mode == "async":
+        return json_response(202, RunReference(id=record.id).model_dump_json(), {"Location": f"/v1/run/{record.id}"})
+    state = runs.wait_for_run(principal.account_id, record.id, _sync_wait(record.timeout_seconds, prefer))
+    if state.status.terminal:
+        return json_response(200, state.model_dump_json())
+    return json_response(202, state.model_dump_json(), {"Location": f"/v1/run/{record.id}"})
+
+
+def _sync_wait(timeout_seconds: int | None, prefer: str | None) -> float:
+    """min(run timeout, RUNPLANE_SYNC_WAIT_SECONDS, Prefer: wait=N)."""
+    limits = [services().settings.sync_wait_seconds]
+    if timeout_seconds:
+        limits.append(timeout_seconds + 1.0)  # a moment for the worker to record the timeout
+    if prefer and (match := _PREFER_WAIT.search(prefer)):
+        limits.append(float(match.group(1)))
+    return min(limits)
+
+
+@router.get("/v1/run/<run_id>", responses=_errors(401, 404))
+def get_run(run_id: UUID) -> RunState:
+    return runs.get_run(_account(), str(run_id))
+
+
+@router.post(
+    "/v1/run/<run_id>/cancel",
+    summary="Cancel a run (200: cancelled; 202: running, will end cancelled; 409: already ended)",
+    responses={200: _ok(RunState, "Cancelled"), 202: _ok(RunState, "Cancellation pending"), **_errors(401, 404, 409)},
+)
+def cancel_run(run_id: UUID) -> Response:
+    state, pending = runs.cancel_run(_account(), str(run_id))
+    return json_response(202 if pending else 200, state.model_dump_json())
+
+
+@router.get("/v1/runs", responses=_errors(400, 401))
+def list_runs(
+    status: Annotated[Status | None, Query()] = None,
+    runnable_id: Annotated[UUID | None, Query()] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Page[RunState]:
+    return runs.list_runs(
+        _account(),
+        status=status,
+        runnable_id=str(runnable_id) if runnable_id else None,
+        limit=limit,
+        cursor=cursor,
+    )
+

@@ -1,0 +1,143 @@
+"""Tables, queues, the bucket and functions: the single source both the CDK stack and local mode read.
+
+Plain data, no AWS imports, so `infra/` and `runplane.local` can share it without drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str = "S"  # DynamoDB attribute type: S or N
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    partition_key: Key
+    sort_key: Key | None = None
+    include: tuple[str, ...] = ()  # projected non-key attributes; empty means KEYS_ONLY
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    env_var: str
+    partition_key: Key
+    sort_key: Key | None = None
+    indexes: tuple[Index, ...] = ()
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    env_var: str
+    visibility_timeout_seconds: int
+    retention_seconds: int = 4 * 24 * 3600
+    max_message_bytes: int = 262_144
+    max_receive_count: int | None = None  # None: this is itself a dead-letter queue
+    dead_letter_queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    handler: str
+    timeout_seconds: int
+    memory_mb: int = 512
+    queue: str | None = None  # consumes this queue through an event source mapping
+    batch_size: int = 10
+    max_concurrency: int | None = None
+    schedule_minutes: int | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+RUNS = Table(
+    name="runs",
+    env_var="RUNPLANE_RUNS_TABLE",
+    partition_key=Key("pk"),  # "{account_id}#{run_id}": every read is scoped by account
+    indexes=(
+        Index("by_account", Key("account_id"), Key("created_key")),
+        Index("by_status", Key("account_status"), Key("created_key")),
+        Index("by_runnable", Key("account_runnable"), Key("created_key"), include=("status",)),
+        # Sparse: only non-terminal runs carry due_shard/due_at, the time the sweeper should look at them.
+        Index("due", Key("due_shard"), Key("due_at", "N")),
+    ),
+    ttl_attribute="expires_at",
+)
+RUNNABLES = Table(
+    name="runnables",
+    env_var="RUNPLANE_RUNNABLES_TABLE",
+    partition_key=Key("account_id"),
+    sort_key=Key("id"),
+)
+API_KEYS = Table(
+    name="api_keys",
+    env_var="RUNPLANE_KEYS_TABLE",
+    partition_key=Key("id"),
+    indexes=(Index("by_account", Key("account_id"), Key("created_at")),),
+)
+TABLES = (RUNS, RUNNABLES, API_KEYS)
+
+DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
+
+WORKER_TIMEOUT_SECONDS = 900
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+def _visibility_for(function_timeout: int) -> int:
+    # AWS guidance for SQS event sources: visibility timeout at least six times the function timeout.
+    return 6 * function_timeout
+
+
+INTAKE_DLQ = Queue(
+    "intake-dlq", "RUNPLANE_INTAKE_DLQ_URL", 30, retention_seconds=DEAD_LETTER_RETENTION_SECONDS
+)
+DISPATCH_DLQ = Queue(
+    "dispatch-dlq", "RUNPLANE_DISPATCH_DLQ_URL", _visibility_for(30), DEAD_LETTER_RETENTION_SECONDS
+)
+INTAKE = Queue(
+    "intake",
+    "RUNPLANE_INTAKE_QUEUE_URL",
+    _visibility_for(30),
+    max_receive_count=5,
+    dead_letter_queue=INTAKE_DLQ.name,
+)
+DISPATCH = Queue(
+    "dispatch",
+    "RUNPLANE_DISPATCH_QUEUE_URL",
+    _visibility_for(WORKER_TIMEOUT_SECONDS),
+    max_receive_count=5,
+    dead_letter_queue=DISPATCH_DLQ.name,
+)
+QUEUES = (INTAKE_DLQ, DISPATCH_DLQ, INTAKE, DISPATCH)
+
+PAYLOAD_BUCKET_ENV = "RUNPLANE_PAYLOAD_BUCKET"
+
+FUNCTIONS = (
+    Function("api", "runplane.handlers.api.lambda_handler", timeout_seconds=30),
+    Function("intake", "runplane.handlers.intake.lambda_handler", 30, queue=INTAKE.name, batch_size=10),
+    # One run per invocation: runs of a batch would otherwise wait for each other.
+    Function(
+        "worker",
+        "runplane.handlers.worker.lambda_handler",
+        WORKER_TIMEOUT_SECONDS,
+        memory_mb=1024,
+        queue=DISPATCH.name,
+        batch_size=1,
+    ),
+    Function("dead_letters", "runplane.handlers.dead_letters.lambda_handler", 30, queue=DISPATCH_DLQ.name),
+    Function("sweeper", "runplane.handlers.sweeper.lambda_handler", 60, schedule_minutes=1),
+)
+
+
+def queue(name: str) -> Queue:
+    return next(q for q in QUEUES if q.name == name)
+
+
+def function(name: str) -> Function:
+    return next(f for f in FUNCTIONS if f.name == name)

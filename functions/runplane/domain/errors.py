@@ -1,0 +1,48 @@
+"""Domain errors. Each carries a stable `code`; api/errors.py maps the class to an HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One offending field: `field` is a dotted path such as `body.inputs.name`."""
+
+    field: str
+    message: str
+
+
+@dataclass
+class RunplaneError(Exception):
+    message: str
+    code: str = "error"
+    issues: list[Issue] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(RunplaneError):
+    def __init__(self, message: str, code: str = "invalid_request", issues: list[Issue] | None = None):
+        super().__init__(message, code, issues or [])
+
+
+class Unauthorized(RunplaneError):
+    def __init__(self, message: str = "Missing or invalid API key"):
+        super().__init__(message, "unauthorized")
+
+
+class NotFound(RunplaneError):
+    def __init__(self, what: str, ident: str):
+        super().__init__(f"{what} {ident} not found", f"{what.lower()}_not_found")
+
+
+class Conflict(RunplaneError):
+    def __init__(self, message: str, code: str = "conflict"):
+        super().__init__(message, code)
+
+
+class PayloadTooLarge(RunplaneError):
+    def __init__(self, limit: int):
+        super().__init__(f"Request body exceeds {limit} bytes", "payload_too_large")

@@ -1,0 +1,23 @@
+"""Identifiers: time-ordered UUIDv7 for new objects, UUIDv5 for runs derived from intake message ids."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+# Producers can compute the run id of an intake message themselves: uuid5(INTAKE_NAMESPACE, message_id).
+INTAKE_NAMESPACE = uuid.UUID("5b0a3c8e-2f4d-4e7a-9c61-8d2f0e4b7a15")
+
+
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): sorts by creation time as a string, so listings can be newest first."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10)) & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def intake_run_id(message_id: str) -> str:
+    return str(uuid.uuid5(INTAKE_NAMESPACE, message_id))

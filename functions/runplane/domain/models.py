@@ -1,0 +1,286 @@
+"""Public schemas (the re-factor contract) and the internal run record. Plain pydantic, no I/O."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from runplane.domain.states import Status
+
+ACCOUNT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+AccountId = Annotated[str, StringConstraints(pattern=rf"^{ACCOUNT_ID_PATTERN.pattern}$")]
+TelemetryStrategy = Literal["disable", "default", "force"]
+RunMode = Literal["async", "sync"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are errors, so typos are caught instead of ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- resources (seed: ResourceCreate, or a reference to an existing resource) ---
+
+
+class ResourceReference(Strict):
+    id: UUID
+
+
+class ResourceCreate(Strict):
+    name: str
+    directory_path: str
+    content: str | None = None
+    uri: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunResource(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    resource: ResourceReference | ResourceCreate
+
+
+# --- starting a run ---
+
+
+def _check_callback_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    return url
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+RESERVED_CALLBACK_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def _check_callback_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+    for name, value in (headers or {}).items():
+        lowered = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if lowered in RESERVED_CALLBACK_HEADERS or lowered.startswith("webhook-"):
+            raise ValueError(f"{name!r} is set by Runplane and cannot be overridden")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"the value of {name!r} contains a line break")
+    return headers
+
+
+CallbackUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_callback_url)]
+CallbackHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_callback_headers)]
+
+
+class RunRequestFields(Strict):
+    """The seed's run request body, plus `inputs` and `metadata`."""
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    resources: list[RunResource] = Field(default_factory=list, max_length=100)
+    timeout_seconds: int | None = Field(
+        None, description="Seconds; null or < 1 means no timeout. Omitted: the runnable's default."
+    )
+    telemetry_strategy: TelemetryStrategy = "default"
+    callback_url: CallbackUrl | None = None
+    callback_headers: CallbackHeaders = None
+
+
+class StartRunRequest(RunRequestFields):
+    pass
+
+
+class IntakeMessage(RunRequestFields):
+    """An intake queue message: a run request plus who it is for."""
+
+    account_id: AccountId
+    runnable_id: UUID
+    run_id: UUID | None = None
+
+
+class RunReference(BaseModel):
+    id: str
+
+
+# --- runnables ---
+
+
+class PythonConfig(Strict):
+    function: str = Field(min_length=1, max_length=200, description="Name of a registered python runnable")
+
+
+class RunnableFields(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["python"]
+    config: PythonConfig
+    input_schema: dict[str, Any] | None = Field(None, description="JSON Schema (2020-12) for `inputs`")
+    timeout_seconds: int | None = Field(None, description="Default for runs; null or < 1: no timeout")
+    telemetry_strategy: TelemetryStrategy = "default"
+    tags: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=50)
+
+
+class Runnable(RunnableFields):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    account_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- run state (seed: RunState, RunResult, ModelUsage) ---
+
+
+class ModelUsage(BaseModel):
+    provider: str
+    model: str
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RunError(BaseModel):
+    message: str
+    code: str | None = None
+
+
+class RunResult(BaseModel):
+    id: str
+    outputs: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    usage: list[ModelUsage] = Field(default_factory=list)
+    error: RunError | None = None
+
+
+class RunState(BaseModel):
+    id: str
+    account_id: str
+    parent_run_id: str | None = None
+    runnable_id: str | None = None
+    telemetry_span_id: str | None = None
+    experiment_id: str | None = None
+    experiment_candidate_id: str | None = None
+    status: Status
+    state: dict[str, Any] | None = None
+    created_by: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+    total_input_tokens: int | None = None
+    total_cached_tokens: int | None = None
+    total_output_tokens: int | None = None
+    total_token_cost_usd: float | None = None
+    failed_at: datetime | None = None
+    result: RunResult | None = None
+    metadata: dict[str, Any] | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    code: str
+    issues: list[dict[str, str]] = Field(default_factory=list)
+
+
+# --- the stored run: RunState plus what the service needs and never serves ---
+
+
+class Outcome(BaseModel):
+    """How an execution ended, as the worker records it."""
+
+    status: Status
+    outputs: dict[str, Any] | None = None
+    usage: list[ModelUsage] = Field(default_factory=list)
+    cost_usd: float | None = None
+    error: RunError | None = None
+    duration_seconds: float | None = None
+
+
+class RunRecord(BaseModel):
+    account_id: str
+    id: str
+    runnable_id: str
+    runnable: dict[str, Any]  # snapshot of kind/config/name taken when the run was accepted
+    status: Status
+    created_at: datetime
+    created_by: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    telemetry_strategy: TelemetryStrategy = "default"
+    timeout_seconds: int | None = None
+    callback_url: str | None = None
+    callback_headers: dict[str, str] | None = None
+    # request payload ({"inputs", "resources"}) and outcome: inline JSON, or a blob key when large
+    payload_json: str | None = None
+    payload_ref: str | None = None
+    outcome_json: str | None = None
+    outcome_ref: str | None = None
+    attempt: int = 0
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    dispatches: int = 0
+    due_at: float | None = None
+    expires_at: int | None = None
+
+
+def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
+    """The served view of a run: exactly the seed's RunState, nothing internal."""
+    result = None
+    totals: dict[str, Any] = {}
+    if outcome is not None:
+        result = RunResult(
+            id=record.id,
+            outputs=outcome.outputs,
+            metadata={"attempts": record.attempt, "duration_seconds": outcome.duration_seconds},
+            usage=outcome.usage,
+            error=outcome.error,
+        )
+        totals = {
+            "total_input_tokens": sum(u.prompt_tokens for u in outcome.usage),
+            "total_cached_tokens": sum(u.cached_tokens for u in outcome.usage),
+            "total_output_tokens": sum(u.completion_tokens for u in outcome.usage),
+            "total_token_cost_usd": outcome.cost_usd,
+        }
+    return RunState(
+        id=record.id,
+        account_id=record.account_id,
+        runnable_id=record.runnable_id,
+        status=record.status,
+        created_by=record.created_by,
+        created_at=record.created_at,
+        completed_at=record.completed_at,
+        failed_at=record.failed_at,
+        result=result,
+        metadata=record.metadata,
+        **totals,
+    )

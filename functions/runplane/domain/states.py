@@ -1,0 +1,50 @@
+"""The run lifecycle: statuses and the only moves allowed between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    waiting = "waiting"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    timeout = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.completed, Status.failed, Status.cancelled, Status.timeout})
+
+MOVES: dict[Status, frozenset[Status]] = {
+    Status.waiting: frozenset({Status.running, Status.cancelled, Status.failed}),
+    Status.running: frozenset({Status.completed, Status.failed, Status.timeout, Status.cancelled}),
+}
+
+
+class IllegalMove(ValueError):
+    pass
+
+
+def check_move(current: Status, target: Status) -> None:
+    """Raise IllegalMove unless `current -> target` is a lifecycle move. Terminal states have none."""
+    if target not in MOVES.get(current, frozenset()):
+        raise IllegalMove(f"a run cannot move from {current} to {target}")
+
+
+class ErrorCode(StrEnum):
+    """`result.error.code` values Runplane itself sets (runnables may set their own)."""
+
+    runnable_error = "runnable_error"  # the runnable raised RunFailed
+    runnable_exception = "runnable_exception"  # the runnable raised any other exception
+    runnable_crashed = "runnable_crashed"  # the runnable's process died without an answer
+    invalid_output = "invalid_output"  # outputs were not a JSON object
+    timeout = "timeout"  # timeout_seconds (or the platform maximum) elapsed
+    cancelled = "cancelled"
+    worker_lost = "worker_lost"  # the worker stopped renewing its lease RUNPLANE_MAX_ATTEMPTS times
+    dispatch_failed = "dispatch_failed"  # the dispatch message was dead-lettered
+    runnable_unavailable = "runnable_unavailable"  # the function is not registered in the worker

@@ -1,0 +1,212 @@
+"""Runs: accept, read, wait for, cancel, list and finish. Shared by HTTP, intake, worker and sweeper."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound
+from runplane.domain.ids import new_id
+from runplane.domain.models import (
+    Outcome,
+    Page,
+    RunError,
+    RunRecord,
+    RunRequestFields,
+    RunState,
+    to_run_state,
+    utcnow,
+)
+from runplane.domain.states import ErrorCode, Status
+from runplane.logic.runnables import get_runnable
+from runplane.logic.services import services
+from runplane.observability import logger, record_run_event
+
+
+def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
+    """Omitted: the runnable's default. Null or < 1: no timeout (the platform maximum still applies)."""
+    value = request.timeout_seconds if "timeout_seconds" in request.model_fields_set else default
+    if value is None or value < 1:
+        return None
+    limit = services().settings.max_run_seconds
+    if value > limit:
+        raise InvalidRequest(
+            f"timeout_seconds may be at most {limit} on this deployment",
+            "timeout_too_long",
+            [Issue("body.timeout_seconds", f"at most {limit}")],
+        )
+    return value
+
+
+def _check_inputs(schema: dict[str, Any] | None, inputs: dict[str, Any]) -> None:
+    if schema is None:
+        return
+    from jsonschema import Draft202012Validator
+
+    problems = sorted(Draft202012Validator(schema).iter_errors(inputs), key=lambda e: list(e.absolute_path))
+    if problems:
+        raise InvalidRequest(
+            "inputs do not match the runnable's input_schema",
+            "invalid_inputs",
+            [Issue(".".join(["body.inputs", *map(str, p.absolute_path)]), p.message) for p in problems[:20]],
+        )
+
+
+def _store_json(account_id: str, run_id: str, name: str, document: str) -> tuple[str | None, str | None]:
+    """(inline JSON, None) when small enough for the item, else (None, S3 key)."""
+    if len(document.encode()) <= services().settings.inline_limit_bytes:
+        return document, None
+    return None, services().blobs.put(f"{account_id}/{run_id}/{name}.json", document)
+
+
+def _load_json(inline: str | None, ref: str | None) -> str | None:
+    return inline if ref is None else services().blobs.get(ref)
+
+
+def create_run(
+    account_id: str,
+    runnable_id: str,
+    request: RunRequestFields,
+    *,
+    created_by: str | None,
+    run_id: str | None = None,
+) -> RunRecord:
+    """Accept a run (waiting) and dispatch it. With a caller-chosen `run_id`, repeating is harmless."""
+    runnable = get_runnable(account_id, runnable_id)
+    _check_inputs(runnable.input_schema, request.inputs)
+    settings = services().settings
+    run_id = run_id or new_id()
+    now = utcnow()
+    payload = json.dumps(
+        {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in request.resources]},
+        separators=(",", ":"),
+    )
+    payload_json, payload_ref = _store_json(account_id, run_id, "payload", payload)
+    record = RunRecord(
+        account_id=account_id,
+        id=run_id,
+        runnable_id=runnable_id,
+        runnable={"name": runnable.name, "kind": runnable.kind, "config": runnable.config.model_dump()},
+        status=Status.waiting,
+        created_at=now,
+        created_by=created_by,
+        metadata=request.metadata,
+        telemetry_strategy=(
+            runnable.telemetry_strategy if request.telemetry_strategy == "default" else request.telemetry_strategy
+        ),
+        timeout_seconds=_effective_timeout(request, runnable.timeout_seconds),
+        callback_url=request.callback_url,
+        callback_headers=request.callback_headers,
+        payload_json=payload_json,
+        payload_ref=payload_ref,
+        due_at=now.timestamp() + settings.redispatch_seconds,
+    )
+    if services().runs.create(record):
+        record_run_event("RunsCreated", Status.waiting)
+    else:
+        record = services().runs.get(account_id, run_id, consistent=True) or record
+        logger.info("run already exists; not created again", extra={"run_id": run_id})
+    if record.status is Status.waiting:
+        try:
+            services().queues.dispatch(account_id, run_id)
+        except Exception:  # the run is stored: the sweeper dispatches it when it falls due
+            logger.exception("dispatch failed; the sweeper will retry", extra={"run_id": run_id})
+    return record
+
+
+def load_payload(record: RunRecord) -> dict[str, Any]:
+    return json.loads(_load_json(record.payload_json, record.payload_ref) or "{}")
+
+
+def run_state(record: RunRecord) -> RunState:
+    document = _load_json(record.outcome_json, record.outcome_ref)
+    return to_run_state(record, Outcome.model_validate_json(document) if document else None)
+
+
+def get_run(account_id: str, run_id: str, *, consistent: bool = False) -> RunState:
+    record = services().runs.get(account_id, run_id, consistent=consistent)
+    if record is None:
+        raise NotFound("Run", run_id)
+    return run_state(record)
+
+
+def wait_for_run(account_id: str, run_id: str, seconds: float) -> RunState:
+    """Poll with a short backoff until the run is terminal or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    pause = 0.05
+    while True:
+        record = services().runs.get(account_id, run_id, consistent=True)
+        if record is None:
+            raise NotFound("Run", run_id)
+        remaining = deadline - time.monotonic()
+        if record.status.terminal or remaining <= 0:
+            return run_state(record)
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 1.5, 1.0)
+
+
+def finish_run(
+    record: RunRecord,
+    outcome: Outcome,
+    *,
+    owner: str | None = None,
+    lease_seen: float | None = None,
+) -> RunRecord | None:
+    """Record a terminal outcome with one conditional write; None if the run moved meanwhile."""
+    now = utcnow()
+    document = outcome.model_dump_json(exclude_none=True)
+    outcome_json, outcome_ref = _store_json(record.account_id, record.id, "outcome", document)
+    fields: dict[str, Any] = {
+        "status": outcome.status.value,
+        "completed_at": now,
+        "expires_at": int((now + timedelta(days=services().settings.run_retention_days)).timestamp()),
+        "outcome_json": outcome_json,
+        "outcome_ref": outcome_ref,
+    }
+    if outcome.status is Status.failed:
+        fields["failed_at"] = now
+    finished = services().runs.finish(
+        record.account_id,
+        record.id,
+        record.status,
+        {k: v for k, v in fields.items() if v is not None},
+        owner=owner,
+        lease_seen=lease_seen,
+    )
+    if finished is not None:
+        record_run_event("RunsFinished", outcome.status, outcome.duration_seconds)
+    return finished
+
+
+def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:
+    return Outcome(status=status, error=RunError(message=message, code=code))
+
+
+def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
+    """Cancel a run. Returns (state, pending): pending when a running run will end cancelled shortly."""
+    for _ in range(5):  # a claim may race a cancel of a waiting run; look again
+        record = services().runs.get(account_id, run_id, consistent=True)
+        if record is None:
+            raise NotFound("Run", run_id)
+        if record.status is Status.cancelled:
+            return run_state(record), False
+        if record.status.terminal:
+            raise Conflict(f"run {run_id} already ended {record.status}", "run_terminal")
+        if record.status is Status.waiting:
+            finished = finish_run(record, fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled))
+            if finished is not None:
+                return run_state(finished), False
+        elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:
+            return run_state(requested), True
+    raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
+
+
+def list_runs(
+    account_id: str, *, status: Status | None, runnable_id: str | None, limit: int, cursor: str | None
+) -> Page[RunState]:
+    records, next_cursor = services().runs.list(
+        account_id, status=status, runnable_id=runnable_id, limit=limit, cursor=cursor
+    )
+    return Page[RunState](items=[run_state(r) for r in records], next_cursor=next_cursor)

@@ -1,0 +1,40 @@
+"""Wiring: the adapters every logic function works with, built once per process from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from runplane.adapters.blobs import Blobs
+from runplane.adapters.queues import Queues
+from runplane.adapters.store import KeyStore, RunnableStore, RunStore
+from runplane.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    runs: RunStore
+    runnables: RunnableStore
+    keys: KeyStore
+    queues: Queues
+    blobs: Blobs
+
+
+@cache
+def services() -> Services:
+    settings = get_settings()
+    return Services(
+        settings=settings,
+        runs=RunStore(settings.runs_table),
+        runnables=RunnableStore(settings.runnables_table),
+        keys=KeyStore(settings.keys_table),
+        queues=Queues(settings.dispatch_queue_url, settings.intake_dlq_url),
+        blobs=Blobs(settings.payload_bucket),
+    )
+
+
+def reset() -> None:
+    """Forget settings and adapters (tests and local mode change the environment)."""
+    get_settings.cache_clear()
+    services.cache_clear()
