@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 NAMESPACE = "Runplane"
+
+# A handler invocation that recorded no metric (a duplicate message, say) is normal, not worth a warning.
+warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
 
 logger = Logger(service="runplane")
 metrics = Metrics(namespace=NAMESPACE, service="runplane")

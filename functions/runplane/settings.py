@@ -50,7 +50,11 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values = {name: env[f"RUNPLANE_{name.upper()}"] for name in cls.model_fields if f"RUNPLANE_{name.upper()}" in env}
+        values = {
+            name: env[f"RUNPLANE_{name.upper()}"]
+            for name in cls.model_fields
+            if f"RUNPLANE_{name.upper()}" in env
+        }
         return cls.model_validate(values)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from runplane import definitions as defs
 from runplane.adapters import aws
 from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import RunRecord, Runnable
+from runplane.domain.models import Runnable, RunRecord
 from runplane.domain.states import Status
 
 # --- attribute values ---------------------------------------------------------------------------
@@ -366,7 +366,9 @@ class RunnableStore:
 
     def put(self, runnable: Runnable, *, new: bool) -> bool:
         """Create (`new`) or replace an existing runnable; False when that precondition fails."""
-        item = _to_item({"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()})
+        item = _to_item(
+            {"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()}
+        )
         condition = "attribute_not_exists(id)" if new else "attribute_exists(id)"
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression=condition)
@@ -417,7 +419,9 @@ class KeyStore:
         return self._client or aws.client("dynamodb")
 
     def put(self, key: dict[str, Any]) -> None:
-        self.client.put_item(TableName=self.table, Item=_to_item(key), ConditionExpression="attribute_not_exists(id)")
+        self.client.put_item(
+            TableName=self.table, Item=_to_item(key), ConditionExpression="attribute_not_exists(id)"
+        )
 
     def get(self, key_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")

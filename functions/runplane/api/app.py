@@ -9,13 +9,12 @@ from __future__ import annotations
 from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
 from runplane.api import errors, v1
-from runplane.domain.errors import PayloadTooLarge, RunplaneError
-from runplane.logic.keys import authenticate
+from runplane.domain.errors import PayloadTooLarge, RunplaneError, UnsupportedMediaType
+from runplane.logic.keys import Principal, authenticate
 from runplane.logic.services import services
 
 TITLE = "Runplane API"
@@ -24,24 +23,36 @@ PUBLIC_PATHS = frozenset({"/openapi.json", "/docs"})
 SECURITY = {"security_schemes": {"bearerAuth": HTTPBearer()}, "security": [{"bearerAuth": []}]}
 
 
-def _guard(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
-    """Every request: body size limit, then the API key, before the route sees anything."""
-    event = app.current_event
+def _admit(event: dict) -> Principal | None:
+    """Body size and type, then the API key: checked before the resolver parses anything."""
+    body = event.get("body") or ""
     limit = services().settings.max_request_bytes
-    if event.body and len(event.body) > limit:
+    if len(body) > limit:
         raise PayloadTooLarge(limit)
-    if event.path not in PUBLIC_PATHS:
-        token = v1.current_principal.set(authenticate(event.headers.get("authorization")))
-        try:
-            return next_middleware(app)
-        finally:
-            v1.current_principal.reset(token)
-    return next_middleware(app)
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type") or "application/json"
+    if body and not content_type.lower().startswith("application/json"):
+        raise UnsupportedMediaType(content_type)
+    if event.get("path") in PUBLIC_PATHS:
+        return None
+    return authenticate(headers.get("authorization"))
+
+
+def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
+    """One API request: admission, then the resolver with the caller's principal in scope."""
+    try:
+        principal = _admit(event)
+    except RunplaneError as error:
+        return errors.proxy_response(error)
+    token = v1.current_principal.set(principal)
+    try:
+        return app.resolve(event, context)
+    finally:
+        v1.current_principal.reset(token)
 
 
 def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
-    app.use(middlewares=[_guard])
     app.include_router(v1.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)

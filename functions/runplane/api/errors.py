@@ -14,7 +14,9 @@ from runplane.domain.errors import (
     PayloadTooLarge,
     RunplaneError,
     Unauthorized,
+    UnsupportedMediaType,
 )
+from runplane.domain.models import ErrorBody
 from runplane.observability import logger
 
 STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
@@ -23,6 +25,7 @@ STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
 }
 
 
@@ -30,18 +33,38 @@ def json_response(status: int, body: str, headers: dict[str, str] | None = None)
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 
 
-def error_response(status: int, message: str, code: str, issues: list[dict[str, str]] | None = None) -> Response:
-    from runplane.domain.models import ErrorBody
+def _error_parts(
+    status: int, message: str, code: str, issues: list[dict[str, str]] | None = None
+) -> tuple[int, str, dict[str, str]]:
+    body = ErrorBody(error=message, code=code, issues=issues or []).model_dump_json()
+    headers = {"Content-Type": "application/json"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="runplane"'
+    return status, body, headers
 
-    body = ErrorBody(error=message, code=code, issues=issues or [])
-    headers = {"WWW-Authenticate": 'Bearer realm="runplane"'} if status == 401 else None
-    return json_response(status, body.model_dump_json(), headers)
+
+def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
+    status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
+    issues = [{"field": i.field, "message": i.message} for i in error.issues]
+    return _error_parts(status, error.message, error.code, issues)
+
+
+def error_response(
+    status: int, message: str, code: str, issues: list[dict[str, str]] | None = None
+) -> Response:
+    status, body, headers = _error_parts(status, message, code, issues)
+    return json_response(status, body, headers)
 
 
 def from_domain(error: RunplaneError) -> Response:
-    status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
-    issues = [{"field": i.field, "message": i.message} for i in error.issues]
-    return error_response(status, error.message, error.code, issues)
+    status, body, headers = _domain_parts(error)
+    return json_response(status, body, headers)
+
+
+def proxy_response(error: RunplaneError) -> dict[str, Any]:
+    """The same error as an API Gateway proxy response, for requests refused before routing."""
+    status, body, headers = _domain_parts(error)
+    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 
 def from_validation(error: RequestValidationError) -> Response:

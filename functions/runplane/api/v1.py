@@ -28,7 +28,7 @@ from runplane.logic.keys import Principal
 from runplane.logic.services import services
 
 router = Router()
-current_principal: ContextVar[Principal] = ContextVar("current_principal")
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
@@ -36,15 +36,24 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def _errors(*statuses: int) -> dict:
-    return {s: {"description": "Error", "content": {"application/json": {"model": ErrorBody}}} for s in statuses}
+    return {
+        s: {"description": "Error", "content": {"application/json": {"model": ErrorBody}}} for s in statuses
+    }
 
 
 def _ok(model: type, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"model": model}}}
 
 
+def _principal() -> Principal:
+    principal = current_principal.get()
+    if principal is None:  # every non-public route is admitted with a principal; see api.app.serve
+        raise RuntimeError("route reached without an authenticated principal")
+    return principal
+
+
 def _account() -> str:
-    return current_principal.get().account_id
+    return _principal().account_id
 
 
 # --- runnables ---
@@ -61,17 +70,17 @@ def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
 
 
 @router.get("/v1/runnable/<id>", responses=_errors(401, 404))
-def get_runnable(id: UUID) -> Runnable:  # noqa: A002 - the seed names it id
+def get_runnable(id: UUID) -> Runnable:
     return runnables.get_runnable(_account(), str(id))
 
 
 @router.put("/v1/runnable/<id>", responses=_errors(400, 401, 404))
-def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:  # noqa: A002
+def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:
     return runnables.replace_runnable(_account(), str(id), body)
 
 
 @router.delete("/v1/runnable/<id>", status_code=204, responses=_errors(401, 404))
-def delete_runnable(id: UUID) -> Response:  # noqa: A002
+def delete_runnable(id: UUID):
     runnables.delete_runnable(_account(), str(id))
     return Response(status_code=204)
 
@@ -84,20 +93,26 @@ def delete_runnable(id: UUID) -> Response:  # noqa: A002
     summary="Start a run (mode=async: 202 RunReference; mode=sync: 200 RunState when terminal)",
     responses={
         200: _ok(RunState, "sync: the run ended"),
-        202: _ok(RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"),
+        202: _ok(
+            RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
+        ),
         **_errors(400, 401, 404, 413),
     },
 )
 def start_run(
-    id: UUID,  # noqa: A002
-    body: Annotated[StartRunRequest | None, Body()] = None,
+    id: UUID,
+    body: Annotated[StartRunRequest, Body()] = StartRunRequest(),  # noqa: B008 - an empty body is a run with defaults
     mode: Annotated[RunMode, Query()] = "async",
     prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
-) -> Response:
-    principal = current_principal.get()
-    record = runs.create_run(principal.account_id, str(id), body or StartRunRequest(), created_by=principal.key_id)
+):
+    principal = _principal()
+    record = runs.create_run(
+        principal.account_id, str(id), body or StartRunRequest(), created_by=principal.key_id
+    )
     if mode == "async":
-        return json_response(202, RunReference(id=record.id).model_dump_json(), {"Location": f"/v1/run/{record.id}"})
+        return json_response(
+            202, RunReference(id=record.id).model_dump_json(), {"Location": f"/v1/run/{record.id}"}
+        )
     state = runs.wait_for_run(principal.account_id, record.id, _sync_wait(record.timeout_seconds, prefer))
     if state.status.terminal:
         return json_response(200, state.model_dump_json())
@@ -122,9 +137,13 @@ def get_run(run_id: UUID) -> RunState:
 @router.post(
     "/v1/run/<run_id>/cancel",
     summary="Cancel a run (200: cancelled; 202: running, will end cancelled; 409: already ended)",
-    responses={200: _ok(RunState, "Cancelled"), 202: _ok(RunState, "Cancellation pending"), **_errors(401, 404, 409)},
+    responses={
+        200: _ok(RunState, "Cancelled"),
+        202: _ok(RunState, "Cancellation pending"),
+        **_errors(401, 404, 409),
+    },
 )
-def cancel_run(run_id: UUID) -> Response:
+def cancel_run(run_id: UUID):
     state, pending = runs.cancel_run(_account(), str(run_id))
     return json_response(202 if pending else 200, state.model_dump_json())
 
@@ -143,4 +162,3 @@ def list_runs(
         limit=limit,
         cursor=cursor,
     )
-

@@ -46,3 +46,10 @@ class Conflict(RunplaneError):
 class PayloadTooLarge(RunplaneError):
     def __init__(self, limit: int):
         super().__init__(f"Request body exceeds {limit} bytes", "payload_too_large")
+
+
+class UnsupportedMediaType(RunplaneError):
+    def __init__(self, content_type: str):
+        super().__init__(
+            f"Content-Type {content_type!r} is not supported; send application/json", "unsupported_media_type"
+        )

@@ -2,7 +2,7 @@
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from runplane.api.app import create_app
+from runplane.api.app import create_app, serve
 from runplane.observability import logger, metrics
 
 app = create_app()
@@ -11,4 +11,4 @@ app = create_app()
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    return app.resolve(event, context)
+    return serve(app, event, context)

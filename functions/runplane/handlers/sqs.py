@@ -15,6 +15,8 @@ def batch_handler(consume: Callable[[SQSRecord], object]) -> Callable[[dict, obj
     @logger.inject_lambda_context
     @metrics.log_metrics
     def lambda_handler(event: dict, context: object) -> dict:
-        return process_partial_response(event=event, record_handler=consume, processor=processor, context=context)
+        return process_partial_response(
+            event=event, record_handler=consume, processor=processor, context=context
+        )
 
     return lambda_handler

@@ -76,7 +76,9 @@ def _run(record: RunRecord, owner: str):  # -> Outcome | None
         reason = f"Run exceeded the platform maximum of {limit} seconds"
 
     def heartbeat() -> Verdict:
-        renewed = services().runs.renew(record.account_id, record.id, owner, time.time() + settings.lease_seconds)
+        renewed = services().runs.renew(
+            record.account_id, record.id, owner, time.time() + settings.lease_seconds
+        )
         if renewed is None:
             return Verdict.lost
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on

@@ -36,10 +36,14 @@ def accept_intake(body: str, message_id: str) -> str | None:
         return _reject(body, message_id, "validation_error", details)
     except RunplaneError as problem:
         issues = "; ".join(f"{i.field}: {i.message}" for i in problem.issues)
-        return _reject(body, message_id, problem.code, f"{problem.message}{' (' + issues + ')' if issues else ''}")
+        return _reject(
+            body, message_id, problem.code, f"{problem.message}{' (' + issues + ')' if issues else ''}"
+        )
     return run_id
 
 
 def _reject(body: str, message_id: str, code: str, reason: str) -> None:
-    logger.warning("intake message rejected", extra={"message_id": message_id, "code": code, "reason": reason})
+    logger.warning(
+        "intake message rejected", extra={"message_id": message_id, "code": code, "reason": reason}
+    )
     services().queues.reject_intake(body, message_id, code, reason)

@@ -94,7 +94,9 @@ def create_run(
         created_by=created_by,
         metadata=request.metadata,
         telemetry_strategy=(
-            runnable.telemetry_strategy if request.telemetry_strategy == "default" else request.telemetry_strategy
+            runnable.telemetry_strategy
+            if request.telemetry_strategy == "default"
+            else request.telemetry_strategy
         ),
         timeout_seconds=_effective_timeout(request, runnable.timeout_seconds),
         callback_url=request.callback_url,
@@ -195,7 +197,9 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
         if record.status.terminal:
             raise Conflict(f"run {run_id} already ended {record.status}", "run_terminal")
         if record.status is Status.waiting:
-            finished = finish_run(record, fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled))
+            finished = finish_run(
+                record, fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled)
+            )
             if finished is not None:
                 return run_state(finished), False
         elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:

@@ -36,8 +36,11 @@ def _settle(record: RunRecord, now: float) -> str:
         if (record.lease_until or 0) > now:
             return "lease_live"
         if record.cancel_requested:
-            finish_run(record, fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled),
-                       lease_seen=record.lease_until)
+            finish_run(
+                record,
+                fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled),
+                lease_seen=record.lease_until,
+            )
             return "cancelled"
         if record.attempt >= settings.max_attempts:
             message = f"The worker stopped responding on each of {record.attempt} attempts"
@@ -46,7 +49,10 @@ def _settle(record: RunRecord, now: float) -> str:
     elif record.status is not Status.waiting:
         return "ignored"
     rescheduled = services().runs.reschedule(
-        record.account_id, record.id, record.status, now + settings.redispatch_seconds,
+        record.account_id,
+        record.id,
+        record.status,
+        now + settings.redispatch_seconds,
         lease_seen=record.lease_until if record.status is Status.running else None,
     )
     if rescheduled is None:

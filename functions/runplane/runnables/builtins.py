@@ -27,4 +27,6 @@ def sleep(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 @runnable("fail")
 def fail(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Fails with `inputs.message` (and `inputs.code`, default runnable_error)."""
-    raise RunFailed(str(inputs.get("message", "failed on request")), str(inputs.get("code", "runnable_error")))
+    raise RunFailed(
+        str(inputs.get("message", "failed on request")), str(inputs.get("code", "runnable_error"))
+    )

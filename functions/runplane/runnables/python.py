@@ -53,7 +53,12 @@ def execute(
         while True:
             now = time.monotonic()
             if now >= deadline:
-                return _outcome(Status.timeout, started, usage, error=RunError(message=limit_reason, code=ErrorCode.timeout))
+                return _outcome(
+                    Status.timeout,
+                    started,
+                    usage,
+                    error=RunError(message=limit_reason, code=ErrorCode.timeout),
+                )
             if now >= next_beat:
                 verdict = on_heartbeat()
                 next_beat = now + heartbeat_seconds
@@ -111,7 +116,10 @@ def _child(conn: Connection, function: RunnableFunction, inputs: dict[str, Any],
     except _InvalidOutput as problem:
         message = ("error", {"message": str(problem), "code": ErrorCode.invalid_output})
     except Exception as problem:
-        message = ("error", {"message": f"{type(problem).__name__}: {problem}", "code": ErrorCode.runnable_exception})
+        message = (
+            "error",
+            {"message": f"{type(problem).__name__}: {problem}", "code": ErrorCode.runnable_exception},
+        )
     conn.send(message)
     conn.close()
 

@@ -1,0 +1,99 @@
+"""The `runplane` command: the local stack and administration (API keys)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(".runplane")
+
+
+def _use_local(state_dir: Path) -> None:
+    """Point this process at a running local stack (its resources are listed in local.json)."""
+    path = state_dir / "local.json"
+    if not path.exists():
+        sys.exit(f"{path} not found: start the local stack first (make run)")
+    os.environ.update(json.loads(path.read_text())["env"])
+
+
+def cmd_local(args: argparse.Namespace) -> None:
+    from runplane.local.stack import LocalStack, banner
+
+    stack = LocalStack(
+        port=args.port, workers=args.workers, state_dir=args.state_dir, sweep_seconds=args.sweep_seconds
+    )
+    try:
+        info = stack.start()
+    except OSError as error:
+        sys.exit(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror} (use --port or RUNPLANE_PORT)")
+    print(banner(info, args.state_dir / "local.json"), flush=True)
+    try:
+        stack.serve_until_signalled()
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from runplane.logic.keys import create_key
+
+    key = create_key(args.account, name=args.name)
+    print(json.dumps({"key_id": key.key_id, "account_id": key.account_id, "api_key": key.token}, indent=2))
+    print("Store the api_key now: it is not shown again.", file=sys.stderr)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    from runplane.logic.keys import revoke_key
+
+    revoke_key(args.key_id)
+    print(f"revoked {args.key_id}")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="runplane", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="start the embedded local stack")
+    local.add_argument("--port", type=int, default=int(os.environ.get("RUNPLANE_PORT", "8787")))
+    local.add_argument("--workers", type=int, default=int(os.environ.get("RUNPLANE_LOCAL_WORKERS", "4")))
+    local.add_argument(
+        "--sweep-seconds", type=float, default=float(os.environ.get("RUNPLANE_LOCAL_SWEEP_SECONDS", "5"))
+    )
+    local.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    local.set_defaults(func=cmd_local, target_local=False)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key for an account; printed once")
+    create.add_argument("--account", required=True)
+    create.add_argument("--name", help="a label for the key")
+    create.set_defaults(func=cmd_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    for sub in (create, revoke):
+        sub.add_argument(
+            "--local", dest="target_local", action="store_true", help="act on the running local stack"
+        )
+        sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.target_local:
+        _use_local(args.state_dir)
+    from runplane.domain.errors import RunplaneError
+
+    try:
+        args.func(args)
+    except RunplaneError as error:
+        sys.exit(f"error: {error.message}")
+
+
+if __name__ == "__main__":
+    main()

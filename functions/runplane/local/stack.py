@@ -1,0 +1,208 @@
+"""The embedded local stack: moto server, provisioned resources, HTTP gateway, SQS pollers, sweeper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from runplane import definitions as defs
+
+LOCAL_ACCOUNT = "local"
+REGION = "us-east-1"
+BUILTIN_RUNNABLES = ("echo", "sleep", "fail")
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        port: int = 8787,
+        host: str = "127.0.0.1",
+        workers: int = 4,
+        state_dir: Path = Path(".runplane"),
+        sweep_seconds: float = 5.0,
+    ):
+        self.port, self.host, self.workers = port, host, workers
+        self.state_dir, self.sweep_seconds = state_dir, sweep_seconds
+        self.stopping = threading.Event()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.info: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # --- start ---
+
+    def start(self) -> dict[str, Any]:
+        from moto.server import ThreadedMotoServer
+
+        from runplane.local.gateway import Gateway
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.gateway = Gateway(self.host, self.port, self._app_factory())  # fail early if the port is taken
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, moto_port = self.moto.get_host_and_port()
+        env = self._environment(f"http://{host}:{moto_port}")
+        os.environ.update(env)
+
+        import boto3
+
+        from runplane.local.provision import provision
+        from runplane.logic import services
+
+        env.update(provision(boto3.session.Session(), "runplane-local"))
+        os.environ.update(env)
+        services.reset()
+        key, runnables = self._seed()
+        threading.Thread(target=self.gateway.serve_forever, name="gateway", daemon=True).start()
+        for name in self._poller_names():
+            self._spawn(name, env)
+        threading.Thread(target=self._supervise, args=(env,), name="supervisor", daemon=True).start()
+        threading.Thread(target=self._sweep, name="sweeper", daemon=True).start()
+        self.info = {
+            "api_url": self.gateway.url,
+            "api_key": key.token,
+            "key_id": key.key_id,
+            "account_id": LOCAL_ACCOUNT,
+            "aws_endpoint_url": env["AWS_ENDPOINT_URL"],
+            "region": REGION,
+            "intake_queue_url": env[defs.INTAKE.env_var],
+            "dispatch_queue_url": env[defs.DISPATCH.env_var],
+            "intake_dlq_url": env[defs.INTAKE_DLQ.env_var],
+            "dispatch_dlq_url": env[defs.DISPATCH_DLQ.env_var],
+            "runnables": runnables,
+            "env": env,
+        }
+        self._write_state()
+        return self.info
+
+    def _environment(self, endpoint: str) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            "POWERTOOLS_SERVICE_NAME": "runplane-local",
+        }
+
+    def _app_factory(self) -> Any:
+        from runplane.api.app import create_app
+
+        return create_app
+
+    def _seed(self) -> tuple[Any, dict[str, str]]:
+        """A dev API key and the built-in runnables for the local account."""
+        from runplane.domain.models import PythonConfig, RunnableFields
+        from runplane.logic.keys import create_key
+        from runplane.logic.runnables import create_runnable
+
+        key = create_key(LOCAL_ACCOUNT, name="local dev key")
+        runnables = {
+            name: create_runnable(
+                LOCAL_ACCOUNT, RunnableFields(name=name, kind="python", config=PythonConfig(function=name))
+            ).id
+            for name in BUILTIN_RUNNABLES
+        }
+        return key, runnables
+
+    def _poller_names(self) -> list[str]:
+        names = []
+        for function in defs.FUNCTIONS:
+            if function.queue:
+                copies = self.workers if function.name == "worker" else 1
+                names += [f"{function.name}.{i}" for i in range(copies)]
+        return names
+
+    def _spawn(self, name: str, env: dict[str, str]) -> None:
+        function = name.split(".")[0]
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "runplane.local.poller", function],
+            env={**os.environ, **env},
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops its pollers in order
+        )
+
+    def _supervise(self, env: dict[str, str]) -> None:
+        """Restart a poller that died, as Lambda starts a new execution environment."""
+        while not self.stopping.wait(0.5):
+            restarted = False
+            with self._lock:
+                for name, process in list(self.processes.items()):
+                    if process.poll() is not None and not self.stopping.is_set():
+                        self._spawn(name, env)
+                        restarted = True
+            if restarted:
+                self._write_state()
+
+    def _sweep(self) -> None:
+        from runplane.handlers.sweeper import lambda_handler
+        from runplane.local.lambda_context import LocalLambdaContext
+
+        while not self.stopping.wait(self.sweep_seconds):
+            try:
+                lambda_handler({}, LocalLambdaContext("sweeper", 60))
+            except Exception as error:
+                print(f"[sweeper] failed: {error!r}", file=sys.stderr)
+
+    def _write_state(self) -> None:
+        with self._lock:
+            self.info["worker_pids"] = [p.pid for n, p in self.processes.items() if n.startswith("worker.")]
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path = self.state_dir / "local.json"
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.info, indent=2) + "\n")
+            temporary.replace(path)
+
+    # --- stop ---
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.terminate()
+            for process in self.processes.values():
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.gateway.stop()
+        self.moto.stop()
+        (self.state_dir / "local.json").unlink(missing_ok=True)
+
+    def serve_until_signalled(self) -> None:
+        done = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: done.set())
+        done.wait()
+
+
+def banner(info: dict[str, Any], state_file: Path) -> str:
+    url, key = info["api_url"], info["api_key"]
+    echo = info["runnables"]["echo"]
+    return f"""Runplane local stack is up.
+
+  API           {url}   (OpenAPI: {url}/openapi.json, docs: {url}/docs)
+  API key       {key}
+  account       {info["account_id"]}
+  AWS endpoint  {info["aws_endpoint_url"]} (moto; region {info["region"]})
+  intake queue  {info["intake_queue_url"]}
+  runnables     {", ".join(f"{n}={i}" for n, i in info["runnables"].items())}
+  written to    {state_file}
+
+Try a synchronous run of the built-in echo runnable:
+
+  curl -s -X POST '{url}/v1/runnable/{echo}/runs?mode=sync' \\
+    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+    -d '{{"inputs": {{"hello": "world"}}}}'
+
+Press Ctrl-C to stop.
+"""

@@ -1,0 +1,129 @@
+"""Shared fixtures: moto-backed AWS with every resource provisioned from runplane.definitions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from runplane import definitions as defs
+from runplane.api.app import create_app, serve
+from runplane.domain.models import PythonConfig, RunnableFields
+from runplane.local.gateway import proxy_event
+from runplane.local.lambda_context import LocalLambdaContext
+from runplane.local.poller import Poller
+from runplane.local.provision import provision
+from runplane.logic import keys, services
+from runplane.logic.runnables import create_runnable
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Moto in-process, all resources created, settings and clients pointed at them."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        from runplane.adapters import aws
+
+        aws.session.cache_clear()
+        aws._client.cache_clear()
+        created = provision(boto3.session.Session(), "test")
+        for name, value in created.items():
+            monkeypatch.setenv(name, value)
+        services.reset()
+        keys._cache = keys._PrincipalCache()
+        yield created
+        aws.session.cache_clear()
+        aws._client.cache_clear()
+    services.reset()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class Api:
+    """Calls the api handler with API Gateway proxy events, as the gateway does."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+        self.app = create_app()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: str | bytes | None = None,
+        token: str | None = "default",
+    ) -> Reply:
+        sent: dict[str, list[str]] = {"Content-Type": ["application/json"]}
+        bearer = self.token if token == "default" else token
+        if bearer:
+            sent["Authorization"] = [f"Bearer {bearer}"]
+        for name, value in (headers or {}).items():
+            sent[name] = [value]
+        data = raw if raw is not None else (json.dumps(body) if body is not None else b"")
+        data = data.encode() if isinstance(data, str) else data
+        event = proxy_event(method, path, sent, data, "127.0.0.1")
+        response = serve(self.app, event, LocalLambdaContext("api"))
+        merged = dict(response.get("headers") or {})
+        merged.update({k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()})
+        return Reply(response["statusCode"], merged, response.get("body") or "")
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.call("POST", path, body, **kw)
+
+
+@pytest.fixture
+def account(env: dict[str, str]) -> keys.CreatedKey:
+    return keys.create_key("acme")
+
+
+@pytest.fixture
+def api(account: keys.CreatedKey) -> Api:
+    return Api(account.token)
+
+
+def make_runnable(account_id: str, function: str = "echo", **fields: Any) -> str:
+    spec = RunnableFields(name=function, kind="python", config=PythonConfig(function=function), **fields)
+    return create_runnable(account_id, spec).id
+
+
+@pytest.fixture
+def echo_id(account: keys.CreatedKey) -> str:
+    return make_runnable(account.account_id, "echo")
+
+
+def pollers() -> dict[str, Poller]:
+    return {f.name: Poller(f, wait_seconds=0) for f in defs.FUNCTIONS if f.queue}
+
+
+def drain(*names: str, rounds: int = 50) -> None:
+    """Deliver queued messages to their handlers until the named queues are empty."""
+    chosen = pollers()
+    for _ in range(rounds):
+        if not sum(chosen[n].poll_once() for n in names or chosen):
+            return
