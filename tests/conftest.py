@@ -13,12 +13,15 @@ from moto import mock_aws
 from runplane import definitions as defs
 from runplane.api.app import create_app, serve
 from runplane.domain.models import PythonConfig, RunnableFields
+from runplane.local import moto_atomic
 from runplane.local.gateway import proxy_event
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import Poller
 from runplane.local.provision import provision
 from runplane.logic import keys, services
 from runplane.logic.runnables import create_runnable
+
+moto_atomic.install()
 
 
 @pytest.fixture

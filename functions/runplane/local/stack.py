@@ -41,7 +41,10 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         from moto.server import ThreadedMotoServer
 
+        from runplane.local import moto_atomic
         from runplane.local.gateway import Gateway
+
+        moto_atomic.install()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.gateway = Gateway(self.host, self.port, self._app_factory())  # fail early if the port is taken
