@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
@@ -60,7 +60,7 @@ def create_app() -> APIGatewayRestResolver:
     app.not_found(lambda _: errors.error_response(404, "No such route", "route_not_found"))
 
     @app.get("/openapi.json", include_in_schema=False)
-    def openapi() -> Response:
+    def openapi():
         return errors.json_response(200, _openapi_document(app))
 
     app.enable_swagger(path="/docs", title=TITLE, version=VERSION, **SECURITY)

@@ -1,0 +1,300 @@
+"""End to end: `runplane local` as a subprocess, spoken to over real HTTP and real (moto) SQS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from runplane.domain.ids import intake_run_id
+
+from tests.contract import assert_run_state
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, process: subprocess.Popen[str], state_dir: Path, banner: str):
+        self.process, self.state_dir, self.banner = process, state_dir, banner
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / "local.json").read_text())
+
+    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.info['api_key']}", **kw.pop("headers", {})}
+        return requests.request(
+            method, self.info["api_url"] + path, json=body, headers=headers, timeout=60, **kw
+        )
+
+    def start_run(
+        self, runnable: str, body: dict | None = None, mode: str = "async", **kw: Any
+    ) -> requests.Response:
+        return self.call("POST", f"/v1/runnable/{self.runnable(runnable)}/runs?mode={mode}", body or {}, **kw)
+
+    def runnable(self, name: str) -> str:
+        known = self.info["runnables"]
+        if name not in known:
+            spec = {"name": name, "kind": "python", "config": {"function": name}}
+            known[name] = self.call("POST", "/v1/runnables", spec).json()["id"]
+            self._extra = {**getattr(self, "_extra", {}), name: known[name]}
+        return {**known, **getattr(self, "_extra", {})}[name]
+
+    def wait_terminal(self, run_id: str, seconds: float = 30) -> dict[str, Any]:
+        deadline, state = time.monotonic() + seconds, None
+        while time.monotonic() < deadline:
+            reply = self.call("GET", f"/v1/run/{run_id}")
+            state = reply.json()
+            if reply.status_code == 200 and state["status"] not in ("waiting", "running"):
+                return state
+            time.sleep(0.1)  # 404 too: a run from an intake message exists once the message is consumed
+        raise AssertionError(f"run {run_id} not terminal after {seconds}s: {state}")
+
+    def sqs(self) -> Any:
+        info = self.info
+        return boto3.client(
+            "sqs",
+            endpoint_url=info["aws_endpoint_url"],
+            region_name=info["region"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+
+def start_stack(tmp: Path, **env: str) -> Stack:
+    state_dir = tmp / "state"
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
+        "RUNPLANE_LEASE_SECONDS": "2",
+        "RUNPLANE_LOCAL_SWEEP_SECONDS": "0.5",
+        "RUNPLANE_SYNC_WAIT_SECONDS": "10",
+        **env,
+    }
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        environment.pop(name, None)
+    command = [
+        sys.executable,
+        "-m",
+        "runplane.cli",
+        "local",
+        "--port",
+        str(free_port()),
+        "--workers",
+        "2",
+        "--state-dir",
+        str(state_dir),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline() if process.stdout else ""
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            return Stack(process, state_dir, "".join(lines))
+    process.kill()
+    raise AssertionError("local stack did not start:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    started = start_stack(tmp_path_factory.mktemp("stack"))
+    # keep reading output so the pipe never fills and blocks the stack
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in started.process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    yield started
+    started.process.send_signal(signal.SIGINT)
+    started.process.wait(30)
+
+
+def test_local_json_names_everything_a_caller_needs(stack: Stack) -> None:
+    info = stack.info
+    for key in ("api_url", "api_key", "account_id", "aws_endpoint_url", "region", "intake_queue_url"):
+        assert info[key], key
+    assert info["account_id"] == "local"
+
+
+def test_the_printed_curl_line_works_as_printed(stack: Stack) -> None:
+    start = stack.banner.index("curl ")
+    line = stack.banner[start : stack.banner.index("\n\n", start)].replace("\\\n", " ")
+    words = shlex.split(line)
+    assert words[0] == "curl"
+    url = next(w for w in words if w.startswith("http"))
+    headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+    data = words[words.index("-d") + 1]
+    assert words[words.index("-X") + 1] == "POST"
+    reply = requests.post(url, data=data, headers=headers, timeout=30)
+    assert reply.status_code == 200
+    state = assert_run_state(reply.json())
+    assert state["status"] == "completed"
+    assert state["result"]["outputs"] == {"hello": "world"}
+
+
+def test_sync_run(stack: Stack) -> None:
+    reply = stack.start_run("echo", {"inputs": {"q": "sync"}}, mode="sync")
+    assert reply.status_code == 200
+    assert assert_run_state(reply.json())["result"]["outputs"] == {"q": "sync"}
+
+
+def test_sync_run_longer_than_the_wait_returns_202_and_location(stack: Stack) -> None:
+    reply = stack.start_run("sleep", {"inputs": {"seconds": 2}}, mode="sync", headers={"Prefer": "wait=1"})
+    assert reply.status_code == 202
+    location = reply.headers["Location"]
+    assert location == f"/v1/run/{reply.json()['id']}"
+    assert stack.wait_terminal(reply.json()["id"])["status"] == "completed"
+
+
+def test_async_run_and_poll(stack: Stack) -> None:
+    reply = stack.start_run("echo", {"inputs": {"q": "async"}, "metadata": {"source": "e2e"}})
+    assert reply.status_code == 202
+    state = assert_run_state(stack.wait_terminal(reply.json()["id"]))
+    assert state["status"] == "completed"
+    assert state["metadata"] == {"source": "e2e"}
+
+
+def test_failure_and_timeout(stack: Stack) -> None:
+    failed = stack.wait_terminal(stack.start_run("fail", {"inputs": {"message": "nope"}}).json()["id"])
+    assert (failed["status"], failed["result"]["error"]["message"]) == ("failed", "nope")
+    timed = stack.wait_terminal(
+        stack.start_run("sleep", {"inputs": {"seconds": 20}, "timeout_seconds": 1}).json()["id"]
+    )
+    assert timed["status"] == "timeout"
+    assert timed["result"]["error"]["code"] == "timeout"
+
+
+def test_cancel_running_and_waiting_runs(stack: Stack) -> None:
+    run_id = stack.start_run("sleep", {"inputs": {"seconds": 30}}).json()["id"]
+    deadline = time.monotonic() + 10
+    while (
+        stack.call("GET", f"/v1/run/{run_id}").json()["status"] != "running" and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    reply = stack.call("POST", f"/v1/run/{run_id}/cancel")
+    assert reply.status_code == 202
+    state = stack.wait_terminal(run_id, seconds=10)
+    assert state["status"] == "cancelled"
+    assert state["result"]["error"]["code"] == "cancelled"
+
+
+def test_list_runs(stack: Stack) -> None:
+    ids = [stack.start_run("echo", {"inputs": {"i": i}}).json()["id"] for i in range(3)]
+    for run_id in ids:
+        stack.wait_terminal(run_id)
+    page = stack.call("GET", "/v1/runs?limit=3").json()
+    assert [item["id"] for item in page["items"]] == list(reversed(ids))
+    assert page["next_cursor"]
+    following = stack.call("GET", f"/v1/runs?limit=3&cursor={page['next_cursor']}").json()
+    assert not set(ids) & {item["id"] for item in following["items"]}
+
+
+def test_intake_messages_start_runs_and_bad_ones_are_parked_with_a_reason(stack: Stack) -> None:
+    sqs, info = stack.sqs(), stack.info
+    message = {"account_id": "local", "runnable_id": stack.runnable("echo"), "inputs": {"from": "sqs"}}
+    message_id = sqs.send_message(QueueUrl=info["intake_queue_url"], MessageBody=json.dumps(message))[
+        "MessageId"
+    ]
+    chosen = str(uuid.uuid4())
+    sqs.send_message(QueueUrl=info["intake_queue_url"], MessageBody=json.dumps({**message, "run_id": chosen}))
+    sqs.send_message(QueueUrl=info["intake_queue_url"], MessageBody="{broken")
+    assert stack.wait_terminal(intake_run_id(message_id))["result"]["outputs"] == {"from": "sqs"}
+    assert stack.wait_terminal(chosen)["status"] == "completed"
+    deadline, parked = time.monotonic() + 10, []
+    while not parked and time.monotonic() < deadline:
+        parked = sqs.receive_message(
+            QueueUrl=info["intake_dlq_url"], MessageAttributeNames=["All"], WaitTimeSeconds=1
+        ).get("Messages", [])
+    assert parked[0]["Body"] == "{broken"
+    assert parked[0]["MessageAttributes"]["runplane-error-code"]["StringValue"] == "invalid_json"
+
+
+def test_duplicate_dispatch_deliveries_execute_the_run_once(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "executions.txt"
+    run_id = stack.start_run("count", {"inputs": {"path": str(path), "seconds": 1}}).json()["id"]
+    body = json.dumps({"account_id": "local", "run_id": run_id})
+    for _ in range(5):
+        stack.sqs().send_message(QueueUrl=stack.info["dispatch_queue_url"], MessageBody=body)
+    assert stack.wait_terminal(run_id)["status"] == "completed"
+    time.sleep(1)  # let the duplicates be received and dropped
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_retried(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "executions.txt"
+    run_id = stack.start_run("count", {"inputs": {"path": str(path), "seconds": 3}}).json()["id"]
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in stack.info["worker_pids"]:
+        os.kill(pid, signal.SIGKILL)
+    state = stack.wait_terminal(run_id, seconds=40)
+    assert state["status"] == "completed"
+    assert state["result"]["metadata"]["attempts"] == 2
+    attempts = [line.split()[1] for line in path.read_text().splitlines()]
+    assert attempts == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "code"),
+    [
+        ("{oops", {}, 400, "invalid_json"),
+        (json.dumps({"inputs": 5}), {}, 400, "validation_error"),
+        ("x" * (2 * 1024 * 1024), {}, 413, "payload_too_large"),
+        ("{}", {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(stack: Stack, data: str, headers: dict, status: int, code: str) -> None:
+    url = f"{stack.info['api_url']}/v1/runnable/{stack.runnable('echo')}/runs"
+    sent = {"Authorization": f"Bearer {stack.info['api_key']}", "Content-Type": "application/json", **headers}
+    reply = requests.post(url, data=data, headers=sent, timeout=30)
+    assert reply.status_code == status
+    assert reply.json()["code"] == code
+
+
+def test_unknown_runnable_is_404(stack: Stack) -> None:
+    reply = stack.call("POST", f"/v1/runnable/{uuid.uuid4()}/runs", {})
+    assert reply.status_code == 404
+
+
+def test_openapi_and_docs(stack: Stack) -> None:
+    assert (
+        requests.get(stack.info["api_url"] + "/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+    )
+    assert requests.get(stack.info["api_url"] + "/docs", timeout=10).status_code == 200
+
+
+def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
+    other = start_stack(tmp_path)
+    assert (other.state_dir / "local.json").exists()
+    pids = other.info["worker_pids"]
+    other.process.send_signal(signal.SIGINT)
+    assert other.process.wait(30) == 0
+    assert not (other.state_dir / "local.json").exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
