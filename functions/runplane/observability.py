@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 NAMESPACE = "Runplane"
 
@@ -16,9 +16,13 @@ logger = Logger(service="runplane")
 metrics = Metrics(namespace=NAMESPACE, service="runplane")
 
 
-def record_run_event(event: str, status: str, duration_seconds: float | None = None) -> None:
-    """`RunsCreated` / `RunsFinished` by status, and `RunDuration` of finished runs."""
-    with single_metric(name=event, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="status", value=status)
+def count_created() -> None:
+    metrics.add_metric(name="RunsCreated", unit=MetricUnit.Count, value=1)
+
+
+def count_finished(status: str, duration_seconds: float | None) -> None:
+    """`RunsFinished`, `Runs<Status>` (RunsCompleted, RunsFailed, ...) and `RunDuration`."""
+    metrics.add_metric(name="RunsFinished", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=f"Runs{status.capitalize()}", unit=MetricUnit.Count, value=1)
     if duration_seconds is not None:
         metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=duration_seconds)

@@ -6,131 +6,35 @@ import json
 import os
 import shlex
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 import requests
 from runplane.domain.ids import intake_run_id
 
 from tests.contract import assert_run_state
+from tests.local_stack import Stack, start_stack
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Stack:
-    def __init__(self, process: subprocess.Popen[str], state_dir: Path, banner: str):
-        self.process, self.state_dir, self.banner = process, state_dir, banner
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return json.loads((self.state_dir / "local.json").read_text())
-
-    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.info['api_key']}", **kw.pop("headers", {})}
-        return requests.request(
-            method, self.info["api_url"] + path, json=body, headers=headers, timeout=60, **kw
-        )
-
-    def start_run(
-        self, runnable: str, body: dict | None = None, mode: str = "async", **kw: Any
-    ) -> requests.Response:
-        return self.call("POST", f"/v1/runnable/{self.runnable(runnable)}/runs?mode={mode}", body or {}, **kw)
-
-    def runnable(self, name: str) -> str:
-        known = self.info["runnables"]
-        if name not in known:
-            spec = {"name": name, "kind": "python", "config": {"function": name}}
-            known[name] = self.call("POST", "/v1/runnables", spec).json()["id"]
-            self._extra = {**getattr(self, "_extra", {}), name: known[name]}
-        return {**known, **getattr(self, "_extra", {})}[name]
-
-    def wait_terminal(self, run_id: str, seconds: float = 30) -> dict[str, Any]:
-        deadline, state = time.monotonic() + seconds, None
-        while time.monotonic() < deadline:
-            reply = self.call("GET", f"/v1/run/{run_id}")
-            state = reply.json()
-            if reply.status_code == 200 and state["status"] not in ("waiting", "running"):
-                return state
-            time.sleep(0.1)  # 404 too: a run from an intake message exists once the message is consumed
-        raise AssertionError(f"run {run_id} not terminal after {seconds}s: {state}")
-
-    def sqs(self) -> Any:
-        info = self.info
-        return boto3.client(
-            "sqs",
-            endpoint_url=info["aws_endpoint_url"],
-            region_name=info["region"],
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-
-
-def start_stack(tmp: Path, **env: str) -> Stack:
-    state_dir = tmp / "state"
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
-        "RUNPLANE_LEASE_SECONDS": "2",
-        "RUNPLANE_LOCAL_SWEEP_SECONDS": "0.5",
-        "RUNPLANE_SYNC_WAIT_SECONDS": "10",
-        **env,
-    }
-    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        environment.pop(name, None)
-    command = [
-        sys.executable,
-        "-m",
-        "runplane.cli",
-        "local",
-        "--port",
-        str(free_port()),
-        "--workers",
-        "2",
-        "--state-dir",
-        str(state_dir),
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline() if process.stdout else ""
-        if not line and process.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            return Stack(process, state_dir, "".join(lines))
-    process.kill()
-    raise AssertionError("local stack did not start:\n" + "".join(lines))
+TEST_ENV = {
+    "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
+    "RUNPLANE_LEASE_SECONDS": "2",
+    "RUNPLANE_LOCAL_SWEEP_SECONDS": "0.5",
+    "RUNPLANE_SYNC_WAIT_SECONDS": "10",
+}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    started = start_stack(tmp_path_factory.mktemp("stack"))
-    # keep reading output so the pipe never fills and blocks the stack
-    import threading
-
-    threading.Thread(target=lambda: [None for _ in started.process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    started = start_stack(tmp_path_factory.mktemp("stack"), **TEST_ENV)
+    started.keep_draining_output()
     yield started
-    started.process.send_signal(signal.SIGINT)
-    started.process.wait(30)
+    started.stop()
 
 
 def test_local_json_names_everything_a_caller_needs(stack: Stack) -> None:
@@ -289,11 +193,10 @@ def test_openapi_and_docs(stack: Stack) -> None:
 
 
 def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
-    other = start_stack(tmp_path)
+    other = start_stack(tmp_path, **TEST_ENV)
     assert (other.state_dir / "local.json").exists()
     pids = other.info["worker_pids"]
-    other.process.send_signal(signal.SIGINT)
-    assert other.process.wait(30) == 0
+    assert other.stop() == 0
     assert not (other.state_dir / "local.json").exists()
     for pid in pids:
         with pytest.raises(ProcessLookupError):

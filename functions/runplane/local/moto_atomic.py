@@ -1,32 +1,30 @@
-"""Make moto's DynamoDB writes atomic, as DynamoDB's are.
+"""Make moto's DynamoDB requests atomic, as DynamoDB's are.
 
-moto checks a ConditionExpression and then applies the write as two steps; with concurrent requests (the
-threaded moto server, or threads in tests) two conditional writes on one item can both pass. Runplane's
-exactly-once claim rests on that atomicity, so local mode and the tests serialize moto's write operations.
+moto checks a ConditionExpression and then applies a write as separate steps, on the live item that
+concurrent readers serialize: with concurrent requests (the threaded moto server, or threads in tests)
+two conditional writes on one item can both pass, and a read can see half an update. Runplane's
+exactly-once claim and its reads rest on DynamoDB's per-item atomicity, so local mode and the tests
+serve moto's DynamoDB requests one at a time, each from parsing to its serialized response.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any
 
 _lock = threading.RLock()
-_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 
 
 def install() -> None:
-    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    for name in _WRITES:
-        original = getattr(DynamoDBBackend, name)
-        if getattr(original, "_runplane_atomic", False):
-            continue
+    original = DynamoHandler.call_action
+    if getattr(original, "_runplane_atomic", False):
+        return
 
-        @functools.wraps(original)
-        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with _lock:
-                return __original(self, *args, **kwargs)
+    def call_action(self: Any) -> Any:
+        with _lock:
+            return original(self)
 
-        atomic._runplane_atomic = True  # type: ignore[attr-defined]
-        setattr(DynamoDBBackend, name, atomic)
+    call_action._runplane_atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]

@@ -22,7 +22,7 @@ from runplane.domain.models import (
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic.runnables import get_runnable
 from runplane.logic.services import services
-from runplane.observability import logger, record_run_event
+from runplane.observability import count_created, count_finished, logger
 
 
 def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
@@ -106,7 +106,7 @@ def create_run(
         due_at=now.timestamp() + settings.redispatch_seconds,
     )
     if services().runs.create(record):
-        record_run_event("RunsCreated", Status.waiting)
+        count_created()
     else:
         record = services().runs.get(account_id, run_id, consistent=True) or record
         logger.info("run already exists; not created again", extra={"run_id": run_id})
@@ -178,7 +178,7 @@ def finish_run(
         lease_seen=lease_seen,
     )
     if finished is not None:
-        record_run_event("RunsFinished", outcome.status, outcome.duration_seconds)
+        count_finished(outcome.status, outcome.duration_seconds)
     return finished
 
 

@@ -1,0 +1,115 @@
+"""AWS requests per run, by function, service and operation (botocore `before-call` events, moto in-process).
+
+.venv/bin/python bench/aws_requests.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+for name, value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "ERROR",
+}.items():
+    os.environ[name] = value
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from runplane.adapters import aws  # noqa: E402
+from runplane.local import moto_atomic  # noqa: E402
+from runplane.local.provision import provision  # noqa: E402
+from runplane.logic import services  # noqa: E402
+
+calls: Counter[tuple[str, str, str]] = Counter()
+component = threading.local()
+
+
+EVENT_SOURCE_MAPPING = {"ReceiveMessage", "DeleteMessageBatch", "GetQueueAttributes"}
+
+
+def count(model, **_: object) -> None:
+    name = getattr(component, "name", "setup")
+    if name == "worker" and model.name in EVENT_SOURCE_MAPPING:
+        name = "esm"  # made by the Lambda event source mapping in AWS (the local poller here)
+    calls[(name, model.service_model.service_name, model.name)] += 1
+
+
+def as_component(name: str, action):
+    component.name = name
+    try:
+        return action()
+    finally:
+        component.name = "setup"
+
+
+def table(title: str) -> None:
+    rows = sorted((k, v) for k, v in calls.items() if k[0] != "setup")
+    print(f"\n{title}")
+    print(f"  {'function':<10} {'service':<9} {'operation':<22} {'requests':>8}")
+    for (function, service, operation), n in rows:
+        print(f"  {function:<10} {service:<9} {operation:<22} {n:>8}")
+    print(f"  {'total':<43} {sum(v for _, v in rows):>8}")
+    calls.clear()
+
+
+def main() -> None:
+    moto_atomic.install()
+    with mock_aws():
+        aws.session().events.register("before-call", count)
+        for name, value in provision(boto3.session.Session(), "bench").items():
+            os.environ[name] = value
+        services.reset()
+        from runplane.logic.keys import create_key
+
+        from tests.conftest import Api, drain, make_runnable
+
+        key = create_key("bench")
+        echo = make_runnable("bench", "echo")
+        api = Api(key.token)
+        api.post(f"/v1/runnable/{echo}/runs")  # warm the key cache, as a warm API function would have it
+        drain("worker")
+        calls.clear()
+
+        run_id = as_component(
+            "api", lambda: api.post(f"/v1/runnable/{echo}/runs", {"inputs": {"a": 1}}).json()["id"]
+        )
+        as_component("worker", lambda: drain("worker"))
+        as_component("api", lambda: api.get(f"/v1/run/{run_id}"))
+        table("async run: submit, execute, one GET of the result")
+
+        stop = threading.Event()
+
+        def work() -> None:
+            component.name = "worker"
+            while not stop.is_set():
+                drain("worker")
+                time.sleep(0.01)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        reply = as_component(
+            "api", lambda: api.post(f"/v1/runnable/{echo}/runs?mode=sync", {"inputs": {"a": 1}})
+        )
+        stop.set()
+        worker.join()
+        assert reply.status == 200, reply.text
+        table("sync run (echo): submit and wait; the wait polls GetItem with backoff (50 ms x1.5)")
+        print(
+            "\nesm: requests of the Lambda event source mapping (here the local poller; it also re-reads the"
+        )
+        print("queue ARN per drain). In AWS they are made by the service, not the function.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Local end to end: submit N async runs concurrently to a fresh local stack and measure them.
+
+    .venv/bin/python bench/throughput.py [--runs 1000] [--clients 32] [--workers 4]
+
+Latency is submit -> terminal as the service recorded it (RunState completed_at - created_at);
+throughput is N over the span from the first submission to the last completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.local_stack import start_stack
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = start_stack(Path(tmp), workers=args.workers)
+        stack.keep_draining_output()
+        try:
+            info = stack.info
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {info['api_key']}"
+            url = f"{info['api_url']}/v1/runnable/{info['runnables']['echo']}/runs?mode=async"
+
+            def submit(i: int) -> str:
+                reply = session.post(url, json={"inputs": {"i": i}}, timeout=60)
+                reply.raise_for_status()
+                return reply.json()["id"]
+
+            began = time.monotonic()
+            with ThreadPoolExecutor(args.clients) as pool:
+                ids = list(pool.map(submit, range(args.runs)))
+            submitted = time.monotonic() - began
+
+            states: dict[str, dict] = {}
+            deadline = time.monotonic() + 600
+            while len(states) < len(ids) and time.monotonic() < deadline:
+                with ThreadPoolExecutor(args.clients) as pool:
+                    pending = [i for i in ids if i not in states]
+                    for state in pool.map(
+                        lambda i: session.get(f"{info['api_url']}/v1/run/{i}", timeout=60).json(), pending
+                    ):
+                        if state["status"] not in ("waiting", "running"):
+                            states[state["id"]] = state
+                time.sleep(0.5)
+        finally:
+            stack.stop()
+
+    def ts(value: str) -> float:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    latencies = [ts(s["completed_at"]) - ts(s["created_at"]) for s in states.values()]
+    span = max(ts(s["completed_at"]) for s in states.values()) - min(
+        ts(s["created_at"]) for s in states.values()
+    )
+    by_status: dict[str, int] = {}
+    for state in states.values():
+        by_status[state["status"]] = by_status.get(state["status"], 0) + 1
+    print(
+        f"runs: {args.runs}, clients: {args.clients}, local workers: {args.workers}, cpus: {os.cpu_count()}"
+    )
+    print(f"terminal: {len(states)} of {len(ids)}  {by_status}")
+    print(f"submit rate: {args.runs / submitted:.0f} runs/s ({submitted:.1f} s to submit)")
+    print(f"throughput (first submit -> last completion): {len(states) / span:.0f} runs/s over {span:.1f} s")
+    print(
+        "submit->terminal latency: "
+        f"p50 {percentile(latencies, 50) * 1000:.0f} ms, p95 {percentile(latencies, 95) * 1000:.0f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, "
+        f"mean {statistics.fmean(latencies) * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
