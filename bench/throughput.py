@@ -56,17 +56,24 @@ def main() -> None:
                 ids = list(pool.map(submit, range(args.runs)))
             submitted = time.monotonic() - began
 
-            states: dict[str, dict] = {}
-            deadline = time.monotonic() + 600
-            while len(states) < len(ids) and time.monotonic() < deadline:
-                with ThreadPoolExecutor(args.clients) as pool:
-                    pending = [i for i in ids if i not in states]
-                    for state in pool.map(
-                        lambda i: session.get(f"{info['api_url']}/v1/run/{i}", timeout=60).json(), pending
-                    ):
-                        if state["status"] not in ("waiting", "running"):
-                            states[state["id"]] = state
+            # Wait on the status index (no per-run polling load), then read every run through the list API.
+            def count(status: str) -> int:
+                reply = session.get(f"{info['api_url']}/v1/runs", params={"status": status, "limit": 100})
+                return len(reply.json()["items"])
+
+            deadline = time.monotonic() + 900
+            while (count("waiting") or count("running")) and time.monotonic() < deadline:
                 time.sleep(0.5)
+            states: dict[str, dict] = {}
+            cursor = None
+            while True:
+                params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+                page = session.get(f"{info['api_url']}/v1/runs", params=params).json()
+                states.update(
+                    (s["id"], s) for s in page["items"] if s["status"] not in ("waiting", "running")
+                )
+                if not (cursor := page["next_cursor"]):
+                    break
         finally:
             stack.stop()
 

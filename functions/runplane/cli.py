@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path(".runplane")
@@ -25,13 +27,17 @@ def cmd_local(args: argparse.Namespace) -> None:
     stack = LocalStack(
         port=args.port, workers=args.workers, state_dir=args.state_dir, sweep_seconds=args.sweep_seconds
     )
+    # Handle Ctrl-C from the start: one arriving while the stack starts stops it once it has started.
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     try:
         info = stack.start()
     except OSError as error:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror} (use --port or RUNPLANE_PORT)")
-    print(banner(info, args.state_dir / "local.json"), flush=True)
     try:
-        stack.serve_until_signalled()
+        print(banner(info, args.state_dir / "local.json"), flush=True)
+        stop_requested.wait()
     finally:
         print("stopping…", flush=True)
         stack.stop()

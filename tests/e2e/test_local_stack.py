@@ -6,9 +6,11 @@ import json
 import os
 import shlex
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -183,6 +185,21 @@ def test_bad_input_gets_a_clear_4xx(stack: Stack, data: str, headers: dict, stat
 def test_unknown_runnable_is_404(stack: Stack) -> None:
     reply = stack.call("POST", f"/v1/runnable/{uuid.uuid4()}/runs", {})
     assert reply.status_code == 404
+
+
+def test_a_burst_of_concurrent_clients_is_served_without_resets(stack: Stack) -> None:
+    url, headers = (
+        stack.info["api_url"] + "/v1/runs?limit=1",
+        {"Authorization": f"Bearer {stack.info['api_key']}"},
+    )
+    barrier = threading.Barrier(64)
+
+    def call(_: int) -> int:
+        barrier.wait()  # every client connects at once
+        return requests.get(url, headers=headers, timeout=60).status_code
+
+    with ThreadPoolExecutor(64) as pool:
+        assert set(pool.map(call, range(64))) == {200}
 
 
 def test_openapi_and_docs(stack: Stack) -> None:

@@ -48,14 +48,18 @@ def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: b
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 resets connections under concurrent clients
+
+
 class Gateway:
     """Serves `http://host:port` until stopped. Each in-flight request borrows its own resolver."""
 
     def __init__(self, host: str, port: int, app_factory: Any):
         self._factory = app_factory
         self._apps: queue.LifoQueue[Any] = queue.LifoQueue()
-        self.server = ThreadingHTTPServer((host, port), self._handler_class())
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), self._handler_class())
 
     @property
     def url(self) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -180,12 +179,6 @@ class LocalStack:
         self.gateway.stop()
         self.moto.stop()
         (self.state_dir / "local.json").unlink(missing_ok=True)
-
-    def serve_until_signalled(self) -> None:
-        done = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: done.set())
-        done.wait()
 
 
 def banner(info: dict[str, Any], state_file: Path) -> str:
