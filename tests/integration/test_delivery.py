@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 from runplane.domain.ids import intake_run_id
+from runplane.domain.states import IllegalMove, Status
 from runplane.handlers import dead_letters, worker
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import sqs_record
@@ -237,3 +238,16 @@ def test_a_dead_lettered_dispatch_fails_the_run(api: Api, account: CreatedKey, e
     state = assert_run_state(api.get(f"/v1/run/{run_id}").json())
     assert state["status"] == "failed"
     assert state["result"]["error"]["code"] == "dispatch_failed"
+
+
+def test_a_terminal_run_cannot_be_moved_even_by_a_direct_store_write(
+    api: Api, account: CreatedKey, echo_id: str
+) -> None:
+    run_id = api.post(f"/v1/runnable/{echo_id}/runs", {"inputs": {"x": 1}}).json()["id"]
+    drain()
+    state = api.get(f"/v1/run/{run_id}").json()
+    assert state["status"] == "completed"
+    store = services.services().runs
+    with pytest.raises(IllegalMove):
+        store.finish(account.account_id, state["id"], Status.completed, {"status": "failed"})
+    assert api.get(f"/v1/run/{state['id']}").json() == state

@@ -13,7 +13,7 @@ from runplane import definitions as defs
 from runplane.adapters import aws
 from runplane.domain.errors import InvalidRequest
 from runplane.domain.models import Runnable, RunRecord
-from runplane.domain.states import Status
+from runplane.domain.states import Status, check_move
 
 # --- attribute values ---------------------------------------------------------------------------
 
@@ -211,6 +211,7 @@ class RunStore:
         since the caller read it (the sweeper acting on an expired lease).
         """
         status = fields["status"]
+        check_move(expected, Status(status))
         condition, values = "#status = :expected", {":expected": expected.value}
         if owner is not None:
             condition += " AND #owner = :owner"
