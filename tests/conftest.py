@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,30 @@ from runplane.logic.runnables import create_runnable
 
 moto_atomic.install()
 
+# A public address that test hostnames resolve to: callback URLs on them pass the SSRF policy. Nothing
+# listens there from the test machine, so an attempt to deliver to one fails (fast, see `env`).
+PUBLIC_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Name resolution under the test's control: add `name -> [addresses]`; other names resolve as usual."""
+    names = {"example.com": [PUBLIC_ADDRESS], "hooks.example.com": [PUBLIC_ADDRESS]}
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host not in names:
+            return resolve(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0))
+            if ":" in ip
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+            for ip in names[host]
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return names
+
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
@@ -33,6 +58,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
+        "RUNPLANE_CALLBACK_CONNECT_TIMEOUT_SECONDS": "0.2",
+        "RUNPLANE_CALLBACK_TIMEOUT_SECONDS": "2",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

@@ -81,7 +81,21 @@ API_KEYS = Table(
     partition_key=Key("id"),
     indexes=(Index("by_account", Key("account_id"), Key("created_at")),),
 )
-TABLES = (RUNS, RUNNABLES, API_KEYS)
+CALLBACKS = Table(
+    name="callbacks",
+    env_var="RUNPLANE_CALLBACKS_TABLE",
+    partition_key=Key("pk"),  # the run's "{account_id}#{run_id}"
+    sort_key=Key("id"),  # the delivery's webhook-id
+    # Sparse: only dead deliveries carry dead_day/dead_at, so bulk replay reads just those.
+    indexes=(Index("dead", Key("dead_day"), Key("dead_at", "N")),),
+    ttl_attribute="expires_at",
+)
+ACCOUNTS = Table(
+    name="accounts",
+    env_var="RUNPLANE_ACCOUNTS_TABLE",
+    partition_key=Key("account_id"),
+)
+TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS)
 
 DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
 
@@ -114,7 +128,22 @@ DISPATCH = Queue(
     max_receive_count=5,
     dead_letter_queue=DISPATCH_DLQ.name,
 )
-QUEUES = (INTAKE_DLQ, DISPATCH_DLQ, INTAKE, DISPATCH)
+CALLBACK_TIMEOUT_SECONDS = 60
+CALLBACKS_DLQ = Queue(
+    "callbacks-dlq", "RUNPLANE_CALLBACKS_DLQ_URL", 30, retention_seconds=DEAD_LETTER_RETENTION_SECONDS
+)
+CALLBACKS_QUEUE = Queue(
+    "callbacks",
+    "RUNPLANE_CALLBACKS_QUEUE_URL",
+    _visibility_for(CALLBACK_TIMEOUT_SECONDS),
+    # Retries wait in this queue for up to a day each; the record in DynamoDB is the truth.
+    retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
+    # Each attempt is one receive, a wait past SQS's 12 h limit one more: far below this.
+    # Deliveries that exhaust their schedule are moved to the DLQ explicitly.
+    max_receive_count=50,
+    dead_letter_queue=CALLBACKS_DLQ.name,
+)
+QUEUES = (INTAKE_DLQ, DISPATCH_DLQ, INTAKE, DISPATCH, CALLBACKS_DLQ, CALLBACKS_QUEUE)
 
 PAYLOAD_BUCKET_ENV = "RUNPLANE_PAYLOAD_BUCKET"
 
@@ -132,6 +161,14 @@ FUNCTIONS = (
     ),
     Function("dead_letters", "runplane.handlers.dead_letters.lambda_handler", 30, queue=DISPATCH_DLQ.name),
     Function("sweeper", "runplane.handlers.sweeper.lambda_handler", 60, schedule_minutes=1),
+    # Attempts of a batch run concurrently, each bounded by the per-attempt timeout.
+    Function(
+        "callbacks",
+        "runplane.handlers.callbacks.lambda_handler",
+        CALLBACK_TIMEOUT_SECONDS,
+        queue=CALLBACKS_QUEUE.name,
+        batch_size=10,
+    ),
 )
 
 

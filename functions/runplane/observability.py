@@ -26,3 +26,11 @@ def count_finished(status: str, duration_seconds: float | None) -> None:
     metrics.add_metric(name=f"Runs{status.capitalize()}", unit=MetricUnit.Count, value=1)
     if duration_seconds is not None:
         metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=duration_seconds)
+
+
+def count_callback(state: str, latency_ms: int) -> None:
+    """`CallbackAttempts`, `CallbackLatency`, and `Callbacks<State>` once a delivery finishes."""
+    metrics.add_metric(name="CallbackAttempts", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CallbackLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    if state != "pending":
+        metrics.add_metric(name=f"Callbacks{state.capitalize()}", unit=MetricUnit.Count, value=1)

@@ -6,7 +6,7 @@ import os
 from functools import cache
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from runplane import definitions as defs
 
@@ -17,6 +17,11 @@ def _comma_list(value: object) -> object:
     return value
 
 
+# 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
+DEFAULT_CALLBACK_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+MAX_CALLBACK_DELAY_SECONDS = 86400
+
+
 class Settings(BaseModel):
     """Each field `name` is read from the environment variable `RUNPLANE_<NAME>` (see README)."""
 
@@ -25,10 +30,14 @@ class Settings(BaseModel):
     runs_table: str = "runplane-runs"
     runnables_table: str = "runplane-runnables"
     keys_table: str = "runplane-api-keys"
+    callbacks_table: str = "runplane-callbacks"
+    accounts_table: str = "runplane-accounts"
     intake_queue_url: str = ""
     dispatch_queue_url: str = ""
     intake_dlq_url: str = ""
     dispatch_dlq_url: str = ""
+    callbacks_queue_url: str = ""
+    callbacks_dlq_url: str = ""
     payload_bucket: str = "runplane-payloads"
 
     runnable_packages: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
@@ -41,6 +50,23 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(1_048_576, ge=1024)
     inline_limit_bytes: int = Field(100_000, ge=1024, le=300_000)
     key_cache_seconds: float = Field(60.0, ge=0)
+
+    # Callbacks: delays between attempts (10 attempts over about three days), per-attempt timeouts,
+    # how long a rotated-out signing secret still signs, and the loopback switch for local receivers.
+    callback_schedule: Annotated[list[float], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: list(DEFAULT_CALLBACK_SCHEDULE), max_length=50
+    )
+    callback_connect_timeout_seconds: float = Field(5.0, gt=0, le=30)
+    callback_timeout_seconds: float = Field(15.0, gt=0, le=45)
+    callback_secret_overlap_seconds: float = Field(24 * 3600, ge=0)
+    allow_loopback: bool = False
+
+    @field_validator("callback_schedule")
+    @classmethod
+    def _positive_delays(cls, delays: list[float]) -> list[float]:
+        if any(d <= 0 or d > MAX_CALLBACK_DELAY_SECONDS for d in delays):
+            raise ValueError(f"each delay must be > 0 and at most {MAX_CALLBACK_DELAY_SECONDS} seconds")
+        return delays
 
     @property
     def heartbeat_seconds(self) -> float:

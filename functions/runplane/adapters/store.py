@@ -18,7 +18,7 @@ from runplane.domain.states import Status, check_move
 # --- attribute values ---------------------------------------------------------------------------
 
 
-def _to_av(value: Any) -> dict[str, Any]:
+def to_av(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, int | float):
@@ -28,27 +28,75 @@ def _to_av(value: Any) -> dict[str, Any]:
     if isinstance(value, datetime):
         return {"S": value.isoformat()}
     if isinstance(value, list | tuple):
-        return {"L": [_to_av(v) for v in value]}
+        return {"L": [to_av(v) for v in value]}
     raise TypeError(f"cannot store {type(value).__name__}")
 
 
-def _from_av(av: dict[str, Any]) -> Any:
+def from_av(av: dict[str, Any]) -> Any:
     (kind, value), *_ = av.items()
     if kind == "N":
         return int(value) if value.lstrip("-").isdigit() else float(value)
     if kind == "L":
-        return [_from_av(v) for v in value]
+        return [from_av(v) for v in value]
     if kind == "NULL":
         return None
     return value
 
 
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _to_av(v) for k, v in values.items() if v is not None}
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_av(v) for k, v in values.items() if v is not None}
 
 
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_av(v) for k, v in item.items()}
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: from_av(v) for k, v in item.items()}
+
+
+def update_item(
+    client: Any,
+    table: str,
+    key: dict[str, Any],
+    *,
+    set_: dict[str, Any],
+    condition: str,
+    names: dict[str, str],
+    values: dict[str, Any],
+    remove: tuple[str, ...] = (),
+    increment: tuple[str, ...] = (),
+) -> dict[str, Any] | None:
+    """One conditional UpdateItem; the new item's attributes, or None when the condition failed.
+
+    `condition` refers to attributes by the `#names` given and to `:values` (plain Python values).
+    """
+    names = dict(names)
+    attr_values = {k: to_av(v) for k, v in values.items()}
+    clauses = []
+    for i, (name, value) in enumerate(set_.items()):
+        names[f"#s{i}"] = name
+        attr_values[f":s{i}"] = to_av(value)
+        clauses.append(f"#s{i} = :s{i}")
+    for i, name in enumerate(increment):
+        names[f"#i{i}"] = name
+        clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :one")
+    if increment:
+        attr_values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
+    expression = "SET " + ", ".join(clauses) if clauses else ""
+    if remove:
+        names.update({f"#r{i}": name for i, name in enumerate(remove)})
+        expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+    request: dict[str, Any] = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": expression.strip(),
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ReturnValues": "ALL_NEW",
+    }
+    if attr_values:
+        request["ExpressionAttributeValues"] = attr_values
+    try:
+        return client.update_item(**request)["Attributes"]
+    except client.exceptions.ConditionalCheckFailedException:
+        return None
 
 
 # --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
@@ -57,7 +105,7 @@ def _from_item(item: dict[str, Any]) -> dict[str, Any]:
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     if not last_key:
         return None
-    raw = json.dumps(_from_item(last_key), separators=(",", ":"), sort_keys=True).encode()
+    raw = json.dumps(from_item(last_key), separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -77,7 +125,7 @@ def decode_cursor(cursor: str | None, expected: dict[str, str | None]) -> dict[s
     )
     if not valid:
         raise InvalidRequest("cursor is not valid for this listing", "invalid_cursor")
-    return _to_item(key)
+    return to_item(key)
 
 
 # --- runs ---------------------------------------------------------------------------------------------
@@ -117,11 +165,11 @@ def _run_item(record: RunRecord) -> dict[str, Any]:
     )
     if record.due_at is not None:
         values["due_shard"] = due_shard(record.id)
-    return _to_item(values)
+    return to_item(values)
 
 
 def _run_record(item: dict[str, Any]) -> RunRecord:
-    values = _from_item(item)
+    values = from_item(item)
     for name in _RUN_JSON_FIELDS:
         if name in values:
             values[name] = json.loads(values[name])
@@ -204,11 +252,13 @@ class RunStore:
         *,
         owner: str | None = None,
         lease_seen: float | None = None,
+        due_at: float | None = None,
     ) -> RunRecord | None:
         """Move a run to a terminal status given in `fields`; None when the run was not as expected.
 
         `owner` requires the caller to hold the lease; `lease_seen` requires the lease to be unchanged
-        since the caller read it (the sweeper acting on an expired lease).
+        since the caller read it (the sweeper acting on an expired lease). `due_at` keeps the run in the
+        sweeper's index until its callback is enqueued (`clear_due`), so a crash cannot lose it.
         """
         status = fields["status"]
         check_move(expected, Status(status))
@@ -219,13 +269,23 @@ class RunStore:
         if lease_seen is not None:
             condition += " AND #lease = :lease"
             values[":lease"] = lease_seen
-        return self._update(
+        set_ = {**fields, "account_status": f"{account_id}#{status}"}
+        remove: tuple[str, ...] = ("lease_owner", "lease_until")
+        if due_at is None:
+            remove += ("due_at", "due_shard")
+        else:
+            set_.update(due_at=due_at, due_shard=due_shard(run_id))
+        return self._update(account_id, run_id, set_=set_, remove=remove, condition=condition, values=values)
+
+    def clear_due(self, account_id: str, run_id: str) -> None:
+        """Take a terminal run out of the sweeper's index (its callback is enqueued)."""
+        self._update(
             account_id,
             run_id,
-            set_={**fields, "account_status": f"{account_id}#{status}"},
-            remove=("lease_owner", "lease_until", "due_at", "due_shard"),
-            condition=condition,
-            values=values,
+            set_={},
+            remove=("due_at", "due_shard"),
+            condition="attribute_exists(#pk)",
+            values={},
         )
 
     def request_cancel(self, account_id: str, run_id: str) -> RunRecord | None:
@@ -265,35 +325,19 @@ class RunStore:
         remove: tuple[str, ...] = (),
         increment: tuple[str, ...] = (),
     ) -> RunRecord | None:
-        names: dict[str, str] = {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
-        attr_values = {k: _to_av(v) for k, v in values.items()}
-        clauses = []
-        for i, (name, value) in enumerate(set_.items()):
-            names[f"#s{i}"] = name
-            attr_values[f":s{i}"] = _to_av(value)
-            clauses.append(f"#s{i} = :s{i}")
-        for i, name in enumerate(increment):
-            names[f"#i{i}"] = name
-            clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :one")
-        if increment:
-            attr_values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
-        expression = "SET " + ", ".join(clauses)
-        if remove:
-            names.update({f"#r{i}": name for i, name in enumerate(remove)})
-            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        try:
-            response = self.client.update_item(
-                TableName=self.table,
-                Key=self._key(account_id, run_id),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=attr_values,
-                ReturnValues="ALL_NEW",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return None
-        return _run_record(response["Attributes"])
+        names = {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
+        attributes = update_item(
+            self.client,
+            self.table,
+            self._key(account_id, run_id),
+            set_=set_,
+            condition=condition,
+            names=names,
+            values=values,
+            remove=remove,
+            increment=increment,
+        )
+        return _run_record(attributes) if attributes is not None else None
 
     def list(
         self,
@@ -347,7 +391,7 @@ class RunStore:
             TableName=self.table,
             IndexName="due",
             KeyConditionExpression="due_shard = :s AND due_at <= :now",
-            ExpressionAttributeValues={":s": {"S": shard}, ":now": _to_av(now)},
+            ExpressionAttributeValues={":s": {"S": shard}, ":now": to_av(now)},
             Limit=limit,
         )
         return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in page.get("Items", [])]  # type: ignore[misc]
@@ -367,7 +411,7 @@ class RunnableStore:
 
     def put(self, runnable: Runnable, *, new: bool) -> bool:
         """Create (`new`) or replace an existing runnable; False when that precondition fails."""
-        item = _to_item(
+        item = to_item(
             {"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()}
         )
         condition = "attribute_not_exists(id)" if new else "attribute_exists(id)"
@@ -421,12 +465,12 @@ class KeyStore:
 
     def put(self, key: dict[str, Any]) -> None:
         self.client.put_item(
-            TableName=self.table, Item=_to_item(key), ConditionExpression="attribute_not_exists(id)"
+            TableName=self.table, Item=to_item(key), ConditionExpression="attribute_not_exists(id)"
         )
 
     def get(self, key_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
-        return _from_item(item) if item else None
+        return from_item(item) if item else None
 
     def revoke(self, key_id: str, revoked_at: str) -> bool:
         try:

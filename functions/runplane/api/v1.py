@@ -13,6 +13,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 
 from runplane.api.errors import json_response
 from runplane.domain.models import (
+    CallbackDelivery,
+    CallbackSecret,
     ErrorBody,
     Page,
     RunMode,
@@ -23,7 +25,7 @@ from runplane.domain.models import (
     StartRunRequest,
 )
 from runplane.domain.states import Status
-from runplane.logic import runnables, runs
+from runplane.logic import callbacks, runnables, runs
 from runplane.logic.keys import Principal
 from runplane.logic.services import services
 
@@ -162,3 +164,35 @@ def list_runs(
         limit=limit,
         cursor=cursor,
     )
+
+
+# --- callbacks ---
+
+
+@router.get("/v1/run/<run_id>/callbacks", responses=_errors(401, 404))
+def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
+    return Page(items=callbacks.list_deliveries(_account(), str(run_id)))
+
+
+@router.post(
+    "/v1/run/<run_id>/callbacks/redeliver",
+    summary="Send the run's callback again, same webhook-id (202; 409 while it is still being delivered)",
+    responses={202: _ok(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 404, 409)},
+)
+def redeliver_callback(run_id: UUID):
+    delivery = callbacks.redeliver(_account(), str(run_id))
+    return json_response(202, delivery.model_dump_json())
+
+
+@router.get("/v1/callbacks/secret", responses=_errors(401))
+def get_callback_secret() -> CallbackSecret:
+    return callbacks.callback_secret(_account())
+
+
+@router.post(
+    "/v1/callbacks/secret/rotate",
+    summary="Replace the signing secret; the previous one keeps signing during the overlap",
+    responses=_errors(401, 409),
+)
+def rotate_callback_secret() -> CallbackSecret:
+    return callbacks.rotate_secret(_account())

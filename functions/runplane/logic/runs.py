@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from runplane.adapters.outbound import ForbiddenDestination, check_destination
 from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound
 from runplane.domain.ids import new_id
 from runplane.domain.models import (
@@ -20,9 +21,13 @@ from runplane.domain.models import (
     utcnow,
 )
 from runplane.domain.states import ErrorCode, Status
+from runplane.logic.callbacks import start_delivery_soon
 from runplane.logic.runnables import get_runnable
 from runplane.logic.services import services
 from runplane.observability import count_created, count_finished, logger
+
+# How long an ended run waits in the sweeper's index for its callback to be enqueued before the sweeper does it.
+CALLBACK_ENQUEUE_GRACE_SECONDS = 60
 
 
 def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
@@ -38,6 +43,20 @@ def _effective_timeout(request: RunRequestFields, default: int | None) -> int | 
             [Issue("body.timeout_seconds", f"at most {limit}")],
         )
     return value
+
+
+def _check_callback_url(url: str | None) -> None:
+    """Refuse a callback URL Runplane would never call (checked again before every attempt)."""
+    if url is None:
+        return
+    try:
+        check_destination(url, allow_loopback=services().settings.allow_loopback)
+    except ForbiddenDestination as problem:
+        raise InvalidRequest(
+            f"callback_url is not allowed: {problem}",
+            "forbidden_callback_url",
+            [Issue("body.callback_url", str(problem))],
+        ) from None
 
 
 def _check_inputs(schema: dict[str, Any] | None, inputs: dict[str, Any]) -> None:
@@ -76,6 +95,7 @@ def create_run(
     """Accept a run (waiting) and dispatch it. With a caller-chosen `run_id`, repeating is harmless."""
     runnable = get_runnable(account_id, runnable_id)
     _check_inputs(runnable.input_schema, request.inputs)
+    _check_callback_url(request.callback_url)
     settings = services().settings
     run_id = run_id or new_id()
     now = utcnow()
@@ -176,9 +196,13 @@ def finish_run(
         {k: v for k, v in fields.items() if v is not None},
         owner=owner,
         lease_seen=lease_seen,
+        # a run with a callback stays in the sweeper's index until the callback is enqueued
+        due_at=now.timestamp() + CALLBACK_ENQUEUE_GRACE_SECONDS if record.callback_url else None,
     )
     if finished is not None:
         count_finished(outcome.status, outcome.duration_seconds)
+        if finished.callback_url:
+            start_delivery_soon(finished)
     return finished
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from runplane.adapters.blobs import Blobs
+from runplane.adapters.deliveries import AccountStore, DeliveryStore
 from runplane.adapters.queues import Queues
 from runplane.adapters.store import KeyStore, RunnableStore, RunStore
 from runplane.settings import Settings, get_settings
@@ -19,6 +20,8 @@ class Services:
     keys: KeyStore
     queues: Queues
     blobs: Blobs
+    deliveries: DeliveryStore
+    accounts: AccountStore
 
 
 @cache
@@ -29,8 +32,15 @@ def services() -> Services:
         runs=RunStore(settings.runs_table),
         runnables=RunnableStore(settings.runnables_table),
         keys=KeyStore(settings.keys_table),
-        queues=Queues(settings.dispatch_queue_url, settings.intake_dlq_url),
+        queues=Queues(
+            settings.dispatch_queue_url,
+            settings.intake_dlq_url,
+            settings.callbacks_queue_url,
+            settings.callbacks_dlq_url,
+        ),
         blobs=Blobs(settings.payload_bucket),
+        deliveries=DeliveryStore(settings.callbacks_table),
+        accounts=AccountStore(settings.accounts_table),
     )
 
 

@@ -1,7 +1,8 @@
 """The sweeper: finds runs nobody is working on and re-dispatches or ends them.
 
-Non-terminal runs carry a due time in a sparse index: waiting runs come due if never claimed, running
-runs when their lease expires (their worker stopped renewing it).
+Runs carry a due time in a sparse index while someone may need to act: waiting runs come due if never
+claimed, running runs when their lease expires (their worker stopped renewing it), ended runs with a
+callback if it was not enqueued in time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from runplane import definitions as defs
 from runplane.domain.models import RunRecord
 from runplane.domain.states import ErrorCode, Status
+from runplane.logic.callbacks import start_delivery
 from runplane.logic.runs import fail_outcome, finish_run
 from runplane.logic.services import services
 from runplane.observability import logger
@@ -46,8 +48,9 @@ def _settle(record: RunRecord, now: float) -> str:
             message = f"The worker stopped responding on each of {record.attempt} attempts"
             finish_run(record, fail_outcome(message, ErrorCode.worker_lost), lease_seen=record.lease_until)
             return "failed"
-    elif record.status is not Status.waiting:
-        return "ignored"
+    elif record.status.terminal:  # ended, its callback not yet enqueued
+        start_delivery(record)
+        return "callback_enqueued"
     rescheduled = services().runs.reschedule(
         record.account_id,
         record.id,

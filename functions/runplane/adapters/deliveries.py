@@ -1,0 +1,222 @@
+"""DynamoDB: callback deliveries (the source of truth for every attempt) and accounts' signing secrets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from runplane.adapters import aws
+from runplane.adapters.store import from_item, run_pk, to_av, to_item, update_item
+from runplane.domain.models import CallbackAttempt, DeliveryRecord
+
+KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
+_NAMES = {"#state": "state", "#next": "next_attempt_at", "#lease": "lease_until", "#owner": "lease_owner"}
+FINISHED_STATES = ("succeeded", "stopped", "dead")
+
+
+def dead_day(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).date().isoformat()
+
+
+def _item(record: DeliveryRecord) -> dict[str, Any]:
+    values = record.model_dump(exclude_none=True, exclude={"attempts"})
+    values.update(
+        pk=run_pk(record.account_id, record.run_id),
+        attempts=json.dumps([a.model_dump(mode="json") for a in record.attempts], separators=(",", ":")),
+    )
+    return to_item(values)
+
+
+def _record(item: dict[str, Any]) -> DeliveryRecord:
+    values = from_item(item)
+    values["attempts"] = json.loads(values.get("attempts", "[]"))
+    return DeliveryRecord.model_validate(values)
+
+
+class DeliveryStore:
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def _key(self, account_id: str, run_id: str, delivery_id: str) -> dict[str, Any]:
+        return {"pk": {"S": run_pk(account_id, run_id)}, "id": {"S": delivery_id}}
+
+    def create(self, record: DeliveryRecord) -> bool:
+        """Store a new delivery; False when it already exists."""
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=_item(record), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def get(self, account_id: str, run_id: str, delivery_id: str) -> DeliveryRecord | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=self._key(account_id, run_id, delivery_id), ConsistentRead=True
+        ).get("Item")
+        return _record(item) if item else None
+
+    def for_run(self, account_id: str, run_id: str) -> list[DeliveryRecord]:
+        page = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": run_pk(account_id, run_id)}},
+            ConsistentRead=True,
+        )
+        return [_record(item) for item in page.get("Items", [])]
+
+    def _update(
+        self,
+        record: DeliveryRecord,
+        *,
+        set_: dict[str, Any],
+        condition: str,
+        values: dict[str, Any],
+        **kw: Any,
+    ) -> DeliveryRecord | None:
+        attributes = update_item(
+            self.client,
+            self.table,
+            self._key(record.account_id, record.run_id, record.id),
+            set_=set_,
+            condition=condition,
+            names={k: v for k, v in _NAMES.items() if k in condition},
+            values=values,
+            **kw,
+        )
+        return _record(attributes) if attributes is not None else None
+
+    def claim(
+        self, record: DeliveryRecord, owner: str, now: float, lease_until: float
+    ) -> DeliveryRecord | None:
+        """Take a due, pending delivery for one attempt; None when it is not due, finished or held."""
+        return self._update(
+            record,
+            set_={"lease_owner": owner, "lease_until": lease_until},
+            condition="#state = :pending AND #next <= :now AND (attribute_not_exists(#lease) OR #lease < :now)",
+            values={":pending": "pending", ":now": now},
+        )
+
+    def record_attempt(
+        self,
+        record: DeliveryRecord,
+        owner: str,
+        attempt: CallbackAttempt,
+        *,
+        state: str,
+        next_attempt_at: float | None,
+    ) -> DeliveryRecord | None:
+        """Append an attempt and move to `state` (pending again with `next_attempt_at`, or finished)."""
+        attempts = [*record.attempts, attempt][-KEPT_ATTEMPTS:]
+        set_: dict[str, Any] = {
+            "attempts": json.dumps([a.model_dump(mode="json") for a in attempts], separators=(",", ":")),
+            "state": state,
+            "round_attempts": record.round_attempts + 1,
+        }
+        remove: tuple[str, ...] = ("lease_owner", "lease_until")
+        if next_attempt_at is not None:
+            set_["next_attempt_at"] = next_attempt_at
+        else:
+            now = attempt.started_at.timestamp() + attempt.latency_ms / 1000
+            set_["finished_at"] = datetime.fromtimestamp(now, UTC).isoformat()
+            remove += ("next_attempt_at",)
+            if state == "dead":
+                set_.update(dead_day=dead_day(now), dead_at=now)
+        return self._update(
+            record,
+            set_=set_,
+            remove=remove,
+            condition="#state = :pending AND #owner = :owner",
+            values={":pending": "pending", ":owner": owner},
+        )
+
+    def reopen(self, record: DeliveryRecord, now: float) -> DeliveryRecord | None:
+        """A finished delivery becomes pending and due now, with a fresh schedule; None unless finished."""
+        return self._update(
+            record,
+            set_={"state": "pending", "next_attempt_at": now, "round_attempts": 0},
+            remove=("finished_at", "dead_day", "dead_at"),
+            condition="#state IN (:succeeded, :stopped, :dead)",
+            values={f":{state}": state for state in FINISHED_STATES},
+        )
+
+    def dead_between(self, since: datetime, until: datetime) -> Iterator[tuple[str, str, str]]:
+        """(account_id, run_id, delivery_id) of deliveries that died in [since, until), by day partition."""
+        day = since.astimezone(UTC).date()
+        while day <= until.astimezone(UTC).date():
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": "dead",
+                "KeyConditionExpression": "dead_day = :day AND dead_at BETWEEN :since AND :until",
+                "ExpressionAttributeValues": {
+                    ":day": {"S": day.isoformat()},
+                    ":since": to_av(since.timestamp()),
+                    ":until": to_av(until.timestamp()),
+                },
+            }
+            while True:
+                page = self.client.query(**query)
+                for item in page.get("Items", []):
+                    account_id, run_id = item["pk"]["S"].rsplit("#", 1)
+                    yield account_id, run_id, item["id"]["S"]
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            day += timedelta(days=1)
+
+
+class AccountStore:
+    """Per-account settings; today the callback signing secrets."""
+
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def get(self, account_id: str) -> dict[str, Any] | None:
+        item = self.client.get_item(
+            TableName=self.table, Key={"account_id": {"S": account_id}}, ConsistentRead=True
+        ).get("Item")
+        return from_item(item) if item else None
+
+    def create_secret(self, account_id: str, secret: str) -> bool:
+        """Set the first signing secret; False when the account already has one."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"account_id": {"S": account_id}},
+                UpdateExpression="SET callback_secret = :s",
+                ConditionExpression="attribute_not_exists(callback_secret)",
+                ExpressionAttributeValues={":s": {"S": secret}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def rotate_secret(self, account_id: str, current: str, new: str, previous_until: float) -> bool:
+        """Replace `current` (kept as the previous secret until `previous_until`); False if it changed."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"account_id": {"S": account_id}},
+                UpdateExpression="SET callback_secret = :new, previous_secret = :old, previous_until = :until",
+                ConditionExpression="callback_secret = :old",
+                ExpressionAttributeValues={
+                    ":new": {"S": new},
+                    ":old": {"S": current},
+                    ":until": to_av(previous_until),
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True

@@ -1,0 +1,169 @@
+"""Outbound HTTP to caller-chosen URLs (callbacks): SSRF-safe, bounded in time and in what it reads.
+
+`check_destination` is the policy: https only, no credentials in the URL, and every address the host
+resolves to must be publicly routable. `post` checks again on every attempt, then sends through
+requests-hardened, which resolves once more, refuses a non-public answer itself, pins the connection to
+the address it checked (a second DNS answer cannot win) and never follows redirects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+MAX_RESPONSE_BYTES = 64 * 1024
+USER_AGENT = "Runplane-Webhooks/1.0"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Ranges named in refusals; anything else that is not globally routable is refused too.
+_NAMED_NETWORKS = (
+    ("NAT64", ipaddress.ip_network("64:ff9b::/96")),
+    ("NAT64", ipaddress.ip_network("64:ff9b:1::/48")),
+    ("6to4", ipaddress.ip_network("2002::/16")),
+    ("6to4 relay", ipaddress.ip_network("192.88.99.0/24")),
+    ("Teredo", ipaddress.ip_network("2001::/32")),
+    ("carrier-grade NAT", ipaddress.ip_network("100.64.0.0/10")),
+)
+
+
+class ForbiddenDestination(ValueError):
+    """The URL may not be called; the message says why."""
+
+
+def address_problem(ip: IPAddress, *, allow_loopback: bool) -> str | None:
+    """Why Runplane will not connect to `ip`, or None when it may."""
+    if ip.is_loopback:
+        return None if allow_loopback else "loopback"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return "IPv4-mapped IPv6"
+    for name, network in _NAMED_NETWORKS:
+        if ip in network:
+            return name
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("link-local, which includes the instance metadata service", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("not globally routable", not ip.is_global),
+    )
+    return next((name for name, matched in checks if matched), None)
+
+
+def check_destination(url: str, *, allow_loopback: bool) -> None:
+    """Raise ForbiddenDestination unless `url` may receive a callback now."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ForbiddenDestination("credentials in the URL are not allowed")
+    if parts.scheme not in ("https", "http"):
+        raise ForbiddenDestination("must be an https URL")
+    host = parts.hostname
+    if not host:
+        raise ForbiddenDestination("the URL has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise ForbiddenDestination(f"invalid port: {error}") from None
+    addresses = resolve(host, port)
+    for ip in addresses:
+        problem = address_problem(ip, allow_loopback=allow_loopback)
+        if problem:
+            raise ForbiddenDestination(f"{host} resolves to {ip}, a {problem} address")
+    if parts.scheme == "http" and not all(ip.is_loopback for ip in addresses):
+        raise ForbiddenDestination("must be an https URL (http is allowed only to loopback in local mode)")
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise ForbiddenDestination(f"{host} does not resolve") from None
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    if not addresses:
+        raise ForbiddenDestination(f"{host} does not resolve")
+    return sorted(addresses, key=str)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one POST came to: a status (with the headers that steer retries) or an error."""
+
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    retry_after: str | None = None
+    abort: bool = False  # the receiver answered `webhook-delivery: abort`
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allow_loopback: bool,
+    connect_timeout: float,
+    total_timeout: float,
+) -> Reply:
+    """POST once. Never raises for the receiver's behaviour: it is all in the Reply."""
+    import requests
+    from requests_hardened import Config, HTTPSession
+    from requests_hardened.ip_filter import InvalidIPAddress
+
+    started = time.monotonic()
+
+    def elapsed_ms() -> int:
+        return round((time.monotonic() - started) * 1000)
+
+    config = Config(
+        ip_filter_enable=True,
+        ip_filter_allow_loopback_ips=allow_loopback,
+        never_redirect=True,
+        default_timeout=(connect_timeout, total_timeout),
+        user_agent_override=USER_AGENT,
+    )
+    try:
+        check_destination(url, allow_loopback=allow_loopback)
+        with HTTPSession(config) as session:
+            session.trust_env = False  # no proxies from the environment: they would bypass the pinning
+            response = session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=(connect_timeout, total_timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                _read_bounded(response, deadline=started + total_timeout)
+    except ForbiddenDestination as error:
+        return Reply(None, elapsed_ms(), f"forbidden destination: {error}")
+    except InvalidIPAddress as error:
+        return Reply(None, elapsed_ms(), f"forbidden destination: resolved to {error}")
+    except requests.Timeout:
+        return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
+    except requests.RequestException as error:
+        return Reply(None, elapsed_ms(), f"connection failed: {type(error).__name__}")
+    return Reply(
+        response.status_code,
+        elapsed_ms(),
+        retry_after=response.headers.get("Retry-After"),
+        abort=response.headers.get("webhook-delivery", "").strip().lower() == "abort",
+    )
+
+
+def _read_bounded(response: Any, deadline: float) -> None:
+    """Read at most MAX_RESPONSE_BYTES of the body, within the attempt's deadline; drop the rest."""
+    import requests
+
+    received = 0
+    for chunk in response.iter_content(8192):
+        received += len(chunk)
+        if time.monotonic() > deadline:
+            raise requests.Timeout("response body too slow")
+        if received >= MAX_RESPONSE_BYTES:
+            break

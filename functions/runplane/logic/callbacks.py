@@ -1,0 +1,134 @@
+"""Callback deliveries: created when a run with a callback_url ends, redelivered and replayed on request,
+and the accounts' signing secrets. Attempts themselves are made by `logic.deliver`."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from runplane.domain.errors import Conflict, NotFound
+from runplane.domain.models import CallbackDelivery, CallbackSecret, DeliveryRecord, RunRecord, utcnow
+from runplane.domain.webhooks import new_secret
+from runplane.logic.services import services
+from runplane.observability import logger
+
+
+def delivery_id_for(run_id: str) -> str:
+    """The `webhook-id` of a run's callback: stable across attempts, redeliveries and replays."""
+    return "msg_" + run_id.replace("-", "")
+
+
+def start_delivery(record: RunRecord) -> None:
+    """Create the ended run's delivery (once) and enqueue it, then take the run out of the sweeper's index.
+
+    Safe to repeat: the worker calls it after finishing the run, and the sweeper again if that was cut short.
+    """
+    if record.callback_url:
+        delivery = DeliveryRecord(
+            account_id=record.account_id,
+            run_id=record.id,
+            id=delivery_id_for(record.id),
+            url=record.callback_url,
+            state="pending",
+            next_attempt_at=time.time(),
+            created_at=utcnow(),
+            expires_at=record.expires_at,
+        )
+        store = services().deliveries
+        if store.create(delivery) or _still_pending(delivery):
+            services().queues.send_callback(record.account_id, record.id, delivery.id)
+    services().runs.clear_due(record.account_id, record.id)
+
+
+def _still_pending(delivery: DeliveryRecord) -> bool:
+    existing = services().deliveries.get(delivery.account_id, delivery.run_id, delivery.id)
+    return existing is not None and existing.state == "pending"
+
+
+def start_delivery_soon(record: RunRecord) -> None:
+    """`start_delivery` for the path that just ended a run: a failure here is retried by the sweeper."""
+    try:
+        start_delivery(record)
+    except Exception:
+        logger.exception("callback not enqueued yet; the sweeper will", extra={"run_id": record.id})
+
+
+def list_deliveries(account_id: str, run_id: str) -> list[CallbackDelivery]:
+    if services().runs.get(account_id, run_id) is None:
+        raise NotFound("Run", run_id)
+    return [d.public() for d in services().deliveries.for_run(account_id, run_id)]
+
+
+def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
+    """Send a finished delivery again, with the same webhook-id and a fresh schedule."""
+    run = services().runs.get(account_id, run_id, consistent=True)
+    if run is None:
+        raise NotFound("Run", run_id)
+    if not run.callback_url:
+        raise Conflict(f"run {run_id} has no callback_url", "no_callback")
+    delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
+    if delivery is None:
+        raise Conflict(f"run {run_id} has not ended; its callback is sent when it does", "run_not_terminal")
+    reopened = _reopen(delivery)
+    if reopened is None:
+        raise Conflict("the callback is being delivered; its attempts are listed", "delivery_pending")
+    return reopened.public()
+
+
+def replay_dead(since: datetime, until: datetime) -> list[str]:
+    """Reopen and enqueue every delivery that died in [since, until); the webhook-ids replayed."""
+    replayed = []
+    store = services().deliveries
+    for account_id, run_id, delivery_id in store.dead_between(since, until):
+        delivery = store.get(account_id, run_id, delivery_id)
+        if delivery is not None and delivery.state == "dead" and _reopen(delivery) is not None:
+            replayed.append(delivery_id)
+    return replayed
+
+
+def _reopen(delivery: DeliveryRecord) -> DeliveryRecord | None:
+    reopened = services().deliveries.reopen(delivery, time.time())
+    if reopened is not None:
+        services().queues.send_callback(delivery.account_id, delivery.run_id, delivery.id)
+        logger.info("callback reopened", extra={"run_id": delivery.run_id, "delivery_id": delivery.id})
+    return reopened
+
+
+# --- signing secrets ---
+
+
+def callback_secret(account_id: str) -> CallbackSecret:
+    """The account's signing secret, created on first use."""
+    account = services().accounts.get(account_id) or {}
+    if "callback_secret" not in account:
+        services().accounts.create_secret(account_id, new_secret())
+        account = services().accounts.get(account_id) or {}
+    previous_until = account.get("previous_until")
+    return CallbackSecret(
+        secret=account["callback_secret"],
+        previous_valid_until=(
+            datetime.fromtimestamp(previous_until, UTC)
+            if previous_until and previous_until > time.time()
+            else None
+        ),
+    )
+
+
+def rotate_secret(account_id: str) -> CallbackSecret:
+    """A new signing secret; the previous one still signs for RUNPLANE_CALLBACK_SECRET_OVERLAP_SECONDS."""
+    current = callback_secret(account_id).secret
+    until = time.time() + services().settings.callback_secret_overlap_seconds
+    if not services().accounts.rotate_secret(account_id, current, new_secret(), until):
+        raise Conflict("the secret was rotated concurrently; read it again", "secret_changed")
+    return callback_secret(account_id)
+
+
+def signing_secrets(account_id: str) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, and the previous during the overlap."""
+    account = services().accounts.get(account_id) or {}
+    if "callback_secret" not in account:
+        return [callback_secret(account_id).secret]
+    active = [account["callback_secret"]]
+    if account.get("previous_secret") and (account.get("previous_until") or 0) > time.time():
+        active.append(account["previous_secret"])
+    return active

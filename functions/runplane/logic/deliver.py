@@ -1,0 +1,136 @@
+"""One callback attempt per due delivery: sign the run's RunState, POST it, record what happened,
+and schedule the next attempt, stop, or bury the delivery in the DLQ.
+
+Retries are messages hidden with ChangeMessageVisibility and left in the queue (a partial batch failure);
+the record in DynamoDB holds the due time, so waits past SQS's 12-hour limit just hide the message again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import NoReturn
+
+from runplane import definitions as defs
+from runplane.adapters import outbound
+from runplane.domain.models import CallbackAttempt, DeliveryRecord
+from runplane.domain.webhooks import signature_header
+from runplane.logic.callbacks import signing_secrets
+from runplane.logic.runs import run_state
+from runplane.logic.services import services
+from runplane.observability import count_callback, logger
+from runplane.settings import MAX_CALLBACK_DELAY_SECONDS
+
+LEASE_SECONDS = defs.CALLBACK_TIMEOUT_SECONDS  # an attempt never outlives the function making it
+RACE_BACKOFF_SECONDS = 5
+
+
+class RetryLater(Exception):
+    """Leave the message in the queue, hidden until the delivery is next due."""
+
+
+def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
+    message = json.loads(body)
+    store = services().deliveries
+    record = store.get(message["account_id"], message["run_id"], message["delivery_id"])
+    if record is None or record.state != "pending":
+        return  # finished (a duplicate message), or expired
+    now = time.time()
+    waiting = max((record.next_attempt_at or 0) - now, (record.lease_until or 0) - now)
+    if waiting > 0:
+        _retry_later(receipt_handle, waiting)
+    owner = secrets.token_hex(8)
+    claimed = store.claim(record, owner, now, now + LEASE_SECONDS)
+    if claimed is None:  # another copy of the message got there first
+        _retry_later(receipt_handle, RACE_BACKOFF_SECONDS)
+    state, next_at, attempt = _attempt(claimed)
+    updated = store.record_attempt(claimed, owner, attempt, state=state, next_attempt_at=next_at)
+    count_callback(state, attempt.latency_ms)
+    log = {"run_id": claimed.run_id, "delivery_id": claimed.id, "attempt": attempt.number, "state": state}
+    if updated is None:
+        logger.warning("callback lease lost; attempt not recorded", extra=log)
+        return
+    logger.info("callback attempt", extra={**log, "status_code": attempt.status_code, "error": attempt.error})
+    if state == "pending" and next_at is not None:
+        _retry_later(receipt_handle, next_at - time.time())
+    if state == "dead":
+        services().queues.bury_callback(body, message_id, attempt.error or "")
+
+
+def _retry_later(receipt_handle: str, seconds: float) -> NoReturn:
+    services().queues.hide_callback(receipt_handle, seconds)
+    raise RetryLater(f"due in {seconds:.0f} s")
+
+
+def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt]:
+    """POST once; (next state, next due time if pending, the attempt)."""
+    settings = services().settings
+    number = record.attempts[-1].number + 1 if record.attempts else 1
+    started = time.time()
+    run = services().runs.get(record.account_id, record.run_id, consistent=True)
+    if run is None:
+        attempt = CallbackAttempt(
+            number=number, started_at=_at(started), latency_ms=0, error="the run no longer exists"
+        )
+        return "stopped", None, attempt
+    body = run_state(run).model_dump_json().encode()
+    timestamp = int(started)
+    headers = {
+        **(run.callback_headers or {}),
+        "Content-Type": "application/json",
+        "webhook-id": record.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(signing_secrets(record.account_id), record.id, timestamp, body),
+    }
+    reply = outbound.post(
+        record.url,
+        body,
+        headers,
+        allow_loopback=settings.allow_loopback,
+        connect_timeout=settings.callback_connect_timeout_seconds,
+        total_timeout=settings.callback_timeout_seconds,
+    )
+    code = reply.status_code
+    succeeded = code is not None and 200 <= code < 300
+    error = reply.error or (None if succeeded else f"HTTP {code}")
+    attempt = CallbackAttempt(
+        number=number, started_at=_at(started), status_code=code, latency_ms=reply.latency_ms, error=error
+    )
+    if succeeded:
+        return "succeeded", None, attempt
+    if code == 410 or reply.abort:
+        return "stopped", None, attempt
+    schedule = settings.callback_schedule
+    if record.round_attempts >= len(schedule):
+        return "dead", None, attempt
+    delay = next_delay(schedule[record.round_attempts], retry_after_seconds(reply.retry_after))
+    return "pending", time.time() + delay, attempt
+
+
+def next_delay(scheduled: float, retry_after: float | None) -> float:
+    """The scheduled delay with ±20 % jitter, or the receiver's longer Retry-After (at most 24 h)."""
+    delay = scheduled * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrecy
+    if retry_after is not None and retry_after > delay:
+        return min(retry_after, MAX_CALLBACK_DELAY_SECONDS)
+    return delay
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
