@@ -1,0 +1,346 @@
+"""Callback delivery against a real receiver on loopback: signatures, retries, stops, dead letters, replay."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from runplane.logic import services
+from runplane.logic.callbacks import replay_dead
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import Api, drain, pollers
+from tests.receiver import Answer, Receiver, receiving
+
+
+@pytest.fixture
+def fast_schedule(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Loopback receivers allowed (as in local mode) and three quick retries."""
+    monkeypatch.setenv("RUNPLANE_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv("RUNPLANE_CALLBACK_SCHEDULE", "0.5,0.5,0.5")
+    monkeypatch.setenv("RUNPLANE_CALLBACK_TIMEOUT_SECONDS", "1")
+    services.reset()
+    return env
+
+
+def start(api: Api, runnable_id: str, url: str, **body: Any) -> str:
+    reply = api.post(f"/v1/runnable/{runnable_id}/runs", {"callback_url": url, **body})
+    assert reply.status == 202, reply.text
+    return reply.json()["id"]
+
+
+def deliver_until(done: Callable[[], bool], seconds: float = 15) -> None:
+    """Run workers and the callbacks function (as the event source mappings would) until `done`."""
+    callbacks = pollers()["callbacks"]
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "callbacks did not settle in time"
+        drain("worker")
+        if not callbacks.poll_once():
+            time.sleep(0.05)
+
+
+def deliveries(api: Api, run_id: str) -> list[dict[str, Any]]:
+    reply = api.get(f"/v1/run/{run_id}/callbacks")
+    assert reply.status == 200, reply.text
+    return reply.json()["items"]
+
+
+def settled(api: Api, run_id: str) -> Callable[[], bool]:
+    return lambda: any(d["state"] != "pending" for d in deliveries(api, run_id))
+
+
+def secret(api: Api) -> str:
+    return api.get("/v1/callbacks/secret").json()["secret"]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_delivery_is_the_signed_run_state_with_the_callers_headers(api: Api, echo_id: str) -> None:
+    with receiving() as receiver:
+        run_id = start(
+            api,
+            echo_id,
+            receiver.url,
+            inputs={"x": 1},
+            callback_headers={"Authorization": "Bearer hook-token"},
+        )
+        deliver_until(settled(api, run_id))
+    [request] = receiver.received
+    payload = Webhook(secret(api)).verify(request.body, request.headers)
+    assert payload == api.get(f"/v1/run/{run_id}").json()
+    assert payload["status"] == "completed"
+    assert payload["result"]["outputs"] == {"x": 1}
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Authorization"] == "Bearer hook-token"
+    [delivery] = deliveries(api, run_id)
+    assert delivery["id"] == request.headers["webhook-id"]
+    assert delivery["state"] == "succeeded"
+    assert delivery["next_attempt_at"] is None
+    assert [(a["number"], a["status_code"], a["error"]) for a in delivery["attempts"]] == [(1, 200, None)]
+    assert "hook-token" not in api.get(f"/v1/run/{run_id}").text
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_failed_run_is_delivered_with_its_error(api: Api, account: Any) -> None:
+    from tests.conftest import make_runnable
+
+    fail_id = make_runnable(account.account_id, "fail")
+    with receiving() as receiver:
+        run_id = start(api, fail_id, receiver.url, inputs={"message": "no luck"})
+        deliver_until(settled(api, run_id))
+    payload = Webhook(secret(api)).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert payload["status"] == "failed"
+    assert payload["result"]["error"]["message"] == "no luck"
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_failing_twice_then_succeeding_records_three_attempts_under_one_webhook_id(
+    api: Api, echo_id: str
+) -> None:
+    with receiving(Answer(500), Answer(503), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+    [delivery] = deliveries(api, run_id)
+    assert delivery["state"] == "succeeded"
+    assert [(a["number"], a["status_code"]) for a in delivery["attempts"]] == [(1, 500), (2, 503), (3, 200)]
+    assert receiver.unique_ids() == {delivery["id"]}
+    timestamps = [int(r.headers["webhook-timestamp"]) for r in receiver.received]
+    assert timestamps == sorted(timestamps)
+    gaps = [b.at - a.at for a, b in zip(receiver.received, receiver.received[1:], strict=False)]
+    assert all(gap >= 0.4 for gap in gaps), gaps  # 0.5 s scheduled, ±20 % jitter
+    for request in receiver.received:
+        Webhook(secret(api)).verify(request.body, request.headers)
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_an_attempt_that_times_out_is_recorded_and_retried(api: Api, echo_id: str) -> None:
+    with receiving(Answer(200, delay=2.5), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+    [delivery] = deliveries(api, run_id)
+    first, second = delivery["attempts"]
+    assert first["status_code"] is None
+    assert "timed out" in first["error"]
+    assert first["latency_ms"] < 2000
+    assert second["status_code"] == 200
+    assert delivery["state"] == "succeeded"
+
+
+@pytest.mark.usefixtures("fast_schedule")
+@pytest.mark.parametrize("answer", [Answer(410), Answer(500, headers={"webhook-delivery": "abort"})])
+def test_gone_or_abort_stops_retrying(api: Api, echo_id: str, answer: Answer) -> None:
+    with receiving(answer, Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+        time.sleep(1)
+        assert not pollers()["callbacks"].poll_once()
+    [delivery] = deliveries(api, run_id)
+    assert delivery["state"] == "stopped"
+    assert len(delivery["attempts"]) == 1
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redirects_are_failures_and_never_followed(api: Api, echo_id: str) -> None:
+    with (
+        receiving() as target,
+        receiving(Answer(302, headers={"Location": target.url}), Answer(200)) as receiver,
+    ):
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+    [delivery] = deliveries(api, run_id)
+    assert [a["status_code"] for a in delivery["attempts"]] == [302, 200]
+    assert target.received == []
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_redirect_to_the_metadata_service_is_not_followed(api: Api, echo_id: str) -> None:
+    redirect = Answer(307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    with receiving(redirect, Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+    first = deliveries(api, run_id)[0]["attempts"][0]
+    assert first["status_code"] == 307
+    assert first["error"] == "HTTP 307"
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_receiver_that_is_down_for_a_while_gets_every_delivery_once(api: Api, echo_id: str) -> None:
+    port_holder = Receiver()
+    port = port_holder.server.server_address[1]
+    url = port_holder.url
+    port_holder.close()  # nothing listens: connections are refused
+    run_ids = [start(api, echo_id, url, inputs={"n": n}) for n in range(5)]
+    drain("worker")
+    deadline = time.monotonic() + 0.8
+    while time.monotonic() < deadline:
+        pollers()["callbacks"].poll_once()
+        time.sleep(0.05)
+    with receiving(port=port) as receiver:
+        deliver_until(lambda: all(settled(api, r)() for r in run_ids))
+    states = {r: deliveries(api, r)[0] for r in run_ids}
+    assert {d["state"] for d in states.values()} == {"succeeded"}
+    assert all(d["attempts"][0]["error"].startswith("connection failed") for d in states.values())
+    assert receiver.unique_ids() == {d["id"] for d in states.values()}
+    outputs = sorted(json.loads(r.body)["result"]["outputs"]["n"] for r in receiver.received)
+    assert sorted(set(outputs)) == list(range(5))
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_delivery_that_exhausts_its_schedule_is_dead_in_the_dlq_and_can_be_replayed(
+    api: Api, echo_id: str, env: dict[str, str]
+) -> None:
+    began = datetime.now(UTC)
+    with receiving(Answer(500)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+        [delivery] = deliveries(api, run_id)
+        assert delivery["state"] == "dead"
+        assert len(delivery["attempts"]) == 4  # the first attempt and three retries
+        sqs = boto3.client("sqs")
+        [parked] = sqs.receive_message(
+            QueueUrl=env["RUNPLANE_CALLBACKS_DLQ_URL"], MessageAttributeNames=["All"]
+        )["Messages"]
+        assert json.loads(parked["Body"])["delivery_id"] == delivery["id"]
+        assert parked["MessageAttributes"]["runplane-error"]["StringValue"] == "HTTP 500"
+
+        receiver.script = [Answer(200)]
+        assert replay_dead(began - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1)) == [
+            delivery["id"]
+        ]
+        deliver_until(settled(api, run_id))
+    [replayed] = deliveries(api, run_id)
+    assert replayed["state"] == "succeeded"
+    assert len(replayed["attempts"]) == 5
+    assert replayed["attempts"][-1]["status_code"] == 200
+    assert receiver.unique_ids() == {delivery["id"]}
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_sends_again_with_the_same_webhook_id(api: Api, echo_id: str) -> None:
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+        reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
+        assert reply.status == 202
+        assert reply.json()["state"] == "pending"
+        assert api.post(f"/v1/run/{run_id}/callbacks/redeliver").json()["code"] == "delivery_pending"
+        deliver_until(lambda: len(receiver.received) == 2 and settled(api, run_id)())
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert [a["number"] for a in deliveries(api, run_id)[0]["attempts"]] == [1, 2]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_of_a_run_without_callback_or_not_ended_is_409(
+    api: Api, echo_id: str, account: Any
+) -> None:
+    plain = api.post(f"/v1/runnable/{echo_id}/runs", {}).json()["id"]
+    assert api.post(f"/v1/run/{plain}/callbacks/redeliver").json()["code"] == "no_callback"
+    with receiving() as receiver:
+        waiting = start(api, echo_id, receiver.url)
+        reply = api.post(f"/v1/run/{waiting}/callbacks/redeliver")
+    assert reply.status == 409
+    assert reply.json()["code"] == "run_not_terminal"
+    assert api.get(f"/v1/run/{waiting}/callbacks").json()["items"] == []
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_longer_retry_after_is_honoured(api: Api, echo_id: str) -> None:
+    with receiving(Answer(503, headers={"Retry-After": "2"}), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(settled(api, run_id))
+    first, second = receiver.received
+    assert second.at - first.at >= 1.9
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_after_rotation_both_secrets_sign_until_the_overlap_ends(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = secret(api)
+    assert old.startswith("whsec_")
+    assert secret(api) == old
+    rotated = api.post("/v1/callbacks/secret/rotate").json()
+    assert rotated["secret"] != old
+    assert rotated["previous_valid_until"] is not None
+    with receiving() as receiver:
+        deliver_until(settled(api, start(api, echo_id, receiver.url)))
+        monkeypatch.setenv("RUNPLANE_CALLBACK_SECRET_OVERLAP_SECONDS", "0")
+        services.reset()
+        api.post("/v1/callbacks/secret/rotate")
+        deliver_until(settled(api, start(api, echo_id, receiver.url)))
+    during, after = receiver.received
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    Webhook(old).verify(during.body, during.headers)
+    Webhook(rotated["secret"]).verify(during.body, during.headers)
+    Webhook(secret(api)).verify(after.body, after.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(rotated["secret"]).verify(after.body, after.headers)
+
+
+def test_secrets_are_per_account(api: Api, env: dict[str, str]) -> None:
+    from runplane.logic.keys import create_key
+
+    other = Api(create_key("globex").token)
+    assert secret(api) != secret(other)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://127.0.0.1/hook", "loopback"),
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://[fd00:ec2::254]/", "private"),
+        ("https://10.1.2.3/", "private"),
+        ("https://100.64.0.1/", "carrier-grade NAT"),
+        ("https://[::ffff:127.0.0.1]/", "IPv4-mapped"),
+        ("https://[64:ff9b::a9fe:a9fe]/", "NAT64"),
+        ("https://internal.test/", "private"),
+        ("https://mixed.test/", "10.9.9.9"),
+        ("http://hooks.example.com/", "https"),
+        ("https://user:pw@hooks.example.com/", "credentials"),
+        ("https://nowhere.test/", "does not resolve"),
+    ],
+)
+def test_forbidden_callback_urls_are_refused_at_request_time(
+    api: Api, echo_id: str, dns: dict[str, list[str]], url: str, reason: str
+) -> None:
+    dns.update(
+        {"internal.test": ["192.168.0.7"], "mixed.test": ["93.184.215.14", "10.9.9.9"], "nowhere.test": []}
+    )
+    reply = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": url})
+    assert reply.status == 400, reply.text
+    body = reply.json()
+    assert body["code"] == "forbidden_callback_url"
+    assert body["issues"][0]["field"] == "body.callback_url"
+    assert reason in body["issues"][0]["message"]
+    assert api.get("/v1/runs").json()["items"] == []
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_host_that_later_resolves_to_a_forbidden_address_is_not_called(
+    api: Api, echo_id: str, dns: dict[str, list[str]]
+) -> None:
+    dns["rebind.test"] = ["93.184.215.14"]
+    run_id = start(api, echo_id, "https://rebind.test/hook")
+    dns["rebind.test"] = ["169.254.169.254"]
+    drain("worker")
+    pollers()["callbacks"].poll_once()
+    [attempt] = deliveries(api, run_id)[0]["attempts"]
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith("forbidden destination")
+    assert "169.254.169.254" in attempt["error"]
+
+
+@pytest.mark.parametrize("name", ["webhook-id", "Webhook-Signature", "Host", "Content-Length", "Connection"])
+def test_callback_headers_cannot_override_what_runplane_sets(api: Api, echo_id: str, name: str) -> None:
+    body = {"callback_url": "https://hooks.example.com/", "callback_headers": {name: "x"}}
+    reply = api.post(f"/v1/runnable/{echo_id}/runs", body)
+    assert reply.status == 400
+    assert reply.json()["code"] == "validation_error"
