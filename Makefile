@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/runplane local
+	RUNPLANE_ALLOW_LOOPBACK=$${RUNPLANE_ALLOW_LOOPBACK:-1} $(BIN)/runplane local
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""The `runplane` command: the local stack and administration (API keys)."""
+"""The `runplane` command: the local stack and administration (API keys, callbacks)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path(".runplane")
@@ -58,6 +59,35 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     print(f"revoked {args.key_id}")
 
 
+def cmd_callbacks_secret(args: argparse.Namespace) -> None:
+    from runplane.logic.callbacks import callback_secret, rotate_secret
+
+    secret = (rotate_secret if args.rotate else callback_secret)(args.account)
+    print(secret.model_dump_json(indent=2))
+
+
+def cmd_callbacks_replay(args: argparse.Namespace) -> None:
+    from runplane.logic.callbacks import replay_dead
+
+    replayed = replay_dead(args.since, args.until)
+    print(json.dumps({"replayed": len(replayed), "webhook_ids": replayed}, indent=2))
+
+
+def cmd_callbacks_dlq(args: argparse.Namespace) -> None:
+    from runplane.logic.callbacks import dead_letters
+
+    for letter in dead_letters(args.max):
+        print(json.dumps(letter))
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="runplane", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -81,7 +111,25 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
-    for sub in (create, revoke):
+
+    callbacks = commands.add_parser("callbacks", help="callback secrets and dead deliveries").add_subparsers(
+        dest="callbacks_command", required=True
+    )
+    secret = callbacks.add_parser("secret", help="show an account's signing secret (created on first use)")
+    secret.set_defaults(func=cmd_callbacks_secret, rotate=False)
+    rotate = callbacks.add_parser("rotate", help="rotate an account's signing secret; the old one overlaps")
+    rotate.set_defaults(func=cmd_callbacks_secret, rotate=True)
+    for sub in (secret, rotate):
+        sub.add_argument("--account", required=True)
+    replay = callbacks.add_parser("replay", help="send again every delivery that died in [--since, --until)")
+    replay.add_argument("--since", type=_timestamp, required=True, help="ISO 8601; UTC when no offset")
+    replay.add_argument("--until", type=_timestamp, default=datetime.now(UTC), help="ISO 8601; default: now")
+    replay.set_defaults(func=cmd_callbacks_replay)
+    dlq = callbacks.add_parser("dlq", help="list what sits in the callbacks DLQ (left in place)")
+    dlq.add_argument("--max", type=int, default=100)
+    dlq.set_defaults(func=cmd_callbacks_dlq)
+
+    for sub in (create, revoke, secret, rotate, replay, dlq):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )

@@ -6,19 +6,24 @@ import json
 import os
 import shlex
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 from runplane.domain.ids import intake_run_id
+from standardwebhooks.webhooks import Webhook
 
 from tests.contract import assert_run_state
 from tests.local_stack import Stack, start_stack
+from tests.receiver import Answer, receiving
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +33,8 @@ TEST_ENV = {
     "RUNPLANE_LEASE_SECONDS": "2",
     "RUNPLANE_LOCAL_SWEEP_SECONDS": "0.5",
     "RUNPLANE_SYNC_WAIT_SECONDS": "10",
+    "RUNPLANE_ALLOW_LOOPBACK": "1",
+    "RUNPLANE_CALLBACK_SCHEDULE": "0.5,0.5",
 }
 
 
@@ -218,3 +225,51 @@ def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def wait_for(done: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def callbacks_of(stack: Stack, run_id: str) -> list[dict]:
+    return stack.call("GET", f"/v1/run/{run_id}/callbacks").json()["items"]
+
+
+def test_a_callback_is_signed_retried_and_delivered(stack: Stack) -> None:
+    with receiving(Answer(503), Answer(200)) as receiver:
+        run_id = stack.start_run("echo", {"inputs": {"hi": 1}, "callback_url": receiver.url}).json()["id"]
+        wait_for(lambda: any(d["state"] == "succeeded" for d in callbacks_of(stack, run_id)))
+    secret = stack.call("GET", "/v1/callbacks/secret").json()["secret"]
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert (
+        Webhook(secret).verify(second.body, second.headers) == stack.call("GET", f"/v1/run/{run_id}").json()
+    )
+    [delivery] = callbacks_of(stack, run_id)
+    assert [a["status_code"] for a in delivery["attempts"]] == [503, 200]
+
+
+def test_dead_callbacks_are_listed_in_the_dlq_and_replayed_from_the_cli(stack: Stack) -> None:
+    began = datetime.now(UTC).isoformat()
+    with receiving(Answer(500)) as receiver:
+        run_id = stack.start_run("echo", {"callback_url": receiver.url}).json()["id"]
+        wait_for(lambda: any(d["state"] == "dead" for d in callbacks_of(stack, run_id)))
+        assert len(receiver.received) == 3  # the first attempt and the two compressed retries
+
+        def cli(*args: str) -> str:
+            command = [sys.executable, "-m", "runplane.cli", "callbacks", *args]
+            command += ["--local", "--state-dir", str(stack.state_dir)]
+            return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+        letters = [json.loads(line) for line in cli("dlq").splitlines()]
+        assert {"run_id": run_id, "state": "dead", "error": "HTTP 500"}.items() <= next(
+            letter for letter in letters if letter["run_id"] == run_id
+        ).items()
+        receiver.script = [Answer(200)]
+        assert json.loads(cli("replay", "--since", began))["replayed"] >= 1
+        wait_for(lambda: callbacks_of(stack, run_id)[0]["state"] == "succeeded")
+    assert len(receiver.received) == 4
+    assert len(receiver.unique_ids()) == 1

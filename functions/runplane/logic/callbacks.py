@@ -3,6 +3,7 @@ and the accounts' signing secrets. Attempts themselves are made by `logic.delive
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -132,3 +133,23 @@ def signing_secrets(account_id: str) -> list[str]:
     if account.get("previous_secret") and (account.get("previous_until") or 0) > time.time():
         active.append(account["previous_secret"])
     return active
+
+
+def dead_letters(limit: int) -> list[dict[str, object]]:
+    """What sits in the callbacks DLQ, each with its delivery's state now (a replayed one is no longer dead)."""
+    letters: list[dict[str, object]] = []
+    for message in services().queues.peek_callback_dlq(limit):
+        body = json.loads(message["Body"])
+        attributes = message.get("MessageAttributes", {})
+        delivery = services().deliveries.get(body["account_id"], body["run_id"], body["delivery_id"])
+        letters.append(
+            {
+                **body,
+                "state": delivery.state if delivery else "expired",
+                "error": attributes.get("runplane-error", {}).get("StringValue"),
+                "parked_at": datetime.fromtimestamp(
+                    int(message["Attributes"]["SentTimestamp"]) / 1000, UTC
+                ).isoformat(),
+            }
+        )
+    return letters
