@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextvars import ContextVar
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -20,6 +21,8 @@ for name, value in {
     "AWS_DEFAULT_REGION": "us-east-1",
     "POWERTOOLS_METRICS_DISABLED": "true",
     "POWERTOOLS_LOG_LEVEL": "ERROR",
+    "RUNPLANE_ALLOW_LOOPBACK": "1",
+    "RUNPLANE_CALLBACK_SCHEDULE": "0.2",
 }.items():
     os.environ[name] = value
 os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -32,25 +35,26 @@ from runplane.local.provision import provision  # noqa: E402
 from runplane.logic import services  # noqa: E402
 
 calls: Counter[tuple[str, str, str]] = Counter()
-component = threading.local()
+# a context variable, not a thread-local: the callbacks function's threads (asyncio.to_thread) inherit it
+component: ContextVar[str] = ContextVar("component", default="setup")
 
 
 EVENT_SOURCE_MAPPING = {"ReceiveMessage", "DeleteMessageBatch", "GetQueueAttributes"}
 
 
 def count(model, **_: object) -> None:
-    name = getattr(component, "name", "setup")
-    if name == "worker" and model.name in EVENT_SOURCE_MAPPING:
+    name = component.get()
+    if name in ("worker", "callbacks") and model.name in EVENT_SOURCE_MAPPING:
         name = "esm"  # made by the Lambda event source mapping in AWS (the local poller here)
     calls[(name, model.service_model.service_name, model.name)] += 1
 
 
 def as_component(name: str, action):
-    component.name = name
+    token = component.set(name)
     try:
         return action()
     finally:
-        component.name = "setup"
+        component.reset(token)
 
 
 def table(title: str) -> None:
@@ -73,6 +77,7 @@ def main() -> None:
         from runplane.logic.keys import create_key
 
         from tests.conftest import Api, drain, make_runnable
+        from tests.receiver import Answer, receiving
 
         key = create_key("bench")
         echo = make_runnable("bench", "echo")
@@ -91,7 +96,7 @@ def main() -> None:
         stop = threading.Event()
 
         def work() -> None:
-            component.name = "worker"
+            component.set("worker")
             while not stop.is_set():
                 drain("worker")
                 time.sleep(0.01)
@@ -105,6 +110,25 @@ def main() -> None:
         worker.join()
         assert reply.status == 200, reply.text
         table("sync run (echo): submit and wait; the wait polls GetItem with backoff (50 ms x1.5)")
+        with receiving(Answer(200)) as receiver:
+            run_id = as_component(
+                "api",
+                lambda: api.post(f"/v1/runnable/{echo}/runs", {"callback_url": receiver.url}).json()["id"],
+            )
+            as_component("worker", lambda: drain("worker"))
+            as_component("callbacks", lambda: drain("callbacks"))
+            assert len(receiver.received) == 1
+        table("async run with a callback, delivered at the first attempt")
+
+        with receiving(Answer(503), Answer(200)) as receiver:
+            api.post(f"/v1/runnable/{echo}/runs", {"callback_url": receiver.url})
+            drain("worker")
+            calls.clear()
+            as_component("callbacks", lambda: drain("callbacks"))
+            time.sleep(1.1)  # hidden for the retry delay, rounded up to whole seconds
+            as_component("callbacks", lambda: drain("callbacks"))
+            assert len(receiver.received) == 2
+        table("callback delivery only: a failed attempt, then success")
         print(
             "\nesm: requests of the Lambda event source mapping (here the local poller; it also re-reads the"
         )

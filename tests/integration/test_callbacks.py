@@ -12,6 +12,7 @@ import boto3
 import pytest
 from runplane.logic import services
 from runplane.logic.callbacks import replay_dead
+from runplane.logic.sweep import sweep
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import Api, drain, pollers
@@ -344,3 +345,36 @@ def test_callback_headers_cannot_override_what_runplane_sets(api: Api, echo_id: 
     reply = api.post(f"/v1/runnable/{echo_id}/runs", body)
     assert reply.status == 400
     assert reply.json()["code"] == "validation_error"
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_callback_not_enqueued_when_the_run_ended_is_sent_by_the_sweeper(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues = services.services().queues
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        with monkeypatch.context() as patched:
+            patched.setattr(
+                queues, "send_callback", lambda *_: (_ for _ in ()).throw(ConnectionError("down"))
+            )
+            drain("worker")
+        assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
+        assert pollers()["callbacks"].poll_once() == 0
+        assert sweep(time.time())["callback_enqueued"] == 0  # not due yet: the worker may still be at it
+        assert sweep(time.time() + 120)["callback_enqueued"] == 1
+        deliver_until(settled(api, run_id))
+        assert sweep(time.time() + 240)["callback_enqueued"] == 0
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_failed_attempt_hides_its_message_until_the_retry_is_due(api: Api, echo_id: str) -> None:
+    with receiving(Answer(500), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        callbacks = pollers()["callbacks"]
+        assert callbacks.poll_once() == 1
+        assert [callbacks.poll_once() for _ in range(5)] == [0] * 5  # hidden, not spinning
+        deliver_until(settled(api, run_id))
+    assert len(receiver.received) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from runplane.adapters import aws
@@ -74,7 +75,8 @@ class Queues:
         self.client.change_message_visibility(
             QueueUrl=queue_url,
             ReceiptHandle=receipt_handle,
-            VisibilityTimeout=max(0, min(MAX_VISIBILITY_SECONDS, round(seconds))),
+            # rounded up: a message back before its delivery is due would only be hidden again
+            VisibilityTimeout=max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds))),
         )
 
     def _send(self, queue_url: str, message: dict[str, str]) -> None:

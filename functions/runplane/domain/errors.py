@@ -53,3 +53,7 @@ class UnsupportedMediaType(RunplaneError):
         super().__init__(
             f"Content-Type {content_type!r} is not supported; send application/json", "unsupported_media_type"
         )
+
+
+class RetryLater(Exception):
+    """Not a failure: leave this queue message in place (a partial batch failure); it was hidden until due."""

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from runplane import definitions as defs
 from runplane.adapters import outbound
+from runplane.domain.errors import RetryLater
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 from runplane.domain.webhooks import signature_header
 from runplane.logic.callbacks import signing_secrets
@@ -27,10 +28,6 @@ from runplane.settings import MAX_CALLBACK_DELAY_SECONDS
 
 LEASE_SECONDS = defs.CALLBACK_TIMEOUT_SECONDS  # an attempt never outlives the function making it
 RACE_BACKOFF_SECONDS = 5
-
-
-class RetryLater(Exception):
-    """Leave the message in the queue, hidden until the delivery is next due."""
 
 
 def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
