@@ -5,34 +5,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections import Counter
 from contextvars import ContextVar
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-for name, value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "ERROR",
-    "RUNPLANE_ALLOW_LOOPBACK": "1",
-    "RUNPLANE_CALLBACK_SCHEDULE": "0.2",
-}.items():
-    os.environ[name] = value
-os.environ.pop("AWS_ENDPOINT_URL", None)
-
-import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
-from runplane.adapters import aws  # noqa: E402
-from runplane.local import moto_atomic  # noqa: E402
-from runplane.local.provision import provision  # noqa: E402
-from runplane.logic import services  # noqa: E402
+from inprocess import moto_backed
+from runplane.adapters import aws
 
 calls: Counter[tuple[str, str, str]] = Counter()
 # a context variable, not a thread-local: the callbacks function's threads (asyncio.to_thread) inherit it
@@ -68,12 +47,8 @@ def table(title: str) -> None:
 
 
 def main() -> None:
-    moto_atomic.install()
-    with mock_aws():
+    with moto_backed(RUNPLANE_CALLBACK_SCHEDULE="0.2"):
         aws.session().events.register("before-call", count)
-        for name, value in provision(boto3.session.Session(), "bench").items():
-            os.environ[name] = value
-        services.reset()
         from runplane.logic.keys import create_key
 
         from tests.conftest import Api, drain, make_runnable

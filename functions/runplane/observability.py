@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from aws_lambda_powertools import Logger, Metrics
@@ -16,21 +17,28 @@ logger = Logger(service="runplane")
 metrics = Metrics(namespace=NAMESPACE, service="runplane")
 
 
+def _add(name: str, unit: MetricUnit, value: float) -> None:
+    # Powertools keeps metrics it may not publish (POWERTOOLS_METRICS_DISABLED, as in local mode and tests)
+    # and prints them anyway once a metric has 100 values: record nothing instead.
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() not in ("1", "true", "yes", "on"):
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
 def count_created() -> None:
-    metrics.add_metric(name="RunsCreated", unit=MetricUnit.Count, value=1)
+    _add("RunsCreated", MetricUnit.Count, 1)
 
 
 def count_finished(status: str, duration_seconds: float | None) -> None:
     """`RunsFinished`, `Runs<Status>` (RunsCompleted, RunsFailed, ...) and `RunDuration`."""
-    metrics.add_metric(name="RunsFinished", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=f"Runs{status.capitalize()}", unit=MetricUnit.Count, value=1)
+    _add("RunsFinished", MetricUnit.Count, 1)
+    _add(f"Runs{status.capitalize()}", MetricUnit.Count, 1)
     if duration_seconds is not None:
-        metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=duration_seconds)
+        _add("RunDuration", MetricUnit.Seconds, duration_seconds)
 
 
 def count_callback(state: str, latency_ms: int) -> None:
     """`CallbackAttempts`, `CallbackLatency`, and `Callbacks<State>` once a delivery finishes."""
-    metrics.add_metric(name="CallbackAttempts", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="CallbackLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    _add("CallbackAttempts", MetricUnit.Count, 1)
+    _add("CallbackLatency", MetricUnit.Milliseconds, latency_ms)
     if state != "pending":
-        metrics.add_metric(name=f"Callbacks{state.capitalize()}", unit=MetricUnit.Count, value=1)
+        _add(f"Callbacks{state.capitalize()}", MetricUnit.Count, 1)
