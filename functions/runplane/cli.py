@@ -121,7 +121,9 @@ def parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=cmd_callbacks_secret, rotate=True)
     for sub in (secret, rotate):
         sub.add_argument("--account", required=True)
-    replay = callbacks.add_parser("replay", help="send again every delivery that died in [--since, --until)")
+    replay = callbacks.add_parser(
+        "replay", help="send again every delivery that died between --since and --until"
+    )
     replay.add_argument("--since", type=_timestamp, required=True, help="ISO 8601; UTC when no offset")
     replay.add_argument("--until", type=_timestamp, default=datetime.now(UTC), help="ISO 8601; default: now")
     replay.set_defaults(func=cmd_callbacks_replay)

@@ -86,8 +86,12 @@ CALLBACKS = Table(
     env_var="RUNPLANE_CALLBACKS_TABLE",
     partition_key=Key("pk"),  # the run's "{account_id}#{run_id}"
     sort_key=Key("id"),  # the delivery's webhook-id
-    # Sparse: only dead deliveries carry dead_day/dead_at, so bulk replay reads just those.
-    indexes=(Index("dead", Key("dead_day"), Key("dead_at", "N")),),
+    indexes=(
+        # Sparse: only dead deliveries carry dead_day/dead_at, so bulk replay reads just those.
+        Index("dead", Key("dead_day"), Key("dead_at", "N")),
+        # Sparse: pending deliveries by due time, for the sweeper to re-enqueue any whose message was lost.
+        Index("overdue", Key("pending_shard"), Key("next_attempt_at", "N")),
+    ),
     ttl_attribute="expires_at",
 )
 ACCOUNTS = Table(

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from runplane.logic import services
-from runplane.logic.callbacks import replay_dead
+from runplane.logic.callbacks import delivery_id_for, replay_dead
 from runplane.logic.sweep import sweep
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -339,9 +339,23 @@ def test_a_host_that_later_resolves_to_a_forbidden_address_is_not_called(
     assert "169.254.169.254" in attempt["error"]
 
 
-@pytest.mark.parametrize("name", ["webhook-id", "Webhook-Signature", "Host", "Content-Length", "Connection"])
-def test_callback_headers_cannot_override_what_runplane_sets(api: Api, echo_id: str, name: str) -> None:
-    body = {"callback_url": "https://hooks.example.com/", "callback_headers": {name: "x"}}
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("webhook-id", "x"),
+        ("Webhook-Signature", "x"),
+        ("Host", "x"),
+        ("Content-Length", "x"),
+        ("Connection", "x"),
+        ("X-Price", "10 €"),
+        ("Authorization", " Bearer x"),
+        ("X-Split", "a\r\nX-Injected: 1"),
+    ],
+)
+def test_callback_headers_cannot_override_what_runplane_sets_or_break_the_request(
+    api: Api, echo_id: str, name: str, value: str
+) -> None:
+    body = {"callback_url": "https://hooks.example.com/", "callback_headers": {name: value}}
     reply = api.post(f"/v1/runnable/{echo_id}/runs", body)
     assert reply.status == 400
     assert reply.json()["code"] == "validation_error"
@@ -378,3 +392,65 @@ def test_a_failed_attempt_hides_its_message_until_the_retry_is_due(api: Api, ech
         assert [callbacks.poll_once() for _ in range(5)] == [0] * 5  # hidden, not spinning
         deliver_until(settled(api, run_id))
     assert len(receiver.received) == 2
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_pending_delivery_whose_message_was_lost_is_requeued_by_the_sweeper(
+    api: Api, echo_id: str, env: dict[str, str]
+) -> None:
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        boto3.client("sqs").purge_queue(QueueUrl=env["RUNPLANE_CALLBACKS_QUEUE_URL"])
+        assert pollers()["callbacks"].poll_once() == 0
+        assert sweep()["callback_requeued"] == 0  # due, not yet overdue
+        boto3.client("dynamodb").update_item(  # as if 16 minutes had passed
+            TableName=env["RUNPLANE_CALLBACKS_TABLE"],
+            Key={"pk": {"S": f"acme#{run_id}"}, "id": {"S": delivery_id_for(run_id)}},
+            UpdateExpression="SET next_attempt_at = :t",
+            ExpressionAttributeValues={":t": {"N": str(time.time() - 16 * 60)}},
+        )
+        assert sweep()["callback_requeued"] == 1
+        assert sweep()["callback_requeued"] == 0  # requeued once, not every sweep
+        deliver_until(settled(api, run_id))
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_an_error_inside_an_attempt_is_recorded_and_retried(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runplane.logic import deliver
+
+    def broken(account_id: str) -> list[str]:
+        raise RuntimeError("secrets unavailable")
+
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        with monkeypatch.context() as patched:
+            patched.setattr(deliver, "signing_secrets", broken)
+            assert pollers()["callbacks"].poll_once() == 1
+        deliver_until(settled(api, run_id))
+    first, second = deliveries(api, run_id)[0]["attempts"]
+    assert first["error"] == "internal error: RuntimeError"
+    assert second["status_code"] == 200
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_attempts_that_never_finish_still_use_up_the_schedule(api: Api, echo_id: str) -> None:
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        store = services.services().deliveries
+        record = store.get("acme", run_id, delivery_id_for(run_id))
+        at = record.next_attempt_at
+        for _ in range(4):  # the first attempt and three retries, each claimed and then lost to a crash
+            at += 0.01
+            assert store.claim(record, "crashed", at, at + 0.005) is not None
+        deliver_until(settled(api, run_id))
+    [delivery] = deliveries(api, run_id)
+    assert delivery["state"] == "dead"
+    assert delivery["attempts"][-1]["error"] == "earlier attempts did not finish"
+    assert receiver.received == []

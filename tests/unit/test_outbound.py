@@ -228,3 +228,60 @@ def test_post_reads_a_large_response_body_quickly_without_error(serve: Callable[
     assert reply.status_code == 200
     assert reply.error is None
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_receiver_dripping_its_response_is_cut_off_at_the_total_timeout(
+    serve: Callable[[Respond], Receiver], phase: str
+) -> None:
+    def drip(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        if phase == "body":
+            handler.wfile.write(b"Content-Length: 100\r\n\r\n")
+        for _ in range(20):  # one byte every 0.2 s: no single read ever waits long
+            handler.wfile.write(b"X-Drip: 1\r\n" if phase == "headers" else b"x")
+            handler.wfile.flush()
+            time.sleep(0.2)
+
+    receiver = serve(drip)
+    started = time.monotonic()
+    reply = send(receiver.url, total_timeout=1.0)
+    assert time.monotonic() - started < 1.8
+    assert reply.status_code is None
+    assert reply.error == "timed out after 1 s"
+
+
+def test_the_pinned_address_is_checked_with_runplanes_policy(
+    serve: Callable[[Respond], Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = serve(answer(204))
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    answers = iter([[("127.0.0.1", port)], [("::a9fe:a9fe", port, 0, 0)]])  # checked, then pinned
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET6 if len(a) == 4 else socket.AF_INET, socket.SOCK_STREAM, 6, "", a)
+            for a in next(answers)
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    reply = send(f"http://rebind.test:{port}/hook")
+    assert reply.status_code is None
+    assert reply.error == "forbidden destination: resolved to ::a9fe:a9fe"
+    assert receiver.requests == []
+
+
+def test_a_header_value_http_refuses_is_a_failed_attempt_not_a_crash(
+    serve: Callable[[Respond], Receiver],
+) -> None:
+    reply = post(
+        serve(answer(204)).url,
+        b"{}",
+        {"X-Price": "10 €"},
+        allow_loopback=True,
+        connect_timeout=1.0,
+        total_timeout=2.0,
+    )
+    assert reply.status_code is None
+    assert reply.error is not None
+    assert reply.error.startswith("invalid request")

@@ -91,6 +91,6 @@ def test_retry_after_as_an_http_date_is_seconds_from_now() -> None:
     assert 55 <= seconds <= 61
 
 
-@pytest.mark.parametrize("value", [None, "", "soon"])
+@pytest.mark.parametrize("value", [None, "", "soon", "²", "-5"])
 def test_missing_or_unreadable_retry_after_is_none(value: str | None) -> None:
     assert retry_after_seconds(value) is None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runplane.adapters import aws
-from runplane.adapters.store import from_item, run_pk, to_av, to_item, update_item
+from runplane.adapters.store import due_shard, from_item, run_pk, to_av, to_item, update_item
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
@@ -26,6 +26,8 @@ def _item(record: DeliveryRecord) -> dict[str, Any]:
         pk=run_pk(record.account_id, record.run_id),
         attempts=json.dumps([a.model_dump(mode="json") for a in record.attempts], separators=(",", ":")),
     )
+    if record.state == "pending":
+        values["pending_shard"] = due_shard(record.id)
     return to_item(values)
 
 
@@ -96,10 +98,14 @@ class DeliveryStore:
     def claim(
         self, record: DeliveryRecord, owner: str, now: float, lease_until: float
     ) -> DeliveryRecord | None:
-        """Take a due, pending delivery for one attempt; None when it is not due, finished or held."""
+        """Take a due, pending delivery for one attempt; None when it is not due, finished or held.
+
+        The attempt is counted here, so attempts that never finish (a crash) still use up the schedule.
+        """
         return self._update(
             record,
             set_={"lease_owner": owner, "lease_until": lease_until},
+            increment=("round_attempts",),
             condition="#state = :pending AND #next <= :now AND (attribute_not_exists(#lease) OR #lease < :now)",
             values={":pending": "pending", ":now": now},
         )
@@ -118,7 +124,6 @@ class DeliveryStore:
         set_: dict[str, Any] = {
             "attempts": json.dumps([a.model_dump(mode="json") for a in attempts], separators=(",", ":")),
             "state": state,
-            "round_attempts": record.round_attempts + 1,
         }
         remove: tuple[str, ...] = ("lease_owner", "lease_until")
         if next_attempt_at is not None:
@@ -126,7 +131,7 @@ class DeliveryStore:
         else:
             now = attempt.started_at.timestamp() + attempt.latency_ms / 1000
             set_["finished_at"] = datetime.fromtimestamp(now, UTC).isoformat()
-            remove += ("next_attempt_at",)
+            remove += ("next_attempt_at", "pending_shard")
             if state == "dead":
                 set_.update(dead_day=dead_day(now), dead_at=now)
         return self._update(
@@ -141,11 +146,44 @@ class DeliveryStore:
         """A finished delivery becomes pending and due now, with a fresh schedule; None unless finished."""
         return self._update(
             record,
-            set_={"state": "pending", "next_attempt_at": now, "round_attempts": 0},
+            set_={
+                "state": "pending",
+                "next_attempt_at": now,
+                "round_attempts": 0,
+                "pending_shard": due_shard(record.id),
+            },
             remove=("finished_at", "dead_day", "dead_at"),
             condition="#state IN (:succeeded, :stopped, :dead)",
             values={f":{state}": state for state in FINISHED_STATES},
         )
+
+    def overdue(self, shard: str, before: float, limit: int) -> list[tuple[str, str, str, float]]:
+        """(account_id, run_id, delivery_id, next_attempt_at) of pending deliveries due before `before`."""
+        page = self.client.query(
+            TableName=self.table,
+            IndexName="overdue",
+            KeyConditionExpression="pending_shard = :s AND next_attempt_at < :before",
+            ExpressionAttributeValues={":s": {"S": shard}, ":before": to_av(before)},
+            Limit=limit,
+        )
+        found = []
+        for item in page.get("Items", []):
+            account_id, run_id = item["pk"]["S"].rsplit("#", 1)
+            found.append((account_id, run_id, item["id"]["S"], float(item["next_attempt_at"]["N"])))
+        return found
+
+    def touch(self, account_id: str, run_id: str, delivery_id: str, seen_due: float, now: float) -> bool:
+        """Make an overdue delivery due `now` (so it is not re-enqueued again at once); False if it moved."""
+        attributes = update_item(
+            self.client,
+            self.table,
+            self._key(account_id, run_id, delivery_id),
+            set_={"next_attempt_at": now},
+            condition="#state = :pending AND #next = :seen",
+            names={"#state": "state", "#next": "next_attempt_at"},
+            values={":pending": "pending", ":seen": seen_due},
+        )
+        return attributes is not None
 
     def dead_between(self, since: datetime, until: datetime) -> Iterator[tuple[str, str, str]]:
         """(account_id, run_id, delivery_id) of deliveries that died in [since, until), by day partition."""

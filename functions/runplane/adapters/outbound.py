@@ -8,8 +8,10 @@ the address it checked (a second DNS answer cannot win) and never follows redire
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +111,10 @@ def post(
     connect_timeout: float,
     total_timeout: float,
 ) -> Reply:
-    """POST once. Never raises for the receiver's behaviour: it is all in the Reply."""
+    """POST once, within `total_timeout` from the first byte sent to the last read (DNS aside).
+
+    Never raises for the receiver's behaviour or the caller's input: it is all in the Reply.
+    """
     import requests
     from requests_hardened import Config, HTTPSession
     from requests_hardened.ip_filter import InvalidIPAddress
@@ -126,10 +131,16 @@ def post(
         default_timeout=(connect_timeout, total_timeout),
         user_agent_override=USER_AGENT,
     )
+    sockets: list[socket.socket] = []
+    expired = threading.Event()
+    watchdog = threading.Timer(total_timeout, _shut, args=(sockets, expired))
     try:
         check_destination(url, allow_loopback=allow_loopback)
         with HTTPSession(config) as session:
             session.trust_env = False  # no proxies from the environment: they would bypass the pinning
+            for scheme in ("http://", "https://"):
+                session.mount(scheme, _guarded_adapter(scheme == "https://", allow_loopback, sockets))
+            watchdog.start()
             response = session.post(
                 url,
                 data=body,
@@ -139,15 +150,21 @@ def post(
                 stream=True,
             )
             with response:
-                _read_bounded(response, deadline=started + total_timeout)
+                _read_bounded(response)
     except ForbiddenDestination as error:
         return Reply(None, elapsed_ms(), f"forbidden destination: {error}")
     except InvalidIPAddress as error:
         return Reply(None, elapsed_ms(), f"forbidden destination: resolved to {error}")
-    except requests.Timeout:
-        return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
-    except requests.RequestException as error:
+    except (requests.RequestException, OSError) as error:
+        if expired.is_set() or isinstance(error, requests.Timeout):
+            return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
         return Reply(None, elapsed_ms(), f"connection failed: {type(error).__name__}")
+    except (ValueError, UnicodeError) as error:  # e.g. a header value http.client refuses
+        return Reply(None, elapsed_ms(), f"invalid request: {type(error).__name__}: {error}")
+    finally:
+        watchdog.cancel()
+    if expired.is_set():  # the body was cut off by the deadline
+        return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
     return Reply(
         response.status_code,
         elapsed_ms(),
@@ -156,14 +173,59 @@ def post(
     )
 
 
-def _read_bounded(response: Any, deadline: float) -> None:
-    """Read at most MAX_RESPONSE_BYTES of the body, within the attempt's deadline; drop the rest."""
-    import requests
+def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
+    """The attempt's deadline: cut its connections, which ends any read in progress at once."""
+    expired.set()
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
+
+def _read_bounded(response: Any) -> None:
+    """Read at most MAX_RESPONSE_BYTES of the body; drop the rest."""
     received = 0
     for chunk in response.iter_content(8192):
         received += len(chunk)
-        if time.monotonic() > deadline:
-            raise requests.Timeout("response body too slow")
         if received >= MAX_RESPONSE_BYTES:
             break
+
+
+def _guarded_adapter(https: bool, allow_loopback: bool, sockets: list[socket.socket]) -> Any:
+    """requests-hardened's adapter (pinning, no redirects), with Runplane's policy applied to the pinned
+    address too and every socket it opens registered for the deadline."""
+    from requests_hardened.ip_filter import InvalidIPAddress
+    from requests_hardened.ip_filter_adapter import IPFilterAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Registered(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            sockets.append(sock)
+            return sock
+
+    class RegisteredTLS(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            sockets.append(sock)
+            return sock
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Registered
+
+    class PoolTLS(HTTPSConnectionPool):
+        ConnectionCls = RegisteredTLS
+
+    class GuardedAdapter(IPFilterAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": PoolTLS}
+
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+            pinned = ipaddress.ip_address(host_params["host"].strip("[]"))
+            if address_problem(pinned, allow_loopback=allow_loopback):
+                raise InvalidIPAddress(pinned)
+            return host_params, pool_kwargs
+
+    return GuardedAdapter(is_https_proto=https, allow_loopback=allow_loopback)

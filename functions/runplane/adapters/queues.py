@@ -8,7 +8,8 @@ from typing import Any
 
 from runplane.adapters import aws
 
-MAX_VISIBILITY_SECONDS = 43_200  # SQS's limit: 12 hours
+# SQS allows 12 hours counted from when the message was received; stay well clear of it.
+MAX_VISIBILITY_SECONDS = 11 * 3600
 
 
 class Queues:
@@ -41,7 +42,7 @@ class Queues:
         )
 
     def hide_callback(self, receipt_handle: str, seconds: float) -> None:
-        """Keep a received callback message out of sight for `seconds` (at most SQS's 12 hours)."""
+        """Keep a received callback message out of sight for `seconds` (at most 11 hours)."""
         self._hide(self._callbacks_url, receipt_handle, seconds)
 
     def reject_intake(self, body: str, message_id: str, code: str, reason: str) -> None:

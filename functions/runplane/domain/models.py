@@ -60,6 +60,7 @@ def _check_callback_url(url: str) -> str:
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$")
 RESERVED_CALLBACK_HEADERS = frozenset(
     {
         "content-type",
@@ -84,8 +85,10 @@ def _check_callback_headers(headers: dict[str, str] | None) -> dict[str, str] | 
             raise ValueError(f"{name!r} is not a valid header name")
         if lowered in RESERVED_CALLBACK_HEADERS or lowered.startswith("webhook-"):
             raise ValueError(f"{name!r} is set by Runplane and cannot be overridden")
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"the value of {name!r} contains a line break")
+        if not _HEADER_VALUE.match(value):
+            raise ValueError(
+                f"the value of {name!r} must be printable ASCII without leading or trailing spaces"
+            )
     return headers
 
 

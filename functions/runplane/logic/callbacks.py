@@ -13,6 +13,9 @@ from runplane.domain.webhooks import new_secret
 from runplane.logic.services import services
 from runplane.observability import logger
 
+# A pending delivery this far past due has lost its queue message (a due one is received within seconds).
+OVERDUE_AFTER_SECONDS = 15 * 60
+
 
 def delivery_id_for(run_id: str) -> str:
     """The `webhook-id` of a run's callback: stable across attempts, redeliveries and replays."""
@@ -67,9 +70,15 @@ def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
         raise NotFound("Run", run_id)
     if not run.callback_url:
         raise Conflict(f"run {run_id} has no callback_url", "no_callback")
-    delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
-    if delivery is None:
+    if not run.status.terminal:
         raise Conflict(f"run {run_id} has not ended; its callback is sent when it does", "run_not_terminal")
+    delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
+    if delivery is None:  # the run has just ended: create its delivery now rather than wait for the sweeper
+        start_delivery(run)
+        delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
+        if delivery is None:
+            raise RuntimeError(f"the delivery of run {run_id} was not created")
+        return delivery.public()
     reopened = _reopen(delivery)
     if reopened is None:
         raise Conflict("the callback is being delivered; its attempts are listed", "delivery_pending")
@@ -77,14 +86,28 @@ def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
 
 
 def replay_dead(since: datetime, until: datetime) -> list[str]:
-    """Reopen and enqueue every delivery that died in [since, until); the webhook-ids replayed."""
+    """Reopen and enqueue every delivery that died between `since` and `until`; the webhook-ids replayed."""
     replayed = []
     store = services().deliveries
     for account_id, run_id, delivery_id in store.dead_between(since, until):
-        delivery = store.get(account_id, run_id, delivery_id)
-        if delivery is not None and delivery.state == "dead" and _reopen(delivery) is not None:
-            replayed.append(delivery_id)
+        try:
+            delivery = store.get(account_id, run_id, delivery_id)
+            if delivery is not None and delivery.state == "dead" and _reopen(delivery) is not None:
+                replayed.append(delivery_id)
+        except Exception:  # one failure must not stop the rest; a reopened one is re-enqueued by the sweeper
+            logger.exception("replay of a delivery failed", extra={"delivery_id": delivery_id})
     return replayed
+
+
+def requeue_overdue(shard: str, now: float, limit: int) -> int:
+    """Enqueue pending deliveries long past due: their message was lost (a failed send, a poison message)."""
+    requeued = 0
+    store = services().deliveries
+    for account_id, run_id, delivery_id, due in store.overdue(shard, now - OVERDUE_AFTER_SECONDS, limit):
+        if store.touch(account_id, run_id, delivery_id, due, now):
+            services().queues.send_callback(account_id, run_id, delivery_id)
+            requeued += 1
+    return requeued
 
 
 def _reopen(delivery: DeliveryRecord) -> DeliveryRecord | None:

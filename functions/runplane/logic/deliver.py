@@ -64,18 +64,52 @@ def _retry_later(receipt_handle: str, seconds: float) -> NoReturn:
 
 
 def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt]:
-    """POST once; (next state, next due time if pending, the attempt)."""
-    settings = services().settings
+    """POST once; (next state, next due time if pending, the attempt). `record` is as claimed: its
+    `round_attempts` counts this attempt."""
     number = record.attempts[-1].number + 1 if record.attempts else 1
     started = time.time()
+    schedule = services().settings.callback_schedule
+    if record.round_attempts > len(schedule) + 1:  # earlier claims crashed before recording anything
+        reply = outbound.Reply(None, 0, "earlier attempts did not finish")
+    else:
+        try:
+            reply = _post(record)
+        except Exception as error:  # a bug or an AWS failure: recorded as a failed attempt, retried
+            logger.exception("callback attempt failed inside Runplane", extra={"delivery_id": record.id})
+            reply = outbound.Reply(
+                None, round((time.time() - started) * 1000), f"internal error: {type(error).__name__}"
+            )
+    code = reply.status_code
+    succeeded = code is not None and 200 <= code < 300
+    attempt = CallbackAttempt(
+        number=number,
+        started_at=_at(started),
+        status_code=code,
+        latency_ms=reply.latency_ms,
+        error=reply.error or (None if succeeded else f"HTTP {code}"),
+    )
+    if succeeded:
+        return "succeeded", None, attempt
+    if code == 410 or reply.abort or reply is RUN_GONE:
+        return "stopped", None, attempt
+    done_before = record.round_attempts - 1
+    if done_before >= len(schedule):
+        return "dead", None, attempt
+    delay = next_delay(schedule[done_before], retry_after_seconds(reply.retry_after))
+    return "pending", time.time() + delay, attempt
+
+
+RUN_GONE = outbound.Reply(None, 0, "the run no longer exists")
+
+
+def _post(record: DeliveryRecord) -> outbound.Reply:
+    """Sign the run's RunState and POST it to the delivery's URL."""
+    settings = services().settings
     run = services().runs.get(record.account_id, record.run_id, consistent=True)
     if run is None:
-        attempt = CallbackAttempt(
-            number=number, started_at=_at(started), latency_ms=0, error="the run no longer exists"
-        )
-        return "stopped", None, attempt
+        return RUN_GONE
     body = run_state(run).model_dump_json().encode()
-    timestamp = int(started)
+    timestamp = int(time.time())
     headers = {
         **(run.callback_headers or {}),
         "Content-Type": "application/json",
@@ -83,7 +117,7 @@ def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(signing_secrets(record.account_id), record.id, timestamp, body),
     }
-    reply = outbound.post(
+    return outbound.post(
         record.url,
         body,
         headers,
@@ -91,21 +125,6 @@ def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt
         connect_timeout=settings.callback_connect_timeout_seconds,
         total_timeout=settings.callback_timeout_seconds,
     )
-    code = reply.status_code
-    succeeded = code is not None and 200 <= code < 300
-    error = reply.error or (None if succeeded else f"HTTP {code}")
-    attempt = CallbackAttempt(
-        number=number, started_at=_at(started), status_code=code, latency_ms=reply.latency_ms, error=error
-    )
-    if succeeded:
-        return "succeeded", None, attempt
-    if code == 410 or reply.abort:
-        return "stopped", None, attempt
-    schedule = settings.callback_schedule
-    if record.round_attempts >= len(schedule):
-        return "dead", None, attempt
-    delay = next_delay(schedule[record.round_attempts], retry_after_seconds(reply.retry_after))
-    return "pending", time.time() + delay, attempt
 
 
 def next_delay(scheduled: float, retry_after: float | None) -> float:
@@ -121,7 +140,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         return (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()

@@ -13,7 +13,7 @@ from collections import Counter
 from runplane import definitions as defs
 from runplane.domain.models import RunRecord
 from runplane.domain.states import ErrorCode, Status
-from runplane.logic.callbacks import start_delivery
+from runplane.logic.callbacks import requeue_overdue, start_delivery
 from runplane.logic.runs import fail_outcome, finish_run
 from runplane.logic.services import services
 from runplane.observability import logger
@@ -27,6 +27,8 @@ def sweep(now: float | None = None, per_shard: int = 100) -> Counter[str]:
             record = services().runs.get(account_id, run_id, consistent=True)
             if record is not None:
                 actions[_settle(record, now)] += 1
+        actions["callback_requeued"] += requeue_overdue(str(shard), now, per_shard)
+    actions = +actions  # drop zero counts
     if actions:
         logger.info("sweep", extra={"actions": dict(actions)})
     return actions
