@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runplane.adapters import aws
-from runplane.adapters.store import due_shard, from_item, run_pk, to_av, to_item, update_item
+from runplane.adapters.store import due_shard, from_item, query_due, run_pk, to_av, to_item, update_item
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
@@ -158,16 +158,10 @@ class DeliveryStore:
         )
 
     def overdue(self, shard: str, before: float, limit: int) -> list[tuple[str, str, str, float]]:
-        """(account_id, run_id, delivery_id, next_attempt_at) of pending deliveries due before `before`."""
-        page = self.client.query(
-            TableName=self.table,
-            IndexName="overdue",
-            KeyConditionExpression="pending_shard = :s AND next_attempt_at < :before",
-            ExpressionAttributeValues={":s": {"S": shard}, ":before": to_av(before)},
-            Limit=limit,
-        )
+        """(account_id, run_id, delivery_id, next_attempt_at) of pending deliveries due by `before`."""
+        keys = ("pending_shard", "next_attempt_at")
         found = []
-        for item in page.get("Items", []):
+        for item in query_due(self.client, self.table, "overdue", keys, shard, before, limit):
             account_id, run_id = item["pk"]["S"].rsplit("#", 1)
             found.append((account_id, run_id, item["id"]["S"], float(item["next_attempt_at"]["N"])))
         return found

@@ -99,6 +99,20 @@ def update_item(
         return None
 
 
+def query_due(
+    client: Any, table: str, index: str, keys: tuple[str, str], shard: str, before: float, limit: int
+) -> list[dict[str, Any]]:
+    """Items of a sparse index sharded on `keys[0]` and sorted by time `keys[1]`, due by `before`."""
+    page = client.query(
+        TableName=table,
+        IndexName=index,
+        KeyConditionExpression=f"{keys[0]} = :shard AND {keys[1]} <= :before",
+        ExpressionAttributeValues={":shard": {"S": shard}, ":before": to_av(before)},
+        Limit=limit,
+    )
+    return page.get("Items", [])
+
+
 # --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
 
 
@@ -387,14 +401,8 @@ class RunStore:
 
     def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str]]:
         """(account_id, run_id) of non-terminal runs whose due time has passed, oldest first."""
-        page = self.client.query(
-            TableName=self.table,
-            IndexName="due",
-            KeyConditionExpression="due_shard = :s AND due_at <= :now",
-            ExpressionAttributeValues={":s": {"S": shard}, ":now": to_av(now)},
-            Limit=limit,
-        )
-        return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in page.get("Items", [])]  # type: ignore[misc]
+        items = query_due(self.client, self.table, "due", ("due_shard", "due_at"), shard, now, limit)
+        return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in items]  # type: ignore[misc]
 
 
 # --- runnables ---------------------------------------------------------------------------------------
