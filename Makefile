@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test build synth lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,16 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# The Lambda asset for `cdk deploy`: arm64 wheels and the runplane package, no Docker (infra/bundle.py).
+build: $(STAMP)
+	$(BIN)/python -m infra.bundle
+
+synth: build
+	$(BIN)/python app.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .runplane .pytest_cache .ruff_cache cdk.out
+	rm -rf $(VENV) .runplane .pytest_cache .ruff_cache cdk.out build node_modules

@@ -103,6 +103,7 @@ TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS)
 
 DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
 
+LAMBDA_PYTHON = "3.14"  # the functions' runtime; the asset is built for it (infra/bundle.py)
 WORKER_TIMEOUT_SECONDS = 900
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 

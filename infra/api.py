@@ -1,0 +1,45 @@
+"""REST API Gateway in front of the api function: proxy integration, throttling, access logs."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import Config
+
+
+class Api(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: Config, handler: lambda_.Function) -> None:
+        super().__init__(scope, id)
+        access_logs = logs.LogGroup(self, "access-logs", removal_policy=config.removal_policy)
+        self.rest_api = apigateway.LambdaRestApi(
+            self,
+            "rest",
+            handler=handler,
+            proxy=True,
+            description="Runplane run API",
+            cloud_watch_role=True,
+            deploy_options=apigateway.StageOptions(
+                stage_name=config.stage,
+                throttling_rate_limit=config.api_throttle_rate,
+                throttling_burst_limit=config.api_throttle_burst,
+                tracing_enabled=True,
+                logging_level=apigateway.MethodLoggingLevel.ERROR,
+                access_log_destination=apigateway.LogGroupLogDestination(access_logs),
+                access_log_format=apigateway.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=False,
+                ),
+            ),
+        )
+        CfnOutput(self, "url", value=self.rest_api.url, description="Runplane API base URL")

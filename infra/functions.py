@@ -1,0 +1,188 @@
+"""The Lambda functions of `runplane.definitions`: arm64, JSON logs with retention, X-Ray, a role each
+with exactly the access its code needs, SQS event sources that report partial batch failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from runplane import definitions as defs
+
+from infra.config import Config
+
+RUNTIME = lambda_.Runtime(f"python{defs.LAMBDA_PYTHON}", lambda_.RuntimeFamily.PYTHON)
+READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one function's code touches: tables ("r" or "rw"), queues it sends to, the payload bucket."""
+
+    tables: dict[str, str]
+    sends_to: tuple[str, ...] = ()
+    bucket: str = ""  # "r" or "rw"
+
+
+# Read off the code paths each handler runs (logic/*): anything not listed is denied.
+ACCESS = {
+    "api": Access(
+        tables={"runs": "rw", "runnables": "rw", "api_keys": "r", "callbacks": "rw", "accounts": "rw"},
+        sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
+        bucket="rw",
+    ),
+    "intake": Access(
+        tables={"runs": "rw", "runnables": "r"},
+        sends_to=(defs.DISPATCH.name, defs.INTAKE_DLQ.name),
+        bucket="rw",
+    ),
+    "worker": Access(
+        tables={"runs": "rw", "callbacks": "rw"}, sends_to=(defs.CALLBACKS_QUEUE.name,), bucket="rw"
+    ),
+    "dead_letters": Access(
+        tables={"runs": "rw", "callbacks": "rw"}, sends_to=(defs.CALLBACKS_QUEUE.name,), bucket="rw"
+    ),
+    "sweeper": Access(
+        tables={"runs": "rw", "callbacks": "rw"},
+        sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
+        bucket="rw",
+    ),
+    "callbacks": Access(
+        tables={"runs": "r", "callbacks": "rw", "accounts": "rw"},
+        sends_to=(defs.CALLBACKS_DLQ.name,),
+        bucket="r",
+    ),
+}
+
+
+class Functions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: Config,
+        code: lambda_.Code,
+        tables: dict[str, dynamodb.Table],
+        queues: dict[str, sqs.Queue],
+        bucket: s3.Bucket,
+    ) -> None:
+        super().__init__(scope, id)
+        environment = {
+            **{t.env_var: tables[t.name].table_name for t in defs.TABLES},
+            **{q.env_var: queues[q.name].queue_url for q in defs.QUEUES},
+            defs.PAYLOAD_BUCKET_ENV: bucket.bucket_name,
+            "RUNPLANE_SYNC_WAIT_SECONDS": str(config.sync_wait_seconds),
+            "RUNPLANE_CALLBACK_SCHEDULE": config.callback_schedule,
+            "RUNPLANE_RUN_RETENTION_DAYS": str(config.run_retention_days),
+            "RUNPLANE_RUNNABLE_PACKAGES": config.runnable_packages,
+            "POWERTOOLS_SERVICE_NAME": "runplane",
+            "POWERTOOLS_METRICS_NAMESPACE": "Runplane",
+        }
+        self.by_name: dict[str, lambda_.Function] = {}
+        for spec in defs.FUNCTIONS:
+            function = self._function(spec, config, code, environment)
+            self._grant(function, ACCESS[spec.name], tables, queues, bucket)
+            if spec.queue:
+                function.add_event_source(
+                    sources.SqsEventSource(
+                        queues[spec.queue],
+                        batch_size=spec.batch_size,
+                        report_batch_item_failures=True,
+                        max_concurrency=spec.max_concurrency or 50,
+                    )
+                )
+            if spec.schedule_minutes:
+                events.Rule(
+                    self,
+                    f"{spec.name}-schedule",
+                    schedule=events.Schedule.rate(Duration.minutes(spec.schedule_minutes)),
+                    targets=[targets.LambdaFunction(function)],
+                )
+            self.by_name[spec.name] = function
+
+    def _function(
+        self, spec: defs.Function, config: Config, code: lambda_.Code, environment: dict[str, str]
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self,
+            f"{spec.name}-logs",
+            retention=_retention(config.log_retention_days),
+            removal_policy=config.removal_policy,
+        )
+        role = iam.Role(
+            self,
+            f"{spec.name}-role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runplane {spec.name} function",
+        )
+        log_group.grant_write(role)
+        return lambda_.Function(
+            self,
+            spec.name,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            code=code,
+            handler=spec.handler,
+            memory_size=spec.memory_mb,
+            timeout=Duration.seconds(spec.timeout_seconds),
+            environment=environment,
+            role=role,
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+
+    @staticmethod
+    def _grant(
+        function: lambda_.Function,
+        access: Access,
+        tables: dict[str, dynamodb.Table],
+        queues: dict[str, sqs.Queue],
+        bucket: s3.Bucket,
+    ) -> None:
+        for name, mode in access.tables.items():
+            table = tables[name]
+            actions = READ + (WRITE if mode == "rw" else ())
+            indexes = [f"{table.table_arn}/index/{index.name}" for index in _definition(name).indexes]
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=list(actions), resources=[table.table_arn, *indexes])
+            )
+        for name in access.sends_to:
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[queues[name].queue_arn])
+            )
+        if access.bucket:
+            actions = ["s3:GetObject"] + (["s3:PutObject"] if access.bucket == "rw" else [])
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects("*")])
+            )
+
+
+def _definition(table: str) -> defs.Table:
+    return next(t for t in defs.TABLES if t.name == table)
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    by_days = {
+        1: logs.RetentionDays.ONE_DAY,
+        7: logs.RetentionDays.ONE_WEEK,
+        14: logs.RetentionDays.TWO_WEEKS,
+        30: logs.RetentionDays.ONE_MONTH,
+        90: logs.RetentionDays.THREE_MONTHS,
+        180: logs.RetentionDays.SIX_MONTHS,
+        365: logs.RetentionDays.ONE_YEAR,
+    }
+    if days not in by_days:
+        raise ValueError(f"log_retention_days must be one of {sorted(by_days)}")
+    return by_days[days]

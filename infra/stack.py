@@ -1,0 +1,49 @@
+"""The Runplane stack: everything the local stack emulates, built from `runplane.definitions`."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.api import Api
+from infra.config import Config
+from infra.functions import Functions
+from infra.monitoring import Monitoring
+from infra.nag import suppress_reviewed_findings
+from infra.queues import Queues
+from infra.storage import Storage
+from infra.tables import Tables
+
+
+class RunplaneStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, code: lambda_.Code, **kwargs: object) -> None:
+        super().__init__(scope, id, **kwargs)
+        config = Config.from_context(self.node)
+        tables = Tables(self, "tables", config)
+        queues = Queues(self, "queues", config)
+        storage = Storage(self, "storage", config)
+        functions = Functions(
+            self,
+            "functions",
+            config=config,
+            code=code,
+            tables=tables.by_name,
+            queues=queues.by_name,
+            bucket=storage.bucket,
+        )
+        api = Api(self, "api", config=config, handler=functions.by_name["api"])
+        Monitoring(
+            self,
+            "monitoring",
+            config=config,
+            queues=queues.by_name,
+            functions=functions.by_name,
+            api=api.rest_api,
+        )
+        suppress_reviewed_findings(
+            self,
+            roles=[f.role for f in functions.by_name.values()],  # type: ignore[misc]
+            bucket=storage.bucket,
+            rest_api=api.rest_api,
+        )

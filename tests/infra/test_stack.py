@@ -1,0 +1,235 @@
+"""The synthesized template: every resource the local stack emulates, configured as a review expects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runplane import definitions as defs
+
+from tests.infra.conftest import resources, synth
+
+pytestmark = pytest.mark.infra
+
+
+def by_handler(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        f["Properties"]["Handler"]: f["Properties"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+    }
+
+
+def queue_named(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """Queues are found by their construct path (queues/<name>)."""
+    for logical_id, queue in resources(template, "AWS::SQS::Queue").items():
+        if queue["Metadata"]["aws:cdk:path"].endswith(f"/queues/{name}/Resource"):
+            return logical_id, queue["Properties"]
+    raise AssertionError(f"no queue {name}")
+
+
+def test_cdk_nag_finds_nothing_unsuppressed(synthesized: tuple[Any, dict[str, Any]]) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
+    stack, _ = synthesized
+    annotations = Annotations.from_stack(stack)
+    findings = annotations.find_error(
+        "*", Match.string_like_regexp("AwsSolutions-.*")
+    ) + annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
+    assert [f.entry.data for f in findings] == []
+
+
+def cfn_lint_errors(template: dict[str, Any], path: Path) -> list[str]:
+    path.write_text(json.dumps(template))
+    command = [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    findings = [line.split(":") for line in result.stdout.splitlines()]
+    return [":".join(f[5:]) for f in findings if len(f) > 5 and f[5].startswith("E")]
+
+
+def test_cfn_lint_reports_no_errors(template: dict[str, Any], tmp_path: Path) -> None:
+    assert cfn_lint_errors(
+        {"Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {"Bogus": 1}}}}, tmp_path / "bad.json"
+    )
+    assert cfn_lint_errors(template, tmp_path / "template.json") == []
+
+
+def test_every_function_is_deployed_on_arm64_with_json_logs_tracing_and_retention(
+    template: dict[str, Any],
+) -> None:
+    functions = by_handler(template)
+    assert set(functions) == {f.handler for f in defs.FUNCTIONS}
+    for spec in defs.FUNCTIONS:
+        function = functions[spec.handler]
+        assert function["Runtime"] == "python3.14"
+        assert function["Architectures"] == ["arm64"]
+        assert function["TracingConfig"] == {"Mode": "Active"}
+        assert function["LoggingConfig"]["LogFormat"] == "JSON"
+        assert function["Timeout"] == spec.timeout_seconds
+        assert function["MemorySize"] == spec.memory_mb
+        env = function["Environment"]["Variables"]
+        assert {t.env_var for t in defs.TABLES} | {q.env_var for q in defs.QUEUES} <= set(env)
+    retention = {
+        g["Properties"].get("RetentionInDays") for g in resources(template, "AWS::Logs::LogGroup").values()
+    }
+    assert None not in retention
+
+
+def test_queue_consumers_report_partial_batch_failures_with_bounded_concurrency(
+    template: dict[str, Any],
+) -> None:
+    mappings = list(resources(template, "AWS::Lambda::EventSourceMapping").values())
+    consumers = [f for f in defs.FUNCTIONS if f.queue]
+    assert len(mappings) == len(consumers)
+    for mapping in mappings:
+        properties = mapping["Properties"]
+        assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert properties["ScalingConfig"]["MaximumConcurrency"] >= 2
+    assert sorted(m["Properties"]["BatchSize"] for m in mappings) == sorted(f.batch_size for f in consumers)
+
+
+def test_queues_have_dead_letter_queues_encryption_and_visibility_beyond_their_consumers(
+    template: dict[str, Any],
+) -> None:
+    for queue in defs.QUEUES:
+        _logical_id, properties = queue_named(template, queue.name)
+        assert properties["SqsManagedSseEnabled"] is True
+        assert properties["MaximumMessageSize"] == queue.max_message_bytes
+        assert properties["MessageRetentionPeriod"] == queue.retention_seconds
+        if queue.dead_letter_queue:
+            dlq_id, dlq = queue_named(template, queue.dead_letter_queue)
+            assert properties["RedrivePolicy"] == {
+                "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+                "maxReceiveCount": queue.max_receive_count,
+            }
+            assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+        consumer = next((f for f in defs.FUNCTIONS if f.queue == queue.name), None)
+        if consumer:
+            assert properties["VisibilityTimeout"] >= 6 * consumer.timeout_seconds
+    policies = resources(template, "AWS::SQS::QueuePolicy").values()
+    denied_without_tls = [
+        s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"
+    ]
+    assert len(denied_without_tls) == len(defs.QUEUES)
+
+
+def test_tables_are_on_demand_recoverable_encrypted_and_indexed_as_the_code_queries(
+    template: dict[str, Any],
+) -> None:
+    tables = list(resources(template, "AWS::DynamoDB::Table").values())
+    assert len(tables) == len(defs.TABLES)
+    for table in tables:
+        properties = table["Properties"]
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert properties["SSESpecification"]["SSEEnabled"] is True
+    with_ttl = {
+        t["Properties"]["TimeToLiveSpecification"]["AttributeName"]
+        for t in tables
+        if "TimeToLiveSpecification" in t["Properties"]
+    }
+    assert with_ttl == {t.ttl_attribute for t in defs.TABLES if t.ttl_attribute}
+    indexes = {i["IndexName"] for t in tables for i in t["Properties"].get("GlobalSecondaryIndexes", [])}
+    assert indexes == {i.name for t in defs.TABLES for i in t.indexes}
+
+
+def test_no_policy_grants_wildcard_actions(template: dict[str, Any]) -> None:
+    actions = [
+        action
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    ]
+    assert actions
+    data_services = ("dynamodb:", "sqs:", "s3:")
+    assert [a for a in actions if a == "*" or (a.startswith(data_services) and "*" in a)] == []
+
+
+def test_each_function_has_its_own_role_with_only_the_tables_it_uses(template: dict[str, Any]) -> None:
+    from infra.functions import ACCESS
+
+    roles = {
+        f["Properties"]["Role"]["Fn::GetAtt"][0]
+        for f in resources(template, "AWS::Lambda::Function").values()
+    }
+    assert len(roles) == len(defs.FUNCTIONS)
+    assert set(ACCESS) == {f.name for f in defs.FUNCTIONS}
+    policies = resources(template, "AWS::IAM::Policy").values()
+    worker_policy = next(
+        p
+        for p in policies
+        if p["Metadata"]["aws:cdk:path"].endswith("/functions/worker-role/DefaultPolicy/Resource")
+    )
+    text = json.dumps(worker_policy)
+    assert "tablesruns" in text
+    assert "tablescallbacks" in text
+    assert "tablesapikeys" not in text
+    assert "tablesrunnables" not in text
+    assert "tablesaccounts" not in text
+
+
+def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: dict[str, Any]) -> None:
+    [bucket] = resources(template, "AWS::S3::Bucket").values()
+    properties = bucket["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert properties["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 30 + 7
+    [policy] = resources(template, "AWS::S3::BucketPolicy").values()
+    [deny] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_and_api_5xx(
+    template: dict[str, Any],
+) -> None:
+    alarms = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()]
+    by_metric: dict[str, int] = {}
+    for alarm in alarms:
+        by_metric[alarm["MetricName"]] = by_metric.get(alarm["MetricName"], 0) + 1
+    dlqs = [q for q in defs.QUEUES if q.max_receive_count is None]
+    assert by_metric["ApproximateNumberOfMessagesVisible"] == len(dlqs)
+    assert by_metric["ApproximateAgeOfOldestMessage"] == 2
+    assert by_metric["Errors"] == len(defs.FUNCTIONS)
+    assert by_metric["Throttles"] == len(defs.FUNCTIONS)
+    assert by_metric["5XXError"] == 1
+    assert resources(template, "AWS::CloudWatch::Dashboard")
+
+
+def test_the_api_stage_is_throttled_traced_and_access_logged(template: dict[str, Any]) -> None:
+    [stage] = resources(template, "AWS::ApiGateway::Stage").values()
+    properties = stage["Properties"]
+    assert properties["TracingEnabled"] is True
+    assert properties["AccessLogSetting"]["DestinationArn"]
+    [method_settings] = properties["MethodSettings"]
+    assert method_settings["ThrottlingRateLimit"] == 100
+    assert method_settings["ThrottlingBurstLimit"] == 200
+    assert any(o.get("Description") == "Runplane API base URL" for o in template["Outputs"].values())
+
+
+def test_configuration_comes_from_context(tmp_path: Path) -> None:
+    producer = "arn:aws:iam::123456789012:role/producer"
+    _, template = synth(
+        tmp_path,
+        stage="prod",
+        intake_producer_principals=[producer],
+        alarm_email="ops@example.com",
+        sync_wait_seconds=20,
+    )
+    tables = resources(template, "AWS::DynamoDB::Table").values()
+    assert {t["DeletionPolicy"] for t in tables} == {"Retain"}
+    queue_policies = json.dumps(list(resources(template, "AWS::SQS::QueuePolicy").values()))
+    assert producer in queue_policies
+    [subscription] = resources(template, "AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Endpoint"] == "ops@example.com"
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    assert all(a["Properties"]["AlarmActions"] for a in alarms)
+    environments = [f["Environment"]["Variables"] for f in by_handler(template).values()]
+    assert {e["RUNPLANE_SYNC_WAIT_SECONDS"] for e in environments} == {"20"}
