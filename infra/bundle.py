@@ -1,5 +1,6 @@
-"""Build the Lambda asset without Docker: manylinux arm64 wheels for the runtime's Python, plus the
-`runplane` package without its local-only parts (the embedded stack and the CLI).
+"""Build the Lambda asset without Docker: manylinux arm64 wheels for the runtime's Python, the `runplane`
+package without its local-only parts (the embedded stack and the CLI), and any runnable packages placed
+beside it in functions/.
 
     python -m infra.bundle [--target build/lambda]
 """
@@ -46,11 +47,12 @@ def build(target: Path) -> dict[str, int]:
         ],
         check=True,
     )  # fmt: skip
-    shutil.copytree(
-        ROOT / "functions" / "runplane",
-        target / "runplane",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LOCAL_ONLY),
-    )
+    for package in sorted(p.parent for p in (ROOT / "functions").glob("*/__init__.py")):
+        # runplane without its local-only parts, and any runnable packages placed beside it
+        local_only = LOCAL_ONLY if package.name == "runplane" else ()
+        shutil.copytree(
+            package, target / package.name, ignore=shutil.ignore_patterns("__pycache__", *local_only)
+        )
     for cache in target.rglob("__pycache__"):
         shutil.rmtree(cache)
     return sizes(target)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
+from runplane import definitions as defs
 
 from infra.api import Api
 from infra.config import Config
@@ -41,6 +42,11 @@ class RunplaneStack(Stack):
             functions=functions.by_name,
             api=api.rest_api,
         )
+        # The names the `runplane` CLI needs (keys, callbacks) as outputs, keyed by their environment variable.
+        names = {t.env_var: tables.by_name[t.name].table_name for t in defs.TABLES}
+        names |= {q.env_var: queues.by_name[q.name].queue_url for q in defs.QUEUES}
+        for env_var, value in names.items():
+            CfnOutput(self, env_var.replace("_", ""), value=value, description=env_var)
         suppress_reviewed_findings(
             self,
             roles=[f.role for f in functions.by_name.values()],  # type: ignore[misc]

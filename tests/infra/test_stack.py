@@ -233,3 +233,8 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     assert all(a["Properties"]["AlarmActions"] for a in alarms)
     environments = [f["Environment"]["Variables"] for f in by_handler(template).values()]
     assert {e["RUNPLANE_SYNC_WAIT_SECONDS"] for e in environments} == {"20"}
+
+
+def test_outputs_name_every_table_and_queue_for_the_cli(template: dict[str, Any]) -> None:
+    described = {o.get("Description") for o in template["Outputs"].values()}
+    assert {t.env_var for t in defs.TABLES} | {q.env_var for q in defs.QUEUES} <= described
