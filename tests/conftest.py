@@ -129,7 +129,7 @@ class Api:
 
 @pytest.fixture
 def account(env: dict[str, str]) -> keys.CreatedKey:
-    return keys.create_key("acme")
+    return keys.create_key("acme", scopes=["admin"])
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 DEFAULT_STATE_DIR = Path(".runplane")
 
@@ -45,11 +46,19 @@ def cmd_local(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
+    from runplane.domain.models import DEFAULT_SCOPES
     from runplane.logic.keys import create_key
 
-    key = create_key(args.account, name=args.name)
+    key = create_key(args.account, name=args.name, scopes=args.scope or DEFAULT_SCOPES)
     print(json.dumps({"key_id": key.key_id, "account_id": key.account_id, "api_key": key.token}, indent=2))
     print("Store the api_key now: it is not shown again.", file=sys.stderr)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    from runplane.logic.keys import list_keys
+
+    for key in list_keys(args.account):
+        print(key.model_dump_json())
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
@@ -89,6 +98,8 @@ def _timestamp(value: str) -> datetime:
 
 
 def parser() -> argparse.ArgumentParser:
+    from runplane.domain.models import Scope
+
     root = argparse.ArgumentParser(prog="runplane", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -107,7 +118,16 @@ def parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key for an account; printed once")
     create.add_argument("--account", required=True)
     create.add_argument("--name", help="a label for the key")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=get_args(Scope),
+        help="repeat for several; default: runs:read runs:write runnables:read runnables:write",
+    )
     create.set_defaults(func=cmd_keys_create)
+    listing = keys.add_parser("list", help="an account's keys (never their secrets)")
+    listing.add_argument("--account", required=True)
+    listing.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
@@ -131,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--max", type=int, default=100)
     dlq.set_defaults(func=cmd_callbacks_dlq)
 
-    for sub in (create, revoke, secret, rotate, replay, dlq):
+    for sub in (create, listing, revoke, secret, rotate, replay, dlq):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )

@@ -288,7 +288,7 @@ def test_after_rotation_both_secrets_sign_until_the_overlap_ends(
 def test_secrets_are_per_account(api: Api, env: dict[str, str]) -> None:
     from runplane.logic.keys import create_key
 
-    other = Api(create_key("globex").token)
+    other = Api(create_key("globex", scopes=["admin"]).token)
     assert secret(api) != secret(other)
 
 

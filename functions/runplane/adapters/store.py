@@ -480,6 +480,23 @@ class KeyStore:
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
         return from_item(item) if item else None
 
+    def for_account(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's keys, oldest first (the index holds keys only; each key is then read)."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "by_account",
+            "KeyConditionExpression": "account_id = :a",
+            "ExpressionAttributeValues": {":a": {"S": account_id}},
+        }
+        ids: list[str] = []
+        while True:
+            page = self.client.query(**query)
+            ids += [item["id"]["S"] for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [key for key_id in ids if (key := self.get(key_id))]
+
     def revoke(self, key_id: str, revoked_at: str) -> bool:
         try:
             self.client.update_item(

@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 
 from runplane.domain.errors import (
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -22,6 +23,7 @@ from runplane.observability import logger
 STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
@@ -34,9 +36,14 @@ def json_response(status: int, body: str, headers: dict[str, str] | None = None)
 
 
 def _error_parts(
-    status: int, message: str, code: str, issues: list[dict[str, str]] | None = None
+    status: int,
+    message: str,
+    code: str,
+    issues: list[dict[str, str]] | None = None,
+    missing_perms: list[str] | None = None,
 ) -> tuple[int, str, dict[str, str]]:
-    body = ErrorBody(error=message, code=code, issues=issues or []).model_dump_json()
+    error = ErrorBody(error=message, code=code, issues=issues or [], missingPerms=missing_perms)
+    body = error.model_dump_json(exclude_none=True)
     headers = {"Content-Type": "application/json"}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="runplane"'
@@ -46,7 +53,7 @@ def _error_parts(
 def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
     status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
     issues = [{"field": i.field, "message": i.message} for i in error.issues]
-    return _error_parts(status, error.message, error.code, issues)
+    return _error_parts(status, error.message, error.code, issues, getattr(error, "missing", None))
 
 
 def error_response(

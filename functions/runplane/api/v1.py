@@ -9,23 +9,27 @@ from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from runplane.api.errors import json_response
 from runplane.domain.models import (
+    ApiKey,
     CallbackDelivery,
     CallbackSecret,
+    CreatedApiKey,
     ErrorBody,
+    KeyRequest,
     Page,
     RunMode,
     Runnable,
     RunnableFields,
     RunReference,
     RunState,
+    Scope,
     StartRunRequest,
 )
 from runplane.domain.states import Status
-from runplane.logic import callbacks, runnables, runs
+from runplane.logic import callbacks, keys, runnables, runs
 from runplane.logic.keys import Principal
 from runplane.logic.services import services
 
@@ -47,43 +51,47 @@ def _ok(model: type, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"model": model}}}
 
 
-def _principal() -> Principal:
+def _principal(*needed: Scope) -> Principal:
+    """The caller, holding every scope in `needed` (else 403 naming the missing ones)."""
     principal = current_principal.get()
     if principal is None:  # every non-public route is admitted with a principal; see api.app.serve
         raise RuntimeError("route reached without an authenticated principal")
+    principal.require(*needed)
     return principal
 
 
-def _account() -> str:
-    return _principal().account_id
+def _account(*needed: Scope) -> str:
+    return _principal(*needed).account_id
 
 
 # --- runnables ---
 
 
-@router.post("/v1/runnables", status_code=201, responses={201: _ok(Runnable, "Created"), **_errors(400, 401)})
+@router.post(
+    "/v1/runnables", status_code=201, responses={201: _ok(Runnable, "Created"), **_errors(400, 401, 403)}
+)
 def create_runnable(body: RunnableFields) -> Runnable:
-    return runnables.create_runnable(_account(), body)
+    return runnables.create_runnable(_account("runnables:write"), body)
 
 
-@router.get("/v1/runnables", responses=_errors(400, 401))
+@router.get("/v1/runnables", responses=_errors(400, 401, 403))
 def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
-    return runnables.list_runnables(_account(), limit, cursor)
+    return runnables.list_runnables(_account("runnables:read"), limit, cursor)
 
 
-@router.get("/v1/runnable/<id>", responses=_errors(401, 404))
+@router.get("/v1/runnable/<id>", responses=_errors(401, 403, 404))
 def get_runnable(id: UUID) -> Runnable:
-    return runnables.get_runnable(_account(), str(id))
+    return runnables.get_runnable(_account("runnables:read"), str(id))
 
 
-@router.put("/v1/runnable/<id>", responses=_errors(400, 401, 404))
+@router.put("/v1/runnable/<id>", responses=_errors(400, 401, 403, 404))
 def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:
-    return runnables.replace_runnable(_account(), str(id), body)
+    return runnables.replace_runnable(_account("runnables:write"), str(id), body)
 
 
-@router.delete("/v1/runnable/<id>", status_code=204, responses=_errors(401, 404))
+@router.delete("/v1/runnable/<id>", status_code=204, responses=_errors(401, 403, 404))
 def delete_runnable(id: UUID):
-    runnables.delete_runnable(_account(), str(id))
+    runnables.delete_runnable(_account("runnables:write"), str(id))
     return Response(status_code=204)
 
 
@@ -98,7 +106,7 @@ def delete_runnable(id: UUID):
         202: _ok(
             RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
         ),
-        **_errors(400, 401, 404, 413),
+        **_errors(400, 401, 403, 404, 413),
     },
 )
 def start_run(
@@ -107,7 +115,7 @@ def start_run(
     mode: Annotated[RunMode, Query()] = "async",
     prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
 ):
-    principal = _principal()
+    principal = _principal("runs:write")
     record = runs.create_run(
         principal.account_id, str(id), body or StartRunRequest(), created_by=principal.key_id
     )
@@ -131,9 +139,9 @@ def _sync_wait(timeout_seconds: int | None, prefer: str | None) -> float:
     return min(limits)
 
 
-@router.get("/v1/run/<run_id>", responses=_errors(401, 404))
+@router.get("/v1/run/<run_id>", responses=_errors(401, 403, 404))
 def get_run(run_id: UUID) -> RunState:
-    return runs.get_run(_account(), str(run_id))
+    return runs.get_run(_account("runs:read"), str(run_id))
 
 
 @router.post(
@@ -142,15 +150,15 @@ def get_run(run_id: UUID) -> RunState:
     responses={
         200: _ok(RunState, "Cancelled"),
         202: _ok(RunState, "Cancellation pending"),
-        **_errors(401, 404, 409),
+        **_errors(401, 403, 404, 409),
     },
 )
 def cancel_run(run_id: UUID):
-    state, pending = runs.cancel_run(_account(), str(run_id))
+    state, pending = runs.cancel_run(_account("runs:write"), str(run_id))
     return json_response(202 if pending else 200, state.model_dump_json())
 
 
-@router.get("/v1/runs", responses=_errors(400, 401))
+@router.get("/v1/runs", responses=_errors(400, 401, 403))
 def list_runs(
     status: Annotated[Status | None, Query()] = None,
     runnable_id: Annotated[UUID | None, Query()] = None,
@@ -158,7 +166,7 @@ def list_runs(
     cursor: Cursor = None,
 ) -> Page[RunState]:
     return runs.list_runs(
-        _account(),
+        _account("runs:read"),
         status=status,
         runnable_id=str(runnable_id) if runnable_id else None,
         limit=limit,
@@ -169,30 +177,54 @@ def list_runs(
 # --- callbacks ---
 
 
-@router.get("/v1/run/<run_id>/callbacks", responses=_errors(401, 404))
+@router.get("/v1/run/<run_id>/callbacks", responses=_errors(401, 403, 404))
 def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
-    return Page(items=callbacks.list_deliveries(_account(), str(run_id)))
+    return Page(items=callbacks.list_deliveries(_account("runs:read"), str(run_id)))
 
 
 @router.post(
     "/v1/run/<run_id>/callbacks/redeliver",
     summary="Send the run's callback again, same webhook-id (202; 409 while it is still being delivered)",
-    responses={202: _ok(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 404, 409)},
+    responses={202: _ok(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 403, 404, 409)},
 )
 def redeliver_callback(run_id: UUID):
-    delivery = callbacks.redeliver(_account(), str(run_id))
+    delivery = callbacks.redeliver(_account("runs:write"), str(run_id))
     return json_response(202, delivery.model_dump_json())
 
 
-@router.get("/v1/callbacks/secret", responses=_errors(401))
+@router.get("/v1/callbacks/secret", responses=_errors(401, 403))
 def get_callback_secret() -> CallbackSecret:
-    return callbacks.callback_secret(_account())
+    return callbacks.callback_secret(_account("admin"))
 
 
 @router.post(
     "/v1/callbacks/secret/rotate",
     summary="Replace the signing secret; the previous one keeps signing during the overlap",
-    responses=_errors(401, 409),
+    responses=_errors(401, 403, 409),
 )
 def rotate_callback_secret() -> CallbackSecret:
-    return callbacks.rotate_secret(_account())
+    return callbacks.rotate_secret(_account("admin"))
+
+
+# --- API keys (admin) ---
+
+
+@router.get("/v1/keys", responses=_errors(401, 403))
+def list_keys() -> Page[ApiKey]:
+    return Page(items=keys.list_keys(_account("admin")))
+
+
+@router.post(
+    "/v1/keys", status_code=201, responses={201: _ok(CreatedApiKey, "Created"), **_errors(400, 401, 403)}
+)
+def create_key(body: KeyRequest | None = None):
+    body = body or KeyRequest()
+    created = keys.create_key(_account("admin"), name=body.name, scopes=body.scopes)
+    reply = CreatedApiKey(**keys.get_key(created.key_id).model_dump(), api_key=created.token)
+    return json_response(201, reply.model_dump_json())
+
+
+@router.delete("/v1/keys/<key_id>", status_code=204, responses=_errors(401, 403, 404))
+def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
+    keys.revoke_key(key_id, account_id=_account("admin"))
+    return Response(status_code=204)

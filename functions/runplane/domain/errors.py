@@ -33,6 +33,14 @@ class Unauthorized(RunplaneError):
         super().__init__(message, "unauthorized")
 
 
+class Forbidden(RunplaneError):
+    """The key is valid but lacks permissions; `missing` lists them (served as `missingPerms`)."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(f"This API key lacks the permissions {', '.join(missing)}", "forbidden")
+        self.missing = missing
+
+
 class NotFound(RunplaneError):
     def __init__(self, what: str, ident: str):
         super().__init__(f"{what} {ident} not found", f"{what.lower()}_not_found")

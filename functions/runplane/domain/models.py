@@ -210,6 +210,7 @@ class ErrorBody(BaseModel):
     error: str
     code: str
     issues: list[dict[str, str]] = Field(default_factory=list)
+    missingPerms: list[str] | None = Field(None, description="403: the permissions the key lacks")
 
 
 # --- the stored run: RunState plus what the service needs and never serves ---
@@ -287,6 +288,35 @@ def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
         metadata=record.metadata,
         **totals,
     )
+
+
+# --- API keys ---
+
+Scope = Literal["runs:read", "runs:write", "runnables:read", "runnables:write", "admin"]
+# What a key gets when no scopes are named: everything but administering keys and the callback secret.
+DEFAULT_SCOPES: tuple[Scope, ...] = ("runs:read", "runs:write", "runnables:read", "runnables:write")
+
+
+class KeyRequest(Strict):
+    name: str | None = Field(None, max_length=200)
+    scopes: list[Scope] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        min_length=1,
+        description="`admin` holds every permission, including managing keys and the callback secret",
+    )
+
+
+class ApiKey(BaseModel):
+    id: str
+    account_id: str
+    name: str | None = None
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class CreatedApiKey(ApiKey):
+    api_key: str = Field(description="`rpk_…`: shown once, store it now")
 
 
 # --- callbacks ---

@@ -107,7 +107,7 @@ class LocalStack:
         from runplane.logic.keys import create_key
         from runplane.logic.runnables import create_runnable
 
-        key = create_key(LOCAL_ACCOUNT, name="local dev key")
+        key = create_key(LOCAL_ACCOUNT, name="local dev key", scopes=["admin"])
         runnables = {
             name: create_runnable(
                 LOCAL_ACCOUNT, RunnableFields(name=name, kind="python", config=PythonConfig(function=name))

@@ -1,4 +1,4 @@
-"""API keys: `rpk_<key id>_<secret>`. Only a SHA-256 of the secret is stored."""
+"""API keys: `rpk_<key id>_<secret>`, each with scopes. Only a SHA-256 of the secret is stored."""
 
 from __future__ import annotations
 
@@ -9,17 +9,27 @@ import threading
 import time
 from dataclasses import dataclass
 
-from runplane.domain.errors import InvalidRequest, NotFound, Unauthorized
-from runplane.domain.models import ACCOUNT_ID_PATTERN, utcnow
+from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from runplane.domain.models import ACCOUNT_ID_PATTERN, DEFAULT_SCOPES, ApiKey, Scope, utcnow
 from runplane.logic.services import services
 
 PREFIX = "rpk"
+ADMIN: Scope = "admin"
 
 
 @dataclass(frozen=True)
 class Principal:
     account_id: str
     key_id: str
+    scopes: frozenset[str] = frozenset({ADMIN})
+
+    def require(self, *needed: Scope) -> None:
+        """Raise Forbidden naming what is missing; `admin` holds every permission."""
+        if ADMIN in self.scopes:
+            return
+        missing = [scope for scope in needed if scope not in self.scopes]
+        if missing:
+            raise Forbidden(missing)
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,9 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(account_id: str, name: str | None = None) -> CreatedKey:
+def create_key(
+    account_id: str, name: str | None = None, scopes: tuple[Scope, ...] | list[Scope] = DEFAULT_SCOPES
+) -> CreatedKey:
     if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
         raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
     key_id = secrets.token_hex(8)
@@ -44,16 +56,47 @@ def create_key(account_id: str, name: str | None = None) -> CreatedKey:
             "account_id": account_id,
             "secret_hash": _hash(secret),
             "name": name,
+            "scopes": sorted(set(scopes)),
             "created_at": utcnow().isoformat(),
         }
     )
     return CreatedKey(key_id, account_id, f"{PREFIX}_{key_id}_{secret}")
 
 
-def revoke_key(key_id: str) -> None:
-    if not services().keys.revoke(key_id, utcnow().isoformat()):
+def get_key(key_id: str) -> ApiKey:
+    stored = services().keys.get(key_id)
+    if not stored:
         raise NotFound("Key", key_id)
+    return _public(stored)
+
+
+def list_keys(account_id: str) -> list[ApiKey]:
+    return [_public(stored) for stored in services().keys.for_account(account_id)]
+
+
+def revoke_key(key_id: str, account_id: str | None = None) -> None:
+    """Revoke a key; with `account_id`, only one of that account's keys (others are not found)."""
+    stored = services().keys.get(key_id)
+    if not stored or (account_id is not None and stored["account_id"] != account_id):
+        raise NotFound("Key", key_id)
+    services().keys.revoke(key_id, utcnow().isoformat())
     _cache.forget(key_id)
+
+
+def _scopes(stored: dict) -> frozenset[str]:
+    # keys made before scopes existed hold every permission, as they did then
+    return frozenset(stored.get("scopes") or [ADMIN])
+
+
+def _public(stored: dict) -> ApiKey:
+    return ApiKey(
+        id=stored["id"],
+        account_id=stored["account_id"],
+        name=stored.get("name"),
+        scopes=sorted(_scopes(stored)),
+        created_at=stored["created_at"],
+        revoked_at=stored.get("revoked_at"),
+    )
 
 
 class _PrincipalCache:
@@ -99,6 +142,6 @@ def authenticate(authorization: str | None) -> Principal:
     stored = services().keys.get(key_id)
     if not stored or stored.get("revoked_at") or not hmac.compare_digest(stored["secret_hash"], secret_hash):
         raise Unauthorized()
-    principal = Principal(stored["account_id"], key_id)
+    principal = Principal(stored["account_id"], key_id, _scopes(stored))
     _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
     return principal
