@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import zlib
 from datetime import UTC, datetime
@@ -213,6 +214,33 @@ class RunStore:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def remember_idempotency(
+        self, account_id: str, key: str, run_id: str, fingerprint: str, now: float, until: float
+    ) -> tuple[str, str, bool]:
+        """Bind an idempotency key to `run_id` and a request fingerprint unless a live binding exists.
+
+        Returns the binding in force — (run id, fingerprint, whether this call made it). The item shares
+        the runs table under its own key (no index attributes, so no index sees it) and expires by TTL.
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        item_key = {"pk": {"S": f"{account_id}#idempotency#{digest}"}}
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    **item_key,
+                    **to_item({"run_id": run_id, "fingerprint": fingerprint, "expires_at": int(until)}),
+                },
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": to_av(int(now))},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            stored = from_item(
+                self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)["Item"]
+            )
+            return stored["run_id"], stored["fingerprint"], False
+        return run_id, fingerprint, True
 
     def get(self, account_id: str, run_id: str, *, consistent: bool = False) -> RunRecord | None:
         item = self.client.get_item(

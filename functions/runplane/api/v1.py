@@ -106,7 +106,7 @@ def delete_runnable(id: UUID):
         202: _ok(
             RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
         ),
-        **_errors(400, 401, 403, 404, 413),
+        **_errors(400, 401, 403, 404, 409, 413),
     },
 )
 def start_run(
@@ -114,19 +114,37 @@ def start_run(
     body: Annotated[StartRunRequest, Body()] = StartRunRequest(),  # noqa: B008 - an empty body is a run with defaults
     mode: Annotated[RunMode, Query()] = "async",
     prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Repeat a request safely: the same key and request within 24 h give the same run",
+        ),
+    ] = None,
 ):
     principal = _principal("runs:write")
-    record = runs.create_run(
-        principal.account_id, str(id), body or StartRunRequest(), created_by=principal.key_id
+    accepted = runs.start_run(
+        principal.account_id,
+        str(id),
+        body or StartRunRequest(),
+        created_by=principal.key_id,
+        idempotency_key=idempotency_key,
     )
+    record = accepted.record
+    headers = {"Location": f"/v1/run/{record.id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
     if mode == "async":
-        return json_response(
-            202, RunReference(id=record.id).model_dump_json(), {"Location": f"/v1/run/{record.id}"}
-        )
-    state = runs.wait_for_run(principal.account_id, record.id, _sync_wait(record.timeout_seconds, prefer))
+        return json_response(202, RunReference(id=record.id).model_dump_json(), headers)
+    if accepted.replayed:  # a retried sync request gets the run's current state at once
+        state = runs.get_run(principal.account_id, record.id, consistent=True)
+    else:
+        state = runs.wait_for_run(principal.account_id, record.id, _sync_wait(record.timeout_seconds, prefer))
     if state.status.terminal:
-        return json_response(200, state.model_dump_json())
-    return json_response(202, state.model_dump_json(), {"Location": f"/v1/run/{record.id}"})
+        return json_response(200, state.model_dump_json(), headers if accepted.replayed else None)
+    return json_response(202, state.model_dump_json(), headers)
 
 
 def _sync_wait(timeout_seconds: int | None, prefer: str | None) -> float:

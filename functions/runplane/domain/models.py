@@ -120,6 +120,7 @@ class IntakeMessage(RunRequestFields):
     account_id: AccountId
     runnable_id: UUID
     run_id: UUID | None = None
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
 
 
 class RunReference(BaseModel):

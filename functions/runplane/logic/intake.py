@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from runplane.domain.errors import RunplaneError
 from runplane.domain.ids import intake_run_id
 from runplane.domain.models import IntakeMessage
-from runplane.logic.runs import create_run
+from runplane.logic.runs import start_run
 from runplane.logic.services import services
 from runplane.observability import logger
 
@@ -21,14 +21,15 @@ def accept_intake(body: str, message_id: str) -> str | None:
     in the intake DLQ with the reason attached (and None returned) rather than retried."""
     try:
         message = IntakeMessage.model_validate(json.loads(body))
-        run_id = str(message.run_id) if message.run_id else intake_run_id(message_id)
-        create_run(
+        accepted = start_run(
             message.account_id,
             str(message.runnable_id),
             message,
             created_by=INTAKE_CREATOR,
-            run_id=run_id,
+            idempotency_key=message.idempotency_key,
+            run_id=str(message.run_id) if message.run_id else intake_run_id(message_id),
         )
+        run_id = accepted.record.id
     except json.JSONDecodeError as problem:
         return _reject(body, message_id, "invalid_json", f"message body is not JSON: {problem}")
     except ValidationError as problem:

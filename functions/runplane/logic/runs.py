@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -82,6 +84,61 @@ def _store_json(account_id: str, run_id: str, name: str, document: str) -> tuple
 
 def _load_json(inline: str | None, ref: str | None) -> str | None:
     return inline if ref is None else services().blobs.get(ref)
+
+
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Accepted:
+    record: RunRecord
+    replayed: bool  # an earlier request with the same idempotency key made this run
+
+
+def start_run(
+    account_id: str,
+    runnable_id: str,
+    request: RunRequestFields,
+    *,
+    created_by: str | None,
+    idempotency_key: str | None = None,
+    run_id: str | None = None,
+) -> Accepted:
+    """`create_run`, once per account and idempotency key within 24 hours.
+
+    The key is bound to a run id before the run is created, so concurrent duplicates agree on one id and
+    the run's own conditional put makes exactly one of them create it; a retry after a crash in between
+    creates the run the binding promised.
+    """
+    if idempotency_key is None:
+        return Accepted(
+            create_run(account_id, runnable_id, request, created_by=created_by, run_id=run_id), False
+        )
+    fingerprint = _fingerprint(runnable_id, request)
+    now = time.time()
+    bound_run, bound_fingerprint, fresh = services().runs.remember_idempotency(
+        account_id, idempotency_key, run_id or new_id(), fingerprint, now, now + IDEMPOTENCY_WINDOW_SECONDS
+    )
+    if bound_fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was used for a different request in the last 24 hours",
+            "idempotency_key_reused",
+        )
+    record = create_run(account_id, runnable_id, request, created_by=created_by, run_id=bound_run)
+    return Accepted(record, replayed=not fresh)
+
+
+def _fingerprint(runnable_id: str, request: RunRequestFields) -> str:
+    canonical = json.dumps(
+        # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
+        {
+            "runnable_id": runnable_id,
+            **request.model_dump(mode="json", include=set(RunRequestFields.model_fields)),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def create_run(
