@@ -37,7 +37,7 @@ class Access:
 # Read off the code paths each handler runs (logic/*): anything not listed is denied.
 ACCESS = {
     "api": Access(
-        tables={"runs": "rw", "runnables": "rw", "api_keys": "r", "callbacks": "rw", "accounts": "rw"},
+        tables={"runs": "rw", "runnables": "rw", "api_keys": "rw", "callbacks": "rw", "accounts": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),

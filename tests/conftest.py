@@ -60,6 +60,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
         "RUNPLANE_CALLBACK_CONNECT_TIMEOUT_SECONDS": "0.2",
         "RUNPLANE_CALLBACK_TIMEOUT_SECONDS": "2",
+        "RUNPLANE_RATE_LIMIT_BURST": "0",  # tests of the rate limit turn it on
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

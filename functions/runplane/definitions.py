@@ -78,8 +78,9 @@ RUNNABLES = Table(
 API_KEYS = Table(
     name="api_keys",
     env_var="RUNPLANE_KEYS_TABLE",
-    partition_key=Key("id"),
+    partition_key=Key("id"),  # a key's id; "{key id}#rate#{window}" for its request counters
     indexes=(Index("by_account", Key("account_id"), Key("created_at")),),
+    ttl_attribute="expires_at",  # request counters only: keys never expire
 )
 CALLBACKS = Table(
     name="callbacks",

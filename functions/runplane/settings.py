@@ -50,6 +50,9 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(1_048_576, ge=1024)
     inline_limit_bytes: int = Field(100_000, ge=1024, le=300_000)
     key_cache_seconds: float = Field(60.0, ge=0)
+    # Per API key: sustained requests per second, and how many may come at once (0 turns the limit off).
+    rate_limit_per_second: float = Field(20.0, gt=0)
+    rate_limit_burst: int = Field(40, ge=0)
 
     # Callbacks: delays between attempts (10 attempts over about three days), per-attempt timeouts,
     # how long a rotated-out signing secret still signs, and the loopback switch for local receivers.

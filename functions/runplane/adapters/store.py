@@ -508,6 +508,24 @@ class KeyStore:
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
         return from_item(item) if item else None
 
+    def count_request(self, key_id: str, window: int, limit: int, expires_at: int) -> bool:
+        """Count one request in the key's window; False (and nothing counted) once `limit` is reached."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": f"{key_id}#rate#{window}"}},
+                UpdateExpression="ADD hits :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": to_av(limit),
+                    ":expires": to_av(expires_at),
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def for_account(self, account_id: str) -> list[dict[str, Any]]:
         """The account's keys, oldest first (the index holds keys only; each key is then read)."""
         query: dict[str, Any] = {

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
 from runplane.api import errors, v1
 from runplane.domain.errors import PayloadTooLarge, RunplaneError, UnsupportedMediaType
-from runplane.logic.keys import Principal, authenticate
+from runplane.logic.keys import Principal, admit_request, authenticate
 from runplane.logic.services import services
 
 TITLE = "Runplane API"
@@ -24,7 +24,7 @@ SECURITY = {"security_schemes": {"bearerAuth": HTTPBearer()}, "security": [{"bea
 
 
 def _admit(event: dict) -> Principal | None:
-    """Body size and type, then the API key: checked before the resolver parses anything."""
+    """Body size and type, the API key, its rate limit: checked before the resolver parses anything."""
     body = event.get("body") or ""
     limit = services().settings.max_request_bytes
     if len(body) > limit:
@@ -35,7 +35,9 @@ def _admit(event: dict) -> Principal | None:
         raise UnsupportedMediaType(content_type)
     if event.get("path") in PUBLIC_PATHS:
         return None
-    return authenticate(headers.get("authorization"))
+    principal = authenticate(headers.get("authorization"))
+    admit_request(principal)
+    return principal
 
 
 def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:

@@ -14,6 +14,7 @@ from runplane.domain.errors import (
     NotFound,
     PayloadTooLarge,
     RunplaneError,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -27,6 +28,7 @@ STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    TooManyRequests: 429,
     UnsupportedMediaType: 415,
 }
 
@@ -53,7 +55,12 @@ def _error_parts(
 def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
     status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
     issues = [{"field": i.field, "message": i.message} for i in error.issues]
-    return _error_parts(status, error.message, error.code, issues, getattr(error, "missing", None))
+    status, body, headers = _error_parts(
+        status, error.message, error.code, issues, getattr(error, "missing", None)
+    )
+    if isinstance(error, TooManyRequests):
+        headers["Retry-After"] = str(error.retry_after)
+    return status, body, headers
 
 
 def error_response(

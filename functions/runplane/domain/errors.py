@@ -51,6 +51,12 @@ class Conflict(RunplaneError):
         super().__init__(message, code)
 
 
+class TooManyRequests(RunplaneError):
+    def __init__(self, retry_after: int):
+        super().__init__(f"Rate limit exceeded for this API key; retry in {retry_after} s", "rate_limited")
+        self.retry_after = retry_after
+
+
 class PayloadTooLarge(RunplaneError):
     def __init__(self, limit: int):
         super().__init__(f"Request body exceeds {limit} bytes", "payload_too_large")

@@ -94,6 +94,8 @@ class LocalStack:
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             "POWERTOOLS_SERVICE_NAME": "runplane-local",
+            # one developer, one key: no per-key rate limit unless asked for
+            "RUNPLANE_RATE_LIMIT_BURST": os.environ.get("RUNPLANE_RATE_LIMIT_BURST", "0"),
         }
 
     def _app_factory(self) -> Any:

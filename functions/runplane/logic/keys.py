@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
-from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from runplane.domain.models import ACCOUNT_ID_PATTERN, DEFAULT_SCOPES, ApiKey, Scope, utcnow
 from runplane.logic.services import services
 
@@ -145,3 +146,19 @@ def authenticate(authorization: str | None) -> Principal:
     principal = Principal(stored["account_id"], key_id, _scopes(stored))
     _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
     return principal
+
+
+def admit_request(principal: Principal, now: float | None = None) -> None:
+    """Rate limit per key: `rate_limit_burst` requests per window of burst/rate seconds, counted in
+    DynamoDB so every API function instance shares the count. Raises TooManyRequests."""
+    settings = services().settings
+    if settings.rate_limit_burst == 0:
+        return
+    now = time.time() if now is None else now
+    window_seconds = settings.rate_limit_burst / settings.rate_limit_per_second
+    window = int(now // window_seconds)
+    window_end = (window + 1) * window_seconds
+    if not services().keys.count_request(
+        principal.key_id, window, settings.rate_limit_burst, int(window_end) + 60
+    ):
+        raise TooManyRequests(max(1, math.ceil(window_end - now)))
