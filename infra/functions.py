@@ -42,12 +42,14 @@ ACCESS = {
         bucket="rw",
     ),
     "intake": Access(
-        tables={"runs": "rw", "runnables": "r"},
+        tables={"runs": "rw", "runnables": "r", "accounts": "rw"},
         sends_to=(defs.DISPATCH.name, defs.INTAKE_DLQ.name),
         bucket="rw",
     ),
     "worker": Access(
-        tables={"runs": "rw", "callbacks": "rw"}, sends_to=(defs.CALLBACKS_QUEUE.name,), bucket="rw"
+        tables={"runs": "rw", "callbacks": "rw", "accounts": "rw"},
+        sends_to=(defs.CALLBACKS_QUEUE.name,),
+        bucket="rw",
     ),
     "dead_letters": Access(
         tables={"runs": "rw", "callbacks": "rw"}, sends_to=(defs.CALLBACKS_QUEUE.name,), bucket="rw"

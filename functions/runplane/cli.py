@@ -89,6 +89,18 @@ def cmd_callbacks_dlq(args: argparse.Namespace) -> None:
         print(json.dumps(letter))
 
 
+def cmd_accounts_set_credits(args: argparse.Namespace) -> None:
+    from runplane.logic.accounts import set_credits
+
+    print(set_credits(args.account, args.usd, args.runs).model_dump_json(indent=2))
+
+
+def cmd_accounts_show(args: argparse.Namespace) -> None:
+    from runplane.logic.accounts import describe_account
+
+    print(describe_account(args.account).model_dump_json(indent=2))
+
+
 def _timestamp(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
@@ -151,7 +163,19 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--max", type=int, default=100)
     dlq.set_defaults(func=cmd_callbacks_dlq)
 
-    for sub in (create, listing, revoke, secret, rotate, replay, dlq):
+    accounts = commands.add_parser("accounts", help="credit budgets").add_subparsers(
+        dest="accounts_command", required=True
+    )
+    credits = accounts.add_parser("set-credits", help="set an account's budgets (omit one to remove it)")
+    credits.add_argument("--usd", type=float, help="budget in USD of recorded run cost")
+    credits.add_argument("--runs", type=int, help="budget in runs")
+    credits.set_defaults(func=cmd_accounts_set_credits)
+    show = accounts.add_parser("show", help="an account's budgets and usage")
+    show.set_defaults(func=cmd_accounts_show)
+    for sub in (credits, show):
+        sub.add_argument("--account", required=True)
+
+    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, show):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )

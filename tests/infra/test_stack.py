@@ -168,7 +168,7 @@ def test_each_function_has_its_own_role_with_only_the_tables_it_uses(template: d
     assert "tablescallbacks" in text
     assert "tablesapikeys" not in text
     assert "tablesrunnables" not in text
-    assert "tablesaccounts" not in text
+    assert "tablesaccounts" in text
 
 
 def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: dict[str, Any]) -> None:

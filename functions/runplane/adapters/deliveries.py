@@ -205,7 +205,7 @@ class DeliveryStore:
 
 
 class AccountStore:
-    """Per-account settings; today the callback signing secrets."""
+    """Per-account settings and usage: callback signing secrets, credit budgets and what was spent."""
 
     def __init__(self, table: str, client: Any = None):
         self.table = table
@@ -249,6 +249,55 @@ class AccountStore:
                     ":until": to_av(previous_until),
                 },
             )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def charge_run(self, account_id: str) -> bool:
+        """Count one more run unless a budget (in runs, or in USD already spent) is exhausted."""
+        # setting a budget starts its usage at zero (set_credits), so a budget always has a usage to compare
+        budget = (
+            "(attribute_not_exists(limit_runs) OR used_runs < limit_runs)"
+            " AND (attribute_not_exists(limit_usd) OR used_usd < limit_usd)"
+        )
+        return self._add(account_id, "used_runs", 1, condition=budget)
+
+    def refund_run(self, account_id: str) -> None:
+        self._add(account_id, "used_runs", -1)
+
+    def add_cost(self, account_id: str, usd: float) -> None:
+        self._add(account_id, "used_usd", usd)
+
+    def set_credits(self, account_id: str, limit_usd: float | None, limit_runs: int | None) -> None:
+        """Set or clear (None) the budgets; what was spent so far is kept (and starts at zero)."""
+        limits = {"limit_usd": limit_usd, "limit_runs": limit_runs}
+        sets = ["used_runs = if_not_exists(used_runs, :zero)", "used_usd = if_not_exists(used_usd, :zero)"]
+        values: dict[str, Any] = {":zero": {"N": "0"}}
+        for name, value in limits.items():
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = to_av(value)
+        expression = "SET " + ", ".join(sets)
+        if cleared := [name for name, value in limits.items() if value is None]:
+            expression += " REMOVE " + ", ".join(cleared)
+        self.client.update_item(
+            TableName=self.table,
+            Key={"account_id": {"S": account_id}},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
+        )
+
+    def _add(self, account_id: str, attribute: str, amount: float, condition: str | None = None) -> bool:
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"account_id": {"S": account_id}},
+            "UpdateExpression": f"ADD {attribute} :amount",
+            "ExpressionAttributeValues": {":amount": to_av(amount)},
+        }
+        if condition:
+            request["ConditionExpression"] = condition
+        try:
+            self.client.update_item(**request)
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from runplane.domain.errors import (
     Conflict,
     Forbidden,
+    InsufficientCredits,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -24,6 +25,7 @@ from runplane.observability import logger
 STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
+    InsufficientCredits: 402,
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 
 from runplane.api.errors import json_response
 from runplane.domain.models import (
+    AccountView,
     ApiKey,
     CallbackDelivery,
     CallbackSecret,
@@ -29,7 +30,7 @@ from runplane.domain.models import (
     StartRunRequest,
 )
 from runplane.domain.states import Status
-from runplane.logic import callbacks, keys, runnables, runs
+from runplane.logic import accounts, callbacks, keys, runnables, runs
 from runplane.logic.keys import Principal
 from runplane.logic.services import services
 
@@ -106,7 +107,7 @@ def delete_runnable(id: UUID):
         202: _ok(
             RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
         ),
-        **_errors(400, 401, 403, 404, 409, 413),
+        **_errors(400, 401, 402, 403, 404, 409, 413),
     },
 )
 def start_run(
@@ -246,3 +247,11 @@ def create_key(body: KeyRequest | None = None):
 def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
     keys.revoke_key(key_id, account_id=_account("admin"))
     return Response(status_code=204)
+
+
+# --- the account ---
+
+
+@router.get("/v1/account", summary="The caller's account: credit budgets and usage", responses=_errors(401))
+def get_account() -> AccountView:
+    return accounts.describe_account(_account())

@@ -51,6 +51,11 @@ class Conflict(RunplaneError):
         super().__init__(message, code)
 
 
+class InsufficientCredits(RunplaneError):
+    def __init__(self) -> None:
+        super().__init__("Insufficient credits", "insufficient_credits")
+
+
 class TooManyRequests(RunplaneError):
     def __init__(self, retry_after: int):
         super().__init__(f"Rate limit exceeded for this API key; retry in {retry_after} s", "rate_limited")

@@ -320,6 +320,23 @@ class CreatedApiKey(ApiKey):
     api_key: str = Field(description="`rpk_…`: shown once, store it now")
 
 
+# --- accounts ---
+
+
+class Credits(BaseModel):
+    """The account's budgets (null: none) and what it has used. New runs get 402 once a budget is spent."""
+
+    limit_usd: float | None = None
+    used_usd: float = 0.0
+    limit_runs: int | None = None
+    used_runs: int = 0
+
+
+class AccountView(BaseModel):
+    account_id: str
+    credits: Credits
+
+
 # --- callbacks ---
 
 DeliveryState = Literal["pending", "succeeded", "stopped", "dead"]

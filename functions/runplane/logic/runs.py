@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
-from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound
+from runplane.domain.errors import Conflict, InsufficientCredits, InvalidRequest, Issue, NotFound
 from runplane.domain.ids import new_id
 from runplane.domain.models import (
     Outcome,
@@ -149,7 +149,11 @@ def create_run(
     created_by: str | None,
     run_id: str | None = None,
 ) -> RunRecord:
-    """Accept a run (waiting) and dispatch it. With a caller-chosen `run_id`, repeating is harmless."""
+    """Accept a run (waiting) and dispatch it, charging the account's budget. With a caller-chosen
+    `run_id`, repeating is harmless: an existing run is returned, and charged once."""
+    if run_id is not None and (existing := services().runs.get(account_id, run_id, consistent=True)):
+        _dispatch_if_waiting(existing)
+        return existing
     runnable = get_runnable(account_id, runnable_id)
     _check_inputs(runnable.input_schema, request.inputs)
     _check_callback_url(request.callback_url)
@@ -182,17 +186,25 @@ def create_run(
         payload_ref=payload_ref,
         due_at=now.timestamp() + settings.redispatch_seconds,
     )
+    if not services().accounts.charge_run(account_id):
+        raise InsufficientCredits()
     if services().runs.create(record):
         count_created()
-    else:
+    else:  # created meanwhile by a concurrent duplicate, which was charged for it
+        services().accounts.refund_run(account_id)
         record = services().runs.get(account_id, run_id, consistent=True) or record
         logger.info("run already exists; not created again", extra={"run_id": run_id})
-    if record.status is Status.waiting:
-        try:
-            services().queues.dispatch(account_id, run_id)
-        except Exception:  # the run is stored: the sweeper dispatches it when it falls due
-            logger.exception("dispatch failed; the sweeper will retry", extra={"run_id": run_id})
+    _dispatch_if_waiting(record)
     return record
+
+
+def _dispatch_if_waiting(record: RunRecord) -> None:
+    if record.status is not Status.waiting:
+        return
+    try:
+        services().queues.dispatch(record.account_id, record.id)
+    except Exception:  # the run is stored: the sweeper dispatches it when it falls due
+        logger.exception("dispatch failed; the sweeper will retry", extra={"run_id": record.id})
 
 
 def load_payload(record: RunRecord) -> dict[str, Any]:
@@ -258,6 +270,8 @@ def finish_run(
     )
     if finished is not None:
         count_finished(outcome.status, outcome.duration_seconds)
+        if outcome.cost_usd:
+            services().accounts.add_cost(record.account_id, outcome.cost_usd)
         if finished.callback_url:
             start_delivery_soon(finished)
     return finished
