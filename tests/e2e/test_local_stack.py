@@ -227,6 +227,11 @@ def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
             os.kill(pid, 0)
 
 
+def cli(stack: Stack, *args: str) -> str:
+    command = [sys.executable, "-m", "runplane.cli", *args, "--local", "--state-dir", str(stack.state_dir)]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
 def wait_for(done: Callable[[], bool], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not done():
@@ -259,17 +264,46 @@ def test_dead_callbacks_are_listed_in_the_dlq_and_replayed_from_the_cli(stack: S
         wait_for(lambda: any(d["state"] == "dead" for d in callbacks_of(stack, run_id)))
         assert len(receiver.received) == 3  # the first attempt and the two compressed retries
 
-        def cli(*args: str) -> str:
-            command = [sys.executable, "-m", "runplane.cli", "callbacks", *args]
-            command += ["--local", "--state-dir", str(stack.state_dir)]
-            return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
-
-        letters = [json.loads(line) for line in cli("dlq").splitlines()]
+        letters = [json.loads(line) for line in cli(stack, "callbacks", "dlq").splitlines()]
         assert {"run_id": run_id, "state": "dead", "error": "HTTP 500"}.items() <= next(
             letter for letter in letters if letter["run_id"] == run_id
         ).items()
         receiver.script = [Answer(200)]
-        assert json.loads(cli("replay", "--since", began))["replayed"] >= 1
+        assert json.loads(cli(stack, "callbacks", "replay", "--since", began))["replayed"] >= 1
         wait_for(lambda: callbacks_of(stack, run_id)[0]["state"] == "succeeded")
     assert len(receiver.received) == 4
     assert len(receiver.unique_ids()) == 1
+
+
+def test_scoped_keys_idempotency_and_credits_over_http(stack: Stack) -> None:
+    reader = stack.call("POST", "/v1/keys", {"name": "reader", "scopes": ["runs:read"]}).json()["api_key"]
+    refused = stack.call(
+        "POST",
+        f"/v1/runnable/{stack.runnable('echo')}/runs",
+        {},
+        headers={"Authorization": f"Bearer {reader}"},
+    )
+    assert refused.status_code == 403
+    assert refused.json()["missingPerms"] == ["runs:write"]
+
+    retry = {"Idempotency-Key": f"e2e-{uuid.uuid4()}"}
+    first = stack.start_run("echo", {"inputs": {"n": 1}}, headers=retry)
+    again = stack.start_run("echo", {"inputs": {"n": 1}}, headers=retry)
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    metered = json.loads(cli(stack, "keys", "create", "--account", "metered", "--scope", "admin"))["api_key"]
+    cli(stack, "accounts", "set-credits", "--account", "metered", "--runs", "1")
+    as_metered = {"Authorization": f"Bearer {metered}"}
+    runnable = stack.call(
+        "POST",
+        "/v1/runnables",
+        {"name": "echo", "kind": "python", "config": {"function": "echo"}},
+        headers=as_metered,
+    ).json()["id"]
+    statuses = [
+        stack.call("POST", f"/v1/runnable/{runnable}/runs", {}, headers=as_metered).status_code
+        for _ in range(2)
+    ]
+    assert statuses == [202, 402]
+    assert json.loads(cli(stack, "accounts", "show", "--account", "metered"))["credits"]["used_runs"] == 1
