@@ -95,6 +95,12 @@ def cmd_accounts_set_credits(args: argparse.Namespace) -> None:
     print(set_credits(args.account, args.usd, args.runs).model_dump_json(indent=2))
 
 
+def cmd_accounts_set_rate_limit(args: argparse.Namespace) -> None:
+    from runplane.logic.accounts import set_rate_limit
+
+    print(set_rate_limit(args.account, args.per_second, args.burst).model_dump_json(indent=2))
+
+
 def cmd_accounts_show(args: argparse.Namespace) -> None:
     from runplane.logic.accounts import describe_account
 
@@ -170,12 +176,16 @@ def parser() -> argparse.ArgumentParser:
     credits.add_argument("--usd", type=float, help="budget in USD of recorded run cost")
     credits.add_argument("--runs", type=int, help="budget in runs")
     credits.set_defaults(func=cmd_accounts_set_credits)
-    show = accounts.add_parser("show", help="an account's budgets and usage")
+    rate = accounts.add_parser("set-rate-limit", help="the account's per-key rate limit (omit both: default)")
+    rate.add_argument("--per-second", type=float)
+    rate.add_argument("--burst", type=int, help="0 turns the limit off for this account")
+    rate.set_defaults(func=cmd_accounts_set_rate_limit)
+    show = accounts.add_parser("show", help="an account's budgets, usage and rate limit")
     show.set_defaults(func=cmd_accounts_show)
-    for sub in (credits, show):
+    for sub in (credits, rate, show):
         sub.add_argument("--account", required=True)
 
-    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, show):
+    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, rate, show):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )

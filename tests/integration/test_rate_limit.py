@@ -55,3 +55,32 @@ def test_refused_requests_are_not_counted(account: CreatedKey) -> None:
         with pytest.raises(Exception, match="Rate limit exceeded"):
             admit_request(principal, now=window_start + 1.5)
     admit_request(principal, now=window_start + 2)  # the next window starts empty
+
+
+def test_an_accounts_own_rate_limit_applies_to_its_keys_and_is_visible(api: Api, account: CreatedKey) -> None:
+    from runplane.logic.accounts import set_rate_limit
+
+    assert api.get("/v1/account").json()["rate_limit"] == {"per_second": 20.0, "burst": 0}  # tests: off
+    set_rate_limit(account.account_id, per_second=1.5, burst=3)
+    fresh = Api(create_key(account.account_id).token)  # read with the key, cached as long as the key
+    at_window_start()
+    assert [fresh.get("/v1/runs").status for _ in range(4)] == [200, 200, 200, 429]
+    assert api.get("/v1/account").json()["rate_limit"] == {"per_second": 1.5, "burst": 3}
+
+
+@pytest.mark.usefixtures("limited")
+def test_an_account_may_be_exempted(account: CreatedKey) -> None:
+    from runplane.logic.accounts import set_rate_limit
+
+    set_rate_limit(account.account_id, per_second=1, burst=0)
+    exempt = Api(create_key(account.account_id).token)
+    assert {exempt.get("/v1/runs").status for _ in range(15)} == {200}
+
+
+@pytest.mark.parametrize(("per_second", "burst"), [(1.0, None), (0.0, 5), (-1.0, 5), (1.0, -1)])
+def test_an_unusable_rate_limit_is_refused(account: CreatedKey, per_second: float, burst: int | None) -> None:
+    from runplane.domain.errors import InvalidRequest
+    from runplane.logic.accounts import set_rate_limit
+
+    with pytest.raises(InvalidRequest):
+        set_rate_limit(account.account_id, per_second=per_second, burst=burst)

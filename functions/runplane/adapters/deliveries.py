@@ -287,6 +287,20 @@ class AccountStore:
             ExpressionAttributeValues=values,
         )
 
+    def set_rate_limit(self, account_id: str, per_second: float | None, burst: int | None) -> None:
+        """Override the deployment's rate limit for the account's keys; None for both restores it."""
+        if per_second is None or burst is None:
+            expression, values = "REMOVE rate_per_second, rate_burst", {}
+        else:
+            expression = "SET rate_per_second = :rate, rate_burst = :burst"
+            values = {":rate": to_av(per_second), ":burst": to_av(burst)}
+        self.client.update_item(
+            TableName=self.table,
+            Key={"account_id": {"S": account_id}},
+            UpdateExpression=expression,
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
+
     def _add(self, account_id: str, attribute: str, amount: float, condition: str | None = None) -> bool:
         request: dict[str, Any] = {
             "TableName": self.table,

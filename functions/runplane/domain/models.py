@@ -332,9 +332,17 @@ class Credits(BaseModel):
     used_runs: int = 0
 
 
+class RateLimit(BaseModel):
+    """Per API key of the account: sustained requests per second and how many may come at once (0: off)."""
+
+    per_second: float
+    burst: int
+
+
 class AccountView(BaseModel):
     account_id: str
     credits: Credits
+    rate_limit: RateLimit
 
 
 # --- callbacks ---

@@ -1,10 +1,34 @@
-"""Accounts: credit budgets and usage (runs counted when accepted, USD as runnables report cost)."""
+"""Accounts: credit budgets and usage (runs counted when accepted, USD as runnables report cost), and
+the rate limit of their keys."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import ACCOUNT_ID_PATTERN, AccountView, Credits
+from runplane.domain.models import ACCOUNT_ID_PATTERN, AccountView, Credits, RateLimit
 from runplane.logic.services import services
+
+
+def rate_limit(stored: dict[str, Any]) -> RateLimit:
+    """The account's override (`runplane accounts set-rate-limit`), else the deployment's setting."""
+    settings = services().settings
+    if "rate_burst" in stored:
+        return RateLimit(per_second=stored["rate_per_second"], burst=stored["rate_burst"])
+    return RateLimit(per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+
+
+def set_rate_limit(account_id: str, per_second: float | None, burst: int | None) -> AccountView:
+    if (
+        (per_second is None) != (burst is None)
+        or (per_second is not None and per_second <= 0)
+        or (burst or 0) < 0
+    ):
+        raise InvalidRequest(
+            "give a positive rate and a burst of 0 or more, or neither", "invalid_rate_limit"
+        )
+    services().accounts.set_rate_limit(account_id, per_second, burst)
+    return describe_account(account_id)
 
 
 def describe_account(account_id: str) -> AccountView:
@@ -15,7 +39,7 @@ def describe_account(account_id: str) -> AccountView:
         limit_runs=stored.get("limit_runs"),
         used_runs=stored.get("used_runs", 0),
     )
-    return AccountView(account_id=account_id, credits=credits)
+    return AccountView(account_id=account_id, credits=credits, rate_limit=rate_limit(stored))
 
 
 def set_credits(account_id: str, limit_usd: float | None, limit_runs: int | None) -> AccountView:

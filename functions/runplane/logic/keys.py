@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 
 from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
-from runplane.domain.models import ACCOUNT_ID_PATTERN, DEFAULT_SCOPES, ApiKey, Scope, utcnow
+from runplane.domain.models import ACCOUNT_ID_PATTERN, DEFAULT_SCOPES, ApiKey, RateLimit, Scope, utcnow
+from runplane.logic.accounts import rate_limit
 from runplane.logic.services import services
 
 PREFIX = "rpk"
@@ -23,6 +24,7 @@ class Principal:
     account_id: str
     key_id: str
     scopes: frozenset[str] = frozenset({ADMIN})
+    rate_limit: RateLimit | None = None  # None: the deployment's setting
 
     def require(self, *needed: Scope) -> None:
         """Raise Forbidden naming what is missing; `admin` holds every permission."""
@@ -143,22 +145,22 @@ def authenticate(authorization: str | None) -> Principal:
     stored = services().keys.get(key_id)
     if not stored or stored.get("revoked_at") or not hmac.compare_digest(stored["secret_hash"], secret_hash):
         raise Unauthorized()
-    principal = Principal(stored["account_id"], key_id, _scopes(stored))
+    account = services().accounts.get(stored["account_id"]) or {}
+    principal = Principal(stored["account_id"], key_id, _scopes(stored), rate_limit(account))
     _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
     return principal
 
 
 def admit_request(principal: Principal, now: float | None = None) -> None:
-    """Rate limit per key: `rate_limit_burst` requests per window of burst/rate seconds, counted in
-    DynamoDB so every API function instance shares the count. Raises TooManyRequests."""
-    settings = services().settings
-    if settings.rate_limit_burst == 0:
+    """Rate limit per key: `burst` requests per window of burst/rate seconds (the account's limit, read
+    with the key and cached as long), counted in DynamoDB so every API function instance shares the
+    count. Raises TooManyRequests."""
+    limit = principal.rate_limit or rate_limit({})
+    if limit.burst == 0:
         return
     now = time.time() if now is None else now
-    window_seconds = settings.rate_limit_burst / settings.rate_limit_per_second
+    window_seconds = limit.burst / limit.per_second
     window = int(now // window_seconds)
     window_end = (window + 1) * window_seconds
-    if not services().keys.count_request(
-        principal.key_id, window, settings.rate_limit_burst, int(window_end) + 60
-    ):
+    if not services().keys.count_request(principal.key_id, window, limit.burst, int(window_end) + 60):
         raise TooManyRequests(max(1, math.ceil(window_end - now)))
