@@ -36,8 +36,3 @@ def _client(service: str) -> Any:
         max_pool_connections=50,
     )
     return session().client(service, config=config)
-
-
-def is_conditional_failure(error: Exception) -> bool:
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")

@@ -7,8 +7,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runplane.adapters import aws
-from runplane.adapters.store import due_shard, from_item, query_due, run_pk, to_av, to_item, update_item
+from runplane.adapters.store import (
+    TableAdapter,
+    due_shard,
+    from_item,
+    query_due,
+    run_pk,
+    to_av,
+    to_item,
+    update_item,
+    write_if,
+)
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
@@ -37,27 +46,19 @@ def _record(item: dict[str, Any]) -> DeliveryRecord:
     return DeliveryRecord.model_validate(values)
 
 
-class DeliveryStore:
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
-
+class DeliveryStore(TableAdapter):
     def _key(self, account_id: str, run_id: str, delivery_id: str) -> dict[str, Any]:
         return {"pk": {"S": run_pk(account_id, run_id)}, "id": {"S": delivery_id}}
 
     def create(self, record: DeliveryRecord) -> bool:
         """Store a new delivery; False when it already exists."""
-        try:
-            self.client.put_item(
-                TableName=self.table, Item=_item(record), ConditionExpression="attribute_not_exists(pk)"
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "put_item",
+            TableName=self.table,
+            Item=_item(record),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def get(self, account_id: str, run_id: str, delivery_id: str) -> DeliveryRecord | None:
         item = self.client.get_item(
@@ -204,16 +205,8 @@ class DeliveryStore:
             day += timedelta(days=1)
 
 
-class AccountStore:
+class AccountStore(TableAdapter):
     """Per-account settings and usage: callback signing secrets, credit budgets and what was spent."""
-
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
 
     def get(self, account_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(
@@ -223,35 +216,31 @@ class AccountStore:
 
     def create_secret(self, account_id: str, secret: str) -> bool:
         """Set the first signing secret; False when the account already has one."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"account_id": {"S": account_id}},
-                UpdateExpression="SET callback_secret = :s",
-                ConditionExpression="attribute_not_exists(callback_secret)",
-                ExpressionAttributeValues={":s": {"S": secret}},
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key={"account_id": {"S": account_id}},
+            UpdateExpression="SET callback_secret = :s",
+            ConditionExpression="attribute_not_exists(callback_secret)",
+            ExpressionAttributeValues={":s": {"S": secret}},
+        )
 
     def rotate_secret(self, account_id: str, current: str, new: str, previous_until: float) -> bool:
         """Replace `current` (kept as the previous secret until `previous_until`); False if it changed."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"account_id": {"S": account_id}},
-                UpdateExpression="SET callback_secret = :new, previous_secret = :old, previous_until = :until",
-                ConditionExpression="callback_secret = :old",
-                ExpressionAttributeValues={
-                    ":new": {"S": new},
-                    ":old": {"S": current},
-                    ":until": to_av(previous_until),
-                },
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key={"account_id": {"S": account_id}},
+            UpdateExpression="SET callback_secret = :new, previous_secret = :old, previous_until = :until",
+            ConditionExpression="callback_secret = :old",
+            ExpressionAttributeValues={
+                ":new": {"S": new},
+                ":old": {"S": current},
+                ":until": to_av(previous_until),
+            },
+        )
 
     def charge_run(self, account_id: str) -> bool:
         """Count one more run unless a budget (in runs, or in USD already spent) is exhausted."""
@@ -310,8 +299,4 @@ class AccountStore:
         }
         if condition:
             request["ConditionExpression"] = condition
-        try:
-            self.client.update_item(**request)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(self.client, "update_item", **request)

@@ -114,6 +114,27 @@ def query_due(
     return page.get("Items", [])
 
 
+def write_if(client: Any, operation: str, **request: Any) -> bool:
+    """One conditional `put_item`, `update_item` or `delete_item`; False when its condition failed."""
+    try:
+        getattr(client, operation)(**request)
+    except client.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+class TableAdapter:
+    """One DynamoDB table; its client is the process's shared one unless given (tests)."""
+
+    def __init__(self, table: str, client: Any = None):
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+
 # --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
 
 
@@ -191,29 +212,19 @@ def _run_record(item: dict[str, Any]) -> RunRecord:
     return RunRecord.model_validate(values)
 
 
-class RunStore:
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
-
+class RunStore(TableAdapter):
     def _key(self, account_id: str, run_id: str) -> dict[str, Any]:
         return {"pk": {"S": run_pk(account_id, run_id)}}
 
     def create(self, record: RunRecord) -> bool:
         """Store a new run. False when a run with this id already exists (a redelivered request)."""
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=_run_item(record),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "put_item",
+            TableName=self.table,
+            Item=_run_item(record),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def remember_idempotency(
         self, account_id: str, key: str, run_id: str, fingerprint: str, now: float, until: float
@@ -225,22 +236,22 @@ class RunStore:
         """
         digest = hashlib.sha256(key.encode()).hexdigest()
         item_key = {"pk": {"S": f"{account_id}#idempotency#{digest}"}}
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    **item_key,
-                    **to_item({"run_id": run_id, "fingerprint": fingerprint, "expires_at": int(until)}),
-                },
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": to_av(int(now))},
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            stored = from_item(
-                self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)["Item"]
-            )
-            return stored["run_id"], stored["fingerprint"], False
-        return run_id, fingerprint, True
+        bound = write_if(
+            self.client,
+            "put_item",
+            TableName=self.table,
+            Item={
+                **item_key,
+                **to_item({"run_id": run_id, "fingerprint": fingerprint, "expires_at": int(until)}),
+            },
+            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+            ExpressionAttributeValues={":now": to_av(int(now))},
+        )
+        if bound:
+            return run_id, fingerprint, True
+        item = self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)["Item"]
+        stored = from_item(item)
+        return stored["run_id"], stored["fingerprint"], False
 
     def get(self, account_id: str, run_id: str, *, consistent: bool = False) -> RunRecord | None:
         item = self.client.get_item(
@@ -436,26 +447,16 @@ class RunStore:
 # --- runnables ---------------------------------------------------------------------------------------
 
 
-class RunnableStore:
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
-
+class RunnableStore(TableAdapter):
     def put(self, runnable: Runnable, *, new: bool) -> bool:
         """Create (`new`) or replace an existing runnable; False when that precondition fails."""
         item = to_item(
             {"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()}
         )
         condition = "attribute_not_exists(id)" if new else "attribute_exists(id)"
-        try:
-            self.client.put_item(TableName=self.table, Item=item, ConditionExpression=condition)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client, "put_item", TableName=self.table, Item=item, ConditionExpression=condition
+        )
 
     def get(self, account_id: str, runnable_id: str) -> Runnable | None:
         key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
@@ -464,11 +465,13 @@ class RunnableStore:
 
     def delete(self, account_id: str, runnable_id: str) -> bool:
         key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
-        try:
-            self.client.delete_item(TableName=self.table, Key=key, ConditionExpression="attribute_exists(id)")
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "delete_item",
+            TableName=self.table,
+            Key=key,
+            ConditionExpression="attribute_exists(id)",
+        )
 
     def list(self, account_id: str, *, limit: int, cursor: str | None) -> tuple[list[Runnable], str | None]:
         """Newest first: runnable ids are time-ordered (UUIDv7)."""
@@ -490,15 +493,7 @@ class RunnableStore:
 # --- API keys ----------------------------------------------------------------------------------------
 
 
-class KeyStore:
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
-
+class KeyStore(TableAdapter):
     def put(self, key: dict[str, Any]) -> None:
         self.client.put_item(
             TableName=self.table, Item=to_item(key), ConditionExpression="attribute_not_exists(id)"
@@ -510,21 +505,19 @@ class KeyStore:
 
     def count_request(self, key_id: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request in the key's window; False (and nothing counted) once `limit` is reached."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"id": {"S": f"{key_id}#rate#{window}"}},
-                UpdateExpression="ADD hits :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":limit": to_av(limit),
-                    ":expires": to_av(expires_at),
-                },
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key={"id": {"S": f"{key_id}#rate#{window}"}},
+            UpdateExpression="ADD hits :one SET expires_at = :expires",
+            ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":limit": to_av(limit),
+                ":expires": to_av(expires_at),
+            },
+        )
 
     def for_account(self, account_id: str) -> list[dict[str, Any]]:
         """The account's keys, oldest first (the index holds keys only; each key is then read)."""
@@ -544,14 +537,12 @@ class KeyStore:
         return [key for key_id in ids if (key := self.get(key_id))]
 
     def revoke(self, key_id: str, revoked_at: str) -> bool:
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"id": {"S": key_id}},
-                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
-                ConditionExpression="attribute_exists(id)",
-                ExpressionAttributeValues={":t": {"S": revoked_at}},
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key={"id": {"S": key_id}},
+            UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
+            ConditionExpression="attribute_exists(id)",
+            ExpressionAttributeValues={":t": {"S": revoked_at}},
+        )
