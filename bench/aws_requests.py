@@ -46,6 +46,67 @@ def table(title: str) -> None:
     calls.clear()
 
 
+def one_async_run(api, runnable: str, headers: dict[str, str]) -> Counter[str]:
+    """Requests by the api and worker functions for one async run, submitted and executed."""
+    from tests.conftest import drain
+
+    calls.clear()
+    as_component("api", lambda: api.post(f"/v1/runnable/{runnable}/runs", {"inputs": {}}, headers=headers))
+    as_component("worker", lambda: drain("worker"))
+    made: Counter[str] = Counter()
+    for (function, _, _), n in calls.items():
+        if function in ("api", "worker"):
+            made[function] += n
+    calls.clear()
+    return made
+
+
+def tenancy_features(token: str) -> None:
+    """What each admission feature adds to an uncontended async run, switched on one after another."""
+    import os
+
+    from runplane.logic import keys, services
+    from runplane.logic.accounts import set_concurrency, set_credits
+
+    from tests.conftest import Api, make_runnable
+
+    def rate_limit(burst: str) -> None:
+        os.environ["RUNPLANE_RATE_LIMIT_BURST"] = burst
+        services.reset()
+        keys._cache = keys._PrincipalCache()  # keys carry their rate limit in the cache
+
+    api = Api(token)
+    echo = make_runnable("bench", "echo")
+    limited = make_runnable("bench", "echo", max_concurrency=5)
+    steps = [
+        (
+            "nothing: no rate limit, budget or concurrency limit",
+            lambda: set_concurrency("bench", 0),
+            echo,
+            {},
+        ),
+        ("+ per-key rate limit", lambda: rate_limit("40"), echo, {}),
+        ("+ Idempotency-Key", lambda: None, echo, {"Idempotency-Key": "k"}),
+        ("+ credit budget", lambda: set_credits("bench", None, 10**6), echo, {"Idempotency-Key": "k"}),
+        ("+ account max_concurrency", lambda: set_concurrency("bench", None), echo, {"Idempotency-Key": "k"}),
+        ("+ runnable max_concurrency", lambda: None, limited, {"Idempotency-Key": "k"}),
+    ]
+    rate_limit("0")
+    print("\nadmission features, added one after another (one uncontended async run each)")
+    print(f"  {'':<52} {'api':>5} {'worker':>7} {'total':>6} {'added':>6}")
+    before = None
+    for n, (label, switch_on, runnable, headers) in enumerate(steps):
+        switch_on()
+        headers = {k: f"{v}-{n}" for k, v in headers.items()}  # a fresh key: not a replay
+        one_async_run(api, runnable, headers)  # warm caches (key, rate window) as a warm function has them
+        headers = {k: f"{v}-{n}b" for k, v in headers.items()}
+        made = one_async_run(api, runnable, headers)
+        total = made["api"] + made["worker"]
+        added = "" if before is None else f"{total - before:+d}"
+        print(f"  {label:<52} {made['api']:>5} {made['worker']:>7} {total:>6} {added:>6}")
+        before = total
+
+
 def main() -> None:
     with moto_backed(RUNPLANE_CALLBACK_SCHEDULE="0.2"):
         aws.session().events.register("before-call", count)
@@ -104,6 +165,7 @@ def main() -> None:
             as_component("callbacks", lambda: drain("callbacks"))
             assert len(receiver.received) == 2
         table("callback delivery only: a failed attempt, then success")
+        tenancy_features(key.token)
         print(
             "\nesm: requests of the Lambda event source mapping (here the local poller; it also re-reads the"
         )

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "api_throttle_rate": 100,
     "api_throttle_burst": 200,
     "runnable_packages": "",
+    "account_max_concurrency": 20,
 }
 
 
@@ -36,6 +37,7 @@ class Config:
     api_throttle_rate: int = DEFAULTS["api_throttle_rate"]
     api_throttle_burst: int = DEFAULTS["api_throttle_burst"]
     runnable_packages: str = ""
+    account_max_concurrency: int = DEFAULTS["account_max_concurrency"]
 
     @classmethod
     def from_context(cls, node: Node) -> Config:

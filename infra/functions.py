@@ -37,7 +37,14 @@ class Access:
 # Read off the code paths each handler runs (logic/*): anything not listed is denied.
 ACCESS = {
     "api": Access(
-        tables={"runs": "rw", "runnables": "rw", "api_keys": "rw", "callbacks": "rw", "accounts": "rw"},
+        tables={
+            "runs": "rw",
+            "runnables": "rw",
+            "api_keys": "rw",
+            "callbacks": "rw",
+            "accounts": "rw",
+            "concurrency": "rw",
+        },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),
@@ -47,15 +54,17 @@ ACCESS = {
         bucket="rw",
     ),
     "worker": Access(
-        tables={"runs": "rw", "callbacks": "rw", "accounts": "rw"},
-        sends_to=(defs.CALLBACKS_QUEUE.name,),
+        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
+        sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),
     "dead_letters": Access(
-        tables={"runs": "rw", "callbacks": "rw"}, sends_to=(defs.CALLBACKS_QUEUE.name,), bucket="rw"
+        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "concurrency": "rw"},
+        sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
+        bucket="rw",
     ),
     "sweeper": Access(
-        tables={"runs": "rw", "callbacks": "rw"},
+        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),
@@ -88,6 +97,7 @@ class Functions(Construct):
             "RUNPLANE_CALLBACK_SCHEDULE": config.callback_schedule,
             "RUNPLANE_RUN_RETENTION_DAYS": str(config.run_retention_days),
             "RUNPLANE_RUNNABLE_PACKAGES": config.runnable_packages,
+            "RUNPLANE_ACCOUNT_MAX_CONCURRENCY": str(config.account_max_concurrency),
             "POWERTOOLS_SERVICE_NAME": "runplane",
             "POWERTOOLS_METRICS_NAMESPACE": "Runplane",
         }

@@ -101,6 +101,12 @@ def cmd_accounts_set_rate_limit(args: argparse.Namespace) -> None:
     print(set_rate_limit(args.account, args.per_second, args.burst).model_dump_json(indent=2))
 
 
+def cmd_accounts_set_concurrency(args: argparse.Namespace) -> None:
+    from runplane.logic.accounts import set_concurrency
+
+    print(set_concurrency(args.account, args.max).model_dump_json(indent=2))
+
+
 def cmd_accounts_show(args: argparse.Namespace) -> None:
     from runplane.logic.accounts import describe_account
 
@@ -169,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--max", type=int, default=100)
     dlq.set_defaults(func=cmd_callbacks_dlq)
 
-    accounts = commands.add_parser("accounts", help="credit budgets").add_subparsers(
+    accounts = commands.add_parser("accounts", help="budgets and limits").add_subparsers(
         dest="accounts_command", required=True
     )
     credits = accounts.add_parser("set-credits", help="set an account's budgets (omit one to remove it)")
@@ -180,12 +186,17 @@ def parser() -> argparse.ArgumentParser:
     rate.add_argument("--per-second", type=float)
     rate.add_argument("--burst", type=int, help="0 turns the limit off for this account")
     rate.set_defaults(func=cmd_accounts_set_rate_limit)
-    show = accounts.add_parser("show", help="an account's budgets, usage and rate limit")
+    concurrency = accounts.add_parser(
+        "set-concurrency", help="how many of the account's runs execute at once (omit --max: default)"
+    )
+    concurrency.add_argument("--max", type=int, help="0 removes the limit for this account")
+    concurrency.set_defaults(func=cmd_accounts_set_concurrency)
+    show = accounts.add_parser("show", help="an account's budgets, usage and limits")
     show.set_defaults(func=cmd_accounts_show)
-    for sub in (credits, rate, show):
+    for sub in (credits, rate, concurrency, show):
         sub.add_argument("--account", required=True)
 
-    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, rate, show):
+    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, rate, concurrency, show):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )

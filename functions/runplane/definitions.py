@@ -100,7 +100,16 @@ ACCOUNTS = Table(
     env_var="RUNPLANE_ACCOUNTS_TABLE",
     partition_key=Key("account_id"),
 )
-TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS)
+# Concurrency limits: one partition per limited scope ("{account}" or "{account}#{runnable}") holding its
+# limit ("limit", account scopes only: a runnable's is in its document), one item per held slot
+# ("slot#00042", at most `limit` of them can exist) and the queue of runs waiting for one ("wait#{created}").
+CONCURRENCY = Table(
+    name="concurrency",
+    env_var="RUNPLANE_CONCURRENCY_TABLE",
+    partition_key=Key("scope"),
+    sort_key=Key("entry"),
+)
+TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY)
 
 DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
 

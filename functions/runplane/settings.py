@@ -32,6 +32,7 @@ class Settings(BaseModel):
     keys_table: str = "runplane-api-keys"
     callbacks_table: str = "runplane-callbacks"
     accounts_table: str = "runplane-accounts"
+    concurrency_table: str = "runplane-concurrency"
     intake_queue_url: str = ""
     dispatch_queue_url: str = ""
     intake_dlq_url: str = ""
@@ -53,6 +54,8 @@ class Settings(BaseModel):
     # Per API key: sustained requests per second, and how many may come at once (0 turns the limit off).
     rate_limit_per_second: float = Field(20.0, gt=0)
     rate_limit_burst: int = Field(40, ge=0)
+    # Runs of one account executing at once unless the account has its own limit (0: no limit).
+    account_max_concurrency: int = Field(20, ge=0)
 
     # Callbacks: delays between attempts (10 attempts over about three days), per-attempt timeouts,
     # how long a rotated-out signing secret still signs, and the loopback switch for local receivers.

@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from tests.contract import assert_run_state
 from tests.local_stack import Stack, start_stack
 from tests.receiver import Answer, receiving
+from tests.spans import most_at_once, spans
 
 pytestmark = pytest.mark.e2e
 
@@ -307,3 +308,25 @@ def test_scoped_keys_idempotency_and_credits_over_http(stack: Stack) -> None:
     ]
     assert statuses == [202, 402]
     assert json.loads(cli(stack, "accounts", "show", "--account", "metered"))["credits"]["used_runs"] == 1
+
+
+def test_concurrency_limits_hold_a_burst_back_and_every_run_completes(stack: Stack, tmp_path: Path) -> None:
+    spec = {"name": "one at a time", "kind": "python", "config": {"function": "span"}, "max_concurrency": 1}
+    runnable = stack.call("POST", "/v1/runnables", spec).json()["id"]
+    assert stack.call("GET", f"/v1/runnable/{runnable}").json()["max_concurrency"] == 1
+    executions = tmp_path / "executions"
+    body = {"inputs": {"path": str(executions), "seconds": 0.3}}
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(
+            pool.map(lambda _: stack.call("POST", f"/v1/runnable/{runnable}/runs", body), range(8))
+        )
+    assert {r.status_code for r in replies} == {202}
+    states = [stack.wait_terminal(r.json()["id"], seconds=60) for r in replies]
+    assert {s["status"] for s in states} == {"completed"}
+    assert most_at_once(list(spans(executions).values())) == 1  # two workers, yet one run at a time
+
+    account = stack.call("GET", "/v1/account").json()["concurrency"]
+    assert account == {"max_concurrency": 20, "running": 0}
+    shown = json.loads(cli(stack, "accounts", "set-concurrency", "--account", "local", "--max", "5"))
+    assert shown["concurrency"]["max_concurrency"] == 5
+    assert stack.call("GET", "/v1/account").json()["concurrency"]["max_concurrency"] == 5

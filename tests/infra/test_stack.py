@@ -164,11 +164,15 @@ def test_each_function_has_its_own_role_with_only_the_tables_it_uses(template: d
         if p["Metadata"]["aws:cdk:path"].endswith("/functions/worker-role/DefaultPolicy/Resource")
     )
     text = json.dumps(worker_policy)
-    assert "tablesruns" in text
-    assert "tablescallbacks" in text
+    for table in ("runs", "callbacks", "accounts", "concurrency", "runnables"):
+        assert f"tables{table}" in text
     assert "tablesapikeys" not in text
-    assert "tablesrunnables" not in text
-    assert "tablesaccounts" in text
+    [runnables] = [
+        s
+        for s in worker_policy["Properties"]["PolicyDocument"]["Statement"]
+        if "tablesrunnables" in json.dumps(s)
+    ]
+    assert sorted(runnables["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
 
 
 def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: dict[str, Any]) -> None:
@@ -222,6 +226,7 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
         intake_producer_principals=[producer],
         alarm_email="ops@example.com",
         sync_wait_seconds=20,
+        account_max_concurrency=7,
     )
     tables = resources(template, "AWS::DynamoDB::Table").values()
     assert {t["DeletionPolicy"] for t in tables} == {"Retain"}
@@ -233,6 +238,7 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     assert all(a["Properties"]["AlarmActions"] for a in alarms)
     environments = [f["Environment"]["Variables"] for f in by_handler(template).values()]
     assert {e["RUNPLANE_SYNC_WAIT_SECONDS"] for e in environments} == {"20"}
+    assert {e["RUNPLANE_ACCOUNT_MAX_CONCURRENCY"] for e in environments} == {"7"}
 
 
 def test_outputs_name_every_table_and_queue_for_the_cli(template: dict[str, Any]) -> None:

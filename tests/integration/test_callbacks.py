@@ -375,10 +375,10 @@ def test_a_callback_not_enqueued_when_the_run_ended_is_sent_by_the_sweeper(
             drain("worker")
         assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
         assert pollers()["callbacks"].poll_once() == 0
-        assert sweep(time.time())["callback_enqueued"] == 0  # not due yet: the worker may still be at it
-        assert sweep(time.time() + 120)["callback_enqueued"] == 1
+        assert sweep(time.time())["settled"] == 0  # not due yet: the worker may still be at it
+        assert sweep(time.time() + 120)["settled"] == 1
         deliver_until(settled(api, run_id))
-        assert sweep(time.time() + 240)["callback_enqueued"] == 0
+        assert sweep(time.time() + 240)["settled"] == 0
     assert len(receiver.received) == 1
 
 

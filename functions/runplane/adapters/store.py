@@ -52,8 +52,7 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: from_av(v) for k, v in item.items()}
 
 
-def update_item(
-    client: Any,
+def update_request(
     table: str,
     key: dict[str, Any],
     *,
@@ -63,8 +62,8 @@ def update_item(
     values: dict[str, Any],
     remove: tuple[str, ...] = (),
     increment: tuple[str, ...] = (),
-) -> dict[str, Any] | None:
-    """One conditional UpdateItem; the new item's attributes, or None when the condition failed.
+) -> dict[str, Any]:
+    """A conditional UpdateItem request (for `update_item` or a transaction).
 
     `condition` refers to attributes by the `#names` given and to `:values` (plain Python values).
     """
@@ -90,14 +89,31 @@ def update_item(
         "UpdateExpression": expression.strip(),
         "ConditionExpression": condition,
         "ExpressionAttributeNames": names,
-        "ReturnValues": "ALL_NEW",
     }
     if attr_values:
         request["ExpressionAttributeValues"] = attr_values
+    return request
+
+
+def update_item(client: Any, table: str, key: dict[str, Any], **update: Any) -> dict[str, Any] | None:
+    """One conditional UpdateItem (see `update_request`); the new item, or None when the condition failed."""
     try:
-        return client.update_item(**request)["Attributes"]
+        return client.update_item(**update_request(table, key, **update), ReturnValues="ALL_NEW")[
+            "Attributes"
+        ]
     except client.exceptions.ConditionalCheckFailedException:
         return None
+
+
+def transact(client: Any, writes: list[dict[str, Any]]) -> list[str]:
+    """Apply `writes` (TransactWriteItems entries) all or none. Empty when applied; otherwise why each
+    was not, by position: "ConditionalCheckFailed", "TransactionConflict" (a concurrent transaction on
+    the item; try again) or "None" (nothing wrong with this one)."""
+    try:
+        client.transact_write_items(TransactItems=writes)
+    except client.exceptions.TransactionCanceledException as cancelled:
+        return [reason.get("Code", "None") for reason in cancelled.response.get("CancellationReasons", [])]
+    return []
 
 
 def query_due(
@@ -133,6 +149,10 @@ class TableAdapter:
     @property
     def client(self) -> Any:
         return self._client or aws.client("dynamodb")
+
+    def commit(self, writes: list[dict[str, Any]]) -> list[str]:
+        """`transact` writes built by any of the adapters (they share one client)."""
+        return transact(self.client, writes)
 
 
 # --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
@@ -174,11 +194,26 @@ _CONDITION_NAMES = {
     "#lease": "lease_until",
     "#attempt": "attempt",
     "#cancel": "cancel_requested",
+    "#admissions": "admissions",
 }
+# an admission write applies only to the run as read: not started, and its slots and queue unchanged
+_AS_READ = (
+    "#status = :waiting AND attribute_not_exists(#cancel)"
+    " AND (#admissions = :admissions OR attribute_not_exists(#admissions))"
+)
+
+
+def _names(condition: str) -> dict[str, str]:
+    return {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
 
 
 def run_pk(account_id: str, run_id: str) -> str:
     return f"{account_id}#{run_id}"
+
+
+def created_key(record: RunRecord) -> str:
+    """Sorts runs by creation (newest last), unique per account: listings and waiting queues use it."""
+    return f"{record.created_at.isoformat()}#{record.id}"
 
 
 def due_shard(run_id: str) -> str:
@@ -195,7 +230,7 @@ def _run_item(record: RunRecord) -> dict[str, Any]:
         values.pop("cancel_requested")
     values.update(
         pk=run_pk(record.account_id, record.id),
-        created_key=f"{record.created_at.isoformat()}#{record.id}",
+        created_key=created_key(record),
         account_status=f"{record.account_id}#{record.status.value}",
         account_runnable=f"{record.account_id}#{record.runnable_id}",
     )
@@ -286,6 +321,57 @@ class RunStore(TableAdapter):
             },
         )
 
+    def admit_write(
+        self, record: RunRecord, owner: str, now: float, lease_until: float, slots: list[str]
+    ) -> tuple[dict[str, Any], RunRecord]:
+        """A transaction write claiming a waiting run (as `claim` does) that now holds the concurrency
+        `slots` the same transaction takes, and the record it makes."""
+        claimed = record.model_copy(
+            update={
+                "status": Status.running,
+                "lease_owner": owner,
+                "lease_until": lease_until,
+                "due_at": lease_until,
+                "started_at": datetime.fromtimestamp(now, UTC),
+                "attempt": record.attempt + 1,
+                "slots": slots,
+                "queued_on": None,
+                "admissions": record.admissions + 1,
+            }
+        )
+        write = self._write(
+            record,
+            set_={
+                "status": claimed.status.value,
+                "account_status": f"{record.account_id}#{claimed.status.value}",
+                "due_shard": due_shard(record.id),
+                **claimed.model_dump(
+                    include={"lease_owner", "lease_until", "due_at", "attempt", "slots", "admissions"},
+                    mode="json",
+                ),
+                "started_at": claimed.started_at.isoformat(),
+            },
+            remove=("queued_on",),
+        )
+        return write, claimed
+
+    def queue_write(
+        self, record: RunRecord, scope: str, slots: list[str], due_at: float
+    ) -> tuple[dict[str, Any], RunRecord]:
+        """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots`, and
+        when the sweeper should look at it again; and the record it makes."""
+        update = {"queued_on": scope, "slots": slots, "due_at": due_at, "admissions": record.admissions + 1}
+        write = self._write(record, set_={**update, "due_shard": due_shard(record.id)})
+        return write, record.model_copy(update=update)
+
+    def _write(self, record: RunRecord, **update: Any) -> dict[str, Any]:
+        key = self._key(record.account_id, record.id)
+        values = {":waiting": Status.waiting.value, ":admissions": record.admissions}
+        request = update_request(
+            self.table, key, condition=_AS_READ, names=_names(_AS_READ), values=values, **update
+        )
+        return {"Update": request}
+
     def renew(self, account_id: str, run_id: str, owner: str, lease_until: float) -> RunRecord | None:
         """Extend the lease; None when this worker no longer holds it."""
         return self._update(
@@ -311,7 +397,7 @@ class RunStore(TableAdapter):
 
         `owner` requires the caller to hold the lease; `lease_seen` requires the lease to be unchanged
         since the caller read it (the sweeper acting on an expired lease). `due_at` keeps the run in the
-        sweeper's index until its callback is enqueued (`clear_due`), so a crash cannot lose it.
+        sweeper's index until what follows its end is done (`clear_due`), so a crash cannot lose it.
         """
         status = fields["status"]
         check_move(expected, Status(status))
@@ -331,7 +417,7 @@ class RunStore(TableAdapter):
         return self._update(account_id, run_id, set_=set_, remove=remove, condition=condition, values=values)
 
     def clear_due(self, account_id: str, run_id: str) -> None:
-        """Take a terminal run out of the sweeper's index (its callback is enqueued)."""
+        """Take a terminal run out of the sweeper's index (its slots are released, its callback enqueued)."""
         self._update(
             account_id,
             run_id,
@@ -378,14 +464,13 @@ class RunStore(TableAdapter):
         remove: tuple[str, ...] = (),
         increment: tuple[str, ...] = (),
     ) -> RunRecord | None:
-        names = {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
         attributes = update_item(
             self.client,
             self.table,
             self._key(account_id, run_id),
             set_=set_,
             condition=condition,
-            names=names,
+            names=_names(condition),
             values=values,
             remove=remove,
             increment=increment,
@@ -458,9 +543,9 @@ class RunnableStore(TableAdapter):
             self.client, "put_item", TableName=self.table, Item=item, ConditionExpression=condition
         )
 
-    def get(self, account_id: str, runnable_id: str) -> Runnable | None:
+    def get(self, account_id: str, runnable_id: str, *, consistent: bool = False) -> Runnable | None:
         key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
-        item = self.client.get_item(TableName=self.table, Key=key).get("Item")
+        item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=consistent).get("Item")
         return Runnable.model_validate_json(item["doc"]["S"]) if item else None
 
     def delete(self, account_id: str, runnable_id: str) -> bool:

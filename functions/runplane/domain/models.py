@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from runplane.domain.states import Status
 
 ACCOUNT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_CONCURRENCY = 10_000  # the largest max_concurrency a runnable or an account can be given
 AccountId = Annotated[str, StringConstraints(pattern=rf"^{ACCOUNT_ID_PATTERN.pattern}$")]
 TelemetryStrategy = Literal["disable", "default", "force"]
 RunMode = Literal["async", "sync"]
@@ -141,6 +142,12 @@ class RunnableFields(Strict):
     input_schema: dict[str, Any] | None = Field(None, description="JSON Schema (2020-12) for `inputs`")
     timeout_seconds: int | None = Field(None, description="Default for runs; null or < 1: no timeout")
     telemetry_strategy: TelemetryStrategy = "default"
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Runs of this runnable executing at once (null: only the account's limit applies)",
+    )
     tags: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=50)
 
 
@@ -255,6 +262,11 @@ class RunRecord(BaseModel):
     cancel_requested: bool = False
     dispatches: int = 0
     due_at: float | None = None
+    # concurrency: the slots the run holds ("{scope}|{index}"), the scope whose queue it waits in, and
+    # how often these changed (each change is conditional on the count it read)
+    slots: list[str] = Field(default_factory=list)
+    queued_on: str | None = None
+    admissions: int = 0
     expires_at: int | None = None
 
 
@@ -339,10 +351,19 @@ class RateLimit(BaseModel):
     burst: int
 
 
+class Concurrency(BaseModel):
+    """How many of the account's runs may execute at once (null: no limit) and how many hold a slot now
+    (null without a limit). Runs beyond the limit stay `waiting` and start oldest first as others end."""
+
+    max_concurrency: int | None
+    running: int | None
+
+
 class AccountView(BaseModel):
     account_id: str
     credits: Credits
     rate_limit: RateLimit
+    concurrency: Concurrency
 
 
 # --- callbacks ---

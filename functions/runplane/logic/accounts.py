@@ -1,12 +1,13 @@
-"""Accounts: credit budgets and usage (runs counted when accepted, USD as runnables report cost), and
-the rate limit of their keys."""
+"""Accounts: credit budgets and usage (runs counted when accepted, USD as runnables report cost), the
+rate limit of their keys and how many of their runs may execute at once."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import ACCOUNT_ID_PATTERN, AccountView, Credits, RateLimit
+from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountView, Credits, RateLimit
+from runplane.logic import admission
 from runplane.logic.services import services
 
 
@@ -39,13 +40,32 @@ def describe_account(account_id: str) -> AccountView:
         limit_runs=stored.get("limit_runs"),
         used_runs=stored.get("used_runs", 0),
     )
-    return AccountView(account_id=account_id, credits=credits, rate_limit=rate_limit(stored))
+    return AccountView(
+        account_id=account_id,
+        credits=credits,
+        rate_limit=rate_limit(stored),
+        concurrency=admission.account_concurrency(account_id),
+    )
+
+
+def set_concurrency(account_id: str, limit: int | None) -> AccountView:
+    """Give an account its own concurrency limit (0: none), or None to follow the deployment's default.
+    Runs waiting for room start at once if the new limit has it; running runs are never stopped."""
+    _check_account_id(account_id)
+    if limit is not None and not 0 <= limit <= MAX_CONCURRENCY:
+        raise InvalidRequest(f"max_concurrency must be 0 to {MAX_CONCURRENCY}", "invalid_concurrency")
+    admission.set_account_limit(account_id, limit)
+    return describe_account(account_id)
+
+
+def _check_account_id(account_id: str) -> None:
+    if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
+        raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
 
 
 def set_credits(account_id: str, limit_usd: float | None, limit_runs: int | None) -> AccountView:
     """Set an account's budgets (None removes one); usage so far counts against the new budget."""
-    if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
-        raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
+    _check_account_id(account_id)
     if (limit_usd is not None and limit_usd < 0) or (limit_runs is not None and limit_runs < 0):
         raise InvalidRequest("credit limits cannot be negative", "invalid_credits")
     services().accounts.set_credits(account_id, limit_usd, limit_runs)

@@ -23,38 +23,27 @@ def delivery_id_for(run_id: str) -> str:
 
 
 def start_delivery(record: RunRecord) -> None:
-    """Create the ended run's delivery (once) and enqueue it, then take the run out of the sweeper's index.
+    """Create the ended run's delivery (once) and enqueue it.
 
     Safe to repeat: the worker calls it after finishing the run, and the sweeper again if that was cut short.
     """
-    if record.callback_url:
-        delivery = DeliveryRecord(
-            account_id=record.account_id,
-            run_id=record.id,
-            id=delivery_id_for(record.id),
-            url=record.callback_url,
-            state="pending",
-            next_attempt_at=time.time(),
-            created_at=utcnow(),
-            expires_at=record.expires_at,
-        )
-        store = services().deliveries
-        if store.create(delivery) or _still_pending(delivery):
-            services().queues.send_callback(record.account_id, record.id, delivery.id)
-    services().runs.clear_due(record.account_id, record.id)
+    delivery = DeliveryRecord(
+        account_id=record.account_id,
+        run_id=record.id,
+        id=delivery_id_for(record.id),
+        url=record.callback_url or "",
+        state="pending",
+        next_attempt_at=time.time(),
+        created_at=utcnow(),
+        expires_at=record.expires_at,
+    )
+    if services().deliveries.create(delivery) or _still_pending(delivery):
+        services().queues.send_callback(record.account_id, record.id, delivery.id)
 
 
 def _still_pending(delivery: DeliveryRecord) -> bool:
     existing = services().deliveries.get(delivery.account_id, delivery.run_id, delivery.id)
     return existing is not None and existing.state == "pending"
-
-
-def start_delivery_soon(record: RunRecord) -> None:
-    """`start_delivery` for the path that just ended a run: a failure here is retried by the sweeper."""
-    try:
-        start_delivery(record)
-    except Exception:
-        logger.exception("callback not enqueued yet; the sweeper will", extra={"run_id": record.id})
 
 
 def list_deliveries(account_id: str, run_id: str) -> list[CallbackDelivery]:

@@ -8,6 +8,7 @@ import time
 
 from runplane.domain.models import RunRecord
 from runplane.domain.states import ErrorCode, Status
+from runplane.logic.admission import admit
 from runplane.logic.runs import fail_outcome, finish_run, load_payload
 from runplane.logic.services import services
 from runplane.observability import logger
@@ -23,17 +24,26 @@ def parse_dispatch(body: str) -> tuple[str, str]:
 def process_dispatch(body: str) -> None:
     """Execute the run a dispatch message names, at most once per lease.
 
-    A duplicate message for a run that is running under a live lease, or has ended, is a no-op.
+    A waiting run starts when the concurrency limits over it have room, else it waits in a queue (and is
+    dispatched again when a run ends). A duplicate message for a run that is running under a live lease,
+    or has ended, is a no-op.
     """
     account_id, run_id = parse_dispatch(body)
     settings = services().settings
     owner = secrets.token_hex(8)
-    now = time.time()
-    record = services().runs.claim(
-        account_id, run_id, owner, now, now + settings.lease_seconds, settings.max_attempts
-    )
-    if record is None:
-        _explain_skipped_claim(account_id, run_id)
+    found = services().runs.get(account_id, run_id, consistent=True)
+    if found is None or found.status.terminal:
+        logger.info("dispatch ignored: run has ended", extra={"run_id": run_id, "found": bool(found)})
+        return
+    if found.status is Status.waiting:
+        record = admit(found, owner, settings.lease_seconds)
+    else:  # running: its worker stopped renewing the lease; it keeps the slots it started with
+        now = time.time()
+        record = services().runs.claim(
+            account_id, run_id, owner, now, now + settings.lease_seconds, settings.max_attempts
+        )
+    if record is None:  # queued for a slot, or another worker got there first
+        logger.info("run not claimed", extra={"run_id": run_id, "status": found.status})
         return
     logger.set_correlation_id(run_id)
     logger.info("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
@@ -44,12 +54,6 @@ def process_dispatch(body: str) -> None:
         logger.warning("run changed while executing; outcome not recorded", extra={"status": outcome.status})
     else:
         logger.info("run finished", extra={"status": outcome.status, "duration": outcome.duration_seconds})
-
-
-def _explain_skipped_claim(account_id: str, run_id: str) -> None:
-    record = services().runs.get(account_id, run_id, consistent=True)
-    state = record.status if record else "missing"
-    logger.info("dispatch ignored: run not claimable", extra={"run_id": run_id, "status": state})
 
 
 def _run(record: RunRecord, owner: str):  # -> Outcome | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from runplane.domain.errors import InvalidRequest, Issue, NotFound
 from runplane.domain.ids import new_id
 from runplane.domain.models import Page, Runnable, RunnableFields, utcnow
+from runplane.logic import admission
 from runplane.logic.services import services
 
 
@@ -68,13 +69,17 @@ def replace_runnable(account_id: str, runnable_id: str, fields: RunnableFields) 
     )
     if not services().runnables.put(runnable, new=False):
         raise NotFound("Runnable", runnable_id)
+    if runnable.max_concurrency != current.max_concurrency:
+        admission.runnable_limit_changed(account_id, runnable_id)
     return runnable
 
 
 def delete_runnable(account_id: str, runnable_id: str) -> None:
-    """Runs already accepted keep going: each run holds a snapshot of its runnable."""
+    """Runs already accepted keep going: each run holds a snapshot of its runnable (and is no longer
+    held back by its max_concurrency)."""
     if not services().runnables.delete(account_id, runnable_id):
         raise NotFound("Runnable", runnable_id)
+    admission.runnable_limit_changed(account_id, runnable_id)
 
 
 def list_runnables(account_id: str, limit: int, cursor: str | None) -> Page[Runnable]:

@@ -23,13 +23,14 @@ from runplane.domain.models import (
     utcnow,
 )
 from runplane.domain.states import ErrorCode, Status
-from runplane.logic.callbacks import start_delivery_soon
+from runplane.logic import admission
+from runplane.logic.callbacks import start_delivery
 from runplane.logic.runnables import get_runnable
 from runplane.logic.services import services
 from runplane.observability import count_created, count_finished, logger
 
-# How long an ended run waits in the sweeper's index for its callback to be enqueued before the sweeper does it.
-CALLBACK_ENQUEUE_GRACE_SECONDS = 60
+# How long an ended run waits in the sweeper's index for `settle_ended` before the sweeper does it.
+SETTLE_GRACE_SECONDS = 60
 
 
 def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
@@ -258,6 +259,9 @@ def finish_run(
     }
     if outcome.status is Status.failed:
         fields["failed_at"] = now
+    # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
+    # joining a concurrency queue as it is cancelled)
+    unsettled = record.callback_url or record.slots or record.status is Status.waiting
     finished = services().runs.finish(
         record.account_id,
         record.id,
@@ -265,16 +269,29 @@ def finish_run(
         {k: v for k, v in fields.items() if v is not None},
         owner=owner,
         lease_seen=lease_seen,
-        # a run with a callback stays in the sweeper's index until the callback is enqueued
-        due_at=now.timestamp() + CALLBACK_ENQUEUE_GRACE_SECONDS if record.callback_url else None,
+        due_at=now.timestamp() + SETTLE_GRACE_SECONDS if unsettled else None,
     )
     if finished is not None:
         count_finished(outcome.status, outcome.duration_seconds)
         if outcome.cost_usd:
             services().accounts.add_cost(record.account_id, outcome.cost_usd)
-        if finished.callback_url:
-            start_delivery_soon(finished)
+        try:
+            settle_ended(finished)
+        except Exception:
+            logger.exception("ended run not settled yet; the sweeper will", extra={"run_id": record.id})
     return finished
+
+
+def settle_ended(record: RunRecord) -> None:
+    """What follows a run's end: give back its concurrency slots (waking waiting runs), enqueue its
+    callback, then take it out of the sweeper's index. Safe to repeat: the sweeper does when the path
+    that ended the run was cut short."""
+    if record.slots or record.queued_on:
+        admission.release(record)
+    if record.callback_url:
+        start_delivery(record)
+    if record.due_at is not None:
+        services().runs.clear_due(record.account_id, record.id)
 
 
 def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from runplane.adapters.blobs import Blobs
+from runplane.adapters.concurrency import ConcurrencyStore
 from runplane.adapters.deliveries import AccountStore, DeliveryStore
 from runplane.adapters.queues import Queues
 from runplane.adapters.store import KeyStore, RunnableStore, RunStore
@@ -22,6 +23,7 @@ class Services:
     blobs: Blobs
     deliveries: DeliveryStore
     accounts: AccountStore
+    concurrency: ConcurrencyStore
 
 
 @cache
@@ -41,6 +43,7 @@ def services() -> Services:
         blobs=Blobs(settings.payload_bucket),
         deliveries=DeliveryStore(settings.callbacks_table),
         accounts=AccountStore(settings.accounts_table),
+        concurrency=ConcurrencyStore(settings.concurrency_table),
     )
 
 

@@ -1,8 +1,8 @@
 """The sweeper: finds runs nobody is working on and re-dispatches or ends them.
 
 Runs carry a due time in a sparse index while someone may need to act: waiting runs come due if never
-claimed, running runs when their lease expires (their worker stopped renewing it), ended runs with a
-callback if it was not enqueued in time.
+claimed (or, queued for a concurrency slot, every hour), running runs when their lease expires (their
+worker stopped renewing it), ended runs whose slots or callback were not seen to in time.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections import Counter
 from runplane import definitions as defs
 from runplane.domain.models import RunRecord
 from runplane.domain.states import ErrorCode, Status
-from runplane.logic.callbacks import requeue_overdue, start_delivery
-from runplane.logic.runs import fail_outcome, finish_run
+from runplane.logic.callbacks import requeue_overdue
+from runplane.logic.runs import fail_outcome, finish_run, settle_ended
 from runplane.logic.services import services
 from runplane.observability import logger
 
@@ -50,9 +50,9 @@ def _settle(record: RunRecord, now: float) -> str:
             message = f"The worker stopped responding on each of {record.attempt} attempts"
             finish_run(record, fail_outcome(message, ErrorCode.worker_lost), lease_seen=record.lease_until)
             return "failed"
-    elif record.status.terminal:  # ended, its callback not yet enqueued
-        start_delivery(record)
-        return "callback_enqueued"
+    elif record.status.terminal:  # ended, what follows not yet done
+        settle_ended(record)
+        return "settled"
     rescheduled = services().runs.reschedule(
         record.account_id,
         record.id,
