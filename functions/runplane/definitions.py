@@ -102,12 +102,14 @@ ACCOUNTS = Table(
 )
 # Concurrency limits: one partition per limited scope ("{account}" or "{account}#{runnable}") holding its
 # limit ("limit", account scopes only: a runnable's is in its document), one item per held slot
-# ("slot#00042", at most `limit` of them can exist) and the queue of runs waiting for one ("wait#{created}").
+# ("slot#00042", at most `limit` of them can exist), the queue of runs waiting for one ("wait#{created}")
+# and, while runs wait, when the sweeper should make sure they were woken ("recheck").
 CONCURRENCY = Table(
     name="concurrency",
     env_var="RUNPLANE_CONCURRENCY_TABLE",
     partition_key=Key("scope"),
     sort_key=Key("entry"),
+    indexes=(Index("recheck", Key("recheck_shard"), Key("recheck_at", "N")),),  # sparse
 )
 TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY)
 

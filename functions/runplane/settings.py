@@ -56,6 +56,8 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(40, ge=0)
     # Runs of one account executing at once unless the account has its own limit (0: no limit).
     account_max_concurrency: int = Field(20, ge=0)
+    # How often the sweeper makes sure runs waiting for a concurrency slot were woken (a lost wake-up).
+    concurrency_recheck_seconds: float = Field(90.0, gt=0)
 
     # Callbacks: delays between attempts (10 attempts over about three days), per-attempt timeouts,
     # how long a rotated-out signing secret still signs, and the loopback switch for local receivers.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
-from runplane.adapters.store import TableAdapter, from_item, to_av, to_item, write_if
+from runplane import definitions as defs
+from runplane.adapters.store import TableAdapter, from_item, query_due, to_av, to_item, write_if
 
 LIMIT = "limit"
 SLOT = "slot#"
 WAIT = "wait#"
+RECHECK = "recheck"
 
 
 def _slot(index: int) -> str:
@@ -20,7 +23,7 @@ class ConcurrencyStore(TableAdapter):
         """The scope's stored limit (None: none stored) and its held slots (index -> run id)."""
         query: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "#scope = :scope AND #entry < :wait",  # "limit" and "slot#…"
+            "KeyConditionExpression": "#scope = :scope AND #entry < :wait",  # limit, recheck, slot#…
             "ExpressionAttributeNames": {"#scope": "scope", "#entry": "entry"},
             "ExpressionAttributeValues": {":scope": {"S": scope}, ":wait": {"S": WAIT}},
             "ConsistentRead": True,
@@ -31,7 +34,7 @@ class ConcurrencyStore(TableAdapter):
             for item in map(from_item, page.get("Items", [])):
                 if item["entry"] == LIMIT:
                     limit = item["max_concurrency"]
-                else:
+                elif item["entry"].startswith(SLOT):
                     holders[int(item["entry"].removeprefix(SLOT))] = item["holder"]
             if "LastEvaluatedKey" not in page:
                 return limit, holders
@@ -82,6 +85,53 @@ class ConcurrencyStore(TableAdapter):
             ExpressionAttributeValues={":now": to_av(now), ":stale": to_av(stale_before)},
         )
 
+    def ensure_recheck(self, scope: str, at: float) -> None:
+        """Have the sweeper look at the scope by `at`, unless it already will."""
+        item = {
+            "scope": scope,
+            "entry": RECHECK,
+            "recheck_shard": str(zlib.crc32(scope.encode()) % defs.DUE_SHARDS),
+            "recheck_at": at,
+        }
+        write_if(
+            self.client,
+            "put_item",
+            TableName=self.table,
+            Item=to_item(item),
+            ConditionExpression="attribute_not_exists(#entry)",
+            ExpressionAttributeNames={"#entry": "entry"},
+        )
+
+    def due_rechecks(self, shard: str, now: float, limit: int) -> list[tuple[str, float]]:
+        """(scope, recheck time) of the scopes due for a recheck, oldest first."""
+        items = query_due(
+            self.client, self.table, "recheck", ("recheck_shard", "recheck_at"), shard, now, limit
+        )
+        return [(item["scope"]["S"], float(item["recheck_at"]["N"])) for item in items]
+
+    def postpone_recheck(self, scope: str, seen: float, at: float) -> None:
+        """Look again at `at`, unless another sweep already moved the recheck."""
+        write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key=self._recheck_key(scope),
+            UpdateExpression="SET recheck_at = :at",
+            ConditionExpression="recheck_at = :seen",
+            ExpressionAttributeValues={":at": to_av(at), ":seen": to_av(seen)},
+        )
+
+    def drop_recheck(self, scope: str, seen: float) -> None:
+        """No run waits any more: stop looking, unless a run has just asked for a later recheck."""
+        write_if(
+            self.client,
+            "delete_item",
+            TableName=self.table,
+            Key=self._recheck_key(scope),
+            ConditionExpression="recheck_at = :seen",
+            ExpressionAttributeValues={":seen": to_av(seen)},
+        )
+
     def leave(self, scope: str, position: str) -> None:
         self.client.delete_item(TableName=self.table, Key=self._wait_key(scope, position))
 
@@ -105,6 +155,10 @@ class ConcurrencyStore(TableAdapter):
 
     def leave_write(self, scope: str, position: str) -> dict[str, Any]:
         return {"Delete": {"TableName": self.table, "Key": self._wait_key(scope, position)}}
+
+    @staticmethod
+    def _recheck_key(scope: str) -> dict[str, Any]:
+        return {"scope": {"S": scope}, "entry": {"S": RECHECK}}
 
     @staticmethod
     def _wait_key(scope: str, position: str) -> dict[str, Any]:

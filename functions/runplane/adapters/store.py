@@ -112,7 +112,8 @@ def transact(client: Any, writes: list[dict[str, Any]]) -> list[str]:
     try:
         client.transact_write_items(TransactItems=writes)
     except client.exceptions.TransactionCanceledException as cancelled:
-        return [reason.get("Code", "None") for reason in cancelled.response.get("CancellationReasons", [])]
+        reasons = cancelled.response.get("CancellationReasons") or [{"Code": "Unknown"}]
+        return [reason.get("Code", "None") for reason in reasons]
     return []
 
 
@@ -356,12 +357,14 @@ class RunStore(TableAdapter):
         return write, claimed
 
     def queue_write(
-        self, record: RunRecord, scope: str, slots: list[str], due_at: float
+        self, record: RunRecord, scope: str, slots: list[str]
     ) -> tuple[dict[str, Any], RunRecord]:
-        """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots`, and
-        when the sweeper should look at it again; and the record it makes."""
-        update = {"queued_on": scope, "slots": slots, "due_at": due_at, "admissions": record.admissions + 1}
-        write = self._write(record, set_={**update, "due_shard": due_shard(record.id)})
+        """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots`, and the
+        record it makes. The run leaves the sweeper's index: its scope is rechecked instead."""
+        update = {"queued_on": scope, "slots": slots, "due_at": None, "admissions": record.admissions + 1}
+        write = self._write(
+            record, set_={k: v for k, v in update.items() if v is not None}, remove=("due_at", "due_shard")
+        )
         return write, record.model_copy(update=update)
 
     def _write(self, record: RunRecord, **update: Any) -> dict[str, Any]:

@@ -28,8 +28,6 @@ from runplane.observability import logger
 
 RACES = 5  # looks at the slots when other runs keep taking them first
 WAKE_AT_MOST = 10  # runs one release dispatches; each that starts wakes the next ones if room is left
-WOKEN_FOR_SECONDS = 60  # a woken run is not dispatched again for this long (its message is on the way)
-QUEUED_RECHECK_SECONDS = 3600  # the sweeper re-dispatches a queued run this often, should wake-ups be lost
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,7 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
     now waits for, or None when it is no longer waiting."""
     concurrency = services().concurrency
     position = created_key(record)
+    contended: Scope | None = None
     for attempt in range(RACES):
         now = time.time()
         scopes = [
@@ -134,8 +133,8 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
                 blocked = scope
                 break
             takes.append((scope, scope.free_index()))
-        if takes and blocked is None and attempt == RACES - 1:  # others keep taking the room first:
-            blocked, takes = takes[0][0], []  # wait in line, to be woken when one of them ends
+        if blocked is None and takes and attempt == RACES - 1:  # others keep taking the room first:
+            blocked, takes = contended or takes[0][0], []  # wait in line, woken when one of them ends
         slots = record.slots + [f"{scope.id}|{index}" for scope, index in takes]
         writes = [concurrency.take_write(scope.id, index, record.id) for scope, index in takes]
         left = record.queued_on if record.queued_on != (blocked.id if blocked else None) else None
@@ -144,21 +143,26 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
         if blocked is None:
             run_write, moved = services().runs.admit_write(record, owner, now, now + lease_seconds, slots)
         else:
-            run_write, moved = services().runs.queue_write(
-                record, blocked.id, slots, now + QUEUED_RECHECK_SECONDS
-            )
+            run_write, moved = services().runs.queue_write(record, blocked.id, slots)
             writes.append(concurrency.join_write(blocked.id, position, record.id))
+            recheck_at = now + services().settings.concurrency_recheck_seconds
+            concurrency.ensure_recheck(blocked.id, recheck_at)  # before joining: a crash may follow
         failed = concurrency.commit([run_write, *writes])
         if not failed:
             if left:  # it may have had room for more than this run
-                wake(left)
+                _wake_soon(left)
             return moved if blocked is None else blocked.id
         if failed[0] == "ConditionalCheckFailed":  # a duplicate dispatch moved the run meanwhile
             fresh = services().runs.get(record.account_id, record.id, consistent=True)
+            if fresh is not None and fresh.lease_owner == owner:  # this claim, its answer lost on the way
+                return fresh
             if fresh is None or fresh.status is not Status.waiting:
                 return None
             record = fresh
-        # else another run took a slot first: look again
+        elif "ConditionalCheckFailed" in failed[1 : 1 + len(takes)]:
+            contended = takes[failed.index("ConditionalCheckFailed", 1) - 1][0]
+        # another run took a slot first: look again
+    services().queues.dispatch(record.account_id, record.id)  # still contended: look again shortly
     return None
 
 
@@ -171,6 +175,32 @@ def _oldest_with_room(scope_id: str) -> str | None:
     return waiting[0][1] if waiting else None
 
 
+def _wake_soon(scope_id: str) -> None:
+    """`wake` after this worker claimed a run: a failure must not stop it from executing the run (the
+    sweeper's recheck of the scope wakes them instead)."""
+    try:
+        wake(scope_id)
+    except Exception:
+        logger.exception("waiting runs not woken; the sweeper will", extra={"scope": scope_id})
+
+
+def recheck(shard: str, now: float, limit: int) -> int:
+    """The sweeper's safety net: wake the runs of each scope that has had runs waiting for a while,
+    should a wake-up have been lost (a crash between a run's end and its wake-up). Returns how many
+    scopes were looked at."""
+    concurrency = services().concurrency
+    due = concurrency.due_rechecks(shard, now, limit)
+    for scope_id, seen in due:
+        if concurrency.waiting(scope_id, 1):
+            wake(scope_id)
+            concurrency.postpone_recheck(
+                scope_id, seen, now + services().settings.concurrency_recheck_seconds
+            )
+        else:
+            concurrency.drop_recheck(scope_id, seen)
+    return len(due)
+
+
 def wake(scope_id: str) -> None:
     """Dispatch the oldest runs waiting for the scope, as many as it has room for (a few at a time);
     each once, however many runs end at the same moment."""
@@ -181,8 +211,10 @@ def wake(scope_id: str) -> None:
     scope = _scope(scope_id)
     account_id = scope_id.partition("#")[0]
     now = time.time()
+    # a woken run is not dispatched again until the next recheck could (its message is on the way)
+    stale_before = now - services().settings.concurrency_recheck_seconds * 2 / 3
     for position, run_id in waiting if scope is None else waiting[: max(scope.room, 0)]:
-        if concurrency.mark_woken(scope_id, position, now, now - WOKEN_FOR_SECONDS):
+        if concurrency.mark_woken(scope_id, position, now, stale_before):
             services().queues.dispatch(account_id, run_id)
 
 

@@ -69,8 +69,7 @@ def replace_runnable(account_id: str, runnable_id: str, fields: RunnableFields) 
     )
     if not services().runnables.put(runnable, new=False):
         raise NotFound("Runnable", runnable_id)
-    if runnable.max_concurrency != current.max_concurrency:
-        admission.runnable_limit_changed(account_id, runnable_id)
+    admission.runnable_limit_changed(account_id, runnable_id)  # (also when a retry repeats a change)
     return runnable
 
 

@@ -1,8 +1,9 @@
 """The sweeper: finds runs nobody is working on and re-dispatches or ends them.
 
 Runs carry a due time in a sparse index while someone may need to act: waiting runs come due if never
-claimed (or, queued for a concurrency slot, every hour), running runs when their lease expires (their
-worker stopped renewing it), ended runs whose slots or callback were not seen to in time.
+claimed, running runs when their lease expires (their worker stopped renewing it), ended runs whose
+slots or callback were not seen to in time. Runs waiting for a concurrency slot are not in it: the scopes
+they wait for are rechecked instead (`admission.recheck`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from runplane import definitions as defs
 from runplane.domain.models import RunRecord
 from runplane.domain.states import ErrorCode, Status
+from runplane.logic import admission
 from runplane.logic.callbacks import requeue_overdue
 from runplane.logic.runs import fail_outcome, finish_run, settle_ended
 from runplane.logic.services import services
@@ -28,6 +30,7 @@ def sweep(now: float | None = None, per_shard: int = 100) -> Counter[str]:
             if record is not None:
                 actions[_settle(record, now)] += 1
         actions["callback_requeued"] += requeue_overdue(str(shard), now, per_shard)
+        actions["scopes_rechecked"] += admission.recheck(str(shard), now, per_shard)
     actions = +actions  # drop zero counts
     if actions:
         logger.info("sweep", extra={"actions": dict(actions)})
