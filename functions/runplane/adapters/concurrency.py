@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
-from runplane import definitions as defs
-from runplane.adapters.store import TableAdapter, from_item, query_due, to_av, to_item, write_if
+from runplane.adapters.store import TableAdapter, due_shard, from_item, query_due, to_av, to_item, write_if
 
 LIMIT = "limit"
 SLOT = "slot#"
@@ -90,7 +88,7 @@ class ConcurrencyStore(TableAdapter):
         item = {
             "scope": scope,
             "entry": RECHECK,
-            "recheck_shard": str(zlib.crc32(scope.encode()) % defs.DUE_SHARDS),
+            "recheck_shard": due_shard(scope),
             "recheck_at": at,
         }
         write_if(

@@ -217,8 +217,9 @@ def created_key(record: RunRecord) -> str:
     return f"{record.created_at.isoformat()}#{record.id}"
 
 
-def due_shard(run_id: str) -> str:
-    return str(zlib.crc32(run_id.encode()) % defs.DUE_SHARDS)
+def due_shard(key: str) -> str:
+    """The shard of a sparse due-time index a run (or a concurrency scope) is filed under."""
+    return str(zlib.crc32(key.encode()) % defs.DUE_SHARDS)
 
 
 def _run_item(record: RunRecord) -> dict[str, Any]:
@@ -361,11 +362,9 @@ class RunStore(TableAdapter):
     ) -> tuple[dict[str, Any], RunRecord]:
         """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots`, and the
         record it makes. The run leaves the sweeper's index: its scope is rechecked instead."""
-        update = {"queued_on": scope, "slots": slots, "due_at": None, "admissions": record.admissions + 1}
-        write = self._write(
-            record, set_={k: v for k, v in update.items() if v is not None}, remove=("due_at", "due_shard")
-        )
-        return write, record.model_copy(update=update)
+        update = {"queued_on": scope, "slots": slots, "admissions": record.admissions + 1}
+        write = self._write(record, set_=update, remove=("due_at", "due_shard"))
+        return write, record.model_copy(update={**update, "due_at": None})
 
     def _write(self, record: RunRecord, **update: Any) -> dict[str, Any]:
         key = self._key(record.account_id, record.id)
