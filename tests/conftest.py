@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 from runplane import definitions as defs
 from runplane.api.app import create_app, serve
-from runplane.domain.models import PythonConfig, RunnableFields
+from runplane.domain.models import RunnableFields
 from runplane.local import moto_atomic
 from runplane.local.gateway import proxy_event
 from runplane.local.lambda_context import LocalLambdaContext
@@ -49,6 +49,13 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     return names
 
 
+# USD per 1M tokens. The `llm` fixture runnable's usage then costs, by hand:
+#   gpt-4o: (100 - 5 cached) x 20 + 5 x 10 + 20 x 25 = 2450;  claude: 50 x 6 + 10 x 25 = 550
+#   (2450 + 550) / 1M = $0.003 per run
+TEST_PRICES = {"gpt-4o": {"input": 20, "output": 25, "cached": 10}, "claude": {"input": 6, "output": 25}}
+LLM_RUN_COST = 0.003
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Moto in-process, all resources created, settings and clients pointed at them."""
@@ -61,6 +68,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         "RUNPLANE_CALLBACK_CONNECT_TIMEOUT_SECONDS": "0.2",
         "RUNPLANE_CALLBACK_TIMEOUT_SECONDS": "2",
         "RUNPLANE_RATE_LIMIT_BURST": "0",  # tests of the rate limit turn it on
+        "RUNPLANE_MODEL_PRICES": json.dumps(TEST_PRICES),
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -139,7 +147,7 @@ def api(account: keys.CreatedKey) -> Api:
 
 
 def make_runnable(account_id: str, function: str = "echo", **fields: Any) -> str:
-    spec = RunnableFields(name=function, kind="python", config=PythonConfig(function=function), **fields)
+    spec = RunnableFields(name=function, kind="python", config={"function": function}, **fields)
     return create_runnable(account_id, spec).id
 
 

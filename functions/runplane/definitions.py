@@ -64,6 +64,8 @@ RUNS = Table(
         Index("by_account", Key("account_id"), Key("created_key")),
         Index("by_status", Key("account_status"), Key("created_key")),
         Index("by_runnable", Key("account_runnable"), Key("created_key"), include=("status",)),
+        # Sparse: only child runs carry account_parent ("{account}#{parent run}").
+        Index("by_parent", Key("account_parent"), Key("created_key"), include=("status", "account_runnable")),
         # Sparse: only non-terminal runs carry due_shard/due_at, the time the sweeper should look at them.
         Index("due", Key("due_shard"), Key("due_at", "N")),
     ),

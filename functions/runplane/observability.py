@@ -1,9 +1,11 @@
-"""Powertools Logger and Metrics shared by all handlers (service name from POWERTOOLS_SERVICE_NAME)."""
+"""Powertools Logger and Metrics shared by all handlers, and the X-Ray subsegment of a traced run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -42,3 +44,27 @@ def count_callback(state: str, latency_ms: int) -> None:
     _add("CallbackLatency", MetricUnit.Milliseconds, latency_ms)
     if state != "pending":
         _add(f"Callbacks{state.capitalize()}", MetricUnit.Count, 1)
+
+
+def _tracing_active() -> bool:
+    """X-Ray records this invocation: in Lambda, with active tracing, sampled, and not turned off."""
+    return (
+        "LAMBDA_TASK_ROOT" in os.environ
+        and os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() not in ("1", "true")
+        and "Sampled=1" in os.environ.get("_X_AMZN_TRACE_ID", "")
+    )
+
+
+@contextlib.contextmanager
+def run_span(run_id: str, runnable_id: str, kind: str, traced: bool) -> Iterator[str | None]:
+    """Execute a traced run inside an X-Ray subsegment annotated with its ids; yields the subsegment id
+    (None when the run is not traced or X-Ray is not recording). The SDK is imported only here."""
+    if not (traced and _tracing_active()):
+        yield None
+        return
+    from aws_xray_sdk.core import xray_recorder
+
+    with xray_recorder.in_subsegment("run") as subsegment:
+        for name, value in (("run_id", run_id), ("runnable_id", runnable_id), ("kind", kind)):
+            subsegment.put_annotation(name, value)
+        yield subsegment.id if subsegment.sampled else None

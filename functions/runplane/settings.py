@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from typing import Annotated
@@ -9,12 +10,17 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from runplane import definitions as defs
+from runplane.domain.pricing import DEFAULT_PRICES, ModelPrice
 
 
 def _comma_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _json(value: object) -> object:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
@@ -42,6 +48,16 @@ class Settings(BaseModel):
     payload_bucket: str = "runplane-payloads"
 
     runnable_packages: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
+    # What lambda and bedrock runnables may call (shell-style patterns; the IAM policy grants the same).
+    lambda_functions: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
+    bedrock_models: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=lambda: ["*"])
+    # USD per 1M tokens by model, added to (or replacing entries of) the built-in table: JSON
+    # {"model": {"input": 2.5, "output": 10, "cached": 1.25}}
+    model_prices: Annotated[dict[str, ModelPrice], BeforeValidator(_json)] = Field(default_factory=dict)
+    # Whether runs whose telemetry_strategy resolves to `default` are traced (X-Ray subsegment).
+    trace_runs: bool = True
+    # How long a cancelled python runnable may take to return after `ctx.cancelled` turns true.
+    cancel_grace_seconds: float = Field(5.0, ge=0, le=60)
     sync_wait_seconds: float = Field(25.0, gt=0, le=900)
     max_attempts: int = Field(3, ge=1, le=20)
     lease_seconds: float = Field(30.0, ge=1)
@@ -75,6 +91,10 @@ class Settings(BaseModel):
         if any(d <= 0 or d > MAX_CALLBACK_DELAY_SECONDS for d in delays):
             raise ValueError(f"each delay must be > 0 and at most {MAX_CALLBACK_DELAY_SECONDS} seconds")
         return delays
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        return {**DEFAULT_PRICES, **self.model_prices}
 
     @property
     def heartbeat_seconds(self) -> float:

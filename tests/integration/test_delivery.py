@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 from runplane.domain.ids import intake_run_id
+from runplane.domain.models import RunQuery
 from runplane.domain.states import IllegalMove, Status
 from runplane.handlers import dead_letters, worker
 from runplane.local.lambda_context import LocalLambdaContext
@@ -142,9 +143,7 @@ def test_a_redelivered_intake_message_creates_one_run(
     event = {"Records": [sqs_record(message, "arn:aws:sqs:us-east-1:123456789012:intake", "us-east-1")]}
     for _ in range(3):
         assert intake.lambda_handler(event, LocalLambdaContext("intake")) == {"batchItemFailures": []}
-    records, _ = services.services().runs.list(
-        account.account_id, status=None, runnable_id=None, limit=10, cursor=None
-    )
+    records, _ = services.services().runs.list(account.account_id, RunQuery(), limit=10, cursor=None)
     assert [r.id for r in records] == [intake_run_id("same-id")]
 
 

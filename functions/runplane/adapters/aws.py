@@ -20,19 +20,20 @@ def session() -> Any:
     return boto3.session.Session()
 
 
-def client(service: str) -> Any:
+def client(service: str, *, read_timeout: int = 25, max_attempts: int = 4) -> Any:
+    """A shared client. `max_attempts=1` for calls that must not be repeated (they may have run)."""
     with _lock:  # boto3 client creation is not thread-safe; use of a created client is
-        return _client(service)
+        return _client(service, read_timeout, max_attempts)
 
 
 @cache
-def _client(service: str) -> Any:
+def _client(service: str, read_timeout: int, max_attempts: int) -> Any:
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": 4},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=3,
-        read_timeout=25,
+        read_timeout=read_timeout,
         max_pool_connections=50,
     )
     return session().client(service, config=config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from runplane.adapters.store import (
@@ -18,7 +18,7 @@ from runplane.adapters.store import (
     update_item,
     write_if,
 )
-from runplane.domain.models import CallbackAttempt, DeliveryRecord
+from runplane.domain.models import CallbackAttempt, DayUsage, DeliveryRecord, UsageTotals
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
 _NAMES = {"#state": "state", "#next": "next_attempt_at", "#lease": "lease_until", "#owner": "lease_owner"}
@@ -205,6 +205,11 @@ class DeliveryStore(TableAdapter):
             day += timedelta(days=1)
 
 
+def _day_key(account_id: str, day: date) -> str:
+    """A day's usage is an item of its own in the accounts table (account ids cannot contain '#')."""
+    return f"{account_id}#usage#{day.isoformat()}"
+
+
 class AccountStore(TableAdapter):
     """Per-account settings and usage: callback signing secrets, credit budgets and what was spent."""
 
@@ -254,8 +259,33 @@ class AccountStore(TableAdapter):
     def refund_run(self, account_id: str) -> None:
         self._add(account_id, "used_runs", -1)
 
-    def add_cost(self, account_id: str, usd: float) -> None:
-        self._add(account_id, "used_usd", usd)
+    def add_usage(self, account_id: str, day: date, usage: UsageTotals) -> None:
+        """Count a run's usage toward its day, and its priced cost toward the credit budget."""
+        if usage.total_token_cost_usd:
+            self._add(account_id, "used_usd", usage.total_token_cost_usd)
+        counters = usage.model_dump()
+        self.client.update_item(
+            TableName=self.table,
+            Key={"account_id": {"S": _day_key(account_id, day)}},
+            UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counters),
+            ExpressionAttributeValues={f":{name}": to_av(value) for name, value in counters.items()},
+        )
+
+    def usage_by_day(self, account_id: str, start: date, end: date) -> list[DayUsage]:
+        """The days from `start` to `end` (inclusive) that have usage, oldest first."""
+        days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+        found: dict[str, DayUsage] = {}
+        for first in range(0, len(days), 100):
+            keys = [{"account_id": {"S": _day_key(account_id, day)}} for day in days[first : first + 100]]
+            pending: dict[str, Any] = {self.table: {"Keys": keys}}
+            while pending:
+                response = self.client.batch_get_item(RequestItems=pending)
+                for item in response["Responses"].get(self.table, []):
+                    values = from_item(item)
+                    day = values.pop("account_id").rsplit("#", 1)[1]
+                    found[day] = DayUsage(date=date.fromisoformat(day), **values)
+                pending = response.get("UnprocessedKeys") or {}
+        return [found[day.isoformat()] for day in days if day.isoformat() in found]
 
     def set_credits(self, account_id: str, limit_usd: float | None, limit_runs: int | None) -> None:
         """Set or clear (None) the budgets; what was spent so far is kept (and starts at zero)."""

@@ -1,4 +1,4 @@
-"""Outbound HTTP to caller-chosen URLs (callbacks): SSRF-safe, bounded in time and in what it reads.
+"""Outbound HTTP to caller-chosen URLs (callbacks, http runnables): SSRF-safe, bounded in time and size.
 
 `check_destination` is the policy: https only, no credentials in the URL, and every address the host
 resolves to must be publicly routable. `post` checks again on every attempt, then sends through
@@ -100,6 +100,8 @@ class Reply:
     error: str | None = None
     retry_after: str | None = None
     abort: bool = False  # the receiver answered `webhook-delivery: abort`
+    body: bytes = b""  # at most `max_response_bytes` of it
+    too_large: bool = False  # the body went on beyond that
 
 
 def post(
@@ -110,6 +112,7 @@ def post(
     allow_loopback: bool,
     connect_timeout: float,
     total_timeout: float,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Reply:
     """POST once, within `total_timeout` from the first byte sent to the last read (DNS aside).
 
@@ -150,7 +153,7 @@ def post(
                 stream=True,
             )
             with response:
-                _read_bounded(response)
+                body, too_large = _read_bounded(response, max_response_bytes)
     except ForbiddenDestination as error:
         return Reply(None, elapsed_ms(), f"forbidden destination: {error}")
     except InvalidIPAddress as error:
@@ -170,6 +173,8 @@ def post(
         elapsed_ms(),
         retry_after=response.headers.get("Retry-After"),
         abort=response.headers.get("webhook-delivery", "").strip().lower() == "abort",
+        body=body,
+        too_large=too_large,
     )
 
 
@@ -181,13 +186,14 @@ def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read_bounded(response: Any) -> None:
-    """Read at most MAX_RESPONSE_BYTES of the body; drop the rest."""
-    received = 0
-    for chunk in response.iter_content(8192):
-        received += len(chunk)
-        if received >= MAX_RESPONSE_BYTES:
-            break
+def _read_bounded(response: Any, limit: int) -> tuple[bytes, bool]:
+    """The body's first `limit` bytes, and whether there was more (which is not read)."""
+    received = bytearray()
+    for chunk in response.iter_content(65536):
+        received += chunk
+        if len(received) > limit:
+            return bytes(received[:limit]), True
+    return bytes(received), False
 
 
 def _guarded_adapter(https: bool, allow_loopback: bool, sockets: list[socket.socket]) -> Any:

@@ -7,13 +7,14 @@ import binascii
 import hashlib
 import json
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from runplane import definitions as defs
 from runplane.adapters import aws
 from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import Runnable, RunRecord
+from runplane.domain.models import Runnable, RunQuery, RunRecord
 from runplane.domain.states import Status, check_move
 
 # --- attribute values ---------------------------------------------------------------------------
@@ -236,6 +237,8 @@ def _run_item(record: RunRecord) -> dict[str, Any]:
         account_status=f"{record.account_id}#{record.status.value}",
         account_runnable=f"{record.account_id}#{record.runnable_id}",
     )
+    if record.parent_run_id is not None:
+        values["account_parent"] = run_pk(record.account_id, record.parent_run_id)
     if record.due_at is not None:
         values["due_shard"] = due_shard(record.id)
     return to_item(values)
@@ -480,40 +483,72 @@ class RunStore(TableAdapter):
         return _run_record(attributes) if attributes is not None else None
 
     def list(
-        self,
-        account_id: str,
-        *,
-        status: Status | None,
-        runnable_id: str | None,
-        limit: int,
-        cursor: str | None,
+        self, account_id: str, query: RunQuery, *, limit: int, cursor: str | None
     ) -> tuple[list[RunRecord], str | None]:
-        """Newest first, through an index: by runnable (status as a filter), by status, or all."""
-        if runnable_id:
-            index, partition = "by_runnable", ("account_runnable", f"{account_id}#{runnable_id}")
-        elif status:
-            index, partition = "by_status", ("account_status", f"{account_id}#{status.value}")
+        """Newest first, through the narrowest index (by parent, runnable, status, or all of the
+        account's), the creation range as a key condition and any other filter as a filter."""
+        filters: dict[str, str] = {}
+        if query.parent_run_id:
+            index, partition = "by_parent", ("account_parent", run_pk(account_id, query.parent_run_id))
+            if query.runnable_id:
+                filters["account_runnable"] = f"{account_id}#{query.runnable_id}"
+        elif query.runnable_id:
+            index, partition = "by_runnable", ("account_runnable", f"{account_id}#{query.runnable_id}")
+        elif query.status:
+            index, partition = "by_status", ("account_status", f"{account_id}#{query.status.value}")
         else:
             index, partition = "by_account", ("account_id", account_id)
-        query: dict[str, Any] = {
+        if query.status and index != "by_status":
+            filters["status"] = query.status.value
+        names = {"#p": partition[0]}
+        values: dict[str, Any] = {":p": {"S": partition[1]}}
+        condition = "#p = :p"
+        after, before = (
+            stamp.astimezone(UTC).isoformat() if stamp else None
+            for stamp in (query.created_after, query.created_before)
+        )
+        if after or before:
+            names["#c"] = "created_key"
+            values[":after"] = {"S": after or "0"}  # "0" sorts before every created_key, "~" after
+            values[":before"] = {"S": before or "~"}
+            condition += " AND #c BETWEEN :after AND :before"
+        request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
-            "KeyConditionExpression": "#p = :p",
-            "ExpressionAttributeNames": {"#p": partition[0]},
-            "ExpressionAttributeValues": {":p": {"S": partition[1]}},
+            "KeyConditionExpression": condition,
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        if filters:
+            request["FilterExpression"] = " AND ".join(f"#f{i} = :f{i}" for i in range(len(filters)))
+            for i, (name, value) in enumerate(filters.items()):
+                names[f"#f{i}"] = name
+                values[f":f{i}"] = {"S": value}
+        request["ExpressionAttributeNames"] = names
+        request["ExpressionAttributeValues"] = values
         start = decode_cursor(cursor, {"pk": None, partition[0]: partition[1], "created_key": None})
         if start:
-            query["ExclusiveStartKey"] = start
-        if runnable_id and status:
-            query["FilterExpression"] = "#status = :status"
-            query["ExpressionAttributeNames"]["#status"] = "status"
-            query["ExpressionAttributeValues"][":status"] = {"S": status.value}
-        page = self.client.query(**query)
+            request["ExclusiveStartKey"] = start
+        page = self.client.query(**request)
         keys = [item["pk"]["S"] for item in page.get("Items", [])]
         return self._batch_get(keys), encode_cursor(page.get("LastEvaluatedKey"))
+
+    def children(self, account_id: str, parent_run_id: str) -> Iterator[RunRecord]:
+        """Every child run of a run."""
+        cursor = None
+        while True:
+            page, cursor = self.list(
+                account_id, RunQuery(parent_run_id=parent_run_id), limit=100, cursor=cursor
+            )
+            yield from page
+            if cursor is None:
+                return
+
+    def mark_parent(self, account_id: str, run_id: str) -> None:
+        """Note that a run has started child runs (cancelling it cancels them)."""
+        self._update(
+            account_id, run_id, set_={"has_children": True}, condition="attribute_exists(#pk)", values={}
+        )
 
     def _batch_get(self, pks: list[str]) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -12,7 +13,9 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from runplane.api.errors import json_response
+from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.models import (
+    AccountUsage,
     AccountView,
     ApiKey,
     CallbackDelivery,
@@ -24,6 +27,8 @@ from runplane.domain.models import (
     RunMode,
     Runnable,
     RunnableFields,
+    RunPage,
+    RunQuery,
     RunReference,
     RunState,
     Scope,
@@ -177,20 +182,36 @@ def cancel_run(run_id: UUID):
     return json_response(202 if pending else 200, state.model_dump_json())
 
 
-@router.get("/v1/runs", responses=_errors(400, 401, 403))
+@router.get(
+    "/v1/runs", summary="Runs, newest first, with the sums of their usage", responses=_errors(400, 401, 403)
+)
 def list_runs(
     status: Annotated[Status | None, Query()] = None,
     runnable_id: Annotated[UUID | None, Query()] = None,
+    parent_run_id: Annotated[UUID | None, Query(description="Only the child runs of this run")] = None,
+    created_after: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
+    created_before: Annotated[datetime | None, Query(description="Created before (ISO 8601)")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
-) -> Page[RunState]:
-    return runs.list_runs(
-        _account("runs:read"),
+) -> RunPage:
+    query = RunQuery(
         status=status,
         runnable_id=str(runnable_id) if runnable_id else None,
-        limit=limit,
-        cursor=cursor,
+        parent_run_id=str(parent_run_id) if parent_run_id else None,
+        created_after=_aware(created_after, "created_after"),
+        created_before=_aware(created_before, "created_before"),
     )
+    return runs.list_runs(_account("runs:read"), query, limit, cursor)
+
+
+def _aware(stamp: datetime | None, name: str) -> datetime | None:
+    if stamp is not None and stamp.tzinfo is None:
+        raise InvalidRequest(
+            f"{name} needs a time zone (Z or ±hh:mm)",
+            "validation_error",
+            [Issue(f"query.{name}", "no time zone")],
+        )
+    return stamp
 
 
 # --- callbacks ---
@@ -255,3 +276,15 @@ def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
 @router.get("/v1/account", summary="The caller's account: credit budgets and usage", responses=_errors(401))
 def get_account() -> AccountView:
     return accounts.describe_account(_account())
+
+
+@router.get(
+    "/v1/account/usage",
+    summary="Token usage and spend by day over a period (default: this month so far)",
+    responses=_errors(400, 401),
+)
+def get_account_usage(
+    start: Annotated[date | None, Query(description="First UTC day (YYYY-MM-DD)")] = None,
+    end: Annotated[date | None, Query(description="Last UTC day, inclusive (default: today)")] = None,
+) -> AccountUsage:
+    return accounts.account_usage(_account(), start, end)

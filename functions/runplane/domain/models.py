@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -53,7 +53,7 @@ class RunResource(Strict):
 # --- starting a run ---
 
 
-def _check_callback_url(url: str) -> str:
+def _check_absolute_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
@@ -62,7 +62,7 @@ def _check_callback_url(url: str) -> str:
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$")
-RESERVED_CALLBACK_HEADERS = frozenset(
+RESERVED_HEADERS = frozenset(
     {
         "content-type",
         "content-length",
@@ -79,12 +79,12 @@ RESERVED_CALLBACK_HEADERS = frozenset(
 )
 
 
-def _check_callback_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+def _check_outbound_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (headers or {}).items():
         lowered = name.lower()
         if not _HEADER_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid header name")
-        if lowered in RESERVED_CALLBACK_HEADERS or lowered.startswith("webhook-"):
+        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
             raise ValueError(f"{name!r} is set by Runplane and cannot be overridden")
         if not _HEADER_VALUE.match(value):
             raise ValueError(
@@ -93,8 +93,8 @@ def _check_callback_headers(headers: dict[str, str] | None) -> dict[str, str] | 
     return headers
 
 
-CallbackUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_callback_url)]
-CallbackHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_callback_headers)]
+OutboundUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_absolute_url)]
+OutboundHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_outbound_headers)]
 
 
 class RunRequestFields(Strict):
@@ -107,8 +107,10 @@ class RunRequestFields(Strict):
         None, description="Seconds; null or < 1 means no timeout. Omitted: the runnable's default."
     )
     telemetry_strategy: TelemetryStrategy = "default"
-    callback_url: CallbackUrl | None = None
-    callback_headers: CallbackHeaders = None
+    callback_url: OutboundUrl | None = None
+    callback_headers: OutboundHeaders = None
+    experiment_id: str | None = Field(None, min_length=1, max_length=200)
+    experiment_candidate_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class StartRunRequest(RunRequestFields):
@@ -131,15 +133,17 @@ class RunReference(BaseModel):
 # --- runnables ---
 
 
-class PythonConfig(Strict):
-    function: str = Field(min_length=1, max_length=200, description="Name of a registered python runnable")
+RunnableKind = Literal["python", "http", "lambda", "bedrock"]
 
 
 class RunnableFields(Strict):
     name: str = Field(min_length=1, max_length=200)
-    kind: Literal["python"]
-    config: PythonConfig
+    kind: RunnableKind
+    config: dict[str, Any] = Field(description="What the kind needs; see docs/runnables.md")
     input_schema: dict[str, Any] | None = Field(None, description="JSON Schema (2020-12) for `inputs`")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema (2020-12) the outputs must match (bedrock: the structured answer)"
+    )
     timeout_seconds: int | None = Field(None, description="Default for runs; null or < 1: no timeout")
     telemetry_strategy: TelemetryStrategy = "default"
     max_concurrency: int | None = Field(
@@ -214,6 +218,44 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+class RunQuery(BaseModel):
+    """Which runs a listing returns: all filters apply together; `created_before` is exclusive."""
+
+    status: Status | None = None
+    runnable_id: str | None = None
+    parent_run_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class UsageTotals(BaseModel):
+    """Token usage and cost summed over runs (or days). Cost counts priced usage only: `unpriced_usage`
+    says how many usage entries named a model without a price."""
+
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    total_cached_tokens: int = 0
+    total_token_cost_usd: float = 0.0
+    unpriced_usage: int = 0
+
+
+class RunPage(Page[RunState]):
+    totals: UsageTotals = Field(description="Sums over the runs of this page")
+
+
+class DayUsage(UsageTotals):
+    date: date
+
+
+class AccountUsage(UsageTotals):
+    """The account's usage from `start` to `end` (UTC days, inclusive), as recorded when runs end."""
+
+    account_id: str
+    start: date
+    end: date
+    days: list[DayUsage] = Field(description="Days with usage, oldest first")
+
+
 class ErrorBody(BaseModel):
     error: str
     code: str
@@ -230,9 +272,12 @@ class Outcome(BaseModel):
     status: Status
     outputs: dict[str, Any] | None = None
     usage: list[ModelUsage] = Field(default_factory=list)
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # null when a model had no price
+    usage_costs: list[float | None] = Field(default_factory=list)  # per usage entry (null: no price)
     error: RunError | None = None
+    metadata: dict[str, Any] | None = None  # what the runnable added to result.metadata
     duration_seconds: float | None = None
+    telemetry_span_id: str | None = None
 
 
 class RunRecord(BaseModel):
@@ -247,7 +292,11 @@ class RunRecord(BaseModel):
     completed_at: datetime | None = None
     failed_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    telemetry_strategy: TelemetryStrategy = "default"
+    parent_run_id: str | None = None
+    has_children: bool = False
+    experiment_id: str | None = None
+    experiment_candidate_id: str | None = None
+    traced: bool = False  # the resolved telemetry_strategy
     timeout_seconds: int | None = None
     callback_url: str | None = None
     callback_headers: dict[str, str] | None = None
@@ -278,7 +327,11 @@ def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
         result = RunResult(
             id=record.id,
             outputs=outcome.outputs,
-            metadata={"attempts": record.attempt, "duration_seconds": outcome.duration_seconds},
+            metadata={
+                **(outcome.metadata or {}),
+                "attempts": record.attempt,
+                "duration_seconds": outcome.duration_seconds,
+            },
             usage=outcome.usage,
             error=outcome.error,
         )
@@ -292,6 +345,10 @@ def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
         id=record.id,
         account_id=record.account_id,
         runnable_id=record.runnable_id,
+        parent_run_id=record.parent_run_id,
+        experiment_id=record.experiment_id,
+        experiment_candidate_id=record.experiment_candidate_id,
+        telemetry_span_id=outcome.telemetry_span_id if outcome else None,
         status=record.status,
         created_by=record.created_by,
         created_at=record.created_at,

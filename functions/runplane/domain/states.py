@@ -48,3 +48,10 @@ class ErrorCode(StrEnum):
     worker_lost = "worker_lost"  # the worker stopped renewing its lease RUNPLANE_MAX_ATTEMPTS times
     dispatch_failed = "dispatch_failed"  # the dispatch message was dead-lettered
     runnable_unavailable = "runnable_unavailable"  # the function is not registered in the worker
+    invalid_config = "invalid_config"  # the runnable's stored config no longer suits its kind
+    invalid_inputs = "invalid_inputs"  # inputs lack what the runnable needs (checked again when it runs)
+    invalid_reply = "invalid_reply"  # an http/lambda runnable's answer was not {outputs, usage?, metadata?}
+    http_error = "http_error"  # an http runnable could not be reached, or answered a non-2xx status
+    lambda_error = "lambda_error"  # Lambda refused or failed the invocation
+    function_error = "function_error"  # the Lambda function raised (message: "errorType: errorMessage")
+    bedrock_error = "bedrock_error"  # Bedrock refused or failed the call

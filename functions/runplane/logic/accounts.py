@@ -1,12 +1,21 @@
-"""Accounts: credit budgets and usage (runs counted when accepted, USD as runnables report cost), the
-rate limit of their keys and how many of their runs may execute at once."""
+"""Accounts: credit budgets and usage (runs counted when accepted, USD as runs end, priced from their
+token usage), usage by day, the rate limit of their keys and how many of their runs may execute at once."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any
 
-from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountView, Credits, RateLimit
+from runplane.domain.errors import InvalidRequest, Issue
+from runplane.domain.models import (
+    ACCOUNT_ID_PATTERN,
+    MAX_CONCURRENCY,
+    AccountUsage,
+    AccountView,
+    Credits,
+    RateLimit,
+    UsageTotals,
+)
 from runplane.logic import admission
 from runplane.logic.services import services
 
@@ -46,6 +55,32 @@ def describe_account(account_id: str) -> AccountView:
         rate_limit=rate_limit(stored),
         concurrency=admission.account_concurrency(account_id),
     )
+
+
+MAX_USAGE_DAYS = 366
+
+
+def account_usage(account_id: str, start: date | None, end: date | None) -> AccountUsage:
+    """Token usage and spend from `start` to `end` (UTC days, inclusive; default: this month so far)."""
+    today = datetime.now(UTC).date()
+    end = end or today
+    start = start or end.replace(day=1)
+    if start > end:
+        raise InvalidRequest(
+            "start must not be after end", "invalid_period", [Issue("query.start", "after end")]
+        )
+    if (end - start).days >= MAX_USAGE_DAYS:
+        raise InvalidRequest(
+            f"a period may span at most {MAX_USAGE_DAYS} days",
+            "invalid_period",
+            [Issue("query.start", "too early")],
+        )
+    days = services().accounts.usage_by_day(account_id, start, end)
+    totals = UsageTotals()
+    for day in days:
+        for name in UsageTotals.model_fields:
+            setattr(totals, name, getattr(totals, name) + getattr(day, name))
+    return AccountUsage(account_id=account_id, start=start, end=end, days=days, **totals.model_dump())
 
 
 def set_concurrency(account_id: str, limit: int | None) -> AccountView:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from functools import partial
 
-from runplane.domain.models import RunRecord
+from pydantic import ValidationError
+
+from runplane.domain.models import Outcome, RunError, RunRecord
 from runplane.domain.states import ErrorCode, Status
+from runplane.logic import children
 from runplane.logic.admission import admit
+from runplane.logic.callbacks import signing_secrets
 from runplane.logic.runs import fail_outcome, finish_run, load_payload
 from runplane.logic.services import services
-from runplane.observability import logger
+from runplane.observability import logger, run_span
 from runplane.runnables import registry
-from runplane.runnables.python import Verdict, execute
+from runplane.runnables.context import RunContext
+from runplane.runnables.kinds import kind
+from runplane.runnables.supervise import Limits, Verdict, supervise
 
 
 def parse_dispatch(body: str) -> tuple[str, str]:
@@ -56,28 +63,33 @@ def process_dispatch(body: str) -> None:
         logger.info("run finished", extra={"status": outcome.status, "duration": outcome.duration_seconds})
 
 
-def _run(record: RunRecord, owner: str):  # -> Outcome | None
+def _run(record: RunRecord, owner: str) -> Outcome | None:
     settings = services().settings
     registry.load(settings.runnable_packages)
-    function = registry.lookup(record.runnable["config"]["function"])
-    if function is None:
-        return fail_outcome(
-            f"python runnable {record.runnable['config']['function']!r} is not registered in this worker",
-            ErrorCode.runnable_unavailable,
-        )
+    spec = record.runnable
+    module = kind(spec["kind"])
+    try:
+        config = module.Config.model_validate(spec["config"])
+    except ValidationError as problem:
+        return fail_outcome(f"the runnable's config is no longer valid: {problem}", ErrorCode.invalid_config)
     payload = load_payload(record)
-    context = registry.RunContext(
-        run_id=record.id,
-        account_id=record.account_id,
-        runnable_id=record.runnable_id,
-        attempt=record.attempt,
-        resources={r["name"]: r["resource"] for r in payload.get("resources", [])},
-    )
+    inputs = payload.get("inputs", {})
     if record.timeout_seconds:
         limit, reason = record.timeout_seconds, f"Run exceeded timeout_seconds={record.timeout_seconds}"
     else:
         limit = settings.max_run_seconds
         reason = f"Run exceeded the platform maximum of {limit} seconds"
+    context = RunContext(
+        run_id=record.id,
+        account_id=record.account_id,
+        runnable_id=record.runnable_id,
+        attempt=record.attempt,
+        deadline=time.time() + limit,
+        resources={r["name"]: r["resource"] for r in payload.get("resources", [])},
+        metadata=record.metadata,
+        output_schema=spec.get("output_schema"),
+        signing_secrets=lambda: signing_secrets(record.account_id),
+    )
 
     def heartbeat() -> Verdict:
         renewed = services().runs.renew(
@@ -87,15 +99,43 @@ def _run(record: RunRecord, owner: str):  # -> Outcome | None
             return Verdict.lost
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
 
-    return execute(
-        function,
-        payload.get("inputs", {}),
-        context,
-        limit_seconds=limit,
-        limit_reason=reason,
+    limits = Limits(
+        seconds=limit,
+        reason=reason,
         heartbeat_seconds=settings.heartbeat_seconds,
-        on_heartbeat=heartbeat,
+        cancel_grace_seconds=settings.cancel_grace_seconds if module.ISOLATED else 0.0,
     )
+    with run_span(record.id, record.runnable_id, spec["kind"], record.traced) as span_id:
+        outcome = supervise(
+            lambda ctx: module.invoke(config, inputs, ctx),
+            context,
+            isolated=module.ISOLATED,
+            limits=limits,
+            on_heartbeat=heartbeat,
+            answer=partial(children.answer, record),
+        )
+    if outcome is None:
+        return None
+    return _checked_outputs(outcome, spec.get("output_schema")).model_copy(
+        update={"telemetry_span_id": span_id}
+    )
+
+
+def _checked_outputs(outcome: Outcome, schema: dict | None) -> Outcome:
+    """A completed run's outputs must match the runnable's output_schema, else the run fails."""
+    if schema is None or outcome.status is not Status.completed:
+        return outcome
+    from jsonschema import Draft202012Validator
+
+    problem = next(iter(Draft202012Validator(schema).iter_errors(outcome.outputs)), None)
+    if problem is None:
+        return outcome
+    where = ".".join(["outputs", *map(str, problem.absolute_path)])
+    error = RunError(
+        message=f"outputs do not match the output_schema: {where}: {problem.message}",
+        code=ErrorCode.invalid_output,
+    )
+    return outcome.model_copy(update={"status": Status.failed, "error": error})
 
 
 def fail_dead_lettered(body: str) -> None:

@@ -9,39 +9,53 @@ from runplane.logic import admission
 from runplane.logic.services import services
 
 
-def _validate(fields: RunnableFields) -> None:
-    from runplane.runnables import registry
+def _validated(fields: RunnableFields) -> RunnableFields:
+    """The fields with `config` checked by its kind and normalised; 400 naming what is wrong."""
+    from pydantic import ValidationError
+
+    from runplane.runnables.kinds import kind
 
     settings = services().settings
-    registry.load(settings.runnable_packages)
-    if registry.lookup(fields.config.function) is None:
+    module = kind(fields.kind)
+    try:
+        config = module.Config.model_validate(fields.config)
+    except ValidationError as problem:
         raise InvalidRequest(
-            f"no python runnable named {fields.config.function!r} is registered",
-            "unknown_function",
-            [Issue("body.config.function", f"registered functions: {', '.join(registry.names())}")],
-        )
-    if fields.input_schema is not None:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
-        try:
-            Draft202012Validator.check_schema(fields.input_schema)
-        except SchemaError as problem:
-            raise InvalidRequest(
-                "input_schema is not a valid JSON Schema",
-                "invalid_input_schema",
-                [Issue("body.input_schema", problem.message)],
-            ) from None
+            f"config does not suit a {fields.kind} runnable",
+            "validation_error",
+            [
+                Issue(".".join(["body.config", *map(str, p["loc"])]), p["msg"])
+                for p in problem.errors(include_url=False)
+            ],
+        ) from None
+    module.check(config, settings)
+    for name in ("input_schema", "output_schema"):
+        _check_schema(name, getattr(fields, name))
     if fields.timeout_seconds is not None and fields.timeout_seconds > settings.max_run_seconds:
         raise InvalidRequest(
             f"timeout_seconds may be at most {settings.max_run_seconds} on this deployment",
             "timeout_too_long",
             [Issue("body.timeout_seconds", f"at most {settings.max_run_seconds}")],
         )
+    return fields.model_copy(update={"config": config.model_dump(mode="json", exclude_none=True)})
+
+
+def _check_schema(name: str, schema: dict | None) -> None:
+    if schema is None:
+        return
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as problem:
+        raise InvalidRequest(
+            f"{name} is not a valid JSON Schema", f"invalid_{name}", [Issue(f"body.{name}", problem.message)]
+        ) from None
 
 
 def create_runnable(account_id: str, fields: RunnableFields) -> Runnable:
-    _validate(fields)
+    fields = _validated(fields)
     now = utcnow()
     runnable = Runnable(
         **fields.model_dump(), id=new_id(), account_id=account_id, created_at=now, updated_at=now
@@ -59,7 +73,7 @@ def get_runnable(account_id: str, runnable_id: str) -> Runnable:
 
 def replace_runnable(account_id: str, runnable_id: str, fields: RunnableFields) -> Runnable:
     current = get_runnable(account_id, runnable_id)
-    _validate(fields)
+    fields = _validated(fields)
     runnable = Runnable(
         **fields.model_dump(),
         id=runnable_id,

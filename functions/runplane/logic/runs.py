@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
@@ -14,14 +15,18 @@ from runplane.domain.errors import Conflict, InsufficientCredits, InvalidRequest
 from runplane.domain.ids import new_id
 from runplane.domain.models import (
     Outcome,
-    Page,
     RunError,
+    Runnable,
+    RunPage,
+    RunQuery,
     RunRecord,
     RunRequestFields,
     RunState,
+    UsageTotals,
     to_run_state,
     utcnow,
 )
+from runplane.domain.pricing import add_up, priced
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import admission
 from runplane.logic.callbacks import start_delivery
@@ -62,18 +67,32 @@ def _check_callback_url(url: str | None) -> None:
         ) from None
 
 
-def _check_inputs(schema: dict[str, Any] | None, inputs: dict[str, Any]) -> None:
-    if schema is None:
-        return
-    from jsonschema import Draft202012Validator
+def _check_inputs(runnable: Runnable, inputs: dict[str, Any]) -> None:
+    """The runnable's input_schema, and what its kind needs from inputs (a prompt's placeholders)."""
+    issues: list[Issue] = []
+    if runnable.input_schema is not None:
+        from jsonschema import Draft202012Validator
 
-    problems = sorted(Draft202012Validator(schema).iter_errors(inputs), key=lambda e: list(e.absolute_path))
-    if problems:
-        raise InvalidRequest(
-            "inputs do not match the runnable's input_schema",
-            "invalid_inputs",
-            [Issue(".".join(["body.inputs", *map(str, p.absolute_path)]), p.message) for p in problems[:20]],
-        )
+        problems = Draft202012Validator(runnable.input_schema).iter_errors(inputs)
+        for problem in sorted(problems, key=lambda e: list(e.absolute_path)):
+            field = ".".join(["body.inputs", *map(str, problem.absolute_path)])
+            issues.append(Issue(field, problem.message))
+    if not issues:
+        from runplane.runnables.kinds import kind
+
+        module = kind(runnable.kind)
+        if check := getattr(module, "check_inputs", None):
+            issues = check(module.Config.model_validate(runnable.config), inputs)
+    if issues:
+        raise InvalidRequest("inputs do not match the runnable's input_schema", "invalid_inputs", issues[:20])
+
+
+def _traced(request: RunRequestFields, runnable: Runnable) -> bool:
+    """The run's telemetry_strategy, else the runnable's, else the deployment's default."""
+    for strategy in (request.telemetry_strategy, runnable.telemetry_strategy):
+        if strategy != "default":
+            return strategy == "force"
+    return services().settings.trace_runs
 
 
 def _store_json(account_id: str, run_id: str, name: str, document: str) -> tuple[str | None, str | None]:
@@ -149,6 +168,7 @@ def create_run(
     *,
     created_by: str | None,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> RunRecord:
     """Accept a run (waiting) and dispatch it, charging the account's budget. With a caller-chosen
     `run_id`, repeating is harmless: an existing run is returned, and charged once."""
@@ -156,7 +176,7 @@ def create_run(
         _dispatch_if_waiting(existing)
         return existing
     runnable = get_runnable(account_id, runnable_id)
-    _check_inputs(runnable.input_schema, request.inputs)
+    _check_inputs(runnable, request.inputs)
     _check_callback_url(request.callback_url)
     settings = services().settings
     run_id = run_id or new_id()
@@ -170,16 +190,15 @@ def create_run(
         account_id=account_id,
         id=run_id,
         runnable_id=runnable_id,
-        runnable={"name": runnable.name, "kind": runnable.kind, "config": runnable.config.model_dump()},
+        runnable=runnable.model_dump(include={"name", "kind", "config", "output_schema"}),
         status=Status.waiting,
         created_at=now,
         created_by=created_by,
         metadata=request.metadata,
-        telemetry_strategy=(
-            runnable.telemetry_strategy
-            if request.telemetry_strategy == "default"
-            else request.telemetry_strategy
-        ),
+        parent_run_id=parent_run_id,
+        experiment_id=request.experiment_id,
+        experiment_candidate_id=request.experiment_candidate_id,
+        traced=_traced(request, runnable),
         timeout_seconds=_effective_timeout(request, runnable.timeout_seconds),
         callback_url=request.callback_url,
         callback_headers=request.callback_headers,
@@ -212,9 +231,13 @@ def load_payload(record: RunRecord) -> dict[str, Any]:
     return json.loads(_load_json(record.payload_json, record.payload_ref) or "{}")
 
 
-def run_state(record: RunRecord) -> RunState:
+def _outcome(record: RunRecord) -> Outcome | None:
     document = _load_json(record.outcome_json, record.outcome_ref)
-    return to_run_state(record, Outcome.model_validate_json(document) if document else None)
+    return Outcome.model_validate_json(document) if document else None
+
+
+def run_state(record: RunRecord) -> RunState:
+    return to_run_state(record, _outcome(record))
 
 
 def get_run(account_id: str, run_id: str, *, consistent: bool = False) -> RunState:
@@ -248,6 +271,7 @@ def finish_run(
 ) -> RunRecord | None:
     """Record a terminal outcome with one conditional write; None if the run moved meanwhile."""
     now = utcnow()
+    outcome = priced(outcome, services().settings.prices)
     document = outcome.model_dump_json(exclude_none=True)
     outcome_json, outcome_ref = _store_json(record.account_id, record.id, "outcome", document)
     fields: dict[str, Any] = {
@@ -260,8 +284,13 @@ def finish_run(
     if outcome.status is Status.failed:
         fields["failed_at"] = now
     # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
-    # joining a concurrency queue as it is cancelled)
-    unsettled = record.callback_url or record.slots or record.status is Status.waiting
+    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
+    unsettled = (
+        record.callback_url
+        or record.slots
+        or record.status is Status.waiting
+        or outcome.status is Status.cancelled
+    )
     finished = services().runs.finish(
         record.account_id,
         record.id,
@@ -273,8 +302,8 @@ def finish_run(
     )
     if finished is not None:
         count_finished(outcome.status, outcome.duration_seconds)
-        if outcome.cost_usd:
-            services().accounts.add_cost(record.account_id, outcome.cost_usd)
+        if outcome.usage:
+            _record_usage(record, now, outcome)
         try:
             settle_ended(finished)
         except Exception:
@@ -282,16 +311,35 @@ def finish_run(
     return finished
 
 
+def _record_usage(record: RunRecord, ended: datetime, outcome: Outcome) -> None:
+    """Count the run's usage toward its account's day and its spend (credits)."""
+    totals = UsageTotals()
+    add_up(totals, outcome)
+    try:
+        services().accounts.add_usage(record.account_id, ended.date(), totals)
+    except Exception:  # the run's own outcome holds the usage; only the account's tally misses it
+        logger.exception("account usage not recorded", extra={"run_id": record.id})
+
+
 def settle_ended(record: RunRecord) -> None:
     """What follows a run's end: give back its concurrency slots (waking waiting runs), enqueue its
-    callback, then take it out of the sweeper's index. Safe to repeat: the sweeper does when the path
-    that ended the run was cut short."""
+    callback, cancel the children of a cancelled run, then take it out of the sweeper's index. Safe to
+    repeat: the sweeper does when the path that ended the run was cut short."""
     if record.slots or record.queued_on:
         admission.release(record)
+    if record.status is Status.cancelled and record.has_children:
+        _cancel_children(record)
     if record.callback_url:
         start_delivery(record)
     if record.due_at is not None:
         services().runs.clear_due(record.account_id, record.id)
+
+
+def _cancel_children(parent: RunRecord) -> None:
+    for child in services().runs.children(parent.account_id, parent.id):
+        if not child.status.terminal:
+            with contextlib.suppress(Conflict):  # it ended meanwhile
+                cancel_run(child.account_id, child.id)
 
 
 def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:
@@ -319,10 +367,14 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
 
 
-def list_runs(
-    account_id: str, *, status: Status | None, runnable_id: str | None, limit: int, cursor: str | None
-) -> Page[RunState]:
-    records, next_cursor = services().runs.list(
-        account_id, status=status, runnable_id=runnable_id, limit=limit, cursor=cursor
-    )
-    return Page[RunState](items=[run_state(r) for r in records], next_cursor=next_cursor)
+def list_runs(account_id: str, query: RunQuery, limit: int, cursor: str | None) -> RunPage:
+    """A page of runs, newest first, with the sums of their usage."""
+    records, next_cursor = services().runs.list(account_id, query, limit=limit, cursor=cursor)
+    totals = UsageTotals()
+    items = []
+    for record in records:
+        outcome = _outcome(record)
+        if outcome is not None:
+            add_up(totals, outcome)
+        items.append(to_run_state(record, outcome))
+    return RunPage(items=items, next_cursor=next_cursor, totals=totals)

@@ -1,5 +1,6 @@
 """What runnable authors import: `@runnable`, `RunContext` and `RunFailed`."""
 
-from runplane.runnables.registry import RunContext, RunFailed, runnable
+from runplane.runnables.context import RunContext, RunFailed
+from runplane.runnables.registry import runnable
 
 __all__ = ["RunContext", "RunFailed", "runnable"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from runplane.runnables.registry import RunContext, RunFailed, runnable
+from runplane.runnables.context import RunContext, RunFailed
+from runplane.runnables.registry import runnable
 
 
 @runnable("echo")
@@ -16,12 +17,14 @@ def echo(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 @runnable("sleep")
 def sleep(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """Sleeps `inputs.seconds` (default 1)."""
+    """Sleeps `inputs.seconds` (default 1), or less when the run is cancelled meanwhile."""
     seconds = inputs.get("seconds", 1)
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise RunFailed("inputs.seconds must be a non-negative number", "invalid_inputs")
-    time.sleep(seconds)
-    return {"slept": seconds}
+    began = time.monotonic()
+    while (left := seconds - (time.monotonic() - began)) > 0 and not ctx.cancelled:
+        time.sleep(min(left, 0.05))
+    return {"slept": round(time.monotonic() - began, 3)}
 
 
 @runnable("fail")

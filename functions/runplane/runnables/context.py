@@ -1,0 +1,121 @@
+"""What a run's code sees: `RunContext`, and `RunFailed` to end a run with an error of its choosing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runplane.domain.models import ModelUsage
+
+
+class RunFailed(Exception):
+    """Raise from a runnable to fail the run with a message and an error code of your choosing."""
+
+    def __init__(self, message: str, code: str = "runnable_error"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+
+
+@dataclass
+class RunContext:
+    """The run being executed. `deadline` (epoch seconds) is when its time is up."""
+
+    run_id: str
+    account_id: str
+    runnable_id: str
+    attempt: int
+    deadline: float
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None  # the runnable's, when it declares one
+    # set by the executor: where reports go, how to ask the worker for something (start or read a child
+    # run), the cancellation flag, the account's webhook signing secrets (read when first needed)
+    send: Callable[[str, Any], None] | None = field(default=None, repr=False)
+    ask: Callable[[str, dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False)
+    cancel_flag: Flag | None = field(default=None, repr=False)
+    signing_secrets: Callable[[], list[str]] | None = field(default=None, repr=False)
+    children_started: int = field(default=0, repr=False)
+
+    def record_usage(
+        self,
+        provider: str,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cached_tokens: int = 0,
+    ) -> None:
+        """Count model usage toward the run's totals and cost. `prompt_tokens` includes `cached_tokens`."""
+        usage = ModelUsage(
+            provider=provider,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+        )
+        self._report("usage", usage.model_dump())
+
+    def add_metadata(self, **fields: Any) -> None:
+        """Add JSON values to the run's `result.metadata`."""
+        self._report("metadata", fields)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run's cancellation was requested: return soon (the run ends `cancelled`)."""
+        return self.cancel_flag is not None and self.cancel_flag.is_set()
+
+    def remaining_seconds(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+    def run(
+        self,
+        runnable_id: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        metadata: dict[str, Any] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> dict[str, Any] | str:
+        """Start a child run of another runnable: its RunState (as JSON) once it ends, or with
+        `wait=False` its id. A retried parent gets the same children back, so none runs twice."""
+        if self.ask is None:
+            raise RunFailed("child runs can only be started by python runnables", "child_runs_unavailable")
+        self.children_started += 1
+        request = {
+            "sequence": self.children_started,
+            "runnable_id": runnable_id,
+            "inputs": inputs or {},
+            "metadata": metadata or {},
+            "timeout_seconds": timeout_seconds,
+        }
+        run_id = self._answer("start_child", request)["id"]
+        if not wait:
+            return run_id
+        pause = 0.1
+        while True:
+            state = self._answer("get_run", {"id": run_id})
+            if state["status"] in TERMINAL_STATUSES or self.remaining_seconds() <= 0:
+                return state
+            time.sleep(min(pause, self.remaining_seconds()))
+            pause = min(pause * 1.5, 2.0)
+
+    def _answer(self, question: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.cancelled:
+            raise RunFailed("Run was cancelled on request", "cancelled")
+        answer = self.ask(question, payload)  # type: ignore[misc]
+        if "error" in answer:
+            raise RunFailed(answer["error"]["message"], answer["error"]["code"])
+        return answer
+
+    def _report(self, kind: str, payload: Any) -> None:
+        if self.send is not None:
+            self.send(kind, payload)

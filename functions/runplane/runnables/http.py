@@ -1,0 +1,78 @@
+"""The `http` kind: POST the run to an agent service and take its answer as the run's result.
+
+The request is the run envelope (`run_id`, `inputs`, `resources`, `metadata`, `deadline`, ...) signed with
+the account's Standard Webhooks secret, so the service can verify it came from Runplane. The service
+answers `{"outputs": {...}, "usage"?: [...], "metadata"?: {...}}` with a 2xx status.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field
+
+from runplane.adapters import outbound
+from runplane.domain.errors import InvalidRequest, Issue
+from runplane.domain.models import OutboundHeaders, OutboundUrl, Strict
+from runplane.domain.states import ErrorCode
+from runplane.domain.webhooks import signature_header
+from runplane.runnables.context import RunContext, RunFailed
+from runplane.runnables.kinds import accept_reply, envelope, snippet
+from runplane.settings import Settings, get_settings
+
+ISOLATED = False
+MAX_REPLY_BYTES = 6 * 1024 * 1024
+
+
+class Config(Strict):
+    url: OutboundUrl
+    headers: OutboundHeaders = None
+    timeout_seconds: float | None = Field(
+        None, gt=0, description="Per call (default: the run's remaining time, which always bounds it)"
+    )
+
+
+def check(config: Config, settings: Settings) -> None:
+    try:
+        outbound.check_destination(config.url, allow_loopback=settings.allow_loopback)
+    except outbound.ForbiddenDestination as problem:
+        raise InvalidRequest(
+            f"config.url is not allowed: {problem}", "forbidden_url", [Issue("body.config.url", str(problem))]
+        ) from None
+
+
+def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    settings = get_settings()
+    body = envelope(inputs, ctx)
+    message_id = f"{ctx.run_id}.{ctx.attempt}"
+    timestamp = int(time.time())
+    secrets = ctx.signing_secrets() if ctx.signing_secrets else []
+    headers = {
+        **(config.headers or {}),
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(secrets, message_id, timestamp, body),
+    }
+    limits = [ctx.remaining_seconds(), *([config.timeout_seconds] if config.timeout_seconds else [])]
+    reply = outbound.post(
+        config.url,
+        body,
+        headers,
+        allow_loopback=settings.allow_loopback,
+        connect_timeout=min(settings.callback_connect_timeout_seconds, *limits),
+        total_timeout=max(0.001, min(limits)),
+        max_response_bytes=MAX_REPLY_BYTES,
+    )
+    if reply.status_code is None:
+        raise RunFailed(f"POST {config.url} failed: {reply.error}", ErrorCode.http_error)
+    if not 200 <= reply.status_code < 300:
+        raise RunFailed(
+            f"POST {config.url} answered {reply.status_code}: {snippet(reply.body)}", ErrorCode.http_error
+        )
+    if reply.too_large:
+        raise RunFailed(
+            f"POST {config.url} answered more than {MAX_REPLY_BYTES} bytes", ErrorCode.invalid_reply
+        )
+    return accept_reply(reply.body, ctx, f"POST {config.url}")

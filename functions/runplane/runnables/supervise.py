@@ -1,0 +1,209 @@
+"""Execute one run's code under a time limit, a lease and cancellation.
+
+Python runnables run in a forked child process: it can be killed, which makes `timeout_seconds` and
+cancellation real, and a crash in it (even os._exit or a segfault) cannot take the worker down. Kinds that
+only wait on I/O (http, lambda, bedrock) run in a thread; at the deadline or on cancellation the worker
+stops waiting for them and their late answer is dropped. Either way the code reports through a pipe:
+usage and metadata as it goes, questions for the worker (`answer` replies: the code itself never calls
+AWS), then its outputs or its error. While it works, the worker calls `on_heartbeat` every
+`heartbeat_seconds` to renew its lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from multiprocessing.connection import Connection
+from typing import Any
+
+from runplane.domain.models import ModelUsage, Outcome, RunError
+from runplane.domain.states import ErrorCode, Status
+from runplane.runnables.context import RunContext, RunFailed
+
+Code = Callable[[RunContext], dict[str, Any]]
+Answerer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class Verdict(Enum):
+    """What a heartbeat tells the executor."""
+
+    go_on = "go_on"
+    cancel = "cancel"  # the run's owner asked for cancellation
+    lost = "lost"  # this worker no longer holds the run: stop, record nothing
+
+
+@dataclass
+class Limits:
+    seconds: float
+    reason: str  # the error message of a run that runs out of time
+    heartbeat_seconds: float
+    cancel_grace_seconds: float = 0.0  # how long cancelled code may take to return (isolated code only)
+
+
+@dataclass
+class _Reports:
+    started: float = field(default_factory=time.monotonic)
+    usage: list[ModelUsage] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def outcome(self, status: Status, **fields: Any) -> Outcome:
+        return Outcome(
+            status=status,
+            usage=self.usage,
+            metadata=self.metadata or None,
+            duration_seconds=round(time.monotonic() - self.started, 3),
+            **fields,
+        )
+
+
+def supervise(
+    code: Code,
+    context: RunContext,
+    *,
+    isolated: bool,
+    limits: Limits,
+    on_heartbeat: Callable[[], Verdict],
+    answer: Answerer,
+) -> Outcome | None:
+    """Run `code(context)`; None when the lease was lost and nothing may be recorded."""
+    reports_in, reports_out = multiprocessing.Pipe(duplex=False)
+    answers_in, answers_out = multiprocessing.Pipe(duplex=False)
+    ends = (reports_out, answers_in)
+    if isolated:
+        fork = multiprocessing.get_context("fork")
+        context.cancel_flag = fork.Event()
+        runner: Any = fork.Process(target=_child, args=(*ends, code, context, True), daemon=True)
+    else:
+        context.cancel_flag = threading.Event()
+        runner = threading.Thread(target=_child, args=(*ends, code, context, False), daemon=True)
+    reports = _Reports()
+    runner.start()
+    if isolated:
+        reports_out.close()
+        answers_in.close()
+    try:
+        return _watch(reports_in, answers_out, runner, context, limits, on_heartbeat, answer, reports)
+    finally:
+        reports_in.close()
+        answers_out.close()
+        if isolated:
+            if runner.is_alive():
+                runner.kill()
+            runner.join(5)
+
+
+def _watch(
+    pipe: Connection,
+    answers: Connection,
+    runner: Any,
+    context: RunContext,
+    limits: Limits,
+    on_heartbeat: Callable[[], Verdict],
+    answer: Answerer,
+    reports: _Reports,
+) -> Outcome | None:
+    deadline = reports.started + limits.seconds
+    next_beat = reports.started + limits.heartbeat_seconds
+    cancelled_until: float | None = None  # while cancelled code may still return
+    cancelled = RunError(message="Run was cancelled on request", code=ErrorCode.cancelled)
+    while True:
+        now = time.monotonic()
+        if cancelled_until is not None and now >= cancelled_until:
+            return reports.outcome(Status.cancelled, error=cancelled)
+        if now >= deadline:
+            error = RunError(message=limits.reason, code=ErrorCode.timeout)
+            return reports.outcome(Status.timeout, error=error)
+        if now >= next_beat:
+            verdict = on_heartbeat()
+            next_beat = now + limits.heartbeat_seconds
+            if verdict is Verdict.lost:
+                return None
+            if verdict is Verdict.cancel and cancelled_until is None:
+                context.cancel_flag.set()  # type: ignore[union-attr]
+                cancelled_until = now + limits.cancel_grace_seconds
+                continue
+        wake = min(deadline, next_beat, cancelled_until or deadline)
+        if not pipe.poll(max(0.0, wake - now)):
+            continue
+        try:
+            kind, payload = pipe.recv()
+        except EOFError:
+            runner.join(1)
+            error = RunError(
+                message=f"The runnable's process exited without a result (exit code {runner.exitcode})",
+                code=ErrorCode.runnable_crashed,
+            )
+            return reports.outcome(Status.failed, error=error)
+        if kind == "ask":
+            answers.send(answer(*payload))
+        elif kind == "usage":
+            reports.usage.append(ModelUsage(**payload))
+        elif kind == "metadata":
+            reports.metadata.update(payload)
+        elif cancelled_until is not None:  # what cancelled code returned is kept, the run is cancelled
+            outputs = json.loads(payload) if kind == "ok" else None
+            return reports.outcome(Status.cancelled, outputs=outputs, error=cancelled)
+        elif kind == "ok":
+            return reports.outcome(Status.completed, outputs=json.loads(payload))
+        else:
+            return reports.outcome(Status.failed, error=RunError(**payload))
+
+
+class _InvalidOutput(Exception):
+    pass
+
+
+def _child(conn: Connection, answers: Connection, code: Code, context: RunContext, isolated: bool) -> None:
+    if isolated:
+        _die_with_parent()
+
+    def send(kind: str, payload: Any) -> None:
+        with contextlib.suppress(OSError):  # the worker stopped waiting (deadline, cancellation)
+            conn.send((kind, payload))
+
+    def ask(question: str, payload: dict[str, Any]) -> dict[str, Any]:
+        conn.send(("ask", (question, payload)))
+        return answers.recv()
+
+    context.send = send
+    context.ask = ask
+    try:
+        message: tuple[str, Any] = ("ok", _serialize(code(context)))
+    except RunFailed as failure:
+        message = ("error", {"message": failure.message, "code": failure.code})
+    except _InvalidOutput as problem:
+        message = ("error", {"message": str(problem), "code": ErrorCode.invalid_output})
+    except Exception as problem:
+        message = (
+            "error",
+            {"message": f"{type(problem).__name__}: {problem}", "code": ErrorCode.runnable_exception},
+        )
+    send(*message)
+    conn.close()
+    answers.close()
+
+
+def _serialize(outputs: object) -> str:
+    if not isinstance(outputs, dict):
+        raise _InvalidOutput(f"a runnable must return a dict of outputs, not {type(outputs).__name__}")
+    try:
+        return json.dumps(outputs, allow_nan=False)
+    except (TypeError, ValueError) as problem:
+        raise _InvalidOutput(f"outputs are not JSON: {problem}") from None
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this child if the worker dies, so no orphaned run keeps going."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
