@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ def main() -> None:
         from runplane.logic.keys import create_key
         from runplane.logic.services import services
 
-        from tests.conftest import Api, make_runnable, pollers
+        from tests.conftest import Api, make_runnable, working
         from tests.spans import most_at_once, spans
 
         operations: Counter[str] = Counter()
@@ -48,45 +47,29 @@ def main() -> None:
         executions = Path(tempfile.mkdtemp()) / "executions"
         body = {"inputs": {"path": str(executions), "seconds": args.seconds}}
 
-        stop = threading.Event()
-
-        def work() -> None:
-            worker = pollers()["worker"]
-            while not stop.is_set():
-                try:
-                    polled = worker.poll_once()
-                except Exception:  # moto's SQS under load: poll again, as the event source mapping does
-                    polled = 0
-                if not polled:
-                    time.sleep(0.05)
-
-        workers = [threading.Thread(target=work) for _ in range(args.workers)]
-        for thread in workers:
-            thread.start()
-        began = time.time()
-        with ThreadPoolExecutor(8) as clients:
-            ids = list(
-                clients.map(
-                    lambda _: api.post(f"/v1/runnable/{runnable}/runs", body).json()["id"], range(args.runs)
+        with working(args.workers):
+            began = time.time()
+            with ThreadPoolExecutor(8) as clients:
+                ids = list(
+                    clients.map(
+                        lambda _: api.post(f"/v1/runnable/{runnable}/runs", body).json()["id"],
+                        range(args.runs),
+                    )
                 )
-            )
-        submitted = time.time()
-        runs = services().runs
-        progress = (0, time.monotonic())
-        while True:
-            records = [runs.get("bench", run_id, consistent=True) for run_id in ids]
-            ended = sum(r.status.terminal for r in records)
-            if ended == len(ids):
-                break
-            if ended > progress[0]:
-                progress = (ended, time.monotonic())
-            elif time.monotonic() - progress[1] > 60:
-                stuck = [r for r in records if not r.status.terminal]
-                raise SystemExit(f"no run ended for 60 s; {len(stuck)} left, e.g. {stuck[0]!r}")
-            time.sleep(1)
-        stop.set()
-        for thread in workers:
-            thread.join()
+            submitted = time.time()
+            runs = services().runs
+            progress = (0, time.monotonic())
+            while True:
+                records = [runs.get("bench", run_id, consistent=True) for run_id in ids]
+                ended = sum(r.status.terminal for r in records)
+                if ended == len(ids):
+                    break
+                if ended > progress[0]:
+                    progress = (ended, time.monotonic())
+                elif time.monotonic() - progress[1] > 60:
+                    stuck = [r for r in records if not r.status.terminal]
+                    raise SystemExit(f"no run ended for 60 s; {len(stuck)} left, e.g. {stuck[0]!r}")
+                time.sleep(1)
 
         executed = spans(executions)
         finished = max(end for _, end in executed.values())

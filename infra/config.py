@@ -21,6 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "api_throttle_burst": 200,
     "runnable_packages": "",
     "account_max_concurrency": 20,
+    "lambda_functions": [],
+    "bedrock_models": ["*"],
+    "model_prices": {},
+    "trace_runs": True,
 }
 
 
@@ -38,6 +42,11 @@ class Config:
     api_throttle_burst: int = DEFAULTS["api_throttle_burst"]
     runnable_packages: str = ""
     account_max_concurrency: int = DEFAULTS["account_max_concurrency"]
+    # What lambda and bedrock runnables may invoke: ARN / model id patterns (`*` wildcards), granted in IAM
+    lambda_functions: list[str] = field(default_factory=list)
+    bedrock_models: list[str] = field(default_factory=lambda: ["*"])
+    model_prices: dict[str, dict[str, float]] = field(default_factory=dict)  # USD per 1M tokens by model
+    trace_runs: bool = DEFAULTS["trace_runs"]
 
     @classmethod
     def from_context(cls, node: Node) -> Config:

@@ -3,9 +3,10 @@ with exactly the access its code needs, SQS event sources that report partial ba
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -32,6 +33,7 @@ class Access:
     tables: dict[str, str]
     sends_to: tuple[str, ...] = ()
     bucket: str = ""  # "r" or "rw"
+    executes_runs: bool = False  # invokes the deployment's allowed Lambda functions and Bedrock models
 
 
 # Read off the code paths each handler runs (logic/*): anything not listed is denied.
@@ -57,6 +59,7 @@ ACCESS = {
         tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
+        executes_runs=True,
     ),
     "dead_letters": Access(
         tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "concurrency": "rw"},
@@ -98,6 +101,10 @@ class Functions(Construct):
             "RUNPLANE_RUN_RETENTION_DAYS": str(config.run_retention_days),
             "RUNPLANE_RUNNABLE_PACKAGES": config.runnable_packages,
             "RUNPLANE_ACCOUNT_MAX_CONCURRENCY": str(config.account_max_concurrency),
+            "RUNPLANE_LAMBDA_FUNCTIONS": ",".join(config.lambda_functions),
+            "RUNPLANE_BEDROCK_MODELS": ",".join(config.bedrock_models),
+            "RUNPLANE_MODEL_PRICES": json.dumps(config.model_prices, separators=(",", ":")),
+            "RUNPLANE_TRACE_RUNS": str(config.trace_runs).lower(),
             "POWERTOOLS_SERVICE_NAME": "runplane",
             "POWERTOOLS_METRICS_NAMESPACE": "Runplane",
         }
@@ -105,6 +112,8 @@ class Functions(Construct):
         for spec in defs.FUNCTIONS:
             function = self._function(spec, config, code, environment)
             self._grant(function, ACCESS[spec.name], tables, queues, bucket)
+            if ACCESS[spec.name].executes_runs:
+                self._grant_runtimes(function, config)
             if spec.queue:
                 function.add_event_source(
                     sources.SqsEventSource(
@@ -178,6 +187,29 @@ class Functions(Construct):
             actions = ["s3:GetObject"] + (["s3:PutObject"] if access.bucket == "rw" else [])
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects("*")])
+            )
+
+    @staticmethod
+    def _grant_runtimes(function: lambda_.Function, config: Config) -> None:
+        """Invoke exactly the Lambda functions and Bedrock models runnables may name on this deployment."""
+        if config.lambda_functions:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunction"], resources=list(config.lambda_functions)
+                )
+            )
+        if config.bedrock_models:
+            account = Stack.of(function).account
+            resources = [
+                arn
+                for model in config.bedrock_models
+                for arn in (
+                    f"arn:aws:bedrock:*::foundation-model/{model}",
+                    f"arn:aws:bedrock:*:{account}:inference-profile/{model}",
+                )
+            ]
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=["bedrock:InvokeModel"], resources=resources)
             )
 
 

@@ -6,7 +6,7 @@ from aws_cdk import Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from cdk_nag import NagPackSuppression, NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 API_AUTH = (
     "Callers authenticate with Runplane API keys (Bearer), checked by the api function against hashed keys "
@@ -60,7 +60,17 @@ def suppress_reviewed_findings(
                     reason="X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level "
                     "permissions; payload objects are keyed per account and run inside this one bucket.",
                     applies_to=["Resource::*", f"Resource::<{bucket_id}.Arn>/*"],
-                )
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="The worker invokes the Bedrock models and Lambda functions the deployer lists in "
+                    "the bedrock_models and lambda_functions context; a wildcard there is that choice (the "
+                    "default allows every Bedrock model, in any region an inference profile routes to).",
+                    applies_to=[
+                        RegexAppliesTo(regex="/^Resource::arn:aws:bedrock:.*$/g"),
+                        RegexAppliesTo(regex="/^Resource::arn:aws[a-z-]*:lambda:.*$/g"),
+                    ],
+                ),
             ],
             apply_to_children=True,
         )

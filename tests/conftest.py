@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from runplane.local.poller import Poller
 from runplane.local.provision import provision
 from runplane.logic import keys, services
 from runplane.logic.runnables import create_runnable
+from runplane.logic.sweep import sweep
 
 moto_atomic.install()
 
@@ -52,7 +56,11 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 # USD per 1M tokens. The `llm` fixture runnable's usage then costs, by hand:
 #   gpt-4o: (100 - 5 cached) x 20 + 5 x 10 + 20 x 25 = 2450;  claude: 50 x 6 + 10 x 25 = 550
 #   (2450 + 550) / 1M = $0.003 per run
-TEST_PRICES = {"gpt-4o": {"input": 20, "output": 25, "cached": 10}, "claude": {"input": 6, "output": 25}}
+TEST_PRICES = {
+    "gpt-4o": {"input": 20, "output": 25, "cached": 10},
+    "claude": {"input": 6, "output": 25},
+    "amazon.nova-lite-v1:0": {"input": 1, "output": 4, "cached": 0.25},
+}
 LLM_RUN_COST = 0.003
 
 
@@ -166,3 +174,35 @@ def drain(*names: str, rounds: int = 50) -> None:
     for _ in range(rounds):
         if not sum(chosen[n].poll_once() for n in names or chosen):
             return
+
+
+@contextmanager
+def working(workers: int = 2, *, sweeper: bool = False) -> Iterator[None]:
+    """Worker functions polling the dispatch queue side by side, as Lambda's event source mapping does,
+    and, with `sweeper`, the sweeper on a compressed schedule (every second)."""
+    until = threading.Event()
+
+    def loop() -> None:
+        worker = pollers()["worker"]
+        while not until.is_set():
+            try:
+                polled = worker.poll_once()
+            except Exception:  # an SQS error from moto under load: poll again, as the ESM does
+                polled = 0
+            if not polled:
+                time.sleep(0.01)
+
+    def sweeping() -> None:
+        while not until.wait(1):
+            sweep()
+
+    threads = [threading.Thread(target=loop) for _ in range(workers)]
+    threads += [threading.Thread(target=sweeping)] if sweeper else []
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        until.set()
+        for thread in threads:
+            thread.join()

@@ -1,4 +1,4 @@
-"""A real webhook receiver on loopback, scripted per request, recording what it was sent."""
+"""A real webhook receiver (or http runnable) on loopback, scripted per request, recording what it was sent."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes = b"ok"
 
 
 @dataclass
@@ -43,9 +44,9 @@ class Receiver:
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer.body)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -227,6 +227,10 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
         alarm_email="ops@example.com",
         sync_wait_seconds=20,
         account_max_concurrency=7,
+        lambda_functions=[AGENTS],
+        bedrock_models=["amazon.nova-*"],
+        model_prices={"house-model": {"input": 1, "output": 2}},
+        trace_runs=False,
     )
     tables = resources(template, "AWS::DynamoDB::Table").values()
     assert {t["DeletionPolicy"] for t in tables} == {"Retain"}
@@ -239,6 +243,57 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     environments = [f["Environment"]["Variables"] for f in by_handler(template).values()]
     assert {e["RUNPLANE_SYNC_WAIT_SECONDS"] for e in environments} == {"20"}
     assert {e["RUNPLANE_ACCOUNT_MAX_CONCURRENCY"] for e in environments} == {"7"}
+    assert {e["RUNPLANE_LAMBDA_FUNCTIONS"] for e in environments} == {AGENTS}
+    assert {e["RUNPLANE_BEDROCK_MODELS"] for e in environments} == {"amazon.nova-*"}
+    assert {e["RUNPLANE_MODEL_PRICES"] for e in environments} == {'{"house-model":{"input":1,"output":2}}'}
+    assert {e["RUNPLANE_TRACE_RUNS"] for e in environments} == {"false"}
+    assert runtime_grants(template) == {
+        "worker": {
+            "lambda:InvokeFunction": [AGENTS],
+            "bedrock:InvokeModel": [
+                "arn:aws:bedrock:*::foundation-model/amazon.nova-*",
+                'arn:aws:bedrock:*:{"Ref":"AWS::AccountId"}:inference-profile/amazon.nova-*',
+            ],
+        }
+    }
+
+
+AGENTS = "arn:aws:lambda:eu-west-1:123456789012:function:agents-*"
+
+
+def runtime_grants(template: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """By function: the Lambda and Bedrock actions its role allows, and on what."""
+    grants: dict[str, dict[str, list[str]]] = {}
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        function = policy["Metadata"]["aws:cdk:path"].split("/functions/")[1].split("-role/")[0]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Action"] in ("lambda:InvokeFunction", "bedrock:InvokeModel"):
+                found = (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                )
+                rendered = [r if isinstance(r, str) else _joined(r) for r in found]
+                grants.setdefault(function, {})[statement["Action"]] = rendered
+    return grants
+
+
+def _joined(value: dict[str, Any]) -> str:
+    parts = value["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else json.dumps(p, separators=(",", ":")) for p in parts)
+
+
+def test_by_default_only_the_worker_may_invoke_models_and_no_lambda_function(
+    template: dict[str, Any],
+) -> None:
+    assert runtime_grants(template) == {
+        "worker": {
+            "bedrock:InvokeModel": [
+                "arn:aws:bedrock:*::foundation-model/*",
+                'arn:aws:bedrock:*:{"Ref":"AWS::AccountId"}:inference-profile/*',
+            ]
+        }
+    }
 
 
 def test_outputs_name_every_table_and_queue_for_the_cli(template: dict[str, Any]) -> None:

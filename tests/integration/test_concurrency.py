@@ -4,7 +4,6 @@ frees, and none is lost, run twice or left waiting; a crash never leaves a slot 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ from runplane.logic.execute import process_dispatch
 from runplane.logic.keys import CreatedKey, create_key
 from runplane.logic.sweep import sweep
 
-from tests.conftest import Api, drain, make_runnable, pollers
+from tests.conftest import Api, drain, make_runnable, working
 from tests.spans import most_at_once, spans
 
 
@@ -46,30 +45,6 @@ def hold_a_slot(account_id: str, run_id: str) -> None:
     assert admission.admit(record(account_id, run_id), "vanished", 30) is not None
 
 
-def work(until: threading.Event, workers: int = 8) -> list[threading.Thread]:
-    """Worker functions polling the dispatch queue side by side, as Lambda's event source mapping does,
-    and the sweeper on its schedule (compressed)."""
-
-    def loop() -> None:
-        worker = pollers()["worker"]
-        while not until.is_set():
-            try:
-                polled = worker.poll_once()
-            except Exception:  # an SQS error from moto under load: poll again, as the ESM does
-                polled = 0
-            if not polled:
-                time.sleep(0.01)
-
-    def sweeper() -> None:
-        while not until.wait(1):
-            sweep()
-
-    threads = [threading.Thread(target=loop) for _ in range(workers)] + [threading.Thread(target=sweeper)]
-    for thread in threads:
-        thread.start()
-    return threads
-
-
 @pytest.fixture(autouse=True)
 def quick_sweeps(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The sweeper's safety nets, compressed: moto's SQS, hammered by threads, can lose a message."""
@@ -80,9 +55,7 @@ def quick_sweeps(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_burst(api: Api, account_id: str, runnables: list[str], count: int, path: Path) -> list[RunRecord]:
     """Start `count` runs in parallel (cycling through `runnables`) while 8 workers execute them."""
-    done = threading.Event()
-    threads = work(done)
-    try:
+    with working(8, sweeper=True):
         with ThreadPoolExecutor(8) as pool:
             ids = list(
                 pool.map(
@@ -96,10 +69,6 @@ def run_burst(api: Api, account_id: str, runnables: list[str], count: int, path:
             if all(r.status.terminal for r in records):
                 break
             time.sleep(0.2)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join()
     return records
 
 

@@ -55,14 +55,16 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(secrets, message_id, timestamp, body),
     }
-    limits = [ctx.remaining_seconds(), *([config.timeout_seconds] if config.timeout_seconds else [])]
+    # past the run's deadline the worker has stopped waiting (the run ends `timeout`): a moment later the
+    # call is cut off too
+    limits = [ctx.remaining_seconds() + 1, *([config.timeout_seconds] if config.timeout_seconds else [])]
     reply = outbound.post(
         config.url,
         body,
         headers,
         allow_loopback=settings.allow_loopback,
         connect_timeout=min(settings.callback_connect_timeout_seconds, *limits),
-        total_timeout=max(0.001, min(limits)),
+        total_timeout=min(limits),
         max_response_bytes=MAX_REPLY_BYTES,
     )
     if reply.status_code is None:
