@@ -88,7 +88,7 @@ class RunContext:
         """Start a child run of another runnable: its RunState (as JSON) once it ends, or with
         `wait=False` its id. A retried parent gets the same children back, so none runs twice."""
         if self.ask is None:
-            raise RunFailed("child runs can only be started by python runnables", "child_runs_unavailable")
+            raise RunFailed("ctx.run works only while a worker executes the run", "child_runs_unavailable")
         self.children_started += 1
         request = {
             "sequence": self.children_started,
