@@ -330,3 +330,26 @@ def test_concurrency_limits_hold_a_burst_back_and_every_run_completes(stack: Sta
     shown = json.loads(cli(stack, "accounts", "set-concurrency", "--account", "local", "--max", "5"))
     assert shown["concurrency"]["max_concurrency"] == 5
     assert stack.call("GET", "/v1/account").json()["concurrency"]["max_concurrency"] == 5
+
+
+def test_an_http_agent_and_a_parent_with_children_run_over_http_with_usage_totals(stack: Stack) -> None:
+    usage = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1000, "completion_tokens": 100}
+    reply_body = json.dumps({"outputs": {"label": "bug"}, "usage": [usage]}).encode()
+    with receiving(Answer(body=reply_body)) as agent:
+        spec = {"name": "triage", "kind": "http", "config": {"url": agent.url}}
+        runnable = stack.call("POST", "/v1/runnables", spec).json()["id"]
+        reply = stack.call("POST", f"/v1/runnable/{runnable}/runs?mode=sync", {"inputs": {"title": "crash"}})
+    state = assert_run_state(reply.json())
+    assert (state["status"], state["result"]["outputs"]) == ("completed", {"label": "bug"})
+    assert state["total_token_cost_usd"] == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)  # built-in gpt-4o
+    assert json.loads(agent.received[0].body)["inputs"] == {"title": "crash"}
+    page = stack.call("GET", f"/v1/runs?runnable_id={runnable}").json()
+    assert page["totals"]["total_input_tokens"] == 1000
+
+    body = {"inputs": {"child": stack.runnable("echo"), "items": [{"n": 1}, {"n": 2}]}}
+    parent = stack.start_run("parent", body, mode="sync").json()
+    assert parent["status"] == "completed", parent
+    assert parent["result"]["outputs"]["outputs"] == [{"n": 1}, {"n": 2}]
+    children = stack.call("GET", f"/v1/runs?parent_run_id={parent['id']}").json()["items"]
+    assert {c["parent_run_id"] for c in children} == {parent["id"]}
+    assert stack.call("GET", "/v1/account/usage").json()["total_input_tokens"] >= 1000

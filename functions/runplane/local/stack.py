@@ -105,14 +105,14 @@ class LocalStack:
 
     def _seed(self) -> tuple[Any, dict[str, str]]:
         """A dev API key and the built-in runnables for the local account."""
-        from runplane.domain.models import PythonConfig, RunnableFields
+        from runplane.domain.models import RunnableFields
         from runplane.logic.keys import create_key
         from runplane.logic.runnables import create_runnable
 
         key = create_key(LOCAL_ACCOUNT, name="local dev key", scopes=["admin"])
         runnables = {
             name: create_runnable(
-                LOCAL_ACCOUNT, RunnableFields(name=name, kind="python", config=PythonConfig(function=name))
+                LOCAL_ACCOUNT, RunnableFields(name=name, kind="python", config={"function": name})
             ).id
             for name in BUILTIN_RUNNABLES
         }
