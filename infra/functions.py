@@ -18,6 +18,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from runplane import definitions as defs
+from runplane.domain.pricing import INFERENCE_PROFILE
 
 from infra.config import Config
 
@@ -199,17 +200,17 @@ class Functions(Construct):
                 )
             )
         if config.bedrock_models:
-            account = Stack.of(function).account
-            resources = [
-                arn
-                for model in config.bedrock_models
-                for arn in (
-                    f"arn:aws:bedrock:*::foundation-model/{model}",
-                    f"arn:aws:bedrock:*:{account}:inference-profile/{model}",
-                )
-            ]
+            stack = Stack.of(function)
+            resources: list[str] = []
+            for pattern in config.bedrock_models:
+                # an inference profile (us.…) routes to its model's foundation model in several regions
+                model = INFERENCE_PROFILE.sub("", pattern, count=1)
+                resources += [
+                    f"arn:{stack.partition}:bedrock:*::foundation-model/{model}",
+                    f"arn:{stack.partition}:bedrock:*:{stack.account}:inference-profile/{pattern}",
+                ]
             function.add_to_role_policy(
-                iam.PolicyStatement(actions=["bedrock:InvokeModel"], resources=resources)
+                iam.PolicyStatement(actions=["bedrock:InvokeModel"], resources=list(dict.fromkeys(resources)))
             )
 
 

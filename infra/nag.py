@@ -67,7 +67,7 @@ def suppress_reviewed_findings(
                     "the bedrock_models and lambda_functions context; a wildcard there is that choice (the "
                     "default allows every Bedrock model, in any region an inference profile routes to).",
                     applies_to=[
-                        RegexAppliesTo(regex="/^Resource::arn:aws:bedrock:.*$/g"),
+                        RegexAppliesTo(regex="/^Resource::arn:(aws|<AWS::Partition>):bedrock:.*$/g"),
                         RegexAppliesTo(regex="/^Resource::arn:aws[a-z-]*:lambda:.*$/g"),
                     ],
                 ),

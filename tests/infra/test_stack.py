@@ -228,7 +228,7 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
         sync_wait_seconds=20,
         account_max_concurrency=7,
         lambda_functions=[AGENTS],
-        bedrock_models=["amazon.nova-*"],
+        bedrock_models=["amazon.nova-*", "us.anthropic.claude-*"],
         model_prices={"house-model": {"input": 1, "output": 2}},
         trace_runs=False,
     )
@@ -244,26 +244,30 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     assert {e["RUNPLANE_SYNC_WAIT_SECONDS"] for e in environments} == {"20"}
     assert {e["RUNPLANE_ACCOUNT_MAX_CONCURRENCY"] for e in environments} == {"7"}
     assert {e["RUNPLANE_LAMBDA_FUNCTIONS"] for e in environments} == {AGENTS}
-    assert {e["RUNPLANE_BEDROCK_MODELS"] for e in environments} == {"amazon.nova-*"}
+    assert {e["RUNPLANE_BEDROCK_MODELS"] for e in environments} == {"amazon.nova-*,us.anthropic.claude-*"}
     assert {e["RUNPLANE_MODEL_PRICES"] for e in environments} == {'{"house-model":{"input":1,"output":2}}'}
     assert {e["RUNPLANE_TRACE_RUNS"] for e in environments} == {"false"}
     assert runtime_grants(template) == {
         "worker": {
-            "lambda:InvokeFunction": [AGENTS],
-            "bedrock:InvokeModel": [
-                "arn:aws:bedrock:*::foundation-model/amazon.nova-*",
-                'arn:aws:bedrock:*:{"Ref":"AWS::AccountId"}:inference-profile/amazon.nova-*',
-            ],
+            "lambda:InvokeFunction": {AGENTS},
+            "bedrock:InvokeModel": {
+                f"arn:{PARTITION}:bedrock:*::foundation-model/amazon.nova-*",
+                f"arn:{PARTITION}:bedrock:*:{ACCOUNT}:inference-profile/amazon.nova-*",
+                # a profile's model, in whichever region the profile routes to
+                f"arn:{PARTITION}:bedrock:*::foundation-model/anthropic.claude-*",
+                f"arn:{PARTITION}:bedrock:*:{ACCOUNT}:inference-profile/us.anthropic.claude-*",
+            },
         }
     }
 
 
 AGENTS = "arn:aws:lambda:eu-west-1:123456789012:function:agents-*"
+PARTITION, ACCOUNT = '{"Ref":"AWS::Partition"}', '{"Ref":"AWS::AccountId"}'
 
 
-def runtime_grants(template: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+def runtime_grants(template: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
     """By function: the Lambda and Bedrock actions its role allows, and on what."""
-    grants: dict[str, dict[str, list[str]]] = {}
+    grants: dict[str, dict[str, set[str]]] = {}
     for policy in resources(template, "AWS::IAM::Policy").values():
         function = policy["Metadata"]["aws:cdk:path"].split("/functions/")[1].split("-role/")[0]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
@@ -274,7 +278,7 @@ def runtime_grants(template: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
                     else [statement["Resource"]]
                 )
                 rendered = [r if isinstance(r, str) else _joined(r) for r in found]
-                grants.setdefault(function, {})[statement["Action"]] = rendered
+                grants.setdefault(function, {})[statement["Action"]] = set(rendered)
     return grants
 
 
@@ -288,10 +292,10 @@ def test_by_default_only_the_worker_may_invoke_models_and_no_lambda_function(
 ) -> None:
     assert runtime_grants(template) == {
         "worker": {
-            "bedrock:InvokeModel": [
-                "arn:aws:bedrock:*::foundation-model/*",
-                'arn:aws:bedrock:*:{"Ref":"AWS::AccountId"}:inference-profile/*',
-            ]
+            "bedrock:InvokeModel": {
+                f"arn:{PARTITION}:bedrock:*::foundation-model/*",
+                f"arn:{PARTITION}:bedrock:*:{ACCOUNT}:inference-profile/*",
+            }
         }
     }
 

@@ -95,6 +95,8 @@ def test_runs_are_listed_by_creation_time_range(api: Api, account) -> None:
     assert listed(f"status=completed&created_before={before}&created_after={after}") == [middle]
     naive = api.get("/v1/runs?created_after=2026-01-01T00:00:00")
     assert (naive.status, naive.json()["issues"][0]["field"]) == (400, "query.created_after")
+    reversed_range = api.get(f"/v1/runs?created_after={before}&created_before={after}")
+    assert (reversed_range.status, reversed_range.json()["code"]) == (400, "validation_error")
 
 
 def test_the_accounts_usage_and_spend_are_summed_by_day_and_count_toward_credits(api: Api, account) -> None:

@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -533,21 +532,16 @@ class RunStore(TableAdapter):
         keys = [item["pk"]["S"] for item in page.get("Items", [])]
         return self._batch_get(keys), encode_cursor(page.get("LastEvaluatedKey"))
 
-    def children(self, account_id: str, parent_run_id: str) -> Iterator[RunRecord]:
-        """Every child run of a run."""
-        cursor = None
-        while True:
-            page, cursor = self.list(
-                account_id, RunQuery(parent_run_id=parent_run_id), limit=100, cursor=cursor
-            )
-            yield from page
-            if cursor is None:
-                return
-
-    def mark_parent(self, account_id: str, run_id: str) -> None:
-        """Note that a run has started child runs (cancelling it cancels them)."""
-        self._update(
-            account_id, run_id, set_={"has_children": True}, condition="attribute_exists(#pk)", values={}
+    def mark_parent(self, account_id: str, run_id: str, children: int) -> None:
+        """Note that a run has started (at least) `children` child runs: cancelling it cancels them."""
+        write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key=self._key(account_id, run_id),
+            UpdateExpression="SET child_runs = :n",
+            ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(child_runs) OR child_runs < :n)",
+            ExpressionAttributeValues={":n": {"N": str(children)}},
         )
 
     def _batch_get(self, pks: list[str]) -> list[RunRecord]:

@@ -201,6 +201,12 @@ def list_runs(
         created_after=_aware(created_after, "created_after"),
         created_before=_aware(created_before, "created_before"),
     )
+    if created_after and created_before and created_after >= created_before:
+        raise InvalidRequest(
+            "created_after must be earlier than created_before",
+            "validation_error",
+            [Issue("query.created_after", "not earlier than created_before")],
+        )
     return runs.list_runs(_account("runs:read"), query, limit, cursor)
 
 

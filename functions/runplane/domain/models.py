@@ -293,7 +293,7 @@ class RunRecord(BaseModel):
     failed_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     parent_run_id: str | None = None
-    has_children: bool = False
+    child_runs: int = 0  # how many child runs it may have started (their ids follow from its own)
     experiment_id: str | None = None
     experiment_candidate_id: str | None = None
     traced: bool = False  # the resolved telemetry_strategy

@@ -41,11 +41,11 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 # Bedrock cross-region inference profiles name a model with a geography prefix: us.amazon.nova-lite-v1:0
-_INFERENCE_PROFILE = re.compile(r"^(?:us|eu|apac|us-gov|global)\.(?=[a-z0-9-]+\.)")
+INFERENCE_PROFILE = re.compile(r"^(?:us|eu|apac|us-gov|global)\.(?=[a-z0-9-]+\.)")
 
 
 def price_for(model: str, prices: dict[str, ModelPrice]) -> ModelPrice | None:
-    return prices.get(model) or prices.get(_INFERENCE_PROFILE.sub("", model, count=1))
+    return prices.get(model) or prices.get(INFERENCE_PROFILE.sub("", model, count=1))
 
 
 def usage_cost(usage: ModelUsage, prices: dict[str, ModelPrice]) -> float | None:

@@ -55,3 +55,4 @@ class ErrorCode(StrEnum):
     lambda_error = "lambda_error"  # Lambda refused or failed the invocation
     function_error = "function_error"  # the Lambda function raised (message: "errorType: errorMessage")
     bedrock_error = "bedrock_error"  # Bedrock refused or failed the call
+    child_runs_unavailable = "child_runs_unavailable"  # ctx.run called outside a worker

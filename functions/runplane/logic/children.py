@@ -13,6 +13,7 @@ from runplane.domain.errors import RunplaneError
 from runplane.domain.models import RunRecord, RunRequestFields
 from runplane.logic.runs import create_run, get_run
 from runplane.logic.services import services
+from runplane.observability import logger
 
 CHILD_IDS = uuid.UUID("5d1c6c3e-7a0b-4d6e-9b8f-2f6a1c0e4b7d")
 
@@ -29,6 +30,9 @@ def answer(parent: RunRecord, question: str, payload: dict[str, Any]) -> dict[st
         return _error(f"child run: {problem.message}", problem.code)
     except ValidationError as problem:
         return _error(f"child run: {problem.errors(include_url=False)[0]['msg']}", "invalid_request")
+    except Exception:  # an AWS error: it fails this ctx.run, not the worker
+        logger.exception("child run request failed", extra={"run_id": parent.id, "question": question})
+        return _error("child run: the request failed; try again", "child_run_failed")
 
 
 def child_run_id(parent_run_id: str, sequence: int) -> str:
@@ -47,8 +51,8 @@ def _start_child(
     if timeout_seconds is not None:
         fields["timeout_seconds"] = timeout_seconds
     request = RunRequestFields.model_validate(fields)
-    if sequence == 1:  # before the first child exists, so cancelling the parent finds its children
-        services().runs.mark_parent(parent.account_id, parent.id)
+    # before the child exists, so cancelling the parent finds every child it may have
+    services().runs.mark_parent(parent.account_id, parent.id, sequence)
     child = create_run(
         parent.account_id,
         runnable_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -68,23 +67,28 @@ def _check_callback_url(url: str | None) -> None:
 
 
 def _check_inputs(runnable: Runnable, inputs: dict[str, Any]) -> None:
-    """The runnable's input_schema, and what its kind needs from inputs (a prompt's placeholders)."""
-    issues: list[Issue] = []
+    """The runnable's input_schema, then what its kind needs from inputs (a prompt's placeholders)."""
     if runnable.input_schema is not None:
         from jsonschema import Draft202012Validator
 
         problems = Draft202012Validator(runnable.input_schema).iter_errors(inputs)
-        for problem in sorted(problems, key=lambda e: list(e.absolute_path)):
-            field = ".".join(["body.inputs", *map(str, problem.absolute_path)])
-            issues.append(Issue(field, problem.message))
-    if not issues:
-        from runplane.runnables.kinds import kind
+        issues = [
+            Issue(".".join(["body.inputs", *map(str, problem.absolute_path)]), problem.message)
+            for problem in sorted(problems, key=lambda e: list(e.absolute_path))
+        ]
+        if issues:
+            raise InvalidRequest(
+                "inputs do not match the runnable's input_schema", "invalid_inputs", issues[:20]
+            )
+    from runplane.runnables.kinds import kind
 
-        module = kind(runnable.kind)
-        if check := getattr(module, "check_inputs", None):
-            issues = check(module.Config.model_validate(runnable.config), inputs)
-    if issues:
-        raise InvalidRequest("inputs do not match the runnable's input_schema", "invalid_inputs", issues[:20])
+    module = kind(runnable.kind)
+    if (check := getattr(module, "check_inputs", None)) and (
+        issues := check(module.Config(**runnable.config), inputs)
+    ):
+        raise InvalidRequest(
+            f"inputs lack what the {runnable.kind} runnable needs", "invalid_inputs", issues[:20]
+        )
 
 
 def _traced(request: RunRequestFields, runnable: Runnable) -> bool:
@@ -327,7 +331,7 @@ def settle_ended(record: RunRecord) -> None:
     repeat: the sweeper does when the path that ended the run was cut short."""
     if record.slots or record.queued_on:
         admission.release(record)
-    if record.status is Status.cancelled and record.has_children:
+    if record.status is Status.cancelled and record.child_runs:
         _cancel_children(record)
     if record.callback_url:
         start_delivery(record)
@@ -336,10 +340,18 @@ def settle_ended(record: RunRecord) -> None:
 
 
 def _cancel_children(parent: RunRecord) -> None:
-    for child in services().runs.children(parent.account_id, parent.id):
-        if not child.status.terminal:
-            with contextlib.suppress(Conflict):  # it ended meanwhile
+    """Cancel every child still going, read by id (consistently); a child busy changing state raises, so
+    the sweeper settles the parent again."""
+    from runplane.logic.children import child_run_id
+
+    for sequence in range(1, parent.child_runs + 1):
+        child = services().runs.get(parent.account_id, child_run_id(parent.id, sequence), consistent=True)
+        if child is not None and not child.status.terminal:
+            try:
                 cancel_run(child.account_id, child.id)
+            except Conflict as conflict:
+                if conflict.code != "run_terminal":  # it ended meanwhile: nothing to cancel
+                    raise
 
 
 def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:

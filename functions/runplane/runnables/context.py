@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runplane.domain.models import ModelUsage
+from runplane.domain.states import ErrorCode, Status
 
 
 class RunFailed(Exception):
@@ -21,9 +22,6 @@ class RunFailed(Exception):
 
 class Flag(Protocol):
     def is_set(self) -> bool: ...
-
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
 
 
 @dataclass
@@ -88,7 +86,9 @@ class RunContext:
         """Start a child run of another runnable: its RunState (as JSON) once it ends, or with
         `wait=False` its id. A retried parent gets the same children back, so none runs twice."""
         if self.ask is None:
-            raise RunFailed("ctx.run works only while a worker executes the run", "child_runs_unavailable")
+            raise RunFailed(
+                "ctx.run works only while a worker executes the run", ErrorCode.child_runs_unavailable
+            )
         self.children_started += 1
         request = {
             "sequence": self.children_started,
@@ -103,14 +103,14 @@ class RunContext:
         pause = 0.1
         while True:
             state = self._answer("get_run", {"id": run_id})
-            if state["status"] in TERMINAL_STATUSES or self.remaining_seconds() <= 0:
+            if Status(state["status"]).terminal or self.remaining_seconds() <= 0:
                 return state
             time.sleep(min(pause, self.remaining_seconds()))
             pause = min(pause * 1.5, 2.0)
 
     def _answer(self, question: str, payload: dict[str, Any]) -> dict[str, Any]:
         if self.cancelled:
-            raise RunFailed("Run was cancelled on request", "cancelled")
+            raise RunFailed("Run was cancelled on request", ErrorCode.cancelled)
         answer = self.ask(question, payload)  # type: ignore[misc]
         if "error" in answer:
             raise RunFailed(answer["error"]["message"], answer["error"]["code"])

@@ -74,35 +74,53 @@ def supervise(
     """Run `code(context)`; None when the lease was lost and nothing may be recorded."""
     reports_in, reports_out = multiprocessing.Pipe(duplex=False)
     answers_in, answers_out = multiprocessing.Pipe(duplex=False)
-    ends = (reports_out, answers_in)
+    cancel_in, cancel_out = multiprocessing.Pipe(duplex=False)
+    ends = (reports_out, answers_in, cancel_in)
+    # a pipe, not a multiprocessing.Event: Lambda has no /dev/shm for the semaphore an Event needs
+    context.cancel_flag = _PipeFlag(cancel_in)
     if isolated:
-        fork = multiprocessing.get_context("fork")
-        context.cancel_flag = fork.Event()
-        runner: Any = fork.Process(target=_child, args=(*ends, code, context, True), daemon=True)
+        runner: Any = multiprocessing.get_context("fork").Process(
+            target=_child, args=(*ends, code, context, True), daemon=True
+        )
     else:
-        context.cancel_flag = threading.Event()
         runner = threading.Thread(target=_child, args=(*ends, code, context, False), daemon=True)
     reports = _Reports()
-    runner.start()
-    if isolated:
-        reports_out.close()
-        answers_in.close()
     try:
-        return _watch(reports_in, answers_out, runner, context, limits, on_heartbeat, answer, reports)
-    finally:
-        reports_in.close()
-        answers_out.close()
+        runner.start()
         if isolated:
+            for end in ends:
+                end.close()
+        return _watch(reports_in, answers_out, cancel_out, runner, limits, on_heartbeat, answer, reports)
+    finally:
+        for end in (reports_in, answers_out, cancel_out):
+            end.close()
+        if isolated and runner.pid is not None:
             if runner.is_alive():
                 runner.kill()
             runner.join(5)
 
 
+class _PipeFlag:
+    """Set once the worker writes to the pipe (cancellation): readable from a thread or a forked child."""
+
+    def __init__(self, pipe: Connection):
+        self._pipe = pipe
+        self._set = False
+
+    def is_set(self) -> bool:
+        if not self._set:
+            try:
+                self._set = self._pipe.poll()
+            except OSError:  # the worker closed it: the run is over either way
+                self._set = True
+        return self._set
+
+
 def _watch(
     pipe: Connection,
     answers: Connection,
+    cancel: Connection,
     runner: Any,
-    context: RunContext,
     limits: Limits,
     on_heartbeat: Callable[[], Verdict],
     answer: Answerer,
@@ -125,7 +143,7 @@ def _watch(
             if verdict is Verdict.lost:
                 return None
             if verdict is Verdict.cancel and cancelled_until is None:
-                context.cancel_flag.set()  # type: ignore[union-attr]
+                cancel.send(True)
                 cancelled_until = now + limits.cancel_grace_seconds
                 continue
         wake = min(deadline, next_beat, cancelled_until or deadline)
@@ -159,7 +177,9 @@ class _InvalidOutput(Exception):
     pass
 
 
-def _child(conn: Connection, answers: Connection, code: Code, context: RunContext, isolated: bool) -> None:
+def _child(
+    conn: Connection, answers: Connection, cancel: Connection, code: Code, context: RunContext, isolated: bool
+) -> None:
     if isolated:
         _die_with_parent()
 
@@ -185,8 +205,8 @@ def _child(conn: Connection, answers: Connection, code: Code, context: RunContex
             {"message": f"{type(problem).__name__}: {problem}", "code": ErrorCode.runnable_exception},
         )
     send(*message)
-    conn.close()
-    answers.close()
+    for end in (conn, answers, cancel):
+        end.close()
 
 
 def _serialize(outputs: object) -> str:
