@@ -26,6 +26,8 @@ from runplane.logic import keys, services
 from runplane.logic.runnables import create_runnable
 from runplane.logic.sweep import sweep
 
+from tests.contract import assert_reply, is_dialect
+
 moto_atomic.install()
 
 # A public address that test hostnames resolve to: callback URLs on them pass the SSRF policy. Nothing
@@ -135,7 +137,10 @@ class Api:
         response = serve(self.app, event, LocalLambdaContext("api"))
         merged = dict(response.get("headers") or {})
         merged.update({k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()})
-        return Reply(response["statusCode"], merged, response.get("body") or "")
+        reply = Reply(response["statusCode"], merged, response.get("body") or "")
+        if is_dialect(path):  # every Roe AI and Cotool answer is checked against its transcribed schema
+            assert_reply(method, path, reply.status, reply.text)
+        return reply
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.call("GET", path, **kw)

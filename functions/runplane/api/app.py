@@ -10,9 +10,10 @@ from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
-from runplane.api import errors, v1
+from runplane.api import cotool, errors, roe, v1
+from runplane.api.common import Dialect, current_dialect, current_principal, dialect_of
 from runplane.domain.errors import PayloadTooLarge, RunplaneError, UnsupportedMediaType
 from runplane.logic.keys import Principal, admit_request, authenticate
 from runplane.logic.services import services
@@ -21,6 +22,12 @@ TITLE = "Runplane API"
 VERSION = "1.0.0"
 PUBLIC_PATHS = frozenset({"/openapi.json", "/docs"})
 SECURITY = {"security_schemes": {"bearerAuth": HTTPBearer()}, "security": [{"bearerAuth": []}]}
+TAGS = [
+    Tag(name=Dialect.refactor, description="The native API: runnables, runs, callbacks, keys, the account"),
+    Tag(name=Dialect.roe, description="Roe AI's agent API: an agent is a runnable, a job is a run"),
+    Tag(name=Dialect.cotool, description="Cotool's agent API: an agent is a runnable"),
+]
+DOCUMENT = {"title": TITLE, "version": VERSION, "tags": TAGS, **SECURITY}
 
 
 def _admit(event: dict) -> Principal | None:
@@ -41,21 +48,24 @@ def _admit(event: dict) -> Principal | None:
 
 
 def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
-    """One API request: admission, then the resolver with the caller's principal in scope."""
+    """One API request: admission, then the resolver with the caller and the dialect in scope."""
+    dialect = current_dialect.set(dialect_of(event.get("path") or ""))
+    caller = None
     try:
-        principal = _admit(event)
-    except RunplaneError as error:
-        return errors.proxy_response(error)
-    token = v1.current_principal.set(principal)
-    try:
+        caller = current_principal.set(_admit(event))
         return app.resolve(event, context)
+    except RunplaneError as error:  # refused before routing (the resolver maps its own errors)
+        return errors.proxy_response(error)
     finally:
-        v1.current_principal.reset(token)
+        if caller is not None:
+            current_principal.reset(caller)
+        current_dialect.reset(dialect)
 
 
 def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
-    app.include_router(v1.router)
+    for dialect in (v1, roe, cotool):
+        app.include_router(dialect.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)
     app.exception_handler(Exception)(errors.from_unexpected)
@@ -65,10 +75,10 @@ def create_app() -> APIGatewayRestResolver:
     def openapi():
         return errors.json_response(200, _openapi_document(app))
 
-    app.enable_swagger(path="/docs", title=TITLE, version=VERSION, **SECURITY)
+    app.enable_swagger(path="/docs", **DOCUMENT)
     return app
 
 
 @cache
 def _openapi_document(app: APIGatewayRestResolver) -> str:
-    return app.get_openapi_json_schema(title=TITLE, version=VERSION, **SECURITY)
+    return app.get_openapi_json_schema(**DOCUMENT)

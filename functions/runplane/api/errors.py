@@ -1,4 +1,5 @@
-"""The one place errors become HTTP responses: `{"error": message, "code": code, "issues": [...]}`."""
+"""The one place errors become HTTP responses: `{"error": message, "code": code, "issues": [...]}`,
+reshaped for the request's dialect (Roe AI, Cotool) by that dialect's `error_body`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
+from runplane.api import cotool_shapes, roe_shapes
+from runplane.api.common import Dialect, current_dialect
 from runplane.domain.errors import (
     Conflict,
     Forbidden,
@@ -14,10 +17,12 @@ from runplane.domain.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RunNotSucceeded,
     RunplaneError,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
+    WrongAccount,
 )
 from runplane.domain.models import ErrorBody
 from runplane.observability import logger
@@ -27,16 +32,31 @@ STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     Unauthorized: 401,
     InsufficientCredits: 402,
     Forbidden: 403,
+    WrongAccount: 403,
     NotFound: 404,
     Conflict: 409,
+    RunNotSucceeded: 422,
     PayloadTooLarge: 413,
     TooManyRequests: 429,
     UnsupportedMediaType: 415,
 }
 
 
+def ok_response(model: Any, description: str) -> dict:
+    """An OpenAPI `responses` entry for a success."""
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def error_responses(model: type, *statuses: int) -> dict:
+    """OpenAPI `responses` entries for the errors a route answers, in its dialect's `model`."""
+    return {status: ok_response(model, "Error") for status in statuses}
+
+
 def json_response(status: int, body: str, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
+
+
+DIALECT_BODIES = {Dialect.roe: roe_shapes.error_body, Dialect.cotool: cotool_shapes.error_body}
 
 
 def _error_parts(
@@ -45,8 +65,11 @@ def _error_parts(
     code: str,
     issues: list[dict[str, str]] | None = None,
     missing_perms: list[str] | None = None,
+    started: list[str] | None = None,
 ) -> tuple[int, str, dict[str, str]]:
     error = ErrorBody(error=message, code=code, issues=issues or [], missingPerms=missing_perms)
+    if reshape := DIALECT_BODIES.get(current_dialect.get()):
+        error = reshape(status, error, started or [])
     body = error.model_dump_json(exclude_none=True)
     headers = {"Content-Type": "application/json"}
     if status == 401:
@@ -58,7 +81,12 @@ def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
     status = next((s for cls, s in STATUS_BY_ERROR.items() if isinstance(error, cls)), 400)
     issues = [{"field": i.field, "message": i.message} for i in error.issues]
     status, body, headers = _error_parts(
-        status, error.message, error.code, issues, getattr(error, "missing", None)
+        status,
+        error.message,
+        error.code,
+        issues,
+        getattr(error, "missing", None),
+        getattr(error, "started", None),
     )
     if isinstance(error, TooManyRequests):
         headers["Retry-After"] = str(error.retry_after)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
@@ -12,8 +11,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from runplane.api.errors import json_response
-from runplane.domain.errors import InvalidRequest, Issue
+from runplane.api.common import Dialect, IdempotencyKey, account, created_range, principal
+from runplane.api.errors import error_responses, json_response, ok_response
 from runplane.domain.models import (
     AccountUsage,
     AccountView,
@@ -31,16 +30,13 @@ from runplane.domain.models import (
     RunQuery,
     RunReference,
     RunState,
-    Scope,
     StartRunRequest,
 )
 from runplane.domain.states import Status
 from runplane.logic import accounts, callbacks, keys, runnables, runs
-from runplane.logic.keys import Principal
-from runplane.logic.services import services
 
 router = Router()
-current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+TAGS = [Dialect.refactor.value]
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
@@ -48,56 +44,40 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def _errors(*statuses: int) -> dict:
-    return {
-        s: {"description": "Error", "content": {"application/json": {"model": ErrorBody}}} for s in statuses
-    }
-
-
-def _ok(model: type, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
-def _principal(*needed: Scope) -> Principal:
-    """The caller, holding every scope in `needed` (else 403 naming the missing ones)."""
-    principal = current_principal.get()
-    if principal is None:  # every non-public route is admitted with a principal; see api.app.serve
-        raise RuntimeError("route reached without an authenticated principal")
-    principal.require(*needed)
-    return principal
-
-
-def _account(*needed: Scope) -> str:
-    return _principal(*needed).account_id
+    return error_responses(ErrorBody, *statuses)
 
 
 # --- runnables ---
 
 
 @router.post(
-    "/v1/runnables", status_code=201, responses={201: _ok(Runnable, "Created"), **_errors(400, 401, 403)}
+    "/v1/runnables",
+    tags=TAGS,
+    status_code=201,
+    responses={201: ok_response(Runnable, "Created"), **_errors(400, 401, 403)},
 )
 def create_runnable(body: RunnableFields) -> Runnable:
-    return runnables.create_runnable(_account("runnables:write"), body)
+    return runnables.create_runnable(account("runnables:write"), body)
 
 
-@router.get("/v1/runnables", responses=_errors(400, 401, 403))
+@router.get("/v1/runnables", tags=TAGS, responses=_errors(400, 401, 403))
 def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
-    return runnables.list_runnables(_account("runnables:read"), limit, cursor)
+    return runnables.list_runnables(account("runnables:read"), limit, cursor)
 
 
-@router.get("/v1/runnable/<id>", responses=_errors(401, 403, 404))
+@router.get("/v1/runnable/<id>", tags=TAGS, responses=_errors(401, 403, 404))
 def get_runnable(id: UUID) -> Runnable:
-    return runnables.get_runnable(_account("runnables:read"), str(id))
+    return runnables.get_runnable(account("runnables:read"), str(id))
 
 
-@router.put("/v1/runnable/<id>", responses=_errors(400, 401, 403, 404))
+@router.put("/v1/runnable/<id>", tags=TAGS, responses=_errors(400, 401, 403, 404))
 def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:
-    return runnables.replace_runnable(_account("runnables:write"), str(id), body)
+    return runnables.replace_runnable(account("runnables:write"), str(id), body)
 
 
-@router.delete("/v1/runnable/<id>", status_code=204, responses=_errors(401, 403, 404))
+@router.delete("/v1/runnable/<id>", tags=TAGS, status_code=204, responses=_errors(401, 403, 404))
 def delete_runnable(id: UUID):
-    runnables.delete_runnable(_account("runnables:write"), str(id))
+    runnables.delete_runnable(account("runnables:write"), str(id))
     return Response(status_code=204)
 
 
@@ -106,10 +86,11 @@ def delete_runnable(id: UUID):
 
 @router.post(
     "/v1/runnable/<id>/runs",
+    tags=TAGS,
     summary="Start a run (mode=async: 202 RunReference; mode=sync: 200 RunState when terminal)",
     responses={
-        200: _ok(RunState, "sync: the run ended"),
-        202: _ok(
+        200: ok_response(RunState, "sync: the run ended"),
+        202: ok_response(
             RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
         ),
         **_errors(400, 401, 402, 403, 404, 409, 413),
@@ -120,22 +101,14 @@ def start_run(
     body: Annotated[StartRunRequest, Body()] = StartRunRequest(),  # noqa: B008 - an empty body is a run with defaults
     mode: Annotated[RunMode, Query()] = "async",
     prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="Repeat a request safely: the same key and request within 24 h give the same run",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ):
-    principal = _principal("runs:write")
+    caller = principal("runs:write")
     accepted = runs.start_run(
-        principal.account_id,
+        caller.account_id,
         str(id),
         body or StartRunRequest(),
-        created_by=principal.key_id,
+        created_by=caller.key_id,
         idempotency_key=idempotency_key,
     )
     record = accepted.record
@@ -145,45 +118,46 @@ def start_run(
     if mode == "async":
         return json_response(202, RunReference(id=record.id).model_dump_json(), headers)
     if accepted.replayed:  # a retried sync request gets the run's current state at once
-        state = runs.get_run(principal.account_id, record.id, consistent=True)
+        state = runs.get_run(caller.account_id, record.id, consistent=True)
     else:
-        state = runs.wait_for_run(principal.account_id, record.id, _sync_wait(record.timeout_seconds, prefer))
+        state = runs.wait_for_run(
+            caller.account_id, record.id, runs.sync_wait(record.timeout_seconds, _prefer_wait(prefer))
+        )
     if state.status.terminal:
         return json_response(200, state.model_dump_json(), headers if accepted.replayed else None)
     return json_response(202, state.model_dump_json(), headers)
 
 
-def _sync_wait(timeout_seconds: int | None, prefer: str | None) -> float:
-    """min(run timeout, RUNPLANE_SYNC_WAIT_SECONDS, Prefer: wait=N)."""
-    limits = [services().settings.sync_wait_seconds]
-    if timeout_seconds:
-        limits.append(timeout_seconds + 1.0)  # a moment for the worker to record the timeout
-    if prefer and (match := _PREFER_WAIT.search(prefer)):
-        limits.append(float(match.group(1)))
-    return min(limits)
+def _prefer_wait(prefer: str | None) -> float | None:
+    match = _PREFER_WAIT.search(prefer) if prefer else None
+    return float(match.group(1)) if match else None
 
 
-@router.get("/v1/run/<run_id>", responses=_errors(401, 403, 404))
+@router.get("/v1/run/<run_id>", tags=TAGS, responses=_errors(401, 403, 404))
 def get_run(run_id: UUID) -> RunState:
-    return runs.get_run(_account("runs:read"), str(run_id))
+    return runs.get_run(account("runs:read"), str(run_id))
 
 
 @router.post(
     "/v1/run/<run_id>/cancel",
+    tags=TAGS,
     summary="Cancel a run (200: cancelled; 202: running, will end cancelled; 409: already ended)",
     responses={
-        200: _ok(RunState, "Cancelled"),
-        202: _ok(RunState, "Cancellation pending"),
+        200: ok_response(RunState, "Cancelled"),
+        202: ok_response(RunState, "Cancellation pending"),
         **_errors(401, 403, 404, 409),
     },
 )
 def cancel_run(run_id: UUID):
-    state, pending = runs.cancel_run(_account("runs:write"), str(run_id))
+    state, pending = runs.cancel_run(account("runs:write"), str(run_id))
     return json_response(202 if pending else 200, state.model_dump_json())
 
 
 @router.get(
-    "/v1/runs", summary="Runs, newest first, with the sums of their usage", responses=_errors(400, 401, 403)
+    "/v1/runs",
+    tags=TAGS,
+    summary="Runs, newest first, with the sums of their usage",
+    responses=_errors(400, 401, 403),
 )
 def list_runs(
     status: Annotated[Status | None, Query()] = None,
@@ -194,98 +168,91 @@ def list_runs(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> RunPage:
+    after, before = created_range(created_after, created_before, ("created_after", "created_before"))
     query = RunQuery(
         status=status,
         runnable_id=str(runnable_id) if runnable_id else None,
         parent_run_id=str(parent_run_id) if parent_run_id else None,
-        created_after=_aware(created_after, "created_after"),
-        created_before=_aware(created_before, "created_before"),
+        created_after=after,
+        created_before=before,
     )
-    if created_after and created_before and created_after >= created_before:
-        raise InvalidRequest(
-            "created_after must be earlier than created_before",
-            "validation_error",
-            [Issue("query.created_after", "not earlier than created_before")],
-        )
-    return runs.list_runs(_account("runs:read"), query, limit, cursor)
-
-
-def _aware(stamp: datetime | None, name: str) -> datetime | None:
-    if stamp is not None and stamp.tzinfo is None:
-        raise InvalidRequest(
-            f"{name} needs a time zone (Z or ±hh:mm)",
-            "validation_error",
-            [Issue(f"query.{name}", "no time zone")],
-        )
-    return stamp
+    return runs.list_runs(account("runs:read"), query, limit, cursor)
 
 
 # --- callbacks ---
 
 
-@router.get("/v1/run/<run_id>/callbacks", responses=_errors(401, 403, 404))
+@router.get("/v1/run/<run_id>/callbacks", tags=TAGS, responses=_errors(401, 403, 404))
 def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
-    return Page(items=callbacks.list_deliveries(_account("runs:read"), str(run_id)))
+    return Page(items=callbacks.list_deliveries(account("runs:read"), str(run_id)))
 
 
 @router.post(
     "/v1/run/<run_id>/callbacks/redeliver",
+    tags=TAGS,
     summary="Send the run's callback again, same webhook-id (202; 409 while it is still being delivered)",
-    responses={202: _ok(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 403, 404, 409)},
+    responses={202: ok_response(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 403, 404, 409)},
 )
 def redeliver_callback(run_id: UUID):
-    delivery = callbacks.redeliver(_account("runs:write"), str(run_id))
+    delivery = callbacks.redeliver(account("runs:write"), str(run_id))
     return json_response(202, delivery.model_dump_json())
 
 
-@router.get("/v1/callbacks/secret", responses=_errors(401, 403))
+@router.get("/v1/callbacks/secret", tags=TAGS, responses=_errors(401, 403))
 def get_callback_secret() -> CallbackSecret:
-    return callbacks.callback_secret(_account("admin"))
+    return callbacks.callback_secret(account("admin"))
 
 
 @router.post(
     "/v1/callbacks/secret/rotate",
+    tags=TAGS,
     summary="Replace the signing secret; the previous one keeps signing during the overlap",
     responses=_errors(401, 403, 409),
 )
 def rotate_callback_secret() -> CallbackSecret:
-    return callbacks.rotate_secret(_account("admin"))
+    return callbacks.rotate_secret(account("admin"))
 
 
 # --- API keys (admin) ---
 
 
-@router.get("/v1/keys", responses=_errors(401, 403))
+@router.get("/v1/keys", tags=TAGS, responses=_errors(401, 403))
 def list_keys() -> Page[ApiKey]:
-    return Page(items=keys.list_keys(_account("admin")))
+    return Page(items=keys.list_keys(account("admin")))
 
 
 @router.post(
-    "/v1/keys", status_code=201, responses={201: _ok(CreatedApiKey, "Created"), **_errors(400, 401, 403)}
+    "/v1/keys",
+    tags=TAGS,
+    status_code=201,
+    responses={201: ok_response(CreatedApiKey, "Created"), **_errors(400, 401, 403)},
 )
 def create_key(body: KeyRequest | None = None):
     body = body or KeyRequest()
-    created = keys.create_key(_account("admin"), name=body.name, scopes=body.scopes)
+    created = keys.create_key(account("admin"), name=body.name, scopes=body.scopes)
     reply = CreatedApiKey(**keys.get_key(created.key_id).model_dump(), api_key=created.token)
     return json_response(201, reply.model_dump_json())
 
 
-@router.delete("/v1/keys/<key_id>", status_code=204, responses=_errors(401, 403, 404))
+@router.delete("/v1/keys/<key_id>", tags=TAGS, status_code=204, responses=_errors(401, 403, 404))
 def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
-    keys.revoke_key(key_id, account_id=_account("admin"))
+    keys.revoke_key(key_id, account_id=account("admin"))
     return Response(status_code=204)
 
 
 # --- the account ---
 
 
-@router.get("/v1/account", summary="The caller's account: credit budgets and usage", responses=_errors(401))
+@router.get(
+    "/v1/account", tags=TAGS, summary="The caller's account: credit budgets and usage", responses=_errors(401)
+)
 def get_account() -> AccountView:
-    return accounts.describe_account(_account())
+    return accounts.describe_account(account())
 
 
 @router.get(
     "/v1/account/usage",
+    tags=TAGS,
     summary="Token usage and spend by day over a period (default: this month so far)",
     responses=_errors(400, 401),
 )
@@ -293,4 +260,4 @@ def get_account_usage(
     start: Annotated[date | None, Query(description="First UTC day (YYYY-MM-DD)")] = None,
     end: Annotated[date | None, Query(description="Last UTC day, inclusive (default: today)")] = None,
 ) -> AccountUsage:
-    return accounts.account_usage(_account(), start, end)
+    return accounts.account_usage(account(), start, end)

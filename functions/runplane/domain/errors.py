@@ -41,6 +41,13 @@ class Forbidden(RunplaneError):
         self.missing = missing
 
 
+class WrongAccount(RunplaneError):
+    """A request names an account (a Roe `organization_id`) other than its key's."""
+
+    def __init__(self) -> None:
+        super().__init__("This API key does not belong to that organization", "organization_mismatch")
+
+
 class NotFound(RunplaneError):
     def __init__(self, what: str, ident: str):
         super().__init__(f"{what} {ident} not found", f"{what.lower()}_not_found")
@@ -51,9 +58,19 @@ class Conflict(RunplaneError):
         super().__init__(message, code)
 
 
+class RunNotSucceeded(RunplaneError):
+    """The result of a run that ended without completing was asked for."""
+
+    def __init__(self, run_id: str, status: str, reason: str | None):
+        super().__init__(f"Run {run_id} ended {status}" + (f": {reason}" if reason else ""), f"run_{status}")
+
+
 class InsufficientCredits(RunplaneError):
-    def __init__(self) -> None:
+    """`started`: in a batch, the runs accepted before the budget ran out (they run as usual)."""
+
+    def __init__(self, started: list[str] | None = None) -> None:
         super().__init__("Insufficient credits", "insufficient_credits")
+        self.started = started or []
 
 
 class TooManyRequests(RunplaneError):

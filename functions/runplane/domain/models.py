@@ -208,6 +208,8 @@ class RunState(BaseModel):
     failed_at: datetime | None = None
     result: RunResult | None = None
     metadata: dict[str, Any] | None = None
+    # the run's inputs, for the dialects that serve them; never part of the re-factor RunState
+    inputs: dict[str, Any] | None = Field(None, exclude=True)
 
 
 T = TypeVar("T")
@@ -319,7 +321,9 @@ class RunRecord(BaseModel):
     expires_at: int | None = None
 
 
-def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
+def to_run_state(
+    record: RunRecord, outcome: Outcome | None, inputs: dict[str, Any] | None = None
+) -> RunState:
     """The served view of a run: exactly the seed's RunState, nothing internal."""
     result = None
     totals: dict[str, Any] = {}
@@ -356,6 +360,7 @@ def to_run_state(record: RunRecord, outcome: Outcome | None) -> RunState:
         failed_at=record.failed_at,
         result=result,
         metadata=record.metadata,
+        inputs=inputs,
         **totals,
     )
 

@@ -10,7 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
-from runplane.domain.errors import Conflict, InsufficientCredits, InvalidRequest, Issue, NotFound
+from runplane.domain.errors import (
+    Conflict,
+    InsufficientCredits,
+    InvalidRequest,
+    Issue,
+    NotFound,
+    RunNotSucceeded,
+)
 from runplane.domain.ids import new_id
 from runplane.domain.models import (
     Outcome,
@@ -152,6 +159,40 @@ def start_run(
     return Accepted(record, replayed=not fresh)
 
 
+def start_runs(
+    account_id: str,
+    runnable_id: str,
+    requests: list[RunRequestFields],
+    *,
+    created_by: str | None,
+    idempotency_key: str | None = None,
+) -> list[str]:
+    """Several runs of one runnable; their ids, in order. Every request's inputs are checked before the
+    first run starts, so bad input starts none. With a key, item i is idempotent under `<key>/<i>`."""
+    runnable = get_runnable(account_id, runnable_id)
+    for index, request in enumerate(requests):
+        try:
+            _check_inputs(runnable, request.inputs)
+        except InvalidRequest as problem:
+            issues = [
+                Issue(i.field.replace("body.inputs", f"body.inputs.{index}", 1), i.message)
+                for i in problem.issues
+            ]
+            raise InvalidRequest(f"item {index}: {problem.message}", problem.code, issues) from None
+    started: list[str] = []
+    for index, request in enumerate(requests):
+        key = f"{idempotency_key}/{index}" if idempotency_key else None
+        try:
+            started.append(
+                start_run(
+                    account_id, runnable_id, request, created_by=created_by, idempotency_key=key
+                ).record.id
+            )
+        except InsufficientCredits:
+            raise InsufficientCredits(started) from None
+    return started
+
+
 def _fingerprint(runnable_id: str, request: RunRequestFields) -> str:
     canonical = json.dumps(
         # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
@@ -240,15 +281,19 @@ def _outcome(record: RunRecord) -> Outcome | None:
     return Outcome.model_validate_json(document) if document else None
 
 
-def run_state(record: RunRecord) -> RunState:
-    return to_run_state(record, _outcome(record))
+def _inputs(record: RunRecord, wanted: bool) -> dict[str, Any] | None:
+    return load_payload(record).get("inputs", {}) if wanted else None
 
 
-def get_run(account_id: str, run_id: str, *, consistent: bool = False) -> RunState:
+def run_state(record: RunRecord, *, with_inputs: bool = False) -> RunState:
+    return to_run_state(record, _outcome(record), _inputs(record, with_inputs))
+
+
+def get_run(account_id: str, run_id: str, *, consistent: bool = False, with_inputs: bool = False) -> RunState:
     record = services().runs.get(account_id, run_id, consistent=consistent)
     if record is None:
         raise NotFound("Run", run_id)
-    return run_state(record)
+    return run_state(record, with_inputs=with_inputs)
 
 
 def wait_for_run(account_id: str, run_id: str, seconds: float) -> RunState:
@@ -264,6 +309,26 @@ def wait_for_run(account_id: str, run_id: str, seconds: float) -> RunState:
             return run_state(record)
         time.sleep(min(pause, remaining))
         pause = min(pause * 1.5, 1.0)
+
+
+def completed(state: RunState) -> RunState:
+    """`state`, if the run completed: 409 while it has not ended, 422 when it ended otherwise."""
+    if not state.status.terminal:
+        raise Conflict(f"Run {state.id} has not ended yet; poll its status", "run_not_ended")
+    if state.status is not Status.completed:
+        error = state.result.error if state.result else None
+        raise RunNotSucceeded(state.id, state.status, error.message if error else None)
+    return state
+
+
+def sync_wait(timeout_seconds: int | None, requested: float | None = None) -> float:
+    """How long a synchronous request waits: min(deployment's sync wait, run timeout, caller's wish)."""
+    limits = [services().settings.sync_wait_seconds]
+    if timeout_seconds:
+        limits.append(timeout_seconds + 1.0)  # a moment for the worker to record the timeout
+    if requested is not None:
+        limits.append(requested)
+    return min(limits)
 
 
 def finish_run(
@@ -379,7 +444,9 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
 
 
-def list_runs(account_id: str, query: RunQuery, limit: int, cursor: str | None) -> RunPage:
+def list_runs(
+    account_id: str, query: RunQuery, limit: int, cursor: str | None, *, with_inputs: bool = False
+) -> RunPage:
     """A page of runs, newest first, with the sums of their usage."""
     records, next_cursor = services().runs.list(account_id, query, limit=limit, cursor=cursor)
     totals = UsageTotals()
@@ -388,5 +455,5 @@ def list_runs(account_id: str, query: RunQuery, limit: int, cursor: str | None) 
         outcome = _outcome(record)
         if outcome is not None:
             add_up(totals, outcome)
-        items.append(to_run_state(record, outcome))
+        items.append(to_run_state(record, outcome, _inputs(record, with_inputs)))
     return RunPage(items=items, next_cursor=next_cursor, totals=totals)

@@ -1,0 +1,121 @@
+"""The Cotool dialect: /api/agents routes. Each route parses, calls the core and maps the answer."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from runplane.api import cotool_shapes as shapes
+from runplane.api.common import Dialect, IdempotencyKey, account, principal
+from runplane.api.errors import error_responses, json_response, ok_response
+from runplane.domain.errors import NotFound
+from runplane.domain.models import ErrorBody, RunState
+from runplane.logic import runnables, runs
+
+router = Router()
+TAGS = [Dialect.cotool.value]
+MAX_AGENTS = 1000
+
+
+def _errors(*statuses: int) -> dict:
+    return error_responses(ErrorBody, *statuses)
+
+
+def _run_of(agent_id: UUID, run_id: UUID, *, with_inputs: bool = False) -> RunState:
+    """The caller's run `run_id`, which must be a run of agent `agent_id` (else 404)."""
+    state = runs.get_run(account("runs:read"), str(run_id), with_inputs=with_inputs)
+    if state.runnable_id != str(agent_id):
+        raise NotFound("Run", str(run_id))
+    return state
+
+
+@router.post(
+    "/api/agents/<agentId>/run-sync",
+    tags=TAGS,
+    summary="Run an agent and wait for its result (202 with the runId if it outlasts the wait)",
+    responses={
+        200: ok_response(shapes.RunResult, "The run's result"),
+        202: ok_response(shapes.RunPending, "Still running: poll /run-async/{runId}/status"),
+        **_errors(400, 401, 402, 403, 404, 413, 422),
+    },
+)
+def run_sync(agentId: UUID, body: shapes.RunRequest):
+    caller = principal("runs:write")
+    record = runs.start_run(
+        caller.account_id, str(agentId), shapes.run_request(body), created_by=caller.key_id
+    ).record
+    state = runs.wait_for_run(caller.account_id, record.id, runs.sync_wait(record.timeout_seconds))
+    if not state.status.terminal:
+        pending = shapes.run_pending(state).model_dump_json(exclude_none=True)
+        return json_response(202, pending, _location(agentId, state.id))
+    return json_response(200, shapes.run_result(runs.completed(state), body.inputs).model_dump_json())
+
+
+@router.post(
+    "/api/agents/<agentId>/run-async",
+    tags=TAGS,
+    summary="Start an agent run; poll its status, then fetch its result",
+    responses={
+        200: ok_response(shapes.RunStarted, "The run's id"),
+        **_errors(400, 401, 402, 403, 404, 409, 413),
+    },
+)
+def run_async(
+    agentId: UUID,
+    body: shapes.RunRequest,
+    idempotency_key: IdempotencyKey = None,
+):
+    caller = principal("runs:write")
+    accepted = runs.start_run(
+        caller.account_id,
+        str(agentId),
+        shapes.run_request(body),
+        created_by=caller.key_id,
+        idempotency_key=idempotency_key,
+    )
+    run_id = accepted.record.id
+    return json_response(200, shapes.RunStarted(runId=run_id).model_dump_json(), _location(agentId, run_id))
+
+
+def _location(agent_id: UUID, run_id: str) -> dict[str, str]:
+    return {"Location": f"/api/agents/{agent_id}/run-async/{run_id}/status"}
+
+
+@router.get(
+    "/api/agents/<agentId>/run-async/<runId>/status",
+    tags=TAGS,
+    summary="waiting | running | done | error | interrupted",
+    responses=_errors(401, 403, 404),
+)
+def run_status(agentId: UUID, runId: UUID) -> shapes.RunStatus:
+    return shapes.run_status(_run_of(agentId, runId))
+
+
+@router.get(
+    "/api/agents/<agentId>/run-async/<runId>/result",
+    tags=TAGS,
+    summary="A done run's result, as run-sync returns it (409 until it ends; 422 if it did not succeed)",
+    responses=_errors(401, 403, 404, 409, 422),
+)
+def run_result(agentId: UUID, runId: UUID) -> shapes.RunResult:
+    state = runs.completed(_run_of(agentId, runId, with_inputs=True))
+    return shapes.run_result(state, state.inputs or {})
+
+
+@router.get(
+    "/api/agents",
+    tags=TAGS,
+    summary=f"The organization's agents (at most {MAX_AGENTS}; /v1/runnables pages through any number)",
+    responses=_errors(401, 403),
+)
+def list_agents() -> list[shapes.Agent]:
+    account_id = account("runnables:read")
+    agents: list[shapes.Agent] = []
+    cursor = None
+    while len(agents) < MAX_AGENTS:
+        page = runnables.list_runnables(account_id, min(100, MAX_AGENTS - len(agents)), cursor)
+        agents += [shapes.agent(runnable) for runnable in page.items]
+        if not (cursor := page.next_cursor):
+            break
+    return agents

@@ -1,0 +1,219 @@
+"""Cotool's shapes and the mappers between them and the core's models. No I/O.
+
+An agent is a runnable and an organization is an account. Attachments reach the runnable as the run's
+resources (directory `attachments`); the result's `structuredOutputResult` is the run's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runplane.api.common import Shape
+from runplane.domain.models import (
+    ErrorBody,
+    ResourceCreate,
+    Runnable,
+    RunResource,
+    RunState,
+    StartRunRequest,
+    Strict,
+)
+from runplane.domain.states import Status
+
+RunStatusName = Literal["running", "waiting", "done", "error", "interrupted"]
+STATUSES: dict[Status, RunStatusName] = {
+    Status.waiting: "waiting",
+    Status.running: "running",
+    Status.completed: "done",
+    Status.failed: "error",
+    Status.timeout: "error",
+    Status.cancelled: "interrupted",
+}
+_STATUS_MESSAGES = {
+    Status.waiting: "Waiting for a worker",
+    Status.running: "Running",
+    Status.completed: "Completed",
+    Status.failed: "Failed",
+    Status.timeout: "Timed out",
+    Status.cancelled: "Cancelled",
+}
+
+
+class Attachment(Strict):
+    fileId: str = Field(min_length=1, max_length=256, description="Unique identifier of the uploaded file")
+    fileName: str = Field(max_length=1024, description="Name of the file")
+    size: float = Field(description="Size of the file in bytes")
+    fileType: Literal["image", "pdf", "spreadsheet", "document", "presentation", "file"] | None = None
+    previewText: str | None = Field(None, description="Optional text preview for text-like files")
+
+
+class RunRequest(BaseModel):
+    """Unknown top-level keys are ignored, as Cotool does; attachment items are strict."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: dict[str, Any] = Field(description="Input values for the agent run")
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+
+
+class RunStarted(Shape):
+    runId: str
+
+
+class RunStatus(Shape):
+    status: RunStatusName
+    statusMessage: str
+    isStreaming: bool = Field(description="Whether the run is still in progress")
+    error: str | None = Field(None, description="Why the run failed, when it did")
+
+
+class RunPending(RunStatus):
+    """run-sync's answer when the run outlasts the wait."""
+
+    runId: str
+
+
+class ToolCall(Shape):
+    type: Literal["tool-call"] = "tool-call"
+    toolCallId: str
+    toolName: str
+    args: Any = None
+
+
+class ToolResult(Shape):
+    type: Literal["tool-result"] = "tool-result"
+    toolCallId: str
+    toolName: str
+    result: Any = None
+    isError: bool = False
+
+
+class Message(Shape):
+    role: str
+    content: str
+
+
+class RunResult(Shape):
+    finalAssistantMessage: str
+    allToolCallsMade: list[ToolCall]
+    allToolResultsReceived: list[ToolResult]
+    messages: list[Message]
+    structuredOutputResult: dict[str, Any] | None = Field(None, description="The run's outputs")
+
+
+class AgentInput(Shape):
+    name: str
+    description: str | None = None
+    required: bool
+
+
+class Agent(Shape):
+    id: str
+    organizationId: str
+    name: str
+    description: str | None = None
+    createdAt: str
+    updatedAt: str
+    toolNames: list[str] = Field(default_factory=list)
+    inputs: list[AgentInput]
+    structuredOutputSchema: dict[str, Any] | None = None
+    tags: list[str]
+
+
+# --- requests ---
+
+
+def run_request(body: RunRequest) -> StartRunRequest:
+    resources = [
+        RunResource(
+            name=item.fileId,
+            resource=ResourceCreate(
+                name=item.fileName,
+                directory_path="attachments",
+                content=item.previewText,
+                metadata=item.model_dump(exclude_none=True, exclude={"previewText"}),
+            ),
+        )
+        for item in body.attachments
+    ]
+    return StartRunRequest(inputs=body.inputs, resources=resources)
+
+
+# --- answers ---
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def run_status(state: RunState) -> RunStatus:
+    error = state.result.error.message if state.result and state.result.error else None
+    return RunStatus(
+        status=STATUSES[state.status],
+        statusMessage=error
+        if error and state.status is not Status.cancelled
+        else _STATUS_MESSAGES[state.status],
+        isStreaming=not state.status.terminal,
+        error=error if state.status in (Status.failed, Status.timeout) else None,
+    )
+
+
+def run_pending(state: RunState) -> RunPending:
+    return RunPending(runId=state.id, **run_status(state).model_dump())
+
+
+def final_message(outputs: dict[str, Any]) -> str:
+    """The outputs' `text` when it is a string, else their only value when it is one, else their JSON."""
+    if isinstance(outputs.get("text"), str):
+        return outputs["text"]
+    if len(outputs) == 1 and isinstance(only := next(iter(outputs.values())), str):
+        return only
+    return _compact(outputs)
+
+
+def run_result(state: RunState, inputs: dict[str, Any]) -> RunResult:
+    """The run's outputs as the agent's answer; the conversation is the inputs (as JSON) and the answer."""
+    outputs = (state.result.outputs if state.result else None) or {}
+    answer = final_message(outputs)
+    return RunResult(
+        finalAssistantMessage=answer,
+        allToolCallsMade=[],
+        allToolResultsReceived=[],
+        messages=[
+            Message(role="user", content=_compact(inputs)),
+            Message(role="assistant", content=answer),
+        ],
+        structuredOutputResult=outputs,
+    )
+
+
+def agent(runnable: Runnable) -> Agent:
+    schema = runnable.input_schema or {}
+    required = set(schema.get("required", []))
+    return Agent(
+        id=runnable.id,
+        organizationId=runnable.account_id,
+        name=runnable.name,
+        createdAt=runnable.created_at.isoformat(),
+        updatedAt=runnable.updated_at.isoformat(),
+        inputs=[
+            AgentInput(name=name, description=spec.get("description"), required=name in required)
+            for name, spec in (schema.get("properties") or {}).items()
+            if isinstance(spec, dict)
+        ],
+        structuredOutputSchema=runnable.output_schema,
+        tags=runnable.tags,
+    )
+
+
+# Cotool's words for what the core calls a runnable
+_TEXT_BY_CODE = {"runnable_not_found": "Agent not found", "run_not_found": "Run not found"}
+
+
+def error_body(status: int, error: ErrorBody, started: list[str]) -> ErrorBody:
+    """`ValidationError {error, issues}`, `Error {error}`, `PermissionError {error, missingPerms}`:
+    the core's error body already has that shape; only the vocabulary changes."""
+    return error.model_copy(update={"error": _TEXT_BY_CODE.get(error.code, error.error)})

@@ -1,0 +1,203 @@
+"""The Roe AI dialect: /v1/agents routes. Each route parses, calls the core and maps the answer."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+from runplane.api import roe_shapes as shapes
+from runplane.api.common import Dialect, IdempotencyKey, created_range, principal
+from runplane.api.errors import error_responses, json_response, ok_response
+from runplane.domain.errors import InvalidRequest, Issue, WrongAccount
+from runplane.domain.models import RunQuery, Scope
+from runplane.logic import runnables, runs
+from runplane.logic.keys import Principal
+
+router = Router()
+TAGS = [Dialect.roe.value]
+MAX_BATCH = 100
+
+AgentBody = Annotated[dict[str, Any], Body(description="Input keys of the agent, plus optional `metadata`")]
+OrganizationId = Annotated[
+    str | None,
+    Query(max_length=64, description="Must be the key's account when given (also accepted in the body)"),
+]
+
+
+def _errors(*statuses: int) -> dict:
+    return error_responses(shapes.ErrorResponse, *statuses)
+
+
+def _caller(organization_id: str | None, body: dict[str, Any] | None, *needed: Scope) -> Principal:
+    """The caller with `needed`; an `organization_id` (query or body) other than its account is 403."""
+    caller = principal(*needed)
+    named = {organization_id, (body or {}).get("organization_id")} - {None}
+    if any(str(name) != caller.account_id for name in named):
+        raise WrongAccount()
+    return caller
+
+
+def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, json.dumps(document, separators=(",", ":")), headers)
+
+
+def _job_location(job_id: str) -> dict[str, str]:
+    return {"Location": f"/v1/agents/jobs/{job_id}/status/"}
+
+
+@router.post(
+    "/v1/agents/run/<agent_id>/",
+    tags=TAGS,
+    summary="Run an agent and wait for its outputs (202 and the job id if it outlasts the wait)",
+    responses={
+        200: ok_response(list[shapes.Output], "The job's outputs"),
+        202: ok_response(str, "Still running: the job id"),
+        **_errors(400, 401, 402, 403, 404, 413, 422),
+    },
+)
+def run_agent(agent_id: UUID, body: AgentBody = {}, organization_id: OrganizationId = None):  # noqa: B006
+    caller = _caller(organization_id, body, "runs:write")
+    record = runs.start_run(
+        caller.account_id, str(agent_id), shapes.run_request(body), created_by=caller.key_id
+    ).record
+    state = runs.wait_for_run(caller.account_id, record.id, runs.sync_wait(record.timeout_seconds))
+    if not state.status.terminal:
+        return _json(202, state.id, _job_location(state.id))
+    outputs = shapes.outputs(runs.completed(state))
+    return _json(200, [item.model_dump(exclude_none=True) for item in outputs])
+
+
+@router.post(
+    "/v1/agents/run/<agent_id>/async/",
+    tags=TAGS,
+    summary="Start an agent job; the answer is its id",
+    responses={200: ok_response(str, "Agent job ID"), **_errors(400, 401, 402, 403, 404, 409, 413)},
+)
+def run_agent_async(
+    agent_id: UUID,
+    body: AgentBody = {},  # noqa: B006
+    organization_id: OrganizationId = None,
+    idempotency_key: IdempotencyKey = None,
+):
+    caller = _caller(organization_id, body, "runs:write")
+    accepted = runs.start_run(
+        caller.account_id,
+        str(agent_id),
+        shapes.run_request(body),
+        created_by=caller.key_id,
+        idempotency_key=idempotency_key,
+    )
+    return _json(200, accepted.record.id, _job_location(accepted.record.id))
+
+
+@router.post(
+    "/v1/agents/run/<agent_id>/async/many/",
+    tags=TAGS,
+    summary=f"Start one job per item of `inputs` (at most {MAX_BATCH}); bad input in any item starts none",
+    responses={
+        200: ok_response(list[str], "Agent job IDs, in order"),
+        **_errors(400, 401, 402, 403, 404, 409, 413),
+    },
+)
+def run_agent_many(
+    agent_id: UUID,
+    body: AgentBody = {},  # noqa: B006
+    organization_id: OrganizationId = None,
+    idempotency_key: IdempotencyKey = None,
+):
+    caller = _caller(organization_id, body, "runs:write")
+    requests = shapes.batch_requests(body)
+    if not 1 <= len(requests) <= MAX_BATCH:
+        raise InvalidRequest(
+            shapes.INVALID_INPUT,
+            "validation_error",
+            [Issue("body.inputs", f"must hold 1 to {MAX_BATCH} items, not {len(requests)}")],
+        )
+    job_ids = runs.start_runs(
+        caller.account_id, str(agent_id), requests, created_by=caller.key_id, idempotency_key=idempotency_key
+    )
+    return _json(200, job_ids)
+
+
+@router.get(
+    "/v1/agents/jobs/<job_id>/status/",
+    tags=TAGS,
+    summary="0 PENDING, 1 STARTED, 3 SUCCESS, 4 FAILURE, 5 CANCELLED",
+    responses=_errors(401, 403, 404),
+)
+def job_status(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobStatus:
+    caller = _caller(organization_id, None, "runs:read")
+    return shapes.job_status(runs.get_run(caller.account_id, str(job_id)))
+
+
+@router.get(
+    "/v1/agents/jobs/<job_id>/result/",
+    tags=TAGS,
+    summary="A successful job's inputs, outputs and tokens (409 until it ends; 422 if it did not succeed)",
+    responses=_errors(401, 403, 404, 409, 422),
+)
+def job_result(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobResult:
+    caller = _caller(organization_id, None, "runs:read")
+    state = runs.get_run(caller.account_id, str(job_id), with_inputs=True)
+    return shapes.job_result(runs.completed(state))
+
+
+@router.post(
+    "/v1/agents/jobs/<job_id>/cancel/",
+    tags=TAGS,
+    summary="Cancel a job (204; a running job ends cancelled shortly; 409 if it already ended)",
+    status_code=204,
+    responses=_errors(401, 403, 404, 409),
+)
+def cancel_job(job_id: UUID, organization_id: OrganizationId = None):
+    caller = _caller(organization_id, None, "runs:write")
+    runs.cancel_run(caller.account_id, str(job_id))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/agents/<agent_id>/jobs/",
+    tags=TAGS,
+    summary="An agent's jobs, newest first; follow `next` for the following page",
+    responses=_errors(400, 401, 403, 404),
+)
+def list_jobs(
+    agent_id: UUID,
+    organization_id: OrganizationId = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048, description="From `next`")] = None,
+    created_from: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
+    created_to: Annotated[datetime | None, Query(description="Created before (ISO 8601)")] = None,
+    page: Annotated[int, Query(ge=1, le=1, description="Only 1: pages follow `next`")] = 1,
+) -> shapes.JobPage:
+    caller = _caller(organization_id, None, "runs:read")
+    runnables.get_runnable(caller.account_id, str(agent_id))  # an unknown agent is 404, not an empty list
+    after, before = created_range(created_from, created_to, ("created_from", "created_to"))
+    query = RunQuery(runnable_id=str(agent_id), created_after=after, created_before=before)
+    found = runs.list_runs(caller.account_id, query, page_size, cursor, with_inputs=True)
+    next_page = None
+    if found.next_cursor:
+        following = {**(router.current_event.query_string_parameters or {}), "cursor": found.next_cursor}
+        next_page = _url(f"{router.current_event.path}?{urlencode(following)}")
+    return shapes.JobPage(
+        count=len(found.items), next=next_page, results=[shapes.job(state) for state in found.items]
+    )
+
+
+def _url(path: str) -> str:
+    """An absolute URL of this API for `path` (the stage is part of it on API Gateway's own host)."""
+    event = router.current_event
+    host = event.headers.get("host")
+    if not host:
+        return path
+    scheme = event.headers.get("x-forwarded-proto") or "http"
+    stage = (event.get("requestContext") or {}).get("stage")
+    prefix = f"/{stage}" if stage and host.endswith(".amazonaws.com") else ""
+    return f"{scheme}://{host}{prefix}{path}"

@@ -1,0 +1,231 @@
+"""Roe AI's shapes and the mappers between them and the core's models. No I/O.
+
+An agent is a runnable, a job is a run, an organization is an account. Values Roe serializes as strings
+(inputs and outputs) are sent as-is when they are strings and as JSON text otherwise, with `data_type`
+saying which (`text/plain` or `application/json`).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import suppress
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from runplane.api.common import Shape
+from runplane.domain.errors import InvalidRequest, Issue
+from runplane.domain.models import ErrorBody, RunState, StartRunRequest
+from runplane.domain.states import Status
+
+# Roe's job status codes; 2 RETRY and 6 CACHED are never reported (a retried run stays STARTED).
+STATUS_CODES: dict[Status, int] = {
+    Status.waiting: 0,
+    Status.running: 1,
+    Status.completed: 3,
+    Status.failed: 4,
+    Status.timeout: 4,
+    Status.cancelled: 5,
+}
+RESERVED_KEYS = frozenset({"metadata", "organization_id"})
+INVALID_INPUT = "Invalid agent input data"
+
+
+class Output(Shape):
+    key: str = Field(description="The key of the output")
+    data_type: str = Field(description="The MIME data type of the output")
+    value: str = Field(description="The value of the output, serialized as a string")
+    description: str | None = None
+    cost: float | None = Field(None, description="The cost of the agent job execution, USD")
+
+
+class JobInput(Shape):
+    key: str
+    value: str
+    data_type: str
+
+
+class JobStatus(Shape):
+    status: int = Field(description="0 PENDING, 1 STARTED, 3 SUCCESS, 4 FAILURE, 5 CANCELLED")
+    timestamp: float = Field(description="Unix time of the last change, seconds")
+    error_message: str | None = Field(None, description="When the status is FAILURE or CANCELLED")
+
+
+class JobResult(BaseModel):
+    agent_id: str
+    agent_version_id: str = Field(description="Runnables are not versioned: the agent's id")
+    inputs: list[JobInput]
+    input_tokens: int | None
+    output_tokens: int | None
+    outputs: list[Output]
+
+
+class StatusEvent(Shape):
+    timestamp: datetime
+    status_code: int
+    error_message: str | None = None
+
+
+class Job(Shape):
+    id: str
+    agent_version_name: str | None = None
+    status_events: list[StatusEvent]
+    status_code: int
+    created_at: datetime
+    last_updated_at: datetime
+    job_inputs: list[JobInput]
+    metadata: dict[str, Any]
+
+
+class JobPage(BaseModel):
+    count: int = Field(description="Jobs on this page")
+    next: str | None = Field(description="The next page's URL; null on the last page")
+    previous: str | None = Field(None, description="Always null: follow `next` forwards")
+    results: list[Job]
+
+
+class ErrorResponse(Shape):
+    error: str = Field(description="Roe's error text")
+    message: str = Field(description="What exactly went wrong")
+    status_code: int
+    code: str = Field(description="Runplane's stable error code")
+    issues: list[dict[str, str]] | None = None
+    missingPerms: list[str] | None = None
+    job_ids: list[str] | None = Field(None, description="402 in a batch: the jobs started before it")
+
+
+# --- requests ---
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` as an object, a JSON-encoded object, or null (none)."""
+    metadata = body.get("metadata")
+    if isinstance(metadata, str):
+        with suppress(ValueError):  # not JSON: refused below as a string
+            metadata = json.loads(metadata)
+    if metadata is None:
+        return {}
+    if isinstance(metadata, dict):
+        return metadata
+    raise InvalidRequest(
+        INVALID_INPUT, "validation_error", [Issue("body.metadata", "must be an object or its JSON text")]
+    )
+
+
+def _inputs(body: dict[str, Any]) -> dict[str, Any]:
+    """The body's keys but `metadata` and `organization_id`. Roe's own examples also wrap them in
+    `{"inputs": {...}}`: an `inputs` object that is the only key is unwrapped."""
+    inputs = {key: value for key, value in body.items() if key not in RESERVED_KEYS}
+    if set(inputs) == {"inputs"} and isinstance(inputs["inputs"], dict):
+        return inputs["inputs"]
+    return inputs
+
+
+def run_request(body: dict[str, Any]) -> StartRunRequest:
+    return StartRunRequest(inputs=_inputs(body), metadata=_metadata(body))
+
+
+def batch_requests(body: dict[str, Any]) -> list[StartRunRequest]:
+    """`{"inputs": [{...}, ...]}`: one job per item; an item's `metadata` is ignored, as Roe does."""
+    items = body.get("inputs")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise InvalidRequest(
+            INVALID_INPUT, "validation_error", [Issue("body.inputs", "must be a list of input objects")]
+        )
+    return [StartRunRequest(inputs=_inputs(item)) for item in items]
+
+
+# --- answers ---
+
+
+def _text(value: Any) -> tuple[str, str]:
+    if isinstance(value, str):
+        return value, "text/plain"
+    return json.dumps(value, separators=(",", ":")), "application/json"
+
+
+def _job_inputs(state: RunState) -> list[JobInput]:
+    items = []
+    for key, value in (state.inputs or {}).items():
+        text, data_type = _text(value)
+        items.append(JobInput(key=key, value=text, data_type=data_type))
+    return items
+
+
+def outputs(state: RunState) -> list[Output]:
+    """The run's outputs, one item per key; each carries the job's cost, as Roe's do."""
+    items = []
+    for key, value in (state.result.outputs if state.result and state.result.outputs else {}).items():
+        text, data_type = _text(value)
+        items.append(Output(key=key, value=text, data_type=data_type, cost=state.total_token_cost_usd))
+    return items
+
+
+def _changed_at(state: RunState) -> datetime:
+    return state.completed_at or state.failed_at or state.created_at
+
+
+def _error_message(state: RunState) -> str | None:
+    return state.result.error.message if state.result and state.result.error else None
+
+
+def job_status(state: RunState) -> JobStatus:
+    return JobStatus(
+        status=STATUS_CODES[state.status],
+        timestamp=_changed_at(state).timestamp(),
+        error_message=_error_message(state),
+    )
+
+
+def job_result(state: RunState) -> JobResult:
+    return JobResult(
+        agent_id=state.runnable_id or "",
+        agent_version_id=state.runnable_id or "",
+        inputs=_job_inputs(state),
+        input_tokens=state.total_input_tokens,
+        output_tokens=state.total_output_tokens,
+        outputs=outputs(state),
+    )
+
+
+def job(state: RunState) -> Job:
+    events = [StatusEvent(timestamp=state.created_at, status_code=STATUS_CODES[Status.waiting])]
+    if state.status is not Status.waiting:
+        events.append(
+            StatusEvent(
+                timestamp=_changed_at(state),
+                status_code=STATUS_CODES[state.status],
+                error_message=_error_message(state),
+            )
+        )
+    return Job(
+        id=state.id,
+        status_events=events,
+        status_code=STATUS_CODES[state.status],
+        created_at=state.created_at,
+        last_updated_at=_changed_at(state),
+        job_inputs=_job_inputs(state),
+        metadata=state.metadata or {},
+    )
+
+
+# Roe's own error texts, by Runplane error code, then by status
+_TEXT_BY_CODE = {
+    "runnable_not_found": "Agent not found",
+    "run_not_found": "Job not found",
+    "insufficient_credits": "Insufficient credits",
+}
+_TEXT_BY_STATUS = {400: INVALID_INPUT, 500: "Internal server error"}
+
+
+def error_body(status: int, error: ErrorBody, started: list[str]) -> ErrorResponse:
+    return ErrorResponse(
+        error=_TEXT_BY_CODE.get(error.code) or _TEXT_BY_STATUS.get(status) or error.error,
+        message=error.error,
+        status_code=status,
+        code=error.code,
+        issues=error.issues or None,
+        missingPerms=error.missingPerms,
+        job_ids=started or None,
+    )

@@ -1,0 +1,461 @@
+"""The Roe AI (/v1/agents) and Cotool (/api/agents) dialects on the same core.
+
+Every answer these tests receive from a dialect route is validated against the schemas transcribed in
+tests/schemas (see `Api.call`), success and error alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from runplane.logic import keys, services
+from runplane.logic.accounts import set_credits
+from runplane.logic.keys import CreatedKey
+
+from tests.conftest import Api, drain, make_runnable, working
+
+UNKNOWN = "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "topic": {"type": "string", "description": "What to write about"},
+        "n": {"type": "integer"},
+    },
+    "required": ["topic"],
+}
+
+
+def roe_outputs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Roe's serialized outputs back to values."""
+    return {
+        item["key"]: json.loads(item["value"]) if item["data_type"] == "application/json" else item["value"]
+        for item in items
+    }
+
+
+def refactor_outputs(api: Api, run_id: str) -> dict[str, Any]:
+    return api.get(f"/v1/run/{run_id}").json()["result"]["outputs"]
+
+
+def short_sync_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNPLANE_SYNC_WAIT_SECONDS", "0.2")
+    services.reset()
+
+
+# --- Roe AI ---
+
+
+def test_roe_async_job_status_and_result(api: Api, echo_id: str) -> None:
+    reply = api.post(f"/v1/agents/run/{echo_id}/async/", {"text": "hi", "n": 3, "metadata": {"team": "a"}})
+    assert reply.status == 200
+    job_id = reply.json()
+    assert api.get(f"/v1/agents/jobs/{job_id}/status/").json()["status"] == 0  # PENDING
+    assert api.get(f"/v1/agents/jobs/{job_id}/result/").status == 409  # not ended yet
+    drain("worker")
+    status = api.get(f"/v1/agents/jobs/{job_id}/status/").json()
+    assert status["status"] == 3
+    assert "error_message" not in status
+    result = api.get(f"/v1/agents/jobs/{job_id}/result/").json()
+    assert result["agent_id"] == echo_id
+    assert {i["key"]: (i["value"], i["data_type"]) for i in result["inputs"]} == {
+        "text": ("hi", "text/plain"),
+        "n": ("3", "application/json"),
+    }
+    assert roe_outputs(result["outputs"]) == {"text": "hi", "n": 3} == refactor_outputs(api, job_id)
+    assert (result["input_tokens"], result["output_tokens"]) == (0, 0)
+    assert api.get(f"/v1/run/{job_id}").json()["metadata"] == {"team": "a"}
+
+
+@pytest.mark.parametrize(
+    ("body", "inputs", "metadata"),
+    [
+        ({"inputs": {"topic": "x"}}, {"topic": "x"}, {}),  # the wrapped form of Roe's examples
+        ({"topic": "x", "metadata": '{"k": 1}'}, {"topic": "x"}, {"k": 1}),  # metadata as JSON text
+        ({"topic": "x", "metadata": None, "organization_id": "acme"}, {"topic": "x"}, {}),
+    ],
+)
+def test_roe_inputs_are_the_bodys_keys(api: Api, body: dict, inputs: dict, metadata: dict) -> None:
+    agent = make_runnable("acme", "echo")
+    job_id = api.post(f"/v1/agents/run/{agent}/async/", body).json()
+    drain("worker")
+    assert refactor_outputs(api, job_id) == inputs
+    assert api.get(f"/v1/run/{job_id}").json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"n": 1}, "body.inputs"),  # input_schema: topic is required
+        ({"topic": 5}, "body.inputs.topic"),
+        ({"topic": "x", "metadata": "[1]"}, "body.metadata"),
+        ({"topic": "x", "metadata": "{not json"}, "body.metadata"),
+    ],
+)
+def test_roe_bad_input_is_400_invalid_agent_input_data(api: Api, body: dict, field: str) -> None:
+    agent = make_runnable("acme", "echo", input_schema=SCHEMA)
+    reply = api.post(f"/v1/agents/run/{agent}/async/", body)
+    assert reply.status == 400
+    error = reply.json()
+    assert error["error"] == "Invalid agent input data"
+    assert any(issue["field"] == field for issue in error["issues"]), error
+    assert api.get(f"/v1/agents/{agent}/jobs/").json()["results"] == []
+
+
+def test_roe_body_that_is_not_an_object_or_json_is_400(api: Api, echo_id: str) -> None:
+    for raw in ("[1, 2]", "{broken"):
+        reply = api.call("POST", f"/v1/agents/run/{echo_id}/async/", raw=raw)
+        assert reply.status == 400
+        assert reply.json()["error"] == "Invalid agent input data"
+
+
+def test_roe_organization_id_must_be_the_keys_account(api: Api, echo_id: str) -> None:
+    assert api.post(f"/v1/agents/run/{echo_id}/async/?organization_id=acme", {"a": 1}).status == 200
+    for path, body in [
+        (f"/v1/agents/run/{echo_id}/async/?organization_id=globex", {"a": 1}),
+        (f"/v1/agents/run/{echo_id}/async/", {"a": 1, "organization_id": "globex"}),
+        (f"/v1/agents/{echo_id}/jobs/?organization_id=globex", None),
+    ]:
+        reply = api.call("POST" if body else "GET", path, body)
+        assert reply.status == 403
+        assert reply.json()["code"] == "organization_mismatch"
+
+
+def test_roe_sync_run_returns_outputs_or_the_job_id_when_it_outlasts_the_wait(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = make_runnable("acme", "echo")
+    with working():
+        reply = api.post(f"/v1/agents/run/{agent}/", {"text": "hello", "items": [1, 2]})
+    assert reply.status == 200
+    assert roe_outputs(reply.json()) == {"text": "hello", "items": [1, 2]}
+    short_sync_wait(monkeypatch)
+    slow = make_runnable("acme", "sleep")
+    reply = api.post(f"/v1/agents/run/{slow}/", {"seconds": 0.5})
+    assert reply.status == 202
+    assert reply.headers["Location"] == f"/v1/agents/jobs/{reply.json()}/status/"
+    drain("worker")
+    assert api.get(f"/v1/agents/jobs/{reply.json()}/status/").json()["status"] == 3
+
+
+def test_roe_failed_job_is_failure_with_its_message_and_its_result_is_422(api: Api) -> None:
+    agent = make_runnable("acme", "fail")
+    with working():
+        reply = api.post(f"/v1/agents/run/{agent}/", {"message": "no luck"})
+    assert reply.status == 422
+    assert "no luck" in reply.json()["message"]
+    job_id = api.get(f"/v1/agents/{agent}/jobs/").json()["results"][0]["id"]
+    status = api.get(f"/v1/agents/jobs/{job_id}/status/").json()
+    assert status == {"status": 4, "timestamp": status["timestamp"], "error_message": "no luck"}
+    result = api.get(f"/v1/agents/jobs/{job_id}/result/")
+    assert result.status == 422
+    assert result.json()["code"] == "run_failed"
+
+
+def test_roe_batch_starts_one_job_per_item_in_order(api: Api, echo_id: str) -> None:
+    reply = api.post(
+        f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": 0}, {"i": 1, "metadata": "x"}]}
+    )
+    assert reply.status == 200
+    job_ids = reply.json()
+    drain("worker")
+    assert [refactor_outputs(api, job)["i"] for job in job_ids] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"inputs": []}, {"inputs": [{"i": n} for n in range(101)]}, {"inputs": {"i": 0}}, {"inputs": [1]}, {}],
+)
+def test_roe_batch_of_bad_shape_is_400(api: Api, echo_id: str, body: dict) -> None:
+    reply = api.post(f"/v1/agents/run/{echo_id}/async/many/", body)
+    assert reply.status == 400
+    assert reply.json()["error"] == "Invalid agent input data"
+
+
+def test_roe_batch_with_one_bad_item_starts_no_job(api: Api) -> None:
+    agent = make_runnable("acme", "echo", input_schema=SCHEMA)
+    reply = api.post(f"/v1/agents/run/{agent}/async/many/", {"inputs": [{"topic": "a"}, {"topic": 1}]})
+    assert reply.status == 400
+    assert reply.json()["issues"][0]["field"] == "body.inputs.1.topic"
+    assert api.get(f"/v1/agents/{agent}/jobs/").json()["results"] == []
+
+
+def test_roe_batch_that_runs_out_of_credits_names_the_jobs_it_started(
+    api: Api, account: CreatedKey, echo_id: str
+) -> None:
+    set_credits(account.account_id, limit_usd=None, limit_runs=2)
+    reply = api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": 0}, {"i": 1}, {"i": 2}]})
+    assert reply.status == 402
+    error = reply.json()
+    assert error["error"] == "Insufficient credits"
+    assert len(error["job_ids"]) == 2
+    drain("worker")
+    assert [refactor_outputs(api, job)["i"] for job in error["job_ids"]] == [0, 1]
+
+
+def test_roe_batch_is_idempotent_per_item_under_one_key(api: Api, echo_id: str) -> None:
+    body = {"inputs": [{"i": 0}, {"i": 1}]}
+    key = {"Idempotency-Key": "batch-1"}
+    first = api.post(f"/v1/agents/run/{echo_id}/async/many/", body, headers=key).json()
+    assert api.post(f"/v1/agents/run/{echo_id}/async/many/", body, headers=key).json() == first
+    assert len(api.get(f"/v1/agents/{echo_id}/jobs/").json()["results"]) == 2
+
+
+def test_roe_cancel(api: Api, echo_id: str) -> None:
+    job_id = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}).json()
+    reply = api.post(f"/v1/agents/jobs/{job_id}/cancel/")
+    assert (reply.status, reply.text) == (204, "")
+    assert api.get(f"/v1/agents/jobs/{job_id}/status/").json()["status"] == 5
+    assert api.post(f"/v1/agents/jobs/{job_id}/cancel/").status == 204  # cancelling again is harmless
+    done = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}).json()
+    drain("worker")
+    assert api.post(f"/v1/agents/jobs/{done}/cancel/").status == 409
+    missing = api.post(f"/v1/agents/jobs/{UNKNOWN}/cancel/")
+    assert missing.status == 404
+    assert missing.json()["error"] == "Job not found"
+
+
+def test_roe_list_jobs_pages_newest_first_through_next(api: Api, echo_id: str) -> None:
+    job_ids = [api.post(f"/v1/agents/run/{echo_id}/async/", {"i": i}).json() for i in range(5)]
+    other = make_runnable("acme", "echo")
+    api.post(f"/v1/agents/run/{other}/async/", {"i": 9})
+    drain("worker")
+    seen, path = [], f"/v1/agents/{echo_id}/jobs/?page_size=2"
+    while path:
+        page = api.get(path, headers={"Host": "runs.example.com", "X-Forwarded-Proto": "https"}).json()
+        assert page["count"] == len(page["results"]) <= 2
+        assert page["previous"] is None
+        seen += page["results"]
+        path = None
+        if page["next"]:
+            parts = urlsplit(page["next"])
+            assert (parts.scheme, parts.netloc) == ("https", "runs.example.com")
+            path = f"{parts.path}?{parts.query}"
+    assert [job["id"] for job in seen] == job_ids[::-1]
+    assert all(
+        job["status_code"] == 3 and [e["status_code"] for e in job["status_events"]] == [0, 3] for job in seen
+    )
+    assert seen[0]["job_inputs"] == [{"key": "i", "value": "4", "data_type": "application/json"}]
+
+
+def test_roe_list_jobs_filters_by_creation_time_and_refuses_page_numbers(api: Api, echo_id: str) -> None:
+    api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0})
+    assert (
+        len(api.get(f"/v1/agents/{echo_id}/jobs/?created_from=2000-01-01T00:00:00Z").json()["results"]) == 1
+    )
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_to=2000-01-01T00:00:00Z").json()["results"] == []
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_from=2000-01-01T00:00:00").status == 400  # no zone
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?page=2").status == 400
+    missing = api.get(f"/v1/agents/{UNKNOWN}/jobs/")
+    assert missing.status == 404
+    assert missing.json()["error"] == "Agent not found"
+
+
+def test_roe_errors_keep_roes_texts(api: Api, account: CreatedKey, echo_id: str) -> None:
+    assert api.post(f"/v1/agents/run/{UNKNOWN}/async/", {"a": 1}).json()["error"] == "Agent not found"
+    assert api.get(f"/v1/agents/jobs/{UNKNOWN}/status/").json()["error"] == "Job not found"
+    assert api.get(f"/v1/agents/jobs/{UNKNOWN}/result/").status == 404
+    assert api.get("/v1/agents/jobs/not-a-uuid/status/").status == 400
+    unauthorized = api.get(f"/v1/agents/jobs/{UNKNOWN}/status/", token="rpk_nope")
+    assert unauthorized.status == 401
+    assert unauthorized.json()["status_code"] == 401
+    reader = Api(keys.create_key(account.account_id, scopes=["runs:read"]).token)
+    forbidden = reader.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1})
+    assert forbidden.status == 403
+    assert forbidden.json()["missingPerms"] == ["runs:write"]
+    set_credits(account.account_id, limit_usd=None, limit_runs=0)
+    broke = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1})
+    assert broke.status == 402
+    assert broke.json() | {"message": ""} == {
+        "error": "Insufficient credits",
+        "message": "",
+        "status_code": 402,
+        "code": "insufficient_credits",
+    }
+
+
+def test_roe_jobs_of_another_account_are_not_found(api: Api, echo_id: str) -> None:
+    job_id = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}).json()
+    other = Api(keys.create_key("globex").token)
+    assert other.get(f"/v1/agents/jobs/{job_id}/status/").status == 404
+    assert other.post(f"/v1/agents/jobs/{job_id}/cancel/").status == 404
+    assert other.get(f"/v1/agents/{echo_id}/jobs/").status == 404
+
+
+# --- Cotool ---
+
+ATTACHMENT = {
+    "fileId": "file-1",
+    "fileName": "notes.txt",
+    "size": 12,
+    "fileType": "document",
+    "previewText": "hi",
+}
+
+
+def test_cotool_async_run_status_and_result(api: Api, echo_id: str) -> None:
+    reply = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {"text": "hello", "n": 2}})
+    assert reply.status == 200
+    run_id = reply.json()["runId"]
+    status = api.get(f"/api/agents/{echo_id}/run-async/{run_id}/status").json()
+    assert (status["status"], status["isStreaming"]) == ("waiting", True)
+    assert api.get(f"/api/agents/{echo_id}/run-async/{run_id}/result").status == 409
+    drain("worker")
+    status = api.get(f"/api/agents/{echo_id}/run-async/{run_id}/status").json()
+    assert status == {"status": "done", "statusMessage": "Completed", "isStreaming": False}
+    result = api.get(f"/api/agents/{echo_id}/run-async/{run_id}/result").json()
+    assert result["structuredOutputResult"] == {"text": "hello", "n": 2} == refactor_outputs(api, run_id)
+    assert result["finalAssistantMessage"] == "hello"
+    assert result["messages"] == [
+        {"role": "user", "content": '{"text":"hello","n":2}'},
+        {"role": "assistant", "content": "hello"},
+    ]
+
+
+def test_cotool_run_sync_returns_the_result_payload_or_a_run_id(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = make_runnable("acme", "echo")
+    with working():
+        reply = api.post(f"/api/agents/{agent}/run-sync", {"inputs": {"answer": 42}})
+    assert reply.status == 200
+    assert reply.json()["structuredOutputResult"] == {"answer": 42}
+    assert reply.json()["finalAssistantMessage"] == '{"answer":42}'
+    short_sync_wait(monkeypatch)
+    slow = make_runnable("acme", "sleep")
+    pending = api.post(f"/api/agents/{slow}/run-sync", {"inputs": {"seconds": 0.5}})
+    assert pending.status == 202
+    assert pending.json()["status"] == "waiting"
+    run_id = pending.json()["runId"]
+    assert pending.headers["Location"] == f"/api/agents/{slow}/run-async/{run_id}/status"
+    drain("worker")
+    result = api.get(f"/api/agents/{slow}/run-async/{run_id}/result").json()
+    assert result["structuredOutputResult"]["slept"] >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("function", "inputs", "status", "state"),
+    [("fail", {"message": "nope"}, "error", "failed"), ("sleep", {"seconds": 5}, "interrupted", "cancelled")],
+)
+def test_cotool_runs_that_do_not_succeed(
+    api: Api, function: str, inputs: dict, status: str, state: str
+) -> None:
+    agent = make_runnable("acme", function)
+    run_id = api.post(f"/api/agents/{agent}/run-async", {"inputs": inputs}).json()["runId"]
+    if state == "cancelled":
+        api.post(f"/v1/run/{run_id}/cancel")  # a cancel from the re-factor dialect
+    drain("worker")
+    answer = api.get(f"/api/agents/{agent}/run-async/{run_id}/status").json()
+    assert answer["status"] == status
+    assert answer["isStreaming"] is False
+    if state == "failed":
+        assert answer["error"] == answer["statusMessage"] == "nope"
+    result = api.get(f"/api/agents/{agent}/run-async/{run_id}/result")
+    assert result.status == 422
+    assert result.json()["code"] == f"run_{state}"
+
+
+def test_cotool_attachments_reach_the_runnable_as_resources(api: Api) -> None:
+    agent = make_runnable("acme", "llm")
+    second = {"fileId": "file-2", "fileName": "notes.txt", "size": 3}
+    run_id = api.post(
+        f"/api/agents/{agent}/run-async", {"inputs": {}, "attachments": [ATTACHMENT, second], "ignored": 1}
+    ).json()["runId"]
+    drain("worker")
+    assert refactor_outputs(api, run_id)["resources"] == ["file-1", "file-2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "body.inputs"),
+        ({"inputs": "text"}, "body.inputs"),
+        (
+            {"inputs": {}, "attachments": [{**ATTACHMENT, "mimeType": "text/plain"}]},
+            "body.attachments.0.mimeType",
+        ),
+        ({"inputs": {}, "attachments": [{**ATTACHMENT, "fileType": "video"}]}, "body.attachments.0.fileType"),
+        ({"inputs": {}, "attachments": [{"fileId": "f", "fileName": "a"}]}, "body.attachments.0.size"),
+        ({"inputs": {"n": 1}}, "body.inputs"),  # the runnable's input_schema
+    ],
+)
+def test_cotool_bad_input_is_a_validation_error_naming_the_field(api: Api, body: dict, field: str) -> None:
+    agent = make_runnable("acme", "echo", input_schema=SCHEMA)
+    for route in ("run-async", "run-sync"):
+        reply = api.post(f"/api/agents/{agent}/{route}", body)
+        assert reply.status == 400
+        assert field in [issue["field"] for issue in reply.json()["issues"]], reply.json()
+    assert api.get(f"/v1/runs?runnable_id={agent}").json()["items"] == []
+
+
+def test_cotool_permissions_and_keys(api: Api, account: CreatedKey, echo_id: str) -> None:
+    reader = Api(keys.create_key(account.account_id, scopes=["runs:read"]).token)
+    forbidden = reader.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}})
+    assert forbidden.status == 403
+    assert forbidden.json()["missingPerms"] == ["runs:write"]
+    assert reader.get("/api/agents").json()["missingPerms"] == ["runnables:read"]
+    unauthorized = api.get("/api/agents", token=None)
+    assert unauthorized.status == 401
+    assert unauthorized.json()["error"] == "Missing or invalid API key"
+
+
+def test_cotool_runs_are_found_only_under_their_agent(api: Api, echo_id: str) -> None:
+    run_id = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}}).json()["runId"]
+    other = make_runnable("acme", "echo")
+    for agent, run in [(other, run_id), (echo_id, UNKNOWN)]:
+        reply = api.get(f"/api/agents/{agent}/run-async/{run}/status")
+        assert reply.status == 404
+        assert reply.json()["error"] == "Run not found"
+    missing = api.post(f"/api/agents/{UNKNOWN}/run-async", {"inputs": {}})
+    assert missing.status == 404
+    assert missing.json()["error"] == "Agent not found"
+
+
+def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api) -> None:
+    agent = make_runnable(
+        "acme", "echo", input_schema=SCHEMA, output_schema={"type": "object"}, tags=["prod"]
+    )
+    make_runnable("globex", "echo")
+    listed = api.get("/api/agents").json()
+    assert [a["id"] for a in listed] == [agent]
+    assert listed[0]["inputs"] == [
+        {"name": "topic", "description": "What to write about", "required": True},
+        {"name": "n", "required": False},
+    ]
+    assert (listed[0]["organizationId"], listed[0]["tags"]) == ("acme", ["prod"])
+    assert listed[0]["structuredOutputSchema"] == {"type": "object"}
+
+
+# --- one core ---
+
+
+def test_a_run_started_in_one_dialect_is_read_in_the_others(api: Api, echo_id: str) -> None:
+    job_id = api.post(f"/v1/agents/run/{echo_id}/async/", {"text": "roe"}).json()
+    run_id = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {"text": "cotool"}}).json()["runId"]
+    native = api.post(f"/v1/runnable/{echo_id}/runs", {"inputs": {"text": "re-factor"}}).json()["id"]
+    drain("worker")
+    for run, text in [(job_id, "roe"), (run_id, "cotool"), (native, "re-factor")]:
+        assert refactor_outputs(api, run) == {"text": text}
+        assert roe_outputs(api.get(f"/v1/agents/jobs/{run}/result/").json()["outputs"]) == {"text": text}
+        cotool = api.get(f"/api/agents/{echo_id}/run-async/{run}/result").json()
+        assert cotool["structuredOutputResult"] == {"text": text}
+    assert api.post(f"/v1/agents/jobs/{run_id}/cancel/").status == 409  # already ended, whichever dialect
+
+
+def test_the_openapi_document_tags_every_route_with_its_dialect(api: Api) -> None:
+    document = api.get("/openapi.json", token=None).json()
+    assert [tag["name"] for tag in document["tags"]] == ["re-factor", "Roe AI", "Cotool"]
+    for path, operations in document["paths"].items():
+        expected = (
+            "Roe AI"
+            if path.startswith("/v1/agents")
+            else "Cotool"
+            if path.startswith("/api/")
+            else "re-factor"
+        )
+        assert all(op["tags"] == [expected] for op in operations.values()), path
+    assert {"/v1/agents/run/{agent_id}/async/many", "/api/agents/{agentId}/run-async/{runId}/result"} <= set(
+        document["paths"]
+    )
