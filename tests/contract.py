@@ -27,16 +27,16 @@ ROUTES: list[tuple[str, str, str, int | None, str]] = [
     ("roe", "GET", rf"/v1/agents/jobs/{UUID}/status/?", 200, "job_status"),
     ("roe", "GET", rf"/v1/agents/jobs/{UUID}/result/?", 200, "job_result"),
     ("roe", "GET", rf"/v1/agents/{UUID}/jobs/?", 200, "job_page"),
-    ("roe", ".*", r"/v1/agents/.*", None, "error"),
-    ("cotool", "POST", rf"/api/agents/{UUID}/run-sync", 200, "run_result"),
-    ("cotool", "POST", rf"/api/agents/{UUID}/run-sync", 202, "run_pending"),
-    ("cotool", "POST", rf"/api/agents/{UUID}/run-async", 200, "run_started"),
-    ("cotool", "GET", rf"/api/agents/{UUID}/run-async/{UUID}/status", 200, "run_status"),
-    ("cotool", "GET", rf"/api/agents/{UUID}/run-async/{UUID}/result", 200, "run_result"),
-    ("cotool", "GET", r"/api/agents", 200, "agents"),
-    ("cotool", ".*", r"/api/.*", 400, "ValidationError"),
-    ("cotool", ".*", r"/api/.*", 403, "PermissionError"),
-    ("cotool", ".*", r"/api/.*", None, "Error"),
+    ("roe", ".*", r"/v1/agents(/.*)?", None, "error"),
+    ("cotool", "POST", rf"/api/agents/{UUID}/run-sync/?", 200, "run_result"),
+    ("cotool", "POST", rf"/api/agents/{UUID}/run-sync/?", 202, "run_pending"),
+    ("cotool", "POST", rf"/api/agents/{UUID}/run-async/?", 200, "run_started"),
+    ("cotool", "GET", rf"/api/agents/{UUID}/run-async/{UUID}/status/?", 200, "run_status"),
+    ("cotool", "GET", rf"/api/agents/{UUID}/run-async/{UUID}/result/?", 200, "run_result"),
+    ("cotool", "GET", r"/api/agents/?", 200, "agents"),
+    ("cotool", ".*", r"/api(/.*)?", 400, "ValidationError"),
+    ("cotool", ".*", r"/api(/.*)?", 403, "PermissionError"),
+    ("cotool", ".*", r"/api(/.*)?", None, "Error"),
 ]
 
 
@@ -62,7 +62,7 @@ def assert_run_state(document: Any) -> dict[str, Any]:
 
 
 def is_dialect(path: str) -> bool:
-    return path.startswith(("/v1/agents", "/api/"))
+    return f"{path.split('?', 1)[0]}/".startswith(("/v1/agents/", "/api/"))
 
 
 def definition_for(method: str, path: str, status: int) -> tuple[str, str]:

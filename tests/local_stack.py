@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 import requests
 
+from tests.contract import assert_reply, is_dialect
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,10 +37,14 @@ class Stack:
         return json.loads((self.state_dir / "local.json").read_text())
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        """A request to the API; a Roe AI or Cotool answer is checked against its transcribed schema."""
         headers = {"Authorization": f"Bearer {self.info['api_key']}", **kw.pop("headers", {})}
-        return requests.request(
+        reply = requests.request(
             method, self.info["api_url"] + path, json=body, headers=headers, timeout=60, **kw
         )
+        if is_dialect(path):
+            assert_reply(method, path, reply.status_code, reply.text)
+        return reply
 
     def start_run(
         self, runnable: str, body: dict | None = None, mode: str = "async", **kw: Any

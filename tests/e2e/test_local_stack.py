@@ -80,7 +80,8 @@ def test_sync_run_longer_than_the_wait_returns_202_and_location(stack: Stack) ->
     reply = stack.start_run("sleep", {"inputs": {"seconds": 2}}, mode="sync", headers={"Prefer": "wait=1"})
     assert reply.status_code == 202
     location = reply.headers["Location"]
-    assert location == f"/v1/run/{reply.json()['id']}"
+    assert location == f"{stack.info['api_url']}/v1/run/{reply.json()['id']}"
+    assert requests.get(location, headers={"Authorization": f"Bearer {stack.info['api_key']}"}, timeout=10).ok
     assert stack.wait_terminal(reply.json()["id"])["status"] == "completed"
 
 
@@ -353,3 +354,48 @@ def test_an_http_agent_and_a_parent_with_children_run_over_http_with_usage_total
     children = stack.call("GET", f"/v1/runs?parent_run_id={parent['id']}").json()["items"]
     assert {c["parent_run_id"] for c in children} == {parent["id"]}
     assert stack.call("GET", "/v1/account/usage").json()["total_input_tokens"] >= 1000
+
+
+def roe_values(outputs: list[dict]) -> dict:
+    return {
+        o["key"]: json.loads(o["value"]) if o["data_type"] == "application/json" else o["value"]
+        for o in outputs
+    }
+
+
+def test_the_same_runnable_gives_the_same_outputs_in_all_three_dialects(stack: Stack) -> None:
+    echo = stack.runnable("echo")
+    inputs = {"text": "same", "items": [1, {"a": None}], "ratio": 2.5}
+    native = stack.call("POST", f"/v1/runnable/{echo}/runs?mode=sync", {"inputs": inputs})
+    roe = stack.call("POST", f"/v1/agents/run/{echo}/", inputs)
+    cotool = stack.call("POST", f"/api/agents/{echo}/run-sync", {"inputs": inputs})
+    assert (native.status_code, roe.status_code, cotool.status_code) == (200, 200, 200)
+    assert (
+        native.json()["result"]["outputs"]
+        == roe_values(roe.json())
+        == cotool.json()["structuredOutputResult"]
+    )
+    assert cotool.json()["structuredOutputResult"] == inputs
+
+
+def test_a_run_started_in_one_dialect_is_read_and_cancelled_in_another(stack: Stack) -> None:
+    echo = stack.runnable("echo")
+    job_id = stack.call("POST", f"/v1/agents/run/{echo}/async/", {"text": "from roe"}).json()
+    assert stack.wait_terminal(job_id)["result"]["outputs"] == {"text": "from roe"}
+    result = stack.call("GET", f"/api/agents/{echo}/run-async/{job_id}/result").json()
+    assert result["finalAssistantMessage"] == "from roe"
+
+    run_id = stack.call("POST", f"/api/agents/{echo}/run-async", {"inputs": {"text": "from cotool"}}).json()[
+        "runId"
+    ]
+    stack.wait_terminal(run_id)
+    assert stack.call("GET", f"/v1/agents/jobs/{run_id}/status/").json()["status"] == 3
+    job = stack.call("GET", f"/v1/agents/jobs/{run_id}/result/").json()
+    assert roe_values(job["outputs"]) == {"text": "from cotool"}
+
+    sleeper = stack.runnable("sleep")
+    slow = stack.call("POST", f"/api/agents/{sleeper}/run-async", {"inputs": {"seconds": 30}}).json()["runId"]
+    assert stack.call("POST", f"/v1/agents/jobs/{slow}/cancel/").status_code == 204
+    assert stack.wait_terminal(slow)["status"] == "cancelled"
+    status = stack.call("GET", f"/api/agents/{sleeper}/run-async/{slow}/status").json()
+    assert status["status"] == "interrupted"

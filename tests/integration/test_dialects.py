@@ -111,6 +111,13 @@ def test_roe_body_that_is_not_an_object_or_json_is_400(api: Api, echo_id: str) -
         assert reply.json()["error"] == "Invalid agent input data"
 
 
+def test_roe_organization_id_that_is_not_a_string_is_400(api: Api, echo_id: str) -> None:
+    for bad in (["acme"], {"id": "acme"}, 5):
+        reply = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1, "organization_id": bad})
+        assert reply.status == 400
+        assert reply.json()["issues"] == [{"field": "body.organization_id", "message": "not a string"}]
+
+
 def test_roe_organization_id_must_be_the_keys_account(api: Api, echo_id: str) -> None:
     assert api.post(f"/v1/agents/run/{echo_id}/async/?organization_id=acme", {"a": 1}).status == 200
     for path, body in [
@@ -195,12 +202,39 @@ def test_roe_batch_that_runs_out_of_credits_names_the_jobs_it_started(
     assert [refactor_outputs(api, job)["i"] for job in error["job_ids"]] == [0, 1]
 
 
-def test_roe_batch_is_idempotent_per_item_under_one_key(api: Api, echo_id: str) -> None:
+def test_roe_batch_is_idempotent_as_a_whole_under_one_key(api: Api, echo_id: str) -> None:
     body = {"inputs": [{"i": 0}, {"i": 1}]}
     key = {"Idempotency-Key": "batch-1"}
+    # a single run whose key looks like a batch item's does not collide with the batch
+    assert (
+        api.post(
+            f"/v1/agents/run/{echo_id}/async/", {"i": 9}, headers={"Idempotency-Key": "batch-1/1"}
+        ).status
+        == 200
+    )
     first = api.post(f"/v1/agents/run/{echo_id}/async/many/", body, headers=key).json()
     assert api.post(f"/v1/agents/run/{echo_id}/async/many/", body, headers=key).json() == first
-    assert len(api.get(f"/v1/agents/{echo_id}/jobs/").json()["results"]) == 2
+    assert len(api.get(f"/v1/agents/{echo_id}/jobs/").json()["results"]) == 3
+    changed = api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": 0}]}, headers=key)
+    assert changed.status == 409
+    assert changed.json()["code"] == "idempotency_key_reused"
+
+
+def test_sync_runs_of_both_dialects_replay_under_an_idempotency_key(api: Api, echo_id: str) -> None:
+    key = {"Idempotency-Key": "sync-1"}
+    with working():
+        first = api.post(f"/v1/agents/run/{echo_id}/", {"a": 1}, headers=key)
+    again = api.post(f"/v1/agents/run/{echo_id}/", {"a": 1}, headers=key)  # no worker: answered at once
+    assert first.json() == again.json()
+    with working():
+        first = api.post(
+            f"/api/agents/{echo_id}/run-sync", {"inputs": {"b": 2}}, headers={"Idempotency-Key": "s2"}
+        )
+    again = api.post(
+        f"/api/agents/{echo_id}/run-sync", {"inputs": {"b": 2}}, headers={"Idempotency-Key": "s2"}
+    )
+    assert first.json() == again.json()
+    assert len(api.get(f"/v1/runs?runnable_id={echo_id}").json()["items"]) == 2
 
 
 def test_roe_cancel(api: Api, echo_id: str) -> None:
@@ -235,9 +269,23 @@ def test_roe_list_jobs_pages_newest_first_through_next(api: Api, echo_id: str) -
             path = f"{parts.path}?{parts.query}"
     assert [job["id"] for job in seen] == job_ids[::-1]
     assert all(
-        job["status_code"] == 3 and [e["status_code"] for e in job["status_events"]] == [0, 3] for job in seen
+        job["status_code"] == 3 and [e["status_code"] for e in job["status_events"]] == [0, 1, 3]
+        for job in seen
     )
     assert seen[0]["job_inputs"] == [{"key": "i", "value": "4", "data_type": "application/json"}]
+
+
+def test_roe_locations_are_absolute_urls_of_this_api(api: Api, echo_id: str) -> None:
+    gateway = {"Host": "abc.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"}
+    reply = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}, headers=gateway)
+    job_id = reply.json()
+    base = "https://abc.execute-api.us-east-1.amazonaws.com/local"  # the stage is part of the path there
+    assert reply.headers["Location"] == f"{base}/v1/agents/jobs/{job_id}/status/"
+    reply = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}}, headers={"Host": "runs.example.com"})
+    run_id = reply.json()["runId"]
+    assert (
+        reply.headers["Location"] == f"http://runs.example.com/api/agents/{echo_id}/run-async/{run_id}/status"
+    )
 
 
 def test_roe_list_jobs_filters_by_creation_time_and_refuses_page_numbers(api: Api, echo_id: str) -> None:
@@ -247,7 +295,9 @@ def test_roe_list_jobs_filters_by_creation_time_and_refuses_page_numbers(api: Ap
     )
     assert api.get(f"/v1/agents/{echo_id}/jobs/?created_to=2000-01-01T00:00:00Z").json()["results"] == []
     assert api.get(f"/v1/agents/{echo_id}/jobs/?created_from=2000-01-01T00:00:00").status == 400  # no zone
-    assert api.get(f"/v1/agents/{echo_id}/jobs/?page=2").status == 400
+    page_two = api.get(f"/v1/agents/{echo_id}/jobs/?page=2")
+    assert page_two.status == 400
+    assert page_two.json()["error"] == "Request validation failed"  # not Roe's text for bad body input
     missing = api.get(f"/v1/agents/{UNKNOWN}/jobs/")
     assert missing.status == 404
     assert missing.json()["error"] == "Agent not found"
@@ -378,6 +428,11 @@ def test_cotool_attachments_reach_the_runnable_as_resources(api: Api) -> None:
         ),
         ({"inputs": {}, "attachments": [{**ATTACHMENT, "fileType": "video"}]}, "body.attachments.0.fileType"),
         ({"inputs": {}, "attachments": [{"fileId": "f", "fileName": "a"}]}, "body.attachments.0.size"),
+        ({"inputs": {}, "attachments": [{**ATTACHMENT, "size": "12"}]}, "body.attachments.0.size"),
+        ({"inputs": {}, "attachments": [{**ATTACHMENT, "size": -5}]}, "body.attachments.0.size"),
+        ({"inputs": {}, "attachments": [{**ATTACHMENT, "fileName": ""}]}, "body.attachments.0.fileName"),
+        ({"inputs": {}, "attachments": [{**ATTACHMENT, "fileType": None}]}, "body.attachments.0.fileType"),
+        ({"inputs": {}, "attachments": [ATTACHMENT, ATTACHMENT]}, "body"),
         ({"inputs": {"n": 1}}, "body.inputs"),  # the runnable's input_schema
     ],
 )
@@ -431,6 +486,52 @@ def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api) -> None:
 # --- one core ---
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ['{"a": NaN}', '{"a": Infinity}', '{"a": "\\ud800"}', "[" * 100_000 + "]" * 100_000],
+    ids=["nan", "infinity", "lone-surrogate", "deep-nesting"],
+)
+@pytest.mark.parametrize(
+    "route", ["/v1/runnable/{id}/runs", "/v1/agents/run/{id}/async/", "/api/agents/{id}/run-async"]
+)
+def test_bodies_json_does_not_allow_are_400_in_every_dialect(
+    api: Api, echo_id: str, raw: str, route: str
+) -> None:
+    reply = api.call("POST", route.format(id=echo_id), raw=raw)
+    assert reply.status == 400
+    assert reply.json()["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/runnable/{id}/runs", {"inputs": {}, "metadata": {"blob": "x" * 20_000}}),
+        ("/v1/agents/run/{id}/async/", {"a": 1, "metadata": {"blob": "x" * 20_000}}),
+    ],
+)
+def test_metadata_too_large_to_store_is_400_and_charges_nothing(
+    api: Api, account: CreatedKey, echo_id: str, route: str, body: dict
+) -> None:
+    set_credits(account.account_id, limit_usd=None, limit_runs=1)
+    reply = api.post(route.format(id=echo_id), body)
+    assert reply.status == 400
+    assert "body.metadata" in [issue["field"] for issue in reply.json()["issues"]]
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 0
+
+
+def test_a_run_that_cannot_be_stored_is_not_charged(
+    api: Api, account: CreatedKey, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_credits(account.account_id, limit_usd=None, limit_runs=1)
+
+    def refuse(record: object) -> bool:
+        raise RuntimeError("storage is down")
+
+    monkeypatch.setattr(services.services().runs, "create", refuse)
+    assert api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}).status == 500
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 0
+
+
 def test_a_run_started_in_one_dialect_is_read_in_the_others(api: Api, echo_id: str) -> None:
     job_id = api.post(f"/v1/agents/run/{echo_id}/async/", {"text": "roe"}).json()
     run_id = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {"text": "cotool"}}).json()["runId"]
@@ -446,6 +547,9 @@ def test_a_run_started_in_one_dialect_is_read_in_the_others(api: Api, echo_id: s
 
 def test_the_openapi_document_tags_every_route_with_its_dialect(api: Api) -> None:
     document = api.get("/openapi.json", token=None).json()
+    schemas = document["components"]["schemas"]
+    assert {"RunState", "RunResult", "AgentRunResult", "JobResult"} <= set(schemas)
+    assert not [name for name in schemas if "__" in name]  # no two dialects' models share a name
     assert [tag["name"] for tag in document["tags"]] == ["re-factor", "Roe AI", "Cotool"]
     for path, operations in document["paths"].items():
         expected = (

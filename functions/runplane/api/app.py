@@ -6,6 +6,8 @@ caller (a Lambda execution environment, a local gateway thread) needs its own.
 
 from __future__ import annotations
 
+import base64
+import json
 from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -14,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
 from runplane.api import cotool, errors, roe, v1
 from runplane.api.common import Dialect, current_dialect, current_principal, dialect_of
-from runplane.domain.errors import PayloadTooLarge, RunplaneError, UnsupportedMediaType
+from runplane.domain.errors import InvalidRequest, PayloadTooLarge, RunplaneError, UnsupportedMediaType
 from runplane.logic.keys import Principal, admit_request, authenticate
 from runplane.logic.services import services
 
@@ -44,7 +46,23 @@ def _admit(event: dict) -> Principal | None:
         return None
     principal = authenticate(headers.get("authorization"))
     admit_request(principal)
+    if body:
+        _check_json(body, encoded=bool(event.get("isBase64Encoded")))
     return principal
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_json(body: str, *, encoded: bool) -> None:
+    """Refuse what Python's parser accepts but JSON and DynamoDB do not: NaN and Infinity, lone surrogates
+    (no UTF-8 for them), and nesting too deep to parse. Later each would be a failed run or a 500."""
+    try:
+        text = base64.b64decode(body).decode() if encoded else body
+        json.dumps(json.loads(text, parse_constant=_refuse_constant), ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
+        raise InvalidRequest("Request body is not valid JSON", "invalid_json") from None
 
 
 def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:

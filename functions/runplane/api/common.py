@@ -9,13 +9,16 @@ from __future__ import annotations
 from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, TypeVar
+from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
-from pydantic import BaseModel, model_serializer
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic import BaseModel, ValidationError, model_serializer
 
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import Scope
+from runplane.domain.models import Scope, StartRunRequest
+from runplane.logic import runs
 from runplane.logic.keys import Principal
 
 
@@ -27,7 +30,19 @@ class Dialect(StrEnum):
     cotool = "Cotool"
 
 
-PREFIXES: tuple[tuple[str, Dialect], ...] = (("/v1/agents", Dialect.roe), ("/api/", Dialect.cotool))
+PREFIXES: tuple[tuple[str, Dialect], ...] = (("/v1/agents/", Dialect.roe), ("/api/", Dialect.cotool))
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parsed(model: type[Model], **fields: object) -> Model:
+    """`model(**fields)` for a body a dialect mapped by hand: invalid fields are a 400 naming them."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        issues = [Issue(".".join(["body", *map(str, e["loc"])]), e["msg"]) for e in error.errors()]
+        raise InvalidRequest("Request validation failed", "validation_error", issues) from None
 
 
 class Shape(BaseModel):
@@ -53,7 +68,18 @@ current_dialect: ContextVar[Dialect] = ContextVar("current_dialect", default=Dia
 
 
 def dialect_of(path: str) -> Dialect:
-    return next((dialect for prefix, dialect in PREFIXES if path.startswith(prefix)), Dialect.refactor)
+    return next((dialect for prefix, dialect in PREFIXES if f"{path}/".startswith(prefix)), Dialect.refactor)
+
+
+def absolute_url(event: BaseProxyEvent, path: str) -> str:
+    """This API's URL for `path` as the caller sees it: on API Gateway's own host the stage is part of
+    the path (a custom domain maps it away). Without a Host header, `path` itself."""
+    host = event.headers.get("host")
+    if not host:
+        return path
+    stage = (event.get("requestContext") or {}).get("stage")
+    prefix = f"/{stage}" if stage and host.endswith(".amazonaws.com") else ""
+    return f"{event.headers.get('x-forwarded-proto') or 'http'}://{host}{prefix}{path}"
 
 
 def principal(*needed: Scope) -> Principal:
@@ -67,6 +93,19 @@ def principal(*needed: Scope) -> Principal:
 
 def account(*needed: Scope) -> str:
     return principal(*needed).account_id
+
+
+def start_run_as(
+    caller: Principal, runnable_id: UUID, request: StartRunRequest, idempotency_key: str | None
+) -> runs.Accepted:
+    """A run started by `caller` (its key is recorded as `created_by`)."""
+    return runs.start_run(
+        caller.account_id,
+        str(runnable_id),
+        request,
+        created_by=caller.key_id,
+        idempotency_key=idempotency_key,
+    )
 
 
 def created_range(

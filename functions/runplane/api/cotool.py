@@ -7,7 +7,7 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from runplane.api import cotool_shapes as shapes
-from runplane.api.common import Dialect, IdempotencyKey, account, principal
+from runplane.api.common import Dialect, IdempotencyKey, absolute_url, account, principal, start_run_as
 from runplane.api.errors import error_responses, json_response, ok_response
 from runplane.domain.errors import NotFound
 from runplane.domain.models import ErrorBody, RunState
@@ -35,17 +35,15 @@ def _run_of(agent_id: UUID, run_id: UUID, *, with_inputs: bool = False) -> RunSt
     tags=TAGS,
     summary="Run an agent and wait for its result (202 with the runId if it outlasts the wait)",
     responses={
-        200: ok_response(shapes.RunResult, "The run's result"),
-        202: ok_response(shapes.RunPending, "Still running: poll /run-async/{runId}/status"),
+        200: ok_response(shapes.AgentRunResult, "The run's result"),
+        202: ok_response(shapes.AgentRunPending, "Still running: poll /run-async/{runId}/status"),
         **_errors(400, 401, 402, 403, 404, 413, 422),
     },
 )
-def run_sync(agentId: UUID, body: shapes.RunRequest):
+def run_sync(agentId: UUID, body: shapes.AgentRunRequest, idempotency_key: IdempotencyKey = None):
     caller = principal("runs:write")
-    record = runs.start_run(
-        caller.account_id, str(agentId), shapes.run_request(body), created_by=caller.key_id
-    ).record
-    state = runs.wait_for_run(caller.account_id, record.id, runs.sync_wait(record.timeout_seconds))
+    accepted = start_run_as(caller, agentId, shapes.run_request(body), idempotency_key)
+    state = runs.answer_sync(accepted)
     if not state.status.terminal:
         pending = shapes.run_pending(state).model_dump_json(exclude_none=True)
         return json_response(202, pending, _location(agentId, state.id))
@@ -57,29 +55,27 @@ def run_sync(agentId: UUID, body: shapes.RunRequest):
     tags=TAGS,
     summary="Start an agent run; poll its status, then fetch its result",
     responses={
-        200: ok_response(shapes.RunStarted, "The run's id"),
+        200: ok_response(shapes.AgentRunStarted, "The run's id"),
         **_errors(400, 401, 402, 403, 404, 409, 413),
     },
 )
 def run_async(
     agentId: UUID,
-    body: shapes.RunRequest,
+    body: shapes.AgentRunRequest,
     idempotency_key: IdempotencyKey = None,
 ):
     caller = principal("runs:write")
-    accepted = runs.start_run(
-        caller.account_id,
-        str(agentId),
-        shapes.run_request(body),
-        created_by=caller.key_id,
-        idempotency_key=idempotency_key,
-    )
+    accepted = start_run_as(caller, agentId, shapes.run_request(body), idempotency_key)
     run_id = accepted.record.id
-    return json_response(200, shapes.RunStarted(runId=run_id).model_dump_json(), _location(agentId, run_id))
+    return json_response(
+        200, shapes.AgentRunStarted(runId=run_id).model_dump_json(), _location(agentId, run_id)
+    )
 
 
 def _location(agent_id: UUID, run_id: str) -> dict[str, str]:
-    return {"Location": f"/api/agents/{agent_id}/run-async/{run_id}/status"}
+    return {
+        "Location": absolute_url(router.current_event, f"/api/agents/{agent_id}/run-async/{run_id}/status")
+    }
 
 
 @router.get(
@@ -88,7 +84,7 @@ def _location(agent_id: UUID, run_id: str) -> dict[str, str]:
     summary="waiting | running | done | error | interrupted",
     responses=_errors(401, 403, 404),
 )
-def run_status(agentId: UUID, runId: UUID) -> shapes.RunStatus:
+def run_status(agentId: UUID, runId: UUID) -> shapes.AgentRunStatus:
     return shapes.run_status(_run_of(agentId, runId))
 
 
@@ -98,7 +94,7 @@ def run_status(agentId: UUID, runId: UUID) -> shapes.RunStatus:
     summary="A done run's result, as run-sync returns it (409 until it ends; 422 if it did not succeed)",
     responses=_errors(401, 403, 404, 409, 422),
 )
-def run_result(agentId: UUID, runId: UUID) -> shapes.RunResult:
+def run_result(agentId: UUID, runId: UUID) -> shapes.AgentRunResult:
     state = runs.completed(_run_of(agentId, runId, with_inputs=True))
     return shapes.run_result(state, state.inputs or {})
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runplane.api.common import Shape
+from runplane.api.common import Shape, parsed
 from runplane.domain.models import (
     ErrorBody,
     ResourceCreate,
@@ -42,15 +42,20 @@ _STATUS_MESSAGES = {
 }
 
 
+FileType = Literal["image", "pdf", "spreadsheet", "document", "presentation", "file"]
+
+
 class Attachment(Strict):
+    """Optional fields may be left out but not sent as null (Cotool's schema has no nulls)."""
+
     fileId: str = Field(min_length=1, max_length=256, description="Unique identifier of the uploaded file")
-    fileName: str = Field(max_length=1024, description="Name of the file")
-    size: float = Field(description="Size of the file in bytes")
-    fileType: Literal["image", "pdf", "spreadsheet", "document", "presentation", "file"] | None = None
-    previewText: str | None = Field(None, description="Optional text preview for text-like files")
+    fileName: str = Field(min_length=1, max_length=1024, description="Name of the file")
+    size: float = Field(ge=0, strict=True, allow_inf_nan=False, description="Size of the file in bytes")
+    fileType: FileType = Field(None, description="Semantic file type")
+    previewText: str = Field(None, description="Optional text preview for text-like files")
 
 
-class RunRequest(BaseModel):
+class AgentRunRequest(BaseModel):
     """Unknown top-level keys are ignored, as Cotool does; attachment items are strict."""
 
     model_config = ConfigDict(extra="ignore")
@@ -58,19 +63,26 @@ class RunRequest(BaseModel):
     inputs: dict[str, Any] = Field(description="Input values for the agent run")
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
 
+    @model_validator(mode="after")
+    def _distinct_files(self) -> AgentRunRequest:
+        file_ids = [attachment.fileId for attachment in self.attachments]
+        if len(set(file_ids)) < len(file_ids):
+            raise ValueError("attachments must have distinct fileId values")
+        return self
 
-class RunStarted(Shape):
+
+class AgentRunStarted(Shape):
     runId: str
 
 
-class RunStatus(Shape):
+class AgentRunStatus(Shape):
     status: RunStatusName
     statusMessage: str
     isStreaming: bool = Field(description="Whether the run is still in progress")
     error: str | None = Field(None, description="Why the run failed, when it did")
 
 
-class RunPending(RunStatus):
+class AgentRunPending(AgentRunStatus):
     """run-sync's answer when the run outlasts the wait."""
 
     runId: str
@@ -96,7 +108,7 @@ class Message(Shape):
     content: str
 
 
-class RunResult(Shape):
+class AgentRunResult(Shape):
     finalAssistantMessage: str
     allToolCallsMade: list[ToolCall]
     allToolResultsReceived: list[ToolResult]
@@ -126,7 +138,7 @@ class Agent(Shape):
 # --- requests ---
 
 
-def run_request(body: RunRequest) -> StartRunRequest:
+def run_request(body: AgentRunRequest) -> StartRunRequest:
     resources = [
         RunResource(
             name=item.fileId,
@@ -139,7 +151,7 @@ def run_request(body: RunRequest) -> StartRunRequest:
         )
         for item in body.attachments
     ]
-    return StartRunRequest(inputs=body.inputs, resources=resources)
+    return parsed(StartRunRequest, inputs=body.inputs, resources=resources)
 
 
 # --- answers ---
@@ -149,9 +161,9 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def run_status(state: RunState) -> RunStatus:
+def run_status(state: RunState) -> AgentRunStatus:
     error = state.result.error.message if state.result and state.result.error else None
-    return RunStatus(
+    return AgentRunStatus(
         status=STATUSES[state.status],
         statusMessage=error
         if error and state.status is not Status.cancelled
@@ -161,8 +173,8 @@ def run_status(state: RunState) -> RunStatus:
     )
 
 
-def run_pending(state: RunState) -> RunPending:
-    return RunPending(runId=state.id, **run_status(state).model_dump())
+def run_pending(state: RunState) -> AgentRunPending:
+    return AgentRunPending(runId=state.id, **run_status(state).model_dump())
 
 
 def final_message(outputs: dict[str, Any]) -> str:
@@ -174,11 +186,11 @@ def final_message(outputs: dict[str, Any]) -> str:
     return _compact(outputs)
 
 
-def run_result(state: RunState, inputs: dict[str, Any]) -> RunResult:
+def run_result(state: RunState, inputs: dict[str, Any]) -> AgentRunResult:
     """The run's outputs as the agent's answer; the conversation is the inputs (as JSON) and the answer."""
     outputs = (state.result.outputs if state.result else None) or {}
     answer = final_message(outputs)
-    return RunResult(
+    return AgentRunResult(
         finalAssistantMessage=answer,
         allToolCallsMade=[],
         allToolResultsReceived=[],

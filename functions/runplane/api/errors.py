@@ -86,7 +86,7 @@ def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
         error.code,
         issues,
         getattr(error, "missing", None),
-        getattr(error, "started", None),
+        error.started,
     )
     if isinstance(error, TooManyRequests):
         headers["Retry-After"] = str(error.retry_after)

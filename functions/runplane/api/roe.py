@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from runplane.api import roe_shapes as shapes
-from runplane.api.common import Dialect, IdempotencyKey, created_range, principal
+from runplane.api.common import Dialect, IdempotencyKey, absolute_url, created_range, principal, start_run_as
 from runplane.api.errors import error_responses, json_response, ok_response
 from runplane.domain.errors import InvalidRequest, Issue, WrongAccount
 from runplane.domain.models import RunQuery, Scope
@@ -22,9 +22,12 @@ from runplane.logic.keys import Principal
 
 router = Router()
 TAGS = [Dialect.roe.value]
-MAX_BATCH = 100
 
 AgentBody = Annotated[dict[str, Any], Body(description="Input keys of the agent, plus optional `metadata`")]
+BatchBody = Annotated[
+    dict[str, Any],
+    Body(description='`{"inputs": [{...}, ...]}`: one job per item (an item\'s `metadata` is ignored)'),
+]
 OrganizationId = Annotated[
     str | None,
     Query(max_length=64, description="Must be the key's account when given (also accepted in the body)"),
@@ -38,8 +41,14 @@ def _errors(*statuses: int) -> dict:
 def _caller(organization_id: str | None, body: dict[str, Any] | None, *needed: Scope) -> Principal:
     """The caller with `needed`; an `organization_id` (query or body) other than its account is 403."""
     caller = principal(*needed)
-    named = {organization_id, (body or {}).get("organization_id")} - {None}
-    if any(str(name) != caller.account_id for name in named):
+    in_body = (body or {}).get("organization_id")
+    if in_body is not None and not isinstance(in_body, str):
+        raise InvalidRequest(
+            "organization_id must be a string",
+            "validation_error",
+            [Issue("body.organization_id", "not a string")],
+        )
+    if any(name is not None and name != caller.account_id for name in (organization_id, in_body)):
         raise WrongAccount()
     return caller
 
@@ -49,7 +58,7 @@ def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> 
 
 
 def _job_location(job_id: str) -> dict[str, str]:
-    return {"Location": f"/v1/agents/jobs/{job_id}/status/"}
+    return {"Location": absolute_url(router.current_event, f"/v1/agents/jobs/{job_id}/status/")}
 
 
 @router.post(
@@ -62,12 +71,15 @@ def _job_location(job_id: str) -> dict[str, str]:
         **_errors(400, 401, 402, 403, 404, 413, 422),
     },
 )
-def run_agent(agent_id: UUID, body: AgentBody = {}, organization_id: OrganizationId = None):  # noqa: B006
+def run_agent(
+    agent_id: UUID,
+    body: AgentBody = {},  # noqa: B006
+    organization_id: OrganizationId = None,
+    idempotency_key: IdempotencyKey = None,
+):
     caller = _caller(organization_id, body, "runs:write")
-    record = runs.start_run(
-        caller.account_id, str(agent_id), shapes.run_request(body), created_by=caller.key_id
-    ).record
-    state = runs.wait_for_run(caller.account_id, record.id, runs.sync_wait(record.timeout_seconds))
+    accepted = start_run_as(caller, agent_id, shapes.run_request(body), idempotency_key)
+    state = runs.answer_sync(accepted)
     if not state.status.terminal:
         return _json(202, state.id, _job_location(state.id))
     outputs = shapes.outputs(runs.completed(state))
@@ -87,20 +99,14 @@ def run_agent_async(
     idempotency_key: IdempotencyKey = None,
 ):
     caller = _caller(organization_id, body, "runs:write")
-    accepted = runs.start_run(
-        caller.account_id,
-        str(agent_id),
-        shapes.run_request(body),
-        created_by=caller.key_id,
-        idempotency_key=idempotency_key,
-    )
+    accepted = start_run_as(caller, agent_id, shapes.run_request(body), idempotency_key)
     return _json(200, accepted.record.id, _job_location(accepted.record.id))
 
 
 @router.post(
     "/v1/agents/run/<agent_id>/async/many/",
     tags=TAGS,
-    summary=f"Start one job per item of `inputs` (at most {MAX_BATCH}); bad input in any item starts none",
+    summary=f"Start one job per item of `inputs` (at most {shapes.MAX_BATCH}); bad input in any item starts none",
     responses={
         200: ok_response(list[str], "Agent job IDs, in order"),
         **_errors(400, 401, 402, 403, 404, 409, 413),
@@ -108,18 +114,12 @@ def run_agent_async(
 )
 def run_agent_many(
     agent_id: UUID,
-    body: AgentBody = {},  # noqa: B006
+    body: BatchBody = {},  # noqa: B006
     organization_id: OrganizationId = None,
     idempotency_key: IdempotencyKey = None,
 ):
     caller = _caller(organization_id, body, "runs:write")
     requests = shapes.batch_requests(body)
-    if not 1 <= len(requests) <= MAX_BATCH:
-        raise InvalidRequest(
-            shapes.INVALID_INPUT,
-            "validation_error",
-            [Issue("body.inputs", f"must hold 1 to {MAX_BATCH} items, not {len(requests)}")],
-        )
     job_ids = runs.start_runs(
         caller.account_id, str(agent_id), requests, created_by=caller.key_id, idempotency_key=idempotency_key
     )
@@ -185,19 +185,7 @@ def list_jobs(
     next_page = None
     if found.next_cursor:
         following = {**(router.current_event.query_string_parameters or {}), "cursor": found.next_cursor}
-        next_page = _url(f"{router.current_event.path}?{urlencode(following)}")
+        next_page = absolute_url(router.current_event, f"{router.current_event.path}?{urlencode(following)}")
     return shapes.JobPage(
         count=len(found.items), next=next_page, results=[shapes.job(state) for state in found.items]
     )
-
-
-def _url(path: str) -> str:
-    """An absolute URL of this API for `path` (the stage is part of it on API Gateway's own host)."""
-    event = router.current_event
-    host = event.headers.get("host")
-    if not host:
-        return path
-    scheme = event.headers.get("x-forwarded-proto") or "http"
-    stage = (event.get("requestContext") or {}).get("stage")
-    prefix = f"/{stage}" if stage and host.endswith(".amazonaws.com") else ""
-    return f"{scheme}://{host}{prefix}{path}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runplane.api.common import Shape
+from runplane.api.common import Shape, parsed
 from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.models import ErrorBody, RunState, StartRunRequest
 from runplane.domain.states import Status
@@ -30,13 +30,13 @@ STATUS_CODES: dict[Status, int] = {
 }
 RESERVED_KEYS = frozenset({"metadata", "organization_id"})
 INVALID_INPUT = "Invalid agent input data"
+MAX_BATCH = 100
 
 
 class Output(Shape):
     key: str = Field(description="The key of the output")
     data_type: str = Field(description="The MIME data type of the output")
     value: str = Field(description="The value of the output, serialized as a string")
-    description: str | None = None
     cost: float | None = Field(None, description="The cost of the agent job execution, USD")
 
 
@@ -123,7 +123,7 @@ def _inputs(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_request(body: dict[str, Any]) -> StartRunRequest:
-    return StartRunRequest(inputs=_inputs(body), metadata=_metadata(body))
+    return parsed(StartRunRequest, inputs=_inputs(body), metadata=_metadata(body))
 
 
 def batch_requests(body: dict[str, Any]) -> list[StartRunRequest]:
@@ -133,7 +133,11 @@ def batch_requests(body: dict[str, Any]) -> list[StartRunRequest]:
         raise InvalidRequest(
             INVALID_INPUT, "validation_error", [Issue("body.inputs", "must be a list of input objects")]
         )
-    return [StartRunRequest(inputs=_inputs(item)) for item in items]
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise InvalidRequest(
+            INVALID_INPUT, "validation_error", [Issue("body.inputs", f"must hold 1 to {MAX_BATCH} items")]
+        )
+    return [parsed(StartRunRequest, inputs=_inputs(item)) for item in items]
 
 
 # --- answers ---
@@ -163,7 +167,7 @@ def outputs(state: RunState) -> list[Output]:
 
 
 def _changed_at(state: RunState) -> datetime:
-    return state.completed_at or state.failed_at or state.created_at
+    return state.completed_at or state.failed_at or state.started_at or state.created_at
 
 
 def _error_message(state: RunState) -> str | None:
@@ -190,8 +194,11 @@ def job_result(state: RunState) -> JobResult:
 
 
 def job(state: RunState) -> Job:
+    """The job with its known status changes: created (PENDING), started (STARTED), ended."""
     events = [StatusEvent(timestamp=state.created_at, status_code=STATUS_CODES[Status.waiting])]
-    if state.status is not Status.waiting:
+    if state.started_at:
+        events.append(StatusEvent(timestamp=state.started_at, status_code=STATUS_CODES[Status.running]))
+    if state.status.terminal:
         events.append(
             StatusEvent(
                 timestamp=_changed_at(state),
@@ -210,18 +217,27 @@ def job(state: RunState) -> Job:
     )
 
 
-# Roe's own error texts, by Runplane error code, then by status
+# Roe's own error texts, by Runplane error code
 _TEXT_BY_CODE = {
     "runnable_not_found": "Agent not found",
     "run_not_found": "Job not found",
     "insufficient_credits": "Insufficient credits",
+    "internal_error": "Internal server error",
 }
-_TEXT_BY_STATUS = {400: INVALID_INPUT, 500: "Internal server error"}
+
+
+def _roe_text(error: ErrorBody) -> str:
+    """Roe's text for the error, else Runplane's; bad input in the body is Roe's `Invalid agent input data`."""
+    if error.code in ("invalid_json", "invalid_inputs") or (
+        error.code == "validation_error" and all(i["field"].startswith("body") for i in error.issues)
+    ):
+        return INVALID_INPUT
+    return _TEXT_BY_CODE.get(error.code, error.error)
 
 
 def error_body(status: int, error: ErrorBody, started: list[str]) -> ErrorResponse:
     return ErrorResponse(
-        error=_TEXT_BY_CODE.get(error.code) or _TEXT_BY_STATUS.get(status) or error.error,
+        error=_roe_text(error),
         message=error.error,
         status_code=status,
         code=error.code,

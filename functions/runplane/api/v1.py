@@ -11,7 +11,15 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from runplane.api.common import Dialect, IdempotencyKey, account, created_range, principal
+from runplane.api.common import (
+    Dialect,
+    IdempotencyKey,
+    absolute_url,
+    account,
+    created_range,
+    principal,
+    start_run_as,
+)
 from runplane.api.errors import error_responses, json_response, ok_response
 from runplane.domain.models import (
     AccountUsage,
@@ -104,25 +112,14 @@ def start_run(
     idempotency_key: IdempotencyKey = None,
 ):
     caller = principal("runs:write")
-    accepted = runs.start_run(
-        caller.account_id,
-        str(id),
-        body or StartRunRequest(),
-        created_by=caller.key_id,
-        idempotency_key=idempotency_key,
-    )
+    accepted = start_run_as(caller, id, body or StartRunRequest(), idempotency_key)
     record = accepted.record
-    headers = {"Location": f"/v1/run/{record.id}"}
+    headers = {"Location": absolute_url(router.current_event, f"/v1/run/{record.id}")}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     if mode == "async":
         return json_response(202, RunReference(id=record.id).model_dump_json(), headers)
-    if accepted.replayed:  # a retried sync request gets the run's current state at once
-        state = runs.get_run(caller.account_id, record.id, consistent=True)
-    else:
-        state = runs.wait_for_run(
-            caller.account_id, record.id, runs.sync_wait(record.timeout_seconds, _prefer_wait(prefer))
-        )
+    state = runs.answer_sync(accepted, _prefer_wait(prefer))
     if state.status.terminal:
         return json_response(200, state.model_dump_json(), headers if accepted.replayed else None)
     return json_response(202, state.model_dump_json(), headers)

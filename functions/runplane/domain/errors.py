@@ -18,6 +18,7 @@ class RunplaneError(Exception):
     message: str
     code: str = "error"
     issues: list[Issue] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # a batch failing part-way: the runs it did start
 
     def __str__(self) -> str:
         return self.message
@@ -66,11 +67,8 @@ class RunNotSucceeded(RunplaneError):
 
 
 class InsufficientCredits(RunplaneError):
-    """`started`: in a batch, the runs accepted before the budget ran out (they run as usual)."""
-
-    def __init__(self, started: list[str] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__("Insufficient credits", "insufficient_credits")
-        self.started = started or []
 
 
 class TooManyRequests(RunplaneError):

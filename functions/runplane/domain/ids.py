@@ -1,4 +1,4 @@
-"""Identifiers: time-ordered UUIDv7 for new objects, UUIDv5 for runs derived from intake message ids."""
+"""Identifiers: time-ordered UUIDv7 for new objects, UUIDv5 for runs derived from another id."""
 
 from __future__ import annotations
 
@@ -21,3 +21,8 @@ def new_id() -> str:
 
 def intake_run_id(message_id: str) -> str:
     return str(uuid.uuid5(INTAKE_NAMESPACE, message_id))
+
+
+def batch_run_id(batch_id: str, index: int) -> str:
+    """The run of item `index` of an idempotent batch: the same on every retry of the batch."""
+    return str(uuid.uuid5(uuid.UUID(batch_id), str(index)))

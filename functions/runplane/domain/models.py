@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -93,6 +94,16 @@ def _check_outbound_headers(headers: dict[str, str] | None) -> dict[str, str] | 
     return headers
 
 
+MAX_METADATA_BYTES = 16 * 1024  # stored with the run's record, which DynamoDB caps at 400 KB
+
+
+def _check_metadata_size(metadata: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(metadata, separators=(",", ":"), default=str).encode()) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    return metadata
+
+
+RunMetadata = Annotated[dict[str, Any], AfterValidator(_check_metadata_size)]
 OutboundUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_absolute_url)]
 OutboundHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_outbound_headers)]
 
@@ -101,7 +112,7 @@ class RunRequestFields(Strict):
     """The seed's run request body, plus `inputs` and `metadata`."""
 
     inputs: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: RunMetadata = Field(default_factory=dict)
     resources: list[RunResource] = Field(default_factory=list, max_length=100)
     timeout_seconds: int | None = Field(
         None, description="Seconds; null or < 1 means no timeout. Omitted: the runnable's default."
@@ -208,8 +219,9 @@ class RunState(BaseModel):
     failed_at: datetime | None = None
     result: RunResult | None = None
     metadata: dict[str, Any] | None = None
-    # the run's inputs, for the dialects that serve them; never part of the re-factor RunState
+    # for the dialects that serve them; never part of the re-factor RunState
     inputs: dict[str, Any] | None = Field(None, exclude=True)
+    started_at: datetime | None = Field(None, exclude=True)
 
 
 T = TypeVar("T")
@@ -358,6 +370,7 @@ def to_run_state(
         created_at=record.created_at,
         completed_at=record.completed_at,
         failed_at=record.failed_at,
+        started_at=record.started_at,
         result=result,
         metadata=record.metadata,
         inputs=inputs,

@@ -202,5 +202,9 @@ Try a synchronous run of the built-in echo runnable:
     -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
     -d '{{"inputs": {{"hello": "world"}}}}'
 
+The same run in Roe AI's and Cotool's dialects (docs/dialects.md):
+  POST {url}/v1/agents/run/{echo}/        body {{"hello": "world"}}
+  POST {url}/api/agents/{echo}/run-sync   body {{"inputs": {{"hello": "world"}}}}
+
 Press Ctrl-C to stop.
 """

@@ -17,8 +17,9 @@ from runplane.domain.errors import (
     Issue,
     NotFound,
     RunNotSucceeded,
+    RunplaneError,
 )
-from runplane.domain.ids import new_id
+from runplane.domain.ids import batch_run_id, new_id
 from runplane.domain.models import (
     Outcome,
     RunError,
@@ -145,16 +146,8 @@ def start_run(
         return Accepted(
             create_run(account_id, runnable_id, request, created_by=created_by, run_id=run_id), False
         )
-    fingerprint = _fingerprint(runnable_id, request)
-    now = time.time()
-    bound_run, bound_fingerprint, fresh = services().runs.remember_idempotency(
-        account_id, idempotency_key, run_id or new_id(), fingerprint, now, now + IDEMPOTENCY_WINDOW_SECONDS
-    )
-    if bound_fingerprint != fingerprint:
-        raise Conflict(
-            "This Idempotency-Key was used for a different request in the last 24 hours",
-            "idempotency_key_reused",
-        )
+    fingerprint = _fingerprint(runnable_id, [request])
+    bound_run, fresh = _bind_key(account_id, idempotency_key, fingerprint, run_id or new_id())
     record = create_run(account_id, runnable_id, request, created_by=created_by, run_id=bound_run)
     return Accepted(record, replayed=not fresh)
 
@@ -168,7 +161,11 @@ def start_runs(
     idempotency_key: str | None = None,
 ) -> list[str]:
     """Several runs of one runnable; their ids, in order. Every request's inputs are checked before the
-    first run starts, so bad input starts none. With a key, item i is idempotent under `<key>/<i>`."""
+    first run starts, so bad input starts none. With a key, the key is bound to the whole batch and the
+    runs' ids derive from that binding, so a retried batch returns (and charges) the same runs.
+
+    An error part-way carries `started`: the ids of the runs accepted before it (they run as usual).
+    """
     runnable = get_runnable(account_id, runnable_id)
     for index, request in enumerate(requests):
         try:
@@ -179,30 +176,51 @@ def start_runs(
                 for i in problem.issues
             ]
             raise InvalidRequest(f"item {index}: {problem.message}", problem.code, issues) from None
+    run_ids: list[str | None] = [None] * len(requests)
+    if idempotency_key is not None:
+        batch_id, _ = _bind_key(account_id, idempotency_key, _fingerprint(runnable_id, requests), new_id())
+        run_ids = [batch_run_id(batch_id, index) for index in range(len(requests))]
     started: list[str] = []
-    for index, request in enumerate(requests):
-        key = f"{idempotency_key}/{index}" if idempotency_key else None
-        try:
-            started.append(
-                start_run(
-                    account_id, runnable_id, request, created_by=created_by, idempotency_key=key
-                ).record.id
+    try:
+        for request, run_id in zip(requests, run_ids, strict=True):
+            record = create_run(
+                account_id, runnable_id, request, created_by=created_by, run_id=run_id, runnable=runnable
             )
-        except InsufficientCredits:
-            raise InsufficientCredits(started) from None
+            started.append(record.id)
+    except RunplaneError as error:
+        error.started = started
+        raise
     return started
 
 
-def _fingerprint(runnable_id: str, request: RunRequestFields) -> str:
-    canonical = json.dumps(
-        # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
-        {
-            "runnable_id": runnable_id,
-            **request.model_dump(mode="json", include=set(RunRequestFields.model_fields)),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+def _bind_key(account_id: str, key: str, fingerprint: str, proposed_id: str) -> tuple[str, bool]:
+    """The id bound to an idempotency key (`proposed_id` unless bound before) and whether it is new;
+    409 when the key was bound to a different request."""
+    now = time.time()
+    bound_id, bound_fingerprint, fresh = services().runs.remember_idempotency(
+        account_id, key, proposed_id, fingerprint, now, now + IDEMPOTENCY_WINDOW_SECONDS
     )
+    if bound_fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was used for a different request in the last 24 hours",
+            "idempotency_key_reused",
+        )
+    return bound_id, fresh
+
+
+def _fingerprint(runnable_id: str, requests: list[RunRequestFields]) -> str:
+    """A digest of what was asked; a single request's keeps the form keys were bound with before batches."""
+    fields = [
+        # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
+        request.model_dump(mode="json", include=set(RunRequestFields.model_fields))
+        for request in requests
+    ]
+    asked = (
+        {"runnable_id": runnable_id, **fields[0]}
+        if len(fields) == 1
+        else {"runnable_id": runnable_id, "batch": fields}
+    )
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -214,14 +232,17 @@ def create_run(
     created_by: str | None,
     run_id: str | None = None,
     parent_run_id: str | None = None,
+    runnable: Runnable | None = None,
 ) -> RunRecord:
     """Accept a run (waiting) and dispatch it, charging the account's budget. With a caller-chosen
-    `run_id`, repeating is harmless: an existing run is returned, and charged once."""
+    `run_id`, repeating is harmless: an existing run is returned, and charged once. A `runnable` passed
+    in was fetched, and the inputs checked against it, by the caller."""
     if run_id is not None and (existing := services().runs.get(account_id, run_id, consistent=True)):
         _dispatch_if_waiting(existing)
         return existing
-    runnable = get_runnable(account_id, runnable_id)
-    _check_inputs(runnable, request.inputs)
+    if runnable is None:
+        runnable = get_runnable(account_id, runnable_id)
+        _check_inputs(runnable, request.inputs)
     _check_callback_url(request.callback_url)
     settings = services().settings
     run_id = run_id or new_id()
@@ -253,7 +274,12 @@ def create_run(
     )
     if not services().accounts.charge_run(account_id):
         raise InsufficientCredits()
-    if services().runs.create(record):
+    try:
+        created = services().runs.create(record)
+    except Exception:
+        services().accounts.refund_run(account_id)  # not accepted: not charged
+        raise
+    if created:
         count_created()
     else:  # created meanwhile by a concurrent duplicate, which was charged for it
         services().accounts.refund_run(account_id)
@@ -321,7 +347,16 @@ def completed(state: RunState) -> RunState:
     return state
 
 
-def sync_wait(timeout_seconds: int | None, requested: float | None = None) -> float:
+def answer_sync(accepted: Accepted, requested_wait: float | None = None) -> RunState:
+    """A synchronous request's run state: at once for a replayed request, else once the run ends or the
+    wait is over (`_sync_wait`)."""
+    record = accepted.record
+    if accepted.replayed:
+        return get_run(record.account_id, record.id, consistent=True)
+    return wait_for_run(record.account_id, record.id, _sync_wait(record.timeout_seconds, requested_wait))
+
+
+def _sync_wait(timeout_seconds: int | None, requested: float | None) -> float:
     """How long a synchronous request waits: min(deployment's sync wait, run timeout, caller's wish)."""
     limits = [services().settings.sync_wait_seconds]
     if timeout_seconds:

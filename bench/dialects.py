@@ -1,0 +1,106 @@
+"""What a dialect costs: the api function's time and AWS requests per call, re-factor vs Roe AI vs Cotool.
+
+    .venv/bin/python bench/dialects.py [--calls 200]
+
+The real api handler runs against moto in this process (so times are moto's, not DynamoDB's: compare the
+dialects with each other, not with production). Each dialect starts async runs of the same `echo`
+runnable, reads a finished run's status and its result; Roe AI also starts a batch of 100. Requests are
+counted with botocore `before-call` events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import Counter
+
+from inprocess import moto_backed
+
+ROUTES = {
+    "re-factor": {
+        "start": ("POST", "/v1/runnable/{agent}/runs", {"inputs": {"text": "hi"}}),
+        "status": ("GET", "/v1/run/{run}", None),
+        "result": ("GET", "/v1/run/{run}", None),
+    },
+    "Roe AI": {
+        "start": ("POST", "/v1/agents/run/{agent}/async/", {"text": "hi"}),
+        "status": ("GET", "/v1/agents/jobs/{run}/status/", None),
+        "result": ("GET", "/v1/agents/jobs/{run}/result/", None),
+    },
+    "Cotool": {
+        "start": ("POST", "/api/agents/{agent}/run-async", {"inputs": {"text": "hi"}}),
+        "status": ("GET", "/api/agents/{agent}/run-async/{run}/status", None),
+        "result": ("GET", "/api/agents/{agent}/run-async/{run}/result", None),
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    with moto_backed(RUNPLANE_RATE_LIMIT_BURST="0", RUNPLANE_ACCOUNT_MAX_CONCURRENCY="0"):
+        from runplane.adapters import aws
+        from runplane.api.app import create_app, serve
+        from runplane.local.gateway import proxy_event
+        from runplane.local.lambda_context import LocalLambdaContext
+        from runplane.logic.keys import create_key
+
+        from tests.conftest import drain, make_runnable
+
+        requests: Counter[str] = Counter()  # registered before any client is made, so every client counts
+        aws.session().events.register("before-call", lambda model, **_: requests.update([model.name]))
+        app, token = create_app(), create_key("bench").token
+
+        def call(method: str, path: str, body: object) -> tuple[float, int, dict]:
+            headers = {"Authorization": [f"Bearer {token}"], "Content-Type": ["application/json"]}
+            data = json.dumps(body).encode() if body is not None else b""
+            event = proxy_event(method, path, headers, data, "127.0.0.1")
+            requests.clear()
+            began = time.perf_counter()
+            reply = serve(app, event, LocalLambdaContext("api"))
+            elapsed = (time.perf_counter() - began) * 1000
+            assert reply["statusCode"] < 300, reply
+            return elapsed, sum(requests.values()), json.loads(reply["body"])
+
+        agent = make_runnable("bench", "echo")
+        for routes in ROUTES.values():  # warm up: the first calls pay for imports and moto's first items
+            for _ in range(20):
+                call(*fill(routes["start"], agent, ""))
+        drain("worker", rounds=1000)
+        print(f"{'dialect':<10} {'call':<7} {'p50 ms':>7} {'p95 ms':>7} {'AWS requests':>13}")
+        for dialect, routes in ROUTES.items():
+            runs: list[str] = []
+            for operation in ("start", "status", "result"):
+                times, counts = [], []
+                for n in range(args.calls):
+                    run = runs[n % len(runs)] if runs else ""
+                    elapsed, made, body = call(*fill(routes[operation], agent, run))
+                    if operation == "start":
+                        runs.append(body if isinstance(body, str) else body.get("id") or body.get("runId"))
+                    times.append(elapsed)
+                    counts.append(made)
+                if operation == "start":
+                    drain("worker", rounds=10 * args.calls)
+                print(
+                    f"{dialect:<10} {operation:<7} {pct(times, 50):>7.1f} {pct(times, 95):>7.1f}"
+                    f" {statistics.median(counts):>13.0f}"
+                )
+        batch = {"inputs": [{"text": str(i)} for i in range(100)]}
+        elapsed, made, _ = call("POST", f"/v1/agents/run/{agent}/async/many/", batch)
+        print(f"\nRoe AI batch of 100: {elapsed:.0f} ms, {made} AWS requests ({made / 100:.1f} per job)")
+
+
+def fill(route: tuple[str, str, object], agent: str, run: str) -> tuple[str, str, object]:
+    method, path, body = route
+    return method, path.format(agent=agent, run=run), body
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100)[p - 1]
+
+
+if __name__ == "__main__":
+    main()
