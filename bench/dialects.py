@@ -5,7 +5,8 @@
 The real api handler runs against moto in this process (so times are moto's, not DynamoDB's: compare the
 dialects with each other, not with production). Each dialect starts async runs of the same `echo`
 runnable, reads a finished run's status and its result; Roe AI also starts a batch of 100. Requests are
-counted with botocore `before-call` events.
+counted with botocore `before-call` events. Last, the JSON check every request body gets before routing,
+by body size.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+import timeit
 from collections import Counter
 
 from inprocess import moto_backed
@@ -43,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     with moto_backed(RUNPLANE_RATE_LIMIT_BURST="0", RUNPLANE_ACCOUNT_MAX_CONCURRENCY="0"):
         from runplane.adapters import aws
-        from runplane.api.app import create_app, serve
+        from runplane.api.app import _check_json, create_app, serve
         from runplane.local.gateway import proxy_event
         from runplane.local.lambda_context import LocalLambdaContext
         from runplane.logic.keys import create_key
@@ -91,6 +93,11 @@ def main() -> None:
         batch = {"inputs": [{"text": str(i)} for i in range(100)]}
         elapsed, made, _ = call("POST", f"/v1/agents/run/{agent}/async/many/", batch)
         print(f"\nRoe AI batch of 100: {elapsed:.0f} ms, {made} AWS requests ({made / 100:.1f} per job)")
+        print("\nbody check before routing (runplane.api.app._check_json)")
+        for size in (1_000, 100_000, 1_000_000):
+            body = json.dumps({"inputs": {"text": "x" * (size // 2), "items": list(range(size // 14))}})
+            seconds = timeit.timeit(lambda body=body: _check_json(body, encoded=False), number=20) / 20
+            print(f"  {len(body):>9} bytes {seconds * 1000:7.2f} ms")
 
 
 def fill(route: tuple[str, str, object], agent: str, run: str) -> tuple[str, str, object]:
