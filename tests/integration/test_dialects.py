@@ -528,7 +528,10 @@ def test_a_run_that_cannot_be_stored_is_not_charged(
         raise RuntimeError("storage is down")
 
     monkeypatch.setattr(services.services().runs, "create", refuse)
-    assert api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}).status == 500
+    roe = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1})
+    assert (roe.status, roe.json()["error"]) == (500, "Internal server error")
+    cotool = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}})
+    assert (cotool.status, cotool.json()["code"]) == (500, "internal_error")
     assert api.get("/v1/account").json()["credits"]["used_runs"] == 0
 
 
