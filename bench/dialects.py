@@ -56,8 +56,10 @@ def main() -> None:
         aws.session().events.register("before-call", lambda model, **_: requests.update([model.name]))
         app, token = create_app(), create_key("bench").token
 
-        def call(method: str, path: str, body: object) -> tuple[float, int, dict]:
+        def call(method: str, path: str, body: object, key: str | None = None) -> tuple[float, int, dict]:
             headers = {"Authorization": [f"Bearer {token}"], "Content-Type": ["application/json"]}
+            if key:
+                headers["Idempotency-Key"] = [key]
             data = json.dumps(body).encode() if body is not None else b""
             event = proxy_event(method, path, headers, data, "127.0.0.1")
             requests.clear()
@@ -91,8 +93,10 @@ def main() -> None:
                     f" {statistics.median(counts):>13.0f}"
                 )
         batch = {"inputs": [{"text": str(i)} for i in range(100)]}
-        elapsed, made, _ = call("POST", f"/v1/agents/run/{agent}/async/many/", batch)
-        print(f"\nRoe AI batch of 100: {elapsed:.0f} ms, {made} AWS requests ({made / 100:.1f} per job)")
+        for key in (None, "bench-batch"):
+            elapsed, made, _ = call("POST", f"/v1/agents/run/{agent}/async/many/", batch, key)
+            keyed = "with" if key else "without"
+            print(f"\nRoe AI batch of 100, {keyed} a key: {elapsed:.0f} ms, {made} AWS requests")
         print("\nbody check before routing (runplane.api.app._check_json)")
         for size in (1_000, 100_000, 1_000_000):
             body = json.dumps({"inputs": {"text": "x" * (size // 2), "items": list(range(size // 14))}})

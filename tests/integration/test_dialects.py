@@ -220,6 +220,14 @@ def test_roe_batch_is_idempotent_as_a_whole_under_one_key(api: Api, echo_id: str
     assert changed.json()["code"] == "idempotency_key_reused"
 
 
+def test_a_key_used_for_one_run_is_not_reused_for_a_batch_of_the_same_one(api: Api, echo_id: str) -> None:
+    key = {"Idempotency-Key": "one-or-many"}
+    assert api.post(f"/v1/agents/run/{echo_id}/async/", {"text": "a"}, headers=key).status == 200
+    batch = api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"text": "a"}]}, headers=key)
+    assert batch.status == 409
+    assert len(api.get(f"/v1/agents/{echo_id}/jobs/").json()["results"]) == 1
+
+
 def test_sync_runs_of_both_dialects_replay_under_an_idempotency_key(api: Api, echo_id: str) -> None:
     key = {"Idempotency-Key": "sync-1"}
     with working():
@@ -275,17 +283,17 @@ def test_roe_list_jobs_pages_newest_first_through_next(api: Api, echo_id: str) -
     assert seen[0]["job_inputs"] == [{"key": "i", "value": "4", "data_type": "application/json"}]
 
 
-def test_roe_locations_are_absolute_urls_of_this_api(api: Api, echo_id: str) -> None:
-    gateway = {"Host": "abc.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"}
-    reply = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}, headers=gateway)
-    job_id = reply.json()
-    base = "https://abc.execute-api.us-east-1.amazonaws.com/local"  # the stage is part of the path there
-    assert reply.headers["Location"] == f"{base}/v1/agents/jobs/{job_id}/status/"
+def test_locations_are_absolute_urls_of_this_api(api: Api, echo_id: str) -> None:
+    host = {"Host": "runs.example.com", "X-Forwarded-Proto": "https"}
+    reply = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1}, headers=host)
+    assert reply.headers["Location"] == f"https://runs.example.com/v1/agents/jobs/{reply.json()}/status/"
     reply = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}}, headers={"Host": "runs.example.com"})
     run_id = reply.json()["runId"]
     assert (
         reply.headers["Location"] == f"http://runs.example.com/api/agents/{echo_id}/run-async/{run_id}/status"
     )
+    reply = api.post(f"/v1/runnable/{echo_id}/runs", headers=host)
+    assert reply.headers["Location"] == f"https://runs.example.com/v1/run/{reply.json()['id']}"
 
 
 def test_roe_list_jobs_filters_by_creation_time_and_refuses_page_numbers(api: Api, echo_id: str) -> None:
@@ -486,10 +494,32 @@ def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api) -> None:
 # --- one core ---
 
 
+def test_a_body_on_a_route_that_reads_none_is_ignored_as_before(api: Api) -> None:
+    assert api.call("GET", "/v1/runs", raw="not json").status == 200
+
+
+def test_outputs_nested_too_deep_to_serve_fail_the_run_and_it_stays_readable(api: Api) -> None:
+    deep = make_runnable("acme", "deep")
+    fine = api.post(f"/v1/agents/run/{deep}/async/", {"depth": 64}).json()
+    too_deep = api.post(f"/v1/agents/run/{deep}/async/", {"depth": 65}).json()
+    drain("worker")
+    assert api.get(f"/v1/agents/jobs/{fine}/status/").json()["status"] == 3
+    state = api.get(f"/v1/run/{too_deep}").json()
+    assert (state["status"], state["result"]["error"]["code"]) == ("failed", "invalid_output")
+    assert api.get(f"/v1/agents/{deep}/jobs/").status == 200
+
+
 @pytest.mark.parametrize(
     "raw",
-    ['{"a": NaN}', '{"a": Infinity}', '{"a": "\\ud800"}', "[" * 100_000 + "]" * 100_000],
-    ids=["nan", "infinity", "lone-surrogate", "deep-nesting"],
+    [
+        '{"a": NaN}',
+        '{"a": Infinity}',
+        '{"a": 1e400}',
+        '{"a": "\\ud800"}',
+        '{"inputs": {"a": %s}}' % ("[" * 64 + "]" * 64),
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=["nan", "infinity", "out-of-range", "lone-surrogate", "nested-65-deep", "nested-beyond-the-parser"],
 )
 @pytest.mark.parametrize(
     "route", ["/v1/runnable/{id}/runs", "/v1/agents/run/{id}/async/", "/api/agents/{id}/run-async"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -16,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
 from runplane.api import cotool, errors, roe, v1
 from runplane.api.common import Dialect, current_dialect, current_principal, dialect_of
+from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.errors import InvalidRequest, PayloadTooLarge, RunplaneError, UnsupportedMediaType
 from runplane.logic.keys import Principal, admit_request, authenticate
 from runplane.logic.services import services
@@ -23,6 +25,7 @@ from runplane.logic.services import services
 TITLE = "Runplane API"
 VERSION = "1.0.0"
 PUBLIC_PATHS = frozenset({"/openapi.json", "/docs"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the routes that read a body
 SECURITY = {"security_schemes": {"bearerAuth": HTTPBearer()}, "security": [{"bearerAuth": []}]}
 TAGS = [
     Tag(name=Dialect.refactor, description="The native API: runnables, runs, callbacks, keys, the account"),
@@ -46,7 +49,7 @@ def _admit(event: dict) -> Principal | None:
         return None
     principal = authenticate(headers.get("authorization"))
     admit_request(principal)
-    if body:
+    if body and event.get("httpMethod") in BODY_METHODS:
         _check_json(body, encoded=bool(event.get("isBase64Encoded")))
     return principal
 
@@ -55,14 +58,24 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    if math.isinf(number := float(text)):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
 def _check_json(body: str, *, encoded: bool) -> None:
-    """Refuse what Python's parser accepts but JSON and DynamoDB do not: NaN and Infinity, lone surrogates
-    (no UTF-8 for them), and nesting too deep to parse. Later each would be a failed run or a 500."""
+    """Refuse what Python's parser accepts but JSON, DynamoDB or pydantic do not: NaN, Infinity and numbers
+    out of range, lone surrogates (no UTF-8 for them), nesting deeper than MAX_DEPTH. Later each would be
+    a failed run or a 500."""
     try:
         text = base64.b64decode(body).decode() if encoded else body
-        json.dumps(json.loads(text, parse_constant=_refuse_constant), ensure_ascii=False).encode()
+        document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        json.dumps(document, ensure_ascii=False).encode()
     except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
         raise InvalidRequest("Request body is not valid JSON", "invalid_json") from None
+    if too_deep(document):
+        raise InvalidRequest(f"Request body nests deeper than {MAX_DEPTH} levels", "invalid_json")
 
 
 def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:

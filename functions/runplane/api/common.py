@@ -72,13 +72,13 @@ def dialect_of(path: str) -> Dialect:
 
 
 def absolute_url(event: BaseProxyEvent, path: str) -> str:
-    """This API's URL for `path` as the caller sees it: on API Gateway's own host the stage is part of
-    the path (a custom domain maps it away). Without a Host header, `path` itself."""
+    """This API's URL for `path` as the caller sees it. Whatever API Gateway put before the routed path
+    (the stage on its own host, a custom domain's base path) is kept. Without a Host header, `path`."""
     host = event.headers.get("host")
     if not host:
         return path
-    stage = (event.get("requestContext") or {}).get("stage")
-    prefix = f"/{stage}" if stage and host.endswith(".amazonaws.com") else ""
+    routed, seen = event.path, (event.get("requestContext") or {}).get("path") or event.path
+    prefix = seen[: -len(routed)] if routed and seen.endswith(routed) else ""
     return f"{event.headers.get('x-forwarded-proto') or 'http'}://{host}{prefix}{path}"
 
 

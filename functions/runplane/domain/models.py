@@ -98,7 +98,10 @@ MAX_METADATA_BYTES = 16 * 1024  # stored with the run's record, which DynamoDB c
 
 
 def _check_metadata_size(metadata: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(metadata, separators=(",", ":"), default=str).encode()) > MAX_METADATA_BYTES:
+    if (
+        len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        > MAX_METADATA_BYTES
+    ):
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return metadata
 

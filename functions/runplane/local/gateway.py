@@ -37,7 +37,7 @@ def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: b
         "requestContext": {
             "resourcePath": "/{proxy+}",
             "httpMethod": method,
-            "path": f"/local{parts.path}",
+            "path": parts.path,  # as the caller sent it: local URLs have no stage
             "stage": "local",
             "requestId": str(uuid.uuid4()),
             "requestTimeEpoch": int(time.time() * 1000),

@@ -178,7 +178,8 @@ def start_runs(
             raise InvalidRequest(f"item {index}: {problem.message}", problem.code, issues) from None
     run_ids: list[str | None] = [None] * len(requests)
     if idempotency_key is not None:
-        batch_id, _ = _bind_key(account_id, idempotency_key, _fingerprint(runnable_id, requests), new_id())
+        fingerprint = _fingerprint(runnable_id, requests, batch=True)
+        batch_id, _ = _bind_key(account_id, idempotency_key, fingerprint, new_id())
         run_ids = [batch_run_id(batch_id, index) for index in range(len(requests))]
     started: list[str] = []
     try:
@@ -208,17 +209,15 @@ def _bind_key(account_id: str, key: str, fingerprint: str, proposed_id: str) -> 
     return bound_id, fresh
 
 
-def _fingerprint(runnable_id: str, requests: list[RunRequestFields]) -> str:
-    """A digest of what was asked; a single request's keeps the form keys were bound with before batches."""
+def _fingerprint(runnable_id: str, requests: list[RunRequestFields], *, batch: bool = False) -> str:
+    """A digest of what was asked; a single request keeps the form its keys were always bound with."""
     fields = [
         # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
         request.model_dump(mode="json", include=set(RunRequestFields.model_fields))
         for request in requests
     ]
     asked = (
-        {"runnable_id": runnable_id, **fields[0]}
-        if len(fields) == 1
-        else {"runnable_id": runnable_id, "batch": fields}
+        {"runnable_id": runnable_id, "batch": fields} if batch else {"runnable_id": runnable_id, **fields[0]}
     )
     canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -237,7 +236,8 @@ def create_run(
     """Accept a run (waiting) and dispatch it, charging the account's budget. With a caller-chosen
     `run_id`, repeating is harmless: an existing run is returned, and charged once. A `runnable` passed
     in was fetched, and the inputs checked against it, by the caller."""
-    if run_id is not None and (existing := services().runs.get(account_id, run_id, consistent=True)):
+    chosen_id = run_id is not None
+    if chosen_id and (existing := services().runs.get(account_id, run_id, consistent=True)):
         _dispatch_if_waiting(existing)
         return existing
     if runnable is None:
@@ -273,11 +273,14 @@ def create_run(
         due_at=now.timestamp() + settings.redispatch_seconds,
     )
     if not services().accounts.charge_run(account_id):
+        if chosen_id and (existing := services().runs.get(account_id, run_id, consistent=True)):
+            return existing  # a concurrent duplicate created it meanwhile (and was charged)
         raise InsufficientCredits()
     try:
         created = services().runs.create(record)
     except Exception:
-        services().accounts.refund_run(account_id)  # not accepted: not charged
+        if not _stored(record):  # a put can fail after DynamoDB applied it (a timeout)
+            services().accounts.refund_run(account_id)
         raise
     if created:
         count_created()
@@ -287,6 +290,13 @@ def create_run(
         logger.info("run already exists; not created again", extra={"run_id": run_id})
     _dispatch_if_waiting(record)
     return record
+
+
+def _stored(record: RunRecord) -> bool:
+    try:
+        return services().runs.get(record.account_id, record.id, consistent=True) is not None
+    except Exception:  # cannot tell: the put most likely failed outright
+        return False
 
 
 def _dispatch_if_waiting(record: RunRecord) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.models import ModelUsage
 from runplane.domain.states import ErrorCode, Status
 
@@ -64,6 +65,8 @@ class RunContext:
 
     def add_metadata(self, **fields: Any) -> None:
         """Add JSON values to the run's `result.metadata`."""
+        if too_deep(fields):
+            raise ValueError(f"metadata nests deeper than {MAX_DEPTH} levels")
         self._report("metadata", fields)
 
     @property

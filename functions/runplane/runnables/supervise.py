@@ -22,6 +22,7 @@ from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.models import ModelUsage, Outcome, RunError
 from runplane.domain.states import ErrorCode, Status
 from runplane.runnables.context import RunContext, RunFailed
@@ -212,6 +213,8 @@ def _child(
 def _serialize(outputs: object) -> str:
     if not isinstance(outputs, dict):
         raise _InvalidOutput(f"a runnable must return a dict of outputs, not {type(outputs).__name__}")
+    if too_deep(outputs):
+        raise _InvalidOutput(f"outputs nest deeper than {MAX_DEPTH} levels")
     try:
         return json.dumps(outputs, allow_nan=False)
     except (TypeError, ValueError) as problem:
