@@ -45,7 +45,7 @@ def run_sync(agentId: UUID, body: shapes.AgentRunRequest, idempotency_key: Idemp
     accepted = start_run_as(caller, agentId, shapes.run_request(body), idempotency_key)
     state = runs.answer_sync(accepted)
     if not state.status.terminal:
-        pending = shapes.run_pending(state).model_dump_json(exclude_none=True)
+        pending = shapes.run_pending(state).model_dump_json()
         return json_response(202, pending, _location(agentId, state.id))
     return json_response(200, shapes.run_result(runs.completed(state), body.inputs).model_dump_json())
 

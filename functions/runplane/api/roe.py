@@ -83,7 +83,7 @@ def run_agent(
     if not state.status.terminal:
         return _json(202, state.id, _job_location(state.id))
     outputs = shapes.outputs(runs.completed(state))
-    return _json(200, [item.model_dump(exclude_none=True) for item in outputs])
+    return _json(200, [item.model_dump() for item in outputs])
 
 
 @router.post(
