@@ -78,7 +78,7 @@ def test_a_binding_left_by_a_crash_before_the_run_existed_is_completed_by_the_re
 ) -> None:
     bound = "00000000-0000-7000-8000-000000000000"
     request = StartRunRequest(inputs={"a": 1})
-    fingerprint = runs._fingerprint(echo_id, [request])
+    fingerprint = runs._fingerprint(echo_id, request)
     now = time.time()
     services.services().runs.remember_idempotency(
         account.account_id, "crashed", bound, fingerprint, now, now + 60

@@ -1,7 +1,7 @@
 """What the dialects' routes share: the request's caller and dialect, parameter types and checks.
 
-`api.app.serve` sets the caller and the dialect before the resolver runs. The dialect is a function of the path alone, so a
-request refused before routing (bad key, body too large) is answered in its dialect too.
+`api.app.serve` sets the caller and the dialect before the resolver runs. The dialect is a function of the
+path alone, so a request refused before routing (bad key, body too large) is answered in its dialect too.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ class Dialect(StrEnum):
 
 
 PREFIXES: tuple[tuple[str, Dialect], ...] = (("/v1/agents/", Dialect.roe), ("/api/", Dialect.cotool))
+
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+current_dialect: ContextVar[Dialect] = ContextVar("current_dialect", default=Dialect.refactor)
+
+
+def dialect_of(path: str) -> Dialect:
+    return next((dialect for prefix, dialect in PREFIXES if f"{path}/".startswith(prefix)), Dialect.refactor)
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -62,13 +69,6 @@ IdempotencyKey = Annotated[
         description="Repeat a request safely: the same key and request within 24 h give the same run",
     ),
 ]
-
-current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
-current_dialect: ContextVar[Dialect] = ContextVar("current_dialect", default=Dialect.refactor)
-
-
-def dialect_of(path: str) -> Dialect:
-    return next((dialect for prefix, dialect in PREFIXES if f"{path}/".startswith(prefix)), Dialect.refactor)
 
 
 def absolute_url(event: BaseProxyEvent, path: str) -> str:

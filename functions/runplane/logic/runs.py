@@ -146,7 +146,7 @@ def start_run(
         return Accepted(
             create_run(account_id, runnable_id, request, created_by=created_by, run_id=run_id), False
         )
-    fingerprint = _fingerprint(runnable_id, [request])
+    fingerprint = _fingerprint(runnable_id, request)
     bound_run, fresh = _bind_key(account_id, idempotency_key, fingerprint, run_id or new_id())
     record = create_run(account_id, runnable_id, request, created_by=created_by, run_id=bound_run)
     return Accepted(record, replayed=not fresh)
@@ -178,7 +178,7 @@ def start_runs(
             raise InvalidRequest(f"item {index}: {problem.message}", problem.code, issues) from None
     run_ids: list[str | None] = [None] * len(requests)
     if idempotency_key is not None:
-        fingerprint = _fingerprint(runnable_id, requests, batch=True)
+        fingerprint = _fingerprint(runnable_id, requests)
         batch_id, _ = _bind_key(account_id, idempotency_key, fingerprint, new_id())
         run_ids = [batch_run_id(batch_id, index) for index in range(len(requests))]
     started: list[str] = []
@@ -209,17 +209,18 @@ def _bind_key(account_id: str, key: str, fingerprint: str, proposed_id: str) -> 
     return bound_id, fresh
 
 
-def _fingerprint(runnable_id: str, requests: list[RunRequestFields], *, batch: bool = False) -> str:
-    """A digest of what was asked; a single request keeps the form its keys were always bound with."""
-    fields = [
+def _fingerprint(runnable_id: str, asked: RunRequestFields | list[RunRequestFields]) -> str:
+    """A digest of one request (in the form its keys were always bound with) or of a batch."""
+
+    def fields(request: RunRequestFields) -> dict[str, Any]:
         # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
-        request.model_dump(mode="json", include=set(RunRequestFields.model_fields))
-        for request in requests
-    ]
-    asked = (
-        {"runnable_id": runnable_id, "batch": fields} if batch else {"runnable_id": runnable_id, **fields[0]}
-    )
-    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
+        return request.model_dump(mode="json", include=set(RunRequestFields.model_fields))
+
+    if isinstance(asked, list):
+        document = {"runnable_id": runnable_id, "batch": [fields(request) for request in asked]}
+    else:
+        document = {"runnable_id": runnable_id, **fields(asked)}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
