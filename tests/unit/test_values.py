@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from pydantic import ValidationError
-from runplane.adapters.store import decode_cursor, encode_cursor
+from runplane.adapters.dynamo import decode_cursor, encode_cursor
 from runplane.domain.errors import InvalidRequest
 from runplane.domain.ids import INTAKE_NAMESPACE, intake_run_id, new_id
 from runplane.domain.models import IntakeMessage, StartRunRequest

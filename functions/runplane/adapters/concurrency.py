@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runplane.adapters.store import TableAdapter, due_shard, from_item, query_due, to_av, to_item, write_if
+from runplane.adapters.dynamo import TableAdapter, due_shard, from_item, query_due, to_av, to_item, write_if
 
 LIMIT = "limit"
 SLOT = "slot#"

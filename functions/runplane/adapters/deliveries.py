@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runplane.adapters.store import (
+from runplane.adapters.dynamo import (
     TableAdapter,
     due_shard,
     from_item,
     query_due,
-    run_pk,
     to_av,
     to_item,
     update_item,
     write_if,
 )
-from runplane.domain.models import CallbackAttempt, DayUsage, DeliveryRecord, UsageTotals
+from runplane.adapters.runs import run_pk
+from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
 _NAMES = {"#state": "state", "#next": "next_attempt_at", "#lease": "lease_until", "#owner": "lease_owner"}
@@ -203,130 +203,3 @@ class DeliveryStore(TableAdapter):
                     break
                 query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             day += timedelta(days=1)
-
-
-def _day_key(account_id: str, day: date) -> str:
-    """A day's usage is an item of its own in the accounts table (account ids cannot contain '#')."""
-    return f"{account_id}#usage#{day.isoformat()}"
-
-
-class AccountStore(TableAdapter):
-    """Per-account settings and usage: callback signing secrets, credit budgets and what was spent."""
-
-    def get(self, account_id: str) -> dict[str, Any] | None:
-        item = self.client.get_item(
-            TableName=self.table, Key={"account_id": {"S": account_id}}, ConsistentRead=True
-        ).get("Item")
-        return from_item(item) if item else None
-
-    def create_secret(self, account_id: str, secret: str) -> bool:
-        """Set the first signing secret; False when the account already has one."""
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key={"account_id": {"S": account_id}},
-            UpdateExpression="SET callback_secret = :s",
-            ConditionExpression="attribute_not_exists(callback_secret)",
-            ExpressionAttributeValues={":s": {"S": secret}},
-        )
-
-    def rotate_secret(self, account_id: str, current: str, new: str, previous_until: float) -> bool:
-        """Replace `current` (kept as the previous secret until `previous_until`); False if it changed."""
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key={"account_id": {"S": account_id}},
-            UpdateExpression="SET callback_secret = :new, previous_secret = :old, previous_until = :until",
-            ConditionExpression="callback_secret = :old",
-            ExpressionAttributeValues={
-                ":new": {"S": new},
-                ":old": {"S": current},
-                ":until": to_av(previous_until),
-            },
-        )
-
-    def charge_run(self, account_id: str) -> bool:
-        """Count one more run unless a budget (in runs, or in USD already spent) is exhausted."""
-        # setting a budget starts its usage at zero (set_credits), so a budget always has a usage to compare
-        budget = (
-            "(attribute_not_exists(limit_runs) OR used_runs < limit_runs)"
-            " AND (attribute_not_exists(limit_usd) OR used_usd < limit_usd)"
-        )
-        return self._add(account_id, "used_runs", 1, condition=budget)
-
-    def refund_run(self, account_id: str) -> None:
-        self._add(account_id, "used_runs", -1)
-
-    def add_usage(self, account_id: str, day: date, usage: UsageTotals) -> None:
-        """Count a run's usage toward its day, and its priced cost toward the credit budget."""
-        if usage.total_token_cost_usd:
-            self._add(account_id, "used_usd", usage.total_token_cost_usd)
-        counters = usage.model_dump()
-        self.client.update_item(
-            TableName=self.table,
-            Key={"account_id": {"S": _day_key(account_id, day)}},
-            UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counters),
-            ExpressionAttributeValues={f":{name}": to_av(value) for name, value in counters.items()},
-        )
-
-    def usage_by_day(self, account_id: str, start: date, end: date) -> list[DayUsage]:
-        """The days from `start` to `end` (inclusive) that have usage, oldest first."""
-        days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-        found: dict[str, DayUsage] = {}
-        for first in range(0, len(days), 100):
-            keys = [{"account_id": {"S": _day_key(account_id, day)}} for day in days[first : first + 100]]
-            pending: dict[str, Any] = {self.table: {"Keys": keys}}
-            while pending:
-                response = self.client.batch_get_item(RequestItems=pending)
-                for item in response["Responses"].get(self.table, []):
-                    values = from_item(item)
-                    day = values.pop("account_id").rsplit("#", 1)[1]
-                    found[day] = DayUsage(date=date.fromisoformat(day), **values)
-                pending = response.get("UnprocessedKeys") or {}
-        return [found[day.isoformat()] for day in days if day.isoformat() in found]
-
-    def set_credits(self, account_id: str, limit_usd: float | None, limit_runs: int | None) -> None:
-        """Set or clear (None) the budgets; what was spent so far is kept (and starts at zero)."""
-        limits = {"limit_usd": limit_usd, "limit_runs": limit_runs}
-        sets = ["used_runs = if_not_exists(used_runs, :zero)", "used_usd = if_not_exists(used_usd, :zero)"]
-        values: dict[str, Any] = {":zero": {"N": "0"}}
-        for name, value in limits.items():
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = to_av(value)
-        expression = "SET " + ", ".join(sets)
-        if cleared := [name for name, value in limits.items() if value is None]:
-            expression += " REMOVE " + ", ".join(cleared)
-        self.client.update_item(
-            TableName=self.table,
-            Key={"account_id": {"S": account_id}},
-            UpdateExpression=expression,
-            ExpressionAttributeValues=values,
-        )
-
-    def set_rate_limit(self, account_id: str, per_second: float | None, burst: int | None) -> None:
-        """Override the deployment's rate limit for the account's keys; None for both restores it."""
-        if per_second is None or burst is None:
-            expression, values = "REMOVE rate_per_second, rate_burst", {}
-        else:
-            expression = "SET rate_per_second = :rate, rate_burst = :burst"
-            values = {":rate": to_av(per_second), ":burst": to_av(burst)}
-        self.client.update_item(
-            TableName=self.table,
-            Key={"account_id": {"S": account_id}},
-            UpdateExpression=expression,
-            **({"ExpressionAttributeValues": values} if values else {}),
-        )
-
-    def _add(self, account_id: str, attribute: str, amount: float, condition: str | None = None) -> bool:
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": {"account_id": {"S": account_id}},
-            "UpdateExpression": f"ADD {attribute} :amount",
-            "ExpressionAttributeValues": {":amount": to_av(amount)},
-        }
-        if condition:
-            request["ConditionExpression"] = condition
-        return write_if(self.client, "update_item", **request)

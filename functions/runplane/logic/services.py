@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from runplane.adapters.accounts import AccountStore
 from runplane.adapters.blobs import Blobs
 from runplane.adapters.concurrency import ConcurrencyStore
-from runplane.adapters.deliveries import AccountStore, DeliveryStore
+from runplane.adapters.deliveries import DeliveryStore
+from runplane.adapters.keys import KeyStore
 from runplane.adapters.queues import Queues
-from runplane.adapters.store import KeyStore, RunnableStore, RunStore
+from runplane.adapters.runnables import RunnableStore
+from runplane.adapters.runs import RunStore
 from runplane.settings import Settings, get_settings
 
 

@@ -1,189 +1,27 @@
-"""DynamoDB: runs, runnables and API keys. Every state change of a run is one conditional write."""
+"""DynamoDB: the runs table. Every state change of a run is one conditional write."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from runplane import definitions as defs
-from runplane.adapters import aws
-from runplane.domain.errors import InvalidRequest
-from runplane.domain.models import Runnable, RunQuery, RunRecord
+from runplane.adapters.dynamo import (
+    TableAdapter,
+    decode_cursor,
+    due_shard,
+    encode_cursor,
+    from_item,
+    query_due,
+    to_av,
+    to_item,
+    update_item,
+    update_request,
+    write_if,
+)
+from runplane.domain.models import RunQuery, RunRecord
 from runplane.domain.states import Status, check_move
-
-# --- attribute values ---------------------------------------------------------------------------
-
-
-def to_av(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, datetime):
-        return {"S": value.isoformat()}
-    if isinstance(value, list | tuple):
-        return {"L": [to_av(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__}")
-
-
-def from_av(av: dict[str, Any]) -> Any:
-    (kind, value), *_ = av.items()
-    if kind == "N":
-        return int(value) if value.lstrip("-").isdigit() else float(value)
-    if kind == "L":
-        return [from_av(v) for v in value]
-    if kind == "NULL":
-        return None
-    return value
-
-
-def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: to_av(v) for k, v in values.items() if v is not None}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: from_av(v) for k, v in item.items()}
-
-
-def update_request(
-    table: str,
-    key: dict[str, Any],
-    *,
-    set_: dict[str, Any],
-    condition: str,
-    names: dict[str, str],
-    values: dict[str, Any],
-    remove: tuple[str, ...] = (),
-    increment: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """A conditional UpdateItem request (for `update_item` or a transaction).
-
-    `condition` refers to attributes by the `#names` given and to `:values` (plain Python values).
-    """
-    names = dict(names)
-    attr_values = {k: to_av(v) for k, v in values.items()}
-    clauses = []
-    for i, (name, value) in enumerate(set_.items()):
-        names[f"#s{i}"] = name
-        attr_values[f":s{i}"] = to_av(value)
-        clauses.append(f"#s{i} = :s{i}")
-    for i, name in enumerate(increment):
-        names[f"#i{i}"] = name
-        clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :one")
-    if increment:
-        attr_values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
-    expression = "SET " + ", ".join(clauses) if clauses else ""
-    if remove:
-        names.update({f"#r{i}": name for i, name in enumerate(remove)})
-        expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-    request: dict[str, Any] = {
-        "TableName": table,
-        "Key": key,
-        "UpdateExpression": expression.strip(),
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": names,
-    }
-    if attr_values:
-        request["ExpressionAttributeValues"] = attr_values
-    return request
-
-
-def update_item(client: Any, table: str, key: dict[str, Any], **update: Any) -> dict[str, Any] | None:
-    """One conditional UpdateItem (see `update_request`); the new item, or None when the condition failed."""
-    try:
-        return client.update_item(**update_request(table, key, **update), ReturnValues="ALL_NEW")[
-            "Attributes"
-        ]
-    except client.exceptions.ConditionalCheckFailedException:
-        return None
-
-
-def transact(client: Any, writes: list[dict[str, Any]]) -> list[str]:
-    """Apply `writes` (TransactWriteItems entries) all or none. Empty when applied; otherwise why each
-    was not, by position: "ConditionalCheckFailed", "TransactionConflict" (a concurrent transaction on
-    the item; try again) or "None" (nothing wrong with this one)."""
-    try:
-        client.transact_write_items(TransactItems=writes)
-    except client.exceptions.TransactionCanceledException as cancelled:
-        reasons = cancelled.response.get("CancellationReasons") or [{"Code": "Unknown"}]
-        return [reason.get("Code", "None") for reason in reasons]
-    return []
-
-
-def query_due(
-    client: Any, table: str, index: str, keys: tuple[str, str], shard: str, before: float, limit: int
-) -> list[dict[str, Any]]:
-    """Items of a sparse index sharded on `keys[0]` and sorted by time `keys[1]`, due by `before`."""
-    page = client.query(
-        TableName=table,
-        IndexName=index,
-        KeyConditionExpression=f"{keys[0]} = :shard AND {keys[1]} <= :before",
-        ExpressionAttributeValues={":shard": {"S": shard}, ":before": to_av(before)},
-        Limit=limit,
-    )
-    return page.get("Items", [])
-
-
-def write_if(client: Any, operation: str, **request: Any) -> bool:
-    """One conditional `put_item`, `update_item` or `delete_item`; False when its condition failed."""
-    try:
-        getattr(client, operation)(**request)
-    except client.exceptions.ConditionalCheckFailedException:
-        return False
-    return True
-
-
-class TableAdapter:
-    """One DynamoDB table; its client is the process's shared one unless given (tests)."""
-
-    def __init__(self, table: str, client: Any = None):
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws.client("dynamodb")
-
-    def commit(self, writes: list[dict[str, Any]]) -> list[str]:
-        """`transact` writes built by any of the adapters (they share one client)."""
-        return transact(self.client, writes)
-
-
-# --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------
-
-
-def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
-    if not last_key:
-        return None
-    raw = json.dumps(from_item(last_key), separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, expected: dict[str, str | None]) -> dict[str, Any] | None:
-    """`expected` names every key attribute of the page; a non-None value must match exactly."""
-    if not cursor:
-        return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        key = None
-    valid = (
-        isinstance(key, dict)
-        and set(key) == set(expected)
-        and all(isinstance(v, str | int) for v in key.values())
-        and all(want is None or key[name] == want for name, want in expected.items())
-    )
-    if not valid:
-        raise InvalidRequest("cursor is not valid for this listing", "invalid_cursor")
-    return to_item(key)
-
 
 # --- runs ---------------------------------------------------------------------------------------------
 
@@ -215,11 +53,6 @@ def run_pk(account_id: str, run_id: str) -> str:
 def created_key(record: RunRecord) -> str:
     """Sorts runs by creation (newest last), unique per account: listings and waiting queues use it."""
     return f"{record.created_at.isoformat()}#{record.id}"
-
-
-def due_shard(key: str) -> str:
-    """The shard of a sparse due-time index a run (or a concurrency scope) is filed under."""
-    return str(zlib.crc32(key.encode()) % defs.DUE_SHARDS)
 
 
 def _run_item(record: RunRecord) -> dict[str, Any]:
@@ -558,107 +391,3 @@ class RunStore(TableAdapter):
         """(account_id, run_id) of non-terminal runs whose due time has passed, oldest first."""
         items = query_due(self.client, self.table, "due", ("due_shard", "due_at"), shard, now, limit)
         return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in items]  # type: ignore[misc]
-
-
-# --- runnables ---------------------------------------------------------------------------------------
-
-
-class RunnableStore(TableAdapter):
-    def put(self, runnable: Runnable, *, new: bool) -> bool:
-        """Create (`new`) or replace an existing runnable; False when that precondition fails."""
-        item = to_item(
-            {"account_id": runnable.account_id, "id": runnable.id, "doc": runnable.model_dump_json()}
-        )
-        condition = "attribute_not_exists(id)" if new else "attribute_exists(id)"
-        return write_if(
-            self.client, "put_item", TableName=self.table, Item=item, ConditionExpression=condition
-        )
-
-    def get(self, account_id: str, runnable_id: str, *, consistent: bool = False) -> Runnable | None:
-        key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
-        item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=consistent).get("Item")
-        return Runnable.model_validate_json(item["doc"]["S"]) if item else None
-
-    def delete(self, account_id: str, runnable_id: str) -> bool:
-        key = {"account_id": {"S": account_id}, "id": {"S": runnable_id}}
-        return write_if(
-            self.client,
-            "delete_item",
-            TableName=self.table,
-            Key=key,
-            ConditionExpression="attribute_exists(id)",
-        )
-
-    def list(self, account_id: str, *, limit: int, cursor: str | None) -> tuple[list[Runnable], str | None]:
-        """Newest first: runnable ids are time-ordered (UUIDv7)."""
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "account_id = :a",
-            "ExpressionAttributeValues": {":a": {"S": account_id}},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        start = decode_cursor(cursor, {"account_id": account_id, "id": None})
-        if start:
-            query["ExclusiveStartKey"] = start
-        page = self.client.query(**query)
-        items = [Runnable.model_validate_json(item["doc"]["S"]) for item in page.get("Items", [])]
-        return items, encode_cursor(page.get("LastEvaluatedKey"))
-
-
-# --- API keys ----------------------------------------------------------------------------------------
-
-
-class KeyStore(TableAdapter):
-    def put(self, key: dict[str, Any]) -> None:
-        self.client.put_item(
-            TableName=self.table, Item=to_item(key), ConditionExpression="attribute_not_exists(id)"
-        )
-
-    def get(self, key_id: str) -> dict[str, Any] | None:
-        item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
-        return from_item(item) if item else None
-
-    def count_request(self, key_id: str, window: int, limit: int, expires_at: int) -> bool:
-        """Count one request in the key's window; False (and nothing counted) once `limit` is reached."""
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key={"id": {"S": f"{key_id}#rate#{window}"}},
-            UpdateExpression="ADD hits :one SET expires_at = :expires",
-            ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":limit": to_av(limit),
-                ":expires": to_av(expires_at),
-            },
-        )
-
-    def for_account(self, account_id: str) -> list[dict[str, Any]]:
-        """The account's keys, oldest first (the index holds keys only; each key is then read)."""
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": "by_account",
-            "KeyConditionExpression": "account_id = :a",
-            "ExpressionAttributeValues": {":a": {"S": account_id}},
-        }
-        ids: list[str] = []
-        while True:
-            page = self.client.query(**query)
-            ids += [item["id"]["S"] for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return [key for key_id in ids if (key := self.get(key_id))]
-
-    def revoke(self, key_id: str, revoked_at: str) -> bool:
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key={"id": {"S": key_id}},
-            UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
-            ConditionExpression="attribute_exists(id)",
-            ExpressionAttributeValues={":t": {"S": revoked_at}},
-        )
