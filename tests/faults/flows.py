@@ -1,0 +1,158 @@
+"""The paths the fault matrix covers, and running one scenario of a path.
+
+A flow is what a scenario starts from (`prepare`: not recorded, may crash a worker on purpose to leave
+the run where the recorded components take over), what starts it (`start`), whose requests are its
+injection points (`components`) and how it must end (`expect`). The API → dispatch → worker → callback
+path is `api_run`; the intake path `intake_run`; the sweeper's three ways to act and the dead-letter
+handler each have a flow that leaves them something to do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from tests.faults.harness import Expect, Fault, Point, Report, Stack, acting_as
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    components: frozenset[str]
+    expect: Expect
+    start: Callable[[Stack], object]
+    prepare: Callable[[Stack], object] = lambda stack: None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _accepted(stack: Stack, **inputs: object) -> None:
+    """A run accepted over the API and not executed yet."""
+    stack.start_run(inputs=stack.run_inputs(**inputs))
+
+
+def _worker_lost(where: Callable[[Point], bool]) -> Callable[[Stack], None]:
+    """A run accepted, then its worker died at the first request `where` accepts (a prelude crash)."""
+
+    def prepare(stack: Stack) -> None:
+        _accepted(stack)
+        fault = Fault("crash_after", where=lambda point, params: where(point))
+        stack.injector.faults.append(fault)
+        stack.deliver_visible()
+        if fault.times:
+            stack.errors.append("the flow's prelude crash never happened")
+        stack.injector.faults.remove(fault)
+
+    return prepare
+
+
+def _dead_lettered(stack: Stack) -> None:
+    """A run accepted whose dispatch message was received maxReceiveCount times and never deleted."""
+    _accepted(stack)
+    queue, client = stack.settings_url("dispatch"), stack.svc.queues.client
+    with acting_as(None):
+        for _ in range(6):  # the sixth receive finds it over the limit and moves it to the DLQ
+            client.receive_message(QueueUrl=queue, VisibilityTimeout=0, WaitTimeSeconds=0)
+
+
+def _cancel(stack: Stack) -> None:
+    run_id = stack.runs()[0]["id"]
+    for _ in range(4):
+        answer = stack.request("POST", f"/v1/run/{run_id}/cancel")
+        if answer.status is not None and answer.status < 300:
+            return
+
+
+def _at_payload_read(point: Point) -> bool:  # after the claim, before the body starts
+    return point.component == "worker" and point.operation == "GetObject"
+
+
+def _at_finish(point: Point) -> bool:  # the worker's write that ends the run
+    return (
+        point.component == "worker"
+        and point.operation in {"UpdateItem", "TransactWriteItems"}
+        and ("finish" in point.site.lower())
+    )
+
+
+FLOWS = (
+    Flow(
+        "api_run",
+        frozenset({"api", "worker", "callbacks", "sweeper"}),
+        Expect(accepted=True),
+        start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.4)),
+    ),
+    Flow("intake_run", frozenset({"intake"}), Expect(), start=lambda stack: stack.send_intake()),
+    Flow(
+        "api_cancel_waiting",
+        frozenset({"api", "worker"}),
+        Expect(status="cancelled", code="cancelled", executions=0, accepted=True),
+        start=_cancel,
+        prepare=_accepted,
+    ),
+    Flow(
+        "sweeper_redispatch",
+        frozenset({"sweeper"}),
+        Expect(accepted=True),
+        start=lambda stack: None,
+        prepare=_worker_lost(_at_payload_read),
+    ),
+    Flow(
+        "sweeper_worker_lost",
+        frozenset({"sweeper"}),
+        Expect(status="failed", code="worker_lost", executions=0, accepted=True),
+        start=lambda stack: None,
+        prepare=_worker_lost(_at_payload_read),
+        settings={"RUNPLANE_MAX_ATTEMPTS": "1"},
+    ),
+    Flow(
+        "sweeper_settle",
+        frozenset({"sweeper"}),
+        Expect(accepted=True),
+        start=lambda stack: None,
+        prepare=_worker_lost(_at_finish),
+    ),
+    Flow(
+        "dead_letter",
+        frozenset({"dead_letters"}),
+        Expect(status="failed", code="dispatch_failed", executions=0, accepted=True),
+        start=lambda stack: None,
+        prepare=_dead_lettered,
+    ),
+)
+FLOW = {flow.name: flow for flow in FLOWS}
+
+
+def run(
+    flow: Flow, tmp: Path, point: Point | None = None, mode: str | None = None
+) -> tuple[Report, list[Point]]:
+    """One scenario: `mode` at `point` (None: the clean run). The report and the points recorded."""
+    started = time.monotonic()
+    with Stack(tmp, flow.settings) as stack:
+        flow.prepare(stack)
+        stack.injector.begin(flow.components)
+        fault = Fault(mode, point) if point is not None and mode is not None else None
+        if fault:
+            stack.injector.faults.append(fault)
+        flow.start(stack)
+        stack.drive()
+        violations = stack.violations(flow.expect)
+        fired = fault is not None and fault.times == 0
+        if fault is not None and not fired:
+            violations.append(f"the fault never fired: the flow made no request {point.id}")
+        report = Report(flow.name, point and point.id, mode, fired, violations, time.monotonic() - started)
+        return report, list(dict.fromkeys(stack.injector.points))
+
+
+@cache
+def points(name: str) -> tuple[Point, ...]:
+    """The injection points of a flow, from a clean run (recorded once per process)."""
+    with TemporaryDirectory() as tmp:
+        _, recorded = run(FLOW[name], Path(tmp))
+    return tuple(recorded)
