@@ -52,7 +52,8 @@ ACCESS = {
         bucket="rw",
     ),
     "intake": Access(
-        tables={"runs": "rw", "runnables": "r", "accounts": "rw"},
+        # api_keys: a rejected message becomes a failed run only for an account that has keys
+        tables={"runs": "rw", "runnables": "r", "accounts": "rw", "api_keys": "r"},
         sends_to=(defs.DISPATCH.name, defs.INTAKE_DLQ.name),
         bucket="rw",
     ),
@@ -63,12 +64,12 @@ ACCESS = {
         executes_runs=True,
     ),
     "dead_letters": Access(
-        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "concurrency": "rw"},
+        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),
     "sweeper": Access(
-        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "concurrency": "rw"},
+        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
     ),
