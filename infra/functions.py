@@ -52,8 +52,7 @@ ACCESS = {
         bucket="rw",
     ),
     "intake": Access(
-        # api_keys: a rejected message becomes a failed run only for an account that has keys
-        tables={"runs": "rw", "runnables": "r", "accounts": "rw", "api_keys": "r"},
+        tables={"runs": "rw", "runnables": "r", "accounts": "rw"},
         sends_to=(defs.DISPATCH.name, defs.INTAKE_DLQ.name),
         bucket="rw",
     ),

@@ -38,6 +38,11 @@ def count_finished(status: str, duration_seconds: float | None) -> None:
         _add("RunDuration", MetricUnit.Seconds, duration_seconds)
 
 
+def count_sweep_error() -> None:
+    """`SweepErrors`: an item the sweeper could not handle (it is skipped, and tried again later)."""
+    _add("SweepErrors", MetricUnit.Count, 1)
+
+
 def count_callback(state: str, latency_ms: int) -> None:
     """`CallbackAttempts`, `CallbackLatency`, and `Callbacks<State>` once a delivery finishes."""
     _add("CallbackAttempts", MetricUnit.Count, 1)

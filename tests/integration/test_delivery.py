@@ -12,7 +12,7 @@ import boto3
 import pytest
 from runplane.domain.ids import intake_run_id
 from runplane.domain.models import RunQuery
-from runplane.domain.states import IllegalMove, Status
+from runplane.domain.states import IllegalMove
 from runplane.handlers import dead_letters, worker
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import sqs_record
@@ -247,6 +247,7 @@ def test_a_terminal_run_cannot_be_moved_even_by_a_direct_store_write(
     state = api.get(f"/v1/run/{run_id}").json()
     assert state["status"] == "completed"
     store = services.services().runs
+    record = store.get(account.account_id, state["id"], consistent=True)
     with pytest.raises(IllegalMove):
-        store.finish(account.account_id, state["id"], Status.completed, {"status": "failed"})
+        store.finish_write(record, {"status": "failed"})
     assert api.get(f"/v1/run/{state['id']}").json() == state

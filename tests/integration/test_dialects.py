@@ -554,10 +554,10 @@ def test_a_run_that_cannot_be_stored_is_not_charged(
 ) -> None:
     set_credits(account.account_id, limit_usd=None, limit_runs=1)
 
-    def refuse(record: object) -> bool:
+    def refuse(writes: object) -> list[str]:
         raise RuntimeError("storage is down")
 
-    monkeypatch.setattr(services.services().runs, "create", refuse)
+    monkeypatch.setattr(services.services().runs, "commit_through_conflicts", refuse)
     roe = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1})
     assert (roe.status, roe.json()["error"]) == (500, "Internal server error")
     cotool = api.post(f"/api/agents/{echo_id}/run-async", {"inputs": {}})

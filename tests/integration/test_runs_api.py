@@ -199,7 +199,7 @@ def test_outputs_too_large_for_an_item_are_stored_in_s3_and_served_transparently
     assert state["status"] == "completed"
     assert len(state["result"]["outputs"]["text"]) == 500_000
     objects = boto3.client("s3").list_objects_v2(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"])["Contents"]
-    assert any(o["Key"].endswith(f"{run_id}/outcome.json") for o in objects)
+    assert any(o["Key"].endswith(f"{run_id}/outcome-1.json") for o in objects)
 
 
 def test_large_inputs_are_stored_in_s3_and_reach_the_runnable(api: Api, echo_id: str, env) -> None:

@@ -23,6 +23,15 @@ class AccountStore(TableAdapter):
         ).get("Item")
         return from_item(item) if item else None
 
+    def open(self, account_id: str, at: str) -> None:
+        """Note that the account exists (its first key was made); later calls change nothing."""
+        self.client.update_item(
+            TableName=self.table,
+            Key={"account_id": {"S": account_id}},
+            UpdateExpression="SET opened_at = if_not_exists(opened_at, :at)",
+            ExpressionAttributeValues={":at": {"S": at}},
+        )
+
     def create_secret(self, account_id: str, secret: str) -> bool:
         """Set the first signing secret; False when the account already has one."""
         return write_if(
@@ -51,29 +60,30 @@ class AccountStore(TableAdapter):
             },
         )
 
-    def charge_run(self, account_id: str) -> bool:
-        """Count one more run unless a budget (in runs, or in USD already spent) is exhausted."""
+    def charge_write(self, account_id: str) -> dict[str, Any]:
+        """A transaction write counting one more run, failing when a budget (in runs, or in USD already
+        spent) is exhausted: it goes with the run's own creation, so a run is charged once or not at all."""
         # setting a budget starts its usage at zero (set_credits), so a budget always has a usage to compare
         budget = (
             "(attribute_not_exists(limit_runs) OR used_runs < limit_runs)"
             " AND (attribute_not_exists(limit_usd) OR used_usd < limit_usd)"
         )
-        return self._add(account_id, "used_runs", 1, condition=budget)
+        return {"Update": {**self._add(account_id, "used_runs", 1), "ConditionExpression": budget}}
 
-    def refund_run(self, account_id: str) -> None:
-        self._add(account_id, "used_runs", -1)
-
-    def add_usage(self, account_id: str, day: date, usage: UsageTotals) -> None:
-        """Count a run's usage toward its day, and its priced cost toward the credit budget."""
+    def usage_writes(self, account_id: str, day: date, usage: UsageTotals) -> list[dict[str, Any]]:
+        """Transaction writes counting a run's usage toward its day, and its priced cost toward the credit
+        budget: they go with the write that ends the run, so its usage is counted once or not at all."""
+        writes = []
         if usage.total_token_cost_usd:
-            self._add(account_id, "used_usd", usage.total_token_cost_usd)
+            writes.append({"Update": self._add(account_id, "used_usd", usage.total_token_cost_usd)})
         counters = usage.model_dump()
-        self.client.update_item(
-            TableName=self.table,
-            Key={"account_id": {"S": _day_key(account_id, day)}},
-            UpdateExpression="ADD " + ", ".join(f"{name} :{name}" for name in counters),
-            ExpressionAttributeValues={f":{name}": to_av(value) for name, value in counters.items()},
-        )
+        day_counters = {
+            "TableName": self.table,
+            "Key": {"account_id": {"S": _day_key(account_id, day)}},
+            "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in counters),
+            "ExpressionAttributeValues": {f":{name}": to_av(value) for name, value in counters.items()},
+        }
+        return [*writes, {"Update": day_counters}]
 
     def usage_by_day(self, account_id: str, start: date, end: date) -> list[DayUsage]:
         """The days from `start` to `end` (inclusive) that have usage, oldest first."""
@@ -124,13 +134,10 @@ class AccountStore(TableAdapter):
             **({"ExpressionAttributeValues": values} if values else {}),
         )
 
-    def _add(self, account_id: str, attribute: str, amount: float, condition: str | None = None) -> bool:
-        request: dict[str, Any] = {
+    def _add(self, account_id: str, attribute: str, amount: float) -> dict[str, Any]:
+        return {
             "TableName": self.table,
             "Key": {"account_id": {"S": account_id}},
             "UpdateExpression": f"ADD {attribute} :amount",
             "ExpressionAttributeValues": {":amount": to_av(amount)},
         }
-        if condition:
-            request["ConditionExpression"] = condition
-        return write_if(self.client, "update_item", **request)

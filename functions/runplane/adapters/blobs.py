@@ -24,3 +24,10 @@ class Blobs:
 
     def get(self, key: str) -> str:
         return self.client.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()
+
+    def find(self, key: str) -> str | None:
+        """The object's text, or None when there is none."""
+        try:
+            return self.get(key)
+        except self.client.exceptions.NoSuchKey:
+            return None

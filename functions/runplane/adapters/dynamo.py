@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
+import time
 import zlib
 from datetime import datetime
 from typing import Any
@@ -157,6 +159,18 @@ class TableAdapter:
     def commit(self, writes: list[dict[str, Any]]) -> list[str]:
         """`transact` writes built by any of the adapters (they share one client)."""
         return transact(self.client, writes)
+
+    def commit_through_conflicts(self, writes: list[dict[str, Any]], tries: int = 6) -> list[str]:
+        """`commit`, tried again (with a jittered pause) while a concurrent transaction on one of the items
+        is all that stopped it; the reasons of the last try. Each try has its own idempotency token:
+        botocore's own retries of one try resend its token, so DynamoDB applies that try at most once."""
+        failed = self.commit(writes)
+        for attempt in range(tries - 1):
+            if "TransactionConflict" not in failed:
+                break
+            time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter
+            failed = self.commit(writes)
+        return failed
 
 
 # --- cursors: an opaque, validated wrapper around LastEvaluatedKey -----------------------------------

@@ -34,6 +34,7 @@ _CONDITION_NAMES = {
     "#attempt": "attempt",
     "#cancel": "cancel_requested",
     "#admissions": "admissions",
+    "#due": "due_at",
 }
 # an admission write applies only to the run as read: not started, and its slots and queue unchanged
 _AS_READ = (
@@ -88,15 +89,19 @@ class RunStore(TableAdapter):
     def _key(self, account_id: str, run_id: str) -> dict[str, Any]:
         return {"pk": {"S": run_pk(account_id, run_id)}}
 
-    def create(self, record: RunRecord) -> bool:
-        """Store a new run. False when a run with this id already exists (a redelivered request)."""
-        return write_if(
-            self.client,
-            "put_item",
-            TableName=self.table,
-            Item=_run_item(record),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+    def create_write(self, record: RunRecord) -> dict[str, Any]:
+        """A transaction write storing a new run; it fails when a run with this id already exists."""
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": _run_item(record),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def put_ended(self, record: RunRecord) -> bool:
+        """Store a run that ended before it was accepted (a rejected intake message); False if it exists."""
+        return write_if(self.client, "put_item", **self.create_write(record)["Put"])
 
     def remember_idempotency(
         self, account_id: str, key: str, run_id: str, fingerprint: str, now: float, until: float
@@ -219,39 +224,67 @@ class RunStore(TableAdapter):
             values={":running": Status.running.value, ":owner": owner},
         )
 
-    def finish(
+    def finish_write(
         self,
-        account_id: str,
-        run_id: str,
-        expected: Status,
+        record: RunRecord,
         fields: dict[str, Any],
         *,
         owner: str | None = None,
         lease_seen: float | None = None,
         due_at: float | None = None,
-    ) -> RunRecord | None:
-        """Move a run to a terminal status given in `fields`; None when the run was not as expected.
+    ) -> dict[str, Any]:
+        """An UpdateItem request (for `finish` or a transaction) moving `record` from the status it was read
+        with to the terminal status in `fields`.
 
         `owner` requires the caller to hold the lease; `lease_seen` requires the lease to be unchanged
-        since the caller read it (the sweeper acting on an expired lease). `due_at` keeps the run in the
+        since the caller read it (the sweeper acting on an expired lease). An outcome other than
+        `cancelled` requires that no cancellation was asked for meanwhile. `due_at` keeps the run in the
         sweeper's index until what follows its end is done (`clear_due`), so a crash cannot lose it.
         """
-        status = fields["status"]
-        check_move(expected, Status(status))
-        condition, values = "#status = :expected", {":expected": expected.value}
+        status = Status(fields["status"])
+        check_move(record.status, status)
+        condition, values = "#status = :expected", {":expected": record.status.value}
         if owner is not None:
             condition += " AND #owner = :owner"
             values[":owner"] = owner
         if lease_seen is not None:
             condition += " AND #lease = :lease"
             values[":lease"] = lease_seen
-        set_ = {**fields, "account_status": f"{account_id}#{status}"}
+        if status is not Status.cancelled:
+            condition += " AND attribute_not_exists(#cancel)"
+        set_ = {**fields, "account_status": f"{record.account_id}#{status.value}"}
         remove: tuple[str, ...] = ("lease_owner", "lease_until")
         if due_at is None:
             remove += ("due_at", "due_shard")
         else:
-            set_.update(due_at=due_at, due_shard=due_shard(run_id))
-        return self._update(account_id, run_id, set_=set_, remove=remove, condition=condition, values=values)
+            set_.update(due_at=due_at, due_shard=due_shard(record.id))
+        return update_request(
+            self.table,
+            self._key(record.account_id, record.id),
+            set_=set_,
+            remove=remove,
+            condition=condition,
+            names=_names(condition),
+            values=values,
+        )
+
+    def finish(self, request: dict[str, Any]) -> RunRecord | None:
+        """Apply a `finish_write`; the ended run, or None when the run was not as expected."""
+        try:
+            attributes = self.client.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _run_record(attributes)
+
+    def postpone(self, account_id: str, run_id: str, seen_due: float, due_at: float) -> None:
+        """Look at a run again at `due_at` (the sweeper could not handle it), unless it moved meanwhile."""
+        self._update(
+            account_id,
+            run_id,
+            set_={"due_at": due_at},
+            condition="#due = :seen",
+            values={":seen": seen_due},
+        )
 
     def clear_due(self, account_id: str, run_id: str) -> None:
         """Take a terminal run out of the sweeper's index (its slots are released, its callback enqueued)."""
@@ -387,7 +420,11 @@ class RunStore(TableAdapter):
             pending = response.get("UnprocessedKeys") or {}
         return [found[pk] for pk in pks if pk in found]
 
-    def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str]]:
-        """(account_id, run_id) of non-terminal runs whose due time has passed, oldest first."""
+    def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str, float]]:
+        """(account_id, run_id, due_at) of the runs whose due time has passed, oldest first."""
         items = query_due(self.client, self.table, "due", ("due_shard", "due_at"), shard, now, limit)
-        return [tuple(item["pk"]["S"].rsplit("#", 1)) for item in items]  # type: ignore[misc]
+        found = []
+        for item in items:
+            account_id, run_id = item["pk"]["S"].rsplit("#", 1)
+            found.append((account_id, run_id, float(item["due_at"]["N"])))
+        return found

@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
 from runplane.api import cotool, errors, roe, v1
-from runplane.api.common import Dialect, current_dialect, current_principal, dialect_of
+from runplane.api.common import Dialect, current_dialect, current_principal, current_request_id, dialect_of
 from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.errors import InvalidRequest, PayloadTooLarge, RunplaneError, UnsupportedMediaType
 from runplane.logic.keys import Principal, admit_request, authenticate
@@ -81,15 +81,19 @@ def _check_json(body: str, *, encoded: bool) -> None:
 def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
     """One API request: admission, then the resolver with the caller and the dialect in scope."""
     dialect = current_dialect.set(dialect_of(event.get("path") or ""))
+    request_id = current_request_id.set(getattr(context, "aws_request_id", None))
     caller = None
     try:
         caller = current_principal.set(_admit(event))
         return app.resolve(event, context)
     except RunplaneError as error:  # refused before routing (the resolver maps its own errors)
         return errors.proxy_response(error)
+    except Exception:  # never an invocation error: API Gateway would answer 502
+        return errors.proxy_unexpected()
     finally:
         if caller is not None:
             current_principal.reset(caller)
+        current_request_id.reset(request_id)
         current_dialect.reset(dialect)
 
 

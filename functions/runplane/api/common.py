@@ -34,6 +34,8 @@ PREFIXES: tuple[tuple[str, Dialect], ...] = (("/v1/agents/", Dialect.roe), ("/ap
 
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 current_dialect: ContextVar[Dialect] = ContextVar("current_dialect", default=Dialect.refactor)
+# the Lambda request id, which the logs carry: a 500 names it so the error can be found
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
 def dialect_of(path: str) -> Dialect:

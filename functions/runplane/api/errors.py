@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from runplane.api import cotool_shapes, roe_shapes
-from runplane.api.common import Dialect, current_dialect
+from runplane.api.common import Dialect, current_dialect, current_request_id
 from runplane.domain.errors import (
     Conflict,
     Forbidden,
@@ -107,7 +107,10 @@ def from_domain(error: RunplaneError) -> Response:
 
 def proxy_response(error: RunplaneError) -> dict[str, Any]:
     """The same error as an API Gateway proxy response, for requests refused before routing."""
-    status, body, headers = _domain_parts(error)
+    return _proxy(*_domain_parts(error))
+
+
+def _proxy(status: int, body: str, headers: dict[str, str]) -> dict[str, Any]:
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 
@@ -119,9 +122,21 @@ def from_validation(error: RequestValidationError) -> Response:
     return error_response(400, "Request validation failed", "validation_error", issues)
 
 
-def from_unexpected(error: Exception) -> Response:
+def _unexpected_parts() -> tuple[int, str, dict[str, str]]:
     logger.exception("unhandled error")
-    return error_response(500, "Internal error; it has been logged", "internal_error")
+    request_id = current_request_id.get()
+    named = f" under request id {request_id}" if request_id else ""
+    return _error_parts(500, f"Internal error; it has been logged{named}", "internal_error")
+
+
+def from_unexpected(error: Exception) -> Response:
+    status, body, headers = _unexpected_parts()
+    return json_response(status, body, headers)
+
+
+def proxy_unexpected() -> dict[str, Any]:
+    """An unexpected error outside the resolver (an AWS error while authenticating, say) as the JSON 500."""
+    return _proxy(*_unexpected_parts())
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

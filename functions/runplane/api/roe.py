@@ -17,7 +17,7 @@ from runplane.api.common import Dialect, IdempotencyKey, absolute_url, created_r
 from runplane.api.errors import error_responses, json_response, ok_response
 from runplane.domain.errors import InvalidRequest, Issue, WrongAccount
 from runplane.domain.models import RunQuery, Scope
-from runplane.logic import runnables, runs
+from runplane.logic import ending, runnables, runs
 from runplane.logic.keys import Principal
 
 router = Router()
@@ -158,7 +158,7 @@ def job_result(job_id: UUID, organization_id: OrganizationId = None) -> shapes.J
 )
 def cancel_job(job_id: UUID, organization_id: OrganizationId = None):
     caller = _caller(organization_id, None, "runs:write")
-    runs.cancel_run(caller.account_id, str(job_id))
+    ending.cancel_run(caller.account_id, str(job_id))
     return Response(status_code=204)
 
 

@@ -41,7 +41,7 @@ from runplane.domain.models import (
     StartRunRequest,
 )
 from runplane.domain.states import Status
-from runplane.logic import accounts, callbacks, keys, runnables, runs
+from runplane.logic import accounts, callbacks, ending, keys, runnables, runs
 
 router = Router()
 TAGS = [Dialect.refactor.value]
@@ -146,7 +146,7 @@ def get_run(run_id: UUID) -> RunState:
     },
 )
 def cancel_run(run_id: UUID):
-    state, pending = runs.cancel_run(account("runs:write"), str(run_id))
+    state, pending = ending.cancel_run(account("runs:write"), str(run_id))
     return json_response(202 if pending else 200, state.model_dump_json())
 
 

@@ -8,6 +8,7 @@ import uuid
 
 # Producers can compute the run id of an intake message themselves: uuid5(INTAKE_NAMESPACE, message_id).
 INTAKE_NAMESPACE = uuid.UUID("5b0a3c8e-2f4d-4e7a-9c61-8d2f0e4b7a15")
+CHILD_NAMESPACE = uuid.UUID("5d1c6c3e-7a0b-4d6e-9b8f-2f6a1c0e4b7d")
 
 
 def new_id() -> str:
@@ -26,3 +27,8 @@ def intake_run_id(message_id: str) -> str:
 def batch_run_id(batch_id: str, index: int) -> str:
     """The run of item `index` of an idempotent batch: the same on every retry of the batch."""
     return str(uuid.uuid5(uuid.UUID(batch_id), str(index)))
+
+
+def child_run_id(parent_run_id: str, sequence: int) -> str:
+    """The `sequence`-th child of a run: a retried parent finds the children it already started."""
+    return str(uuid.uuid5(CHILD_NAMESPACE, f"{parent_run_id}/{sequence}"))

@@ -167,6 +167,11 @@ class RunnableFields(Strict):
         description="Runs of this runnable executing at once (null: only the account's limit applies)",
     )
     tags: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=50)
+    retry_on_worker_lost: bool = Field(
+        True,
+        description="A run whose worker died mid-run is executed again (at-least-once; ctx.attempt counts "
+        "executions) when true, or fails with error code worker_lost (at-most-once) when false",
+    )
 
 
 class Runnable(RunnableFields):
@@ -325,6 +330,7 @@ class RunRecord(BaseModel):
     attempt: int = 0
     lease_owner: str | None = None
     lease_until: float | None = None
+    ended_by: str | None = None  # who wrote the terminal state: tells a writer whose answer was lost
     cancel_requested: bool = False
     dispatches: int = 0
     due_at: float | None = None

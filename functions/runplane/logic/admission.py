@@ -184,21 +184,20 @@ def _wake_soon(scope_id: str) -> None:
         logger.exception("waiting runs not woken; the sweeper will", extra={"scope": scope_id})
 
 
-def recheck(shard: str, now: float, limit: int) -> int:
-    """The sweeper's safety net: wake the runs of each scope that has had runs waiting for a while,
-    should a wake-up have been lost (a crash between a run's end and its wake-up). Returns how many
-    scopes were looked at."""
+def due_rechecks(shard: str, now: float, limit: int) -> list[tuple[str, float]]:
+    """The scopes that have had runs waiting for a while: (scope, recheck time seen)."""
+    return services().concurrency.due_rechecks(shard, now, limit)
+
+
+def recheck(scope_id: str, seen: float, now: float) -> None:
+    """The sweeper's safety net against a lost wake-up (a crash between a run's end and its wake-up):
+    wake the scope's oldest runs if it has room, and look again later while runs wait."""
     concurrency = services().concurrency
-    due = concurrency.due_rechecks(shard, now, limit)
-    for scope_id, seen in due:
-        if concurrency.waiting(scope_id, 1):
-            wake(scope_id)
-            concurrency.postpone_recheck(
-                scope_id, seen, now + services().settings.concurrency_recheck_seconds
-            )
-        else:
-            concurrency.drop_recheck(scope_id, seen)
-    return len(due)
+    if concurrency.waiting(scope_id, 1):
+        wake(scope_id)
+        concurrency.postpone_recheck(scope_id, seen, now + services().settings.concurrency_recheck_seconds)
+    else:
+        concurrency.drop_recheck(scope_id, seen)
 
 
 def wake(scope_id: str) -> None:

@@ -88,15 +88,17 @@ def replay_dead(since: datetime, until: datetime) -> list[str]:
     return replayed
 
 
-def requeue_overdue(shard: str, now: float, limit: int) -> int:
-    """Enqueue pending deliveries long past due: their message was lost (a failed send, a poison message)."""
-    requeued = 0
-    store = services().deliveries
-    for account_id, run_id, delivery_id, due in store.overdue(shard, now - OVERDUE_AFTER_SECONDS, limit):
-        if store.touch(account_id, run_id, delivery_id, due, now):
-            services().queues.send_callback(account_id, run_id, delivery_id)
-            requeued += 1
-    return requeued
+def overdue(shard: str, now: float, limit: int) -> list[tuple[str, str, str, float]]:
+    """Pending deliveries long past due: their message was lost (a failed send, a poison message)."""
+    return services().deliveries.overdue(shard, now - OVERDUE_AFTER_SECONDS, limit)
+
+
+def requeue(account_id: str, run_id: str, delivery_id: str, due: float, now: float) -> bool:
+    """Enqueue an `overdue` delivery again (made due `now`, so it is not re-enqueued at once)."""
+    if not services().deliveries.touch(account_id, run_id, delivery_id, due, now):
+        return False
+    services().queues.send_callback(account_id, run_id, delivery_id)
+    return True
 
 
 def _reopen(delivery: DeliveryRecord) -> DeliveryRecord | None:

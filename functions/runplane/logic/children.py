@@ -4,18 +4,16 @@ so a retried parent gets the children it already started back instead of startin
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pydantic import ValidationError
 
 from runplane.domain.errors import RunplaneError
+from runplane.domain.ids import child_run_id
 from runplane.domain.models import RunRecord, RunRequestFields
 from runplane.logic.runs import create_run, get_run
 from runplane.logic.services import services
 from runplane.observability import logger
-
-CHILD_IDS = uuid.UUID("5d1c6c3e-7a0b-4d6e-9b8f-2f6a1c0e4b7d")
 
 
 def answer(parent: RunRecord, question: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -33,10 +31,6 @@ def answer(parent: RunRecord, question: str, payload: dict[str, Any]) -> dict[st
     except Exception:  # an AWS error: it fails this ctx.run, not the worker
         logger.exception("child run request failed", extra={"run_id": parent.id, "question": question})
         return _error("child run: the request failed; try again", "child_run_failed")
-
-
-def child_run_id(parent_run_id: str, sequence: int) -> str:
-    return str(uuid.uuid5(CHILD_IDS, f"{parent_run_id}/{sequence}"))
 
 
 def _start_child(

@@ -9,12 +9,14 @@ from functools import partial
 
 from pydantic import ValidationError
 
+from runplane import definitions as defs
 from runplane.domain.models import Outcome, RunError, RunRecord
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import children
 from runplane.logic.admission import admit
 from runplane.logic.callbacks import signing_secrets
-from runplane.logic.runs import fail_outcome, finish_run, load_payload
+from runplane.logic.ending import fail_outcome, finish_run, keep_outcome, take_over
+from runplane.logic.runs import load_payload
 from runplane.logic.services import services
 from runplane.observability import logger, run_span
 from runplane.runnables import registry
@@ -33,8 +35,11 @@ def process_dispatch(body: str) -> None:
 
     A waiting run starts when the concurrency limits over it have room, else it waits in a queue (and is
     dispatched again when a run ends). A duplicate message for a run that is running under a live lease,
-    or has ended, is a no-op.
+    or has ended, is a no-op. A running run whose lease expired (its worker vanished) is taken over:
+    ended with the outcome its worker kept, or as its runnable's `retry_on_worker_lost` says, or executed
+    again.
     """
+    started = time.time()
     account_id, run_id = parse_dispatch(body)
     settings = services().settings
     owner = secrets.token_hex(8)
@@ -44,26 +49,113 @@ def process_dispatch(body: str) -> None:
         return
     if found.status is Status.waiting:
         record = admit(found, owner, settings.lease_seconds)
-    else:  # running: its worker stopped renewing the lease; it keeps the slots it started with
-        now = time.time()
-        record = services().runs.claim(
-            account_id, run_id, owner, now, now + settings.lease_seconds, settings.max_attempts
-        )
+    elif (found.lease_until or 0) > time.time():
+        logger.info("dispatch ignored: a worker holds the run", extra={"run_id": run_id})
+        return
+    elif ended := take_over(found):
+        logger.info("run taken over", extra={"run_id": run_id, "action": ended})
+        return
+    else:  # it keeps the slots it started with
+        record = _claim(found, owner)
     if record is None:  # queued for a slot, or another worker got there first
         logger.info("run not claimed", extra={"run_id": run_id, "status": found.status})
         return
     logger.set_correlation_id(run_id)
     logger.info("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
-    outcome = _run(record, owner)
+    lease = Lease(record, owner)
+    outcome = _run(record, lease)
     if outcome is None:
         logger.warning("lease lost while running; another worker or the sweeper owns the run")
-    elif finish_run(record, outcome, owner=owner) is None:
-        logger.warning("run changed while executing; outcome not recorded", extra={"status": outcome.status})
-    else:
-        logger.info("run finished", extra={"status": outcome.status, "duration": outcome.duration_seconds})
+        return
+    _record(record, outcome, lease, until=started + defs.WORKER_TIMEOUT_SECONDS - FINISH_MARGIN_SECONDS)
 
 
-def _run(record: RunRecord, owner: str) -> Outcome | None:
+# Time the worker keeps for itself: to keep an outcome it could not record before its lease (or the
+# invocation) runs out.
+FINISH_MARGIN_SECONDS = 5.0
+
+
+def _claim(found: RunRecord, owner: str) -> RunRecord | None:
+    """Claim a running run whose lease expired; a claim applied though its answer was lost is kept."""
+    settings = services().settings
+    now = time.time()
+    runs = services().runs
+    try:
+        claimed = runs.claim(
+            found.account_id, found.id, owner, now, now + settings.lease_seconds, settings.max_attempts
+        )
+    except Exception:
+        claimed = None
+        logger.warning("claim failed; looking whether it was applied", exc_info=True)
+    if claimed is not None:
+        return claimed
+    fresh = runs.get(found.account_id, found.id, consistent=True)
+    return fresh if fresh is not None and fresh.lease_owner == owner else None
+
+
+class Lease:
+    """A worker's hold on a run: renewed while the run executes, tolerant of transient errors until the
+    lease itself is at risk."""
+
+    def __init__(self, record: RunRecord, owner: str):
+        self.record = record
+        self.owner = owner
+        self.until = record.lease_until or 0.0
+
+    def at_risk(self) -> bool:
+        return time.time() + FINISH_MARGIN_SECONDS >= self.until
+
+    def renew(self) -> Verdict:
+        record = self.record
+        until = time.time() + services().settings.lease_seconds
+        try:
+            renewed = services().runs.renew(record.account_id, record.id, self.owner, until)
+        except Exception:
+            if self.at_risk():
+                logger.exception("lease renewals failed until the lease ran out; giving the run up")
+                return Verdict.lost
+            logger.warning("lease renewal failed; trying again", exc_info=True)
+            return Verdict.unsure
+        if renewed is None:
+            return Verdict.lost
+        self.until = until
+        return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
+
+
+def _record(record: RunRecord, outcome: Outcome, lease: Lease, *, until: float) -> None:
+    """Record the outcome, trying again through transient errors while the lease (renewed between tries)
+    and the invocation last; then keep it for `take_over` rather than lose it."""
+    pause = 0.2
+    while True:
+        try:
+            finished = finish_run(record, outcome, owner=lease.owner)
+        except Exception:
+            logger.warning("outcome not recorded yet; trying again", exc_info=True)
+        else:
+            if finished is None:
+                logger.warning(
+                    "run changed while executing; outcome not recorded", extra={"status": outcome.status}
+                )
+            else:
+                logger.info(
+                    "run finished", extra={"status": finished.status, "duration": outcome.duration_seconds}
+                )
+            return
+        if lease.renew() is Verdict.lost and not lease.at_risk():
+            logger.warning("lease lost before the outcome was recorded")
+            return
+        if lease.at_risk() or time.time() + pause >= until:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+    try:
+        keep_outcome(record, outcome)
+        logger.error("outcome kept in S3; the sweeper records it", extra={"status": outcome.status})
+    except Exception:
+        logger.exception("outcome neither recorded nor kept; the run is executed again or fails worker_lost")
+
+
+def _run(record: RunRecord, lease: Lease) -> Outcome | None:
     settings = services().settings
     registry.load(settings.runnable_packages)
     spec = record.runnable
@@ -91,14 +183,6 @@ def _run(record: RunRecord, owner: str) -> Outcome | None:
         signing_secrets=lambda: signing_secrets(record.account_id),
     )
 
-    def heartbeat() -> Verdict:
-        renewed = services().runs.renew(
-            record.account_id, record.id, owner, time.time() + settings.lease_seconds
-        )
-        if renewed is None:
-            return Verdict.lost
-        return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
-
     limits = Limits(
         seconds=limit,
         reason=reason,
@@ -111,7 +195,7 @@ def _run(record: RunRecord, owner: str) -> Outcome | None:
             context,
             isolated=module.ISOLATED,
             limits=limits,
-            on_heartbeat=heartbeat,
+            on_heartbeat=lease.renew,
             answer=partial(children.answer, record),
         )
     if outcome is None:
@@ -139,13 +223,13 @@ def _checked_outputs(outcome: Outcome, schema: dict | None) -> Outcome:
 
 
 def fail_dead_lettered(body: str) -> None:
-    """A dispatch message exhausted its receives: fail the run unless a live worker still holds it."""
+    """A dispatch message exhausted its receives: fail the run unless a live worker still holds it (a run
+    whose worker vanished is taken over first)."""
     account_id, run_id = parse_dispatch(body)
     record = services().runs.get(account_id, run_id, consistent=True)
     if record is None or record.status.terminal:
         return
-    lease_live = record.status is Status.running and (record.lease_until or 0) > time.time()
-    if lease_live:
+    if record.status is Status.running and ((record.lease_until or 0) > time.time() or take_over(record)):
         return
     outcome = fail_outcome("The run could not be dispatched to a worker", ErrorCode.dispatch_failed)
     finish_run(record, outcome, lease_seen=record.lease_until)

@@ -53,6 +53,8 @@ def create_key(
         raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
+    created_at = utcnow().isoformat()
+    services().accounts.open(account_id, created_at)  # before the key: an account with a key exists
     services().keys.put(
         {
             "id": key_id,
@@ -60,7 +62,7 @@ def create_key(
             "secret_hash": _hash(secret),
             "name": name,
             "scopes": sorted(set(scopes)),
-            "created_at": utcnow().isoformat(),
+            "created_at": created_at,
         }
     )
     return CreatedKey(key_id, account_id, f"{PREFIX}_{key_id}_{secret}")

@@ -6,7 +6,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
@@ -22,7 +21,6 @@ from runplane.domain.errors import (
 from runplane.domain.ids import batch_run_id, new_id
 from runplane.domain.models import (
     Outcome,
-    RunError,
     Runnable,
     RunPage,
     RunQuery,
@@ -33,16 +31,11 @@ from runplane.domain.models import (
     to_run_state,
     utcnow,
 )
-from runplane.domain.pricing import add_up, priced
-from runplane.domain.states import ErrorCode, Status
-from runplane.logic import admission
-from runplane.logic.callbacks import start_delivery
+from runplane.domain.pricing import add_up
+from runplane.domain.states import Status
 from runplane.logic.runnables import get_runnable
 from runplane.logic.services import services
-from runplane.observability import count_created, count_finished, logger
-
-# How long an ended run waits in the sweeper's index for `settle_ended` before the sweeper does it.
-SETTLE_GRACE_SECONDS = 60
+from runplane.observability import count_created, logger
 
 
 def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
@@ -107,11 +100,11 @@ def _traced(request: RunRequestFields, runnable: Runnable) -> bool:
     return services().settings.trace_runs
 
 
-def _store_json(account_id: str, run_id: str, name: str, document: str) -> tuple[str | None, str | None]:
-    """(inline JSON, None) when small enough for the item, else (None, S3 key)."""
+def store_json(document: str, key: str) -> tuple[str | None, str | None]:
+    """(inline JSON, None) when small enough for the item, else (None, the S3 `key` it was written to)."""
     if len(document.encode()) <= services().settings.inline_limit_bytes:
         return document, None
-    return None, services().blobs.put(f"{account_id}/{run_id}/{name}.json", document)
+    return None, services().blobs.put(key, document)
 
 
 def _load_json(inline: str | None, ref: str | None) -> str | None:
@@ -234,9 +227,10 @@ def create_run(
     parent_run_id: str | None = None,
     runnable: Runnable | None = None,
 ) -> RunRecord:
-    """Accept a run (waiting) and dispatch it, charging the account's budget. With a caller-chosen
-    `run_id`, repeating is harmless: an existing run is returned, and charged once. A `runnable` passed
-    in was fetched, and the inputs checked against it, by the caller."""
+    """Accept a run (waiting) and dispatch it, charging the account's budget in the same transaction (a
+    run is charged once, and never without being stored). With a caller-chosen `run_id`, repeating is
+    harmless: an existing run is returned. A `runnable` passed in was fetched, and the inputs checked
+    against it, by the caller."""
     chosen_id = run_id is not None
     if chosen_id and (existing := services().runs.get(account_id, run_id, consistent=True)):
         _dispatch_if_waiting(existing)
@@ -252,12 +246,14 @@ def create_run(
         {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in request.resources]},
         separators=(",", ":"),
     )
-    payload_json, payload_ref = _store_json(account_id, run_id, "payload", payload)
+    payload_json, payload_ref = store_json(payload, f"{account_id}/{run_id}/payload.json")
     record = RunRecord(
         account_id=account_id,
         id=run_id,
         runnable_id=runnable_id,
-        runnable=runnable.model_dump(include={"name", "kind", "config", "output_schema"}),
+        runnable=runnable.model_dump(
+            include={"name", "kind", "config", "output_schema", "retry_on_worker_lost"}
+        ),
         status=Status.waiting,
         created_at=now,
         created_by=created_by,
@@ -273,31 +269,30 @@ def create_run(
         payload_ref=payload_ref,
         due_at=now.timestamp() + settings.redispatch_seconds,
     )
-    if not services().accounts.charge_run(account_id):
-        if chosen_id and (existing := services().runs.get(account_id, run_id, consistent=True)):
-            return existing  # a concurrent duplicate created it meanwhile (and was charged)
-        raise InsufficientCredits()
+    runs = services().runs
+    writes = [runs.create_write(record), services().accounts.charge_write(account_id)]
     try:
-        created = services().runs.create(record)
+        failed = runs.commit_through_conflicts(writes)
     except Exception:
-        if not _stored(record):  # a put can fail after DynamoDB applied it (a timeout)
-            services().accounts.refund_run(account_id)
-        raise
-    if created:
-        count_created()
-    else:  # created meanwhile by a concurrent duplicate, which was charged for it
-        services().accounts.refund_run(account_id)
-        record = services().runs.get(account_id, run_id, consistent=True) or record
+        if not _stored(record):  # a transaction can fail after DynamoDB applied it (a lost answer)
+            raise
+        failed = []  # stored, and charged with it: answer as if the answer had come
+    if failed[:1] == ["ConditionalCheckFailed"]:  # created by a concurrent duplicate (and charged once)
         logger.info("run already exists; not created again", extra={"run_id": run_id})
+        record = runs.get(account_id, run_id, consistent=True) or record
+    elif failed[1:2] == ["ConditionalCheckFailed"]:
+        raise InsufficientCredits()
+    elif failed:
+        raise RuntimeError(f"the run was not created: {failed}")
+    else:
+        count_created()
     _dispatch_if_waiting(record)
     return record
 
 
 def _stored(record: RunRecord) -> bool:
-    try:
-        return services().runs.get(record.account_id, record.id, consistent=True) is not None
-    except Exception:  # cannot tell: the put most likely failed outright
-        return False
+    """Whether the run is stored; an error when that cannot be told either."""
+    return services().runs.get(record.account_id, record.id, consistent=True) is not None
 
 
 def _dispatch_if_waiting(record: RunRecord) -> None:
@@ -375,119 +370,6 @@ def _sync_wait(timeout_seconds: int | None, requested: float | None) -> float:
     if requested is not None:
         limits.append(requested)
     return min(limits)
-
-
-def finish_run(
-    record: RunRecord,
-    outcome: Outcome,
-    *,
-    owner: str | None = None,
-    lease_seen: float | None = None,
-) -> RunRecord | None:
-    """Record a terminal outcome with one conditional write; None if the run moved meanwhile."""
-    now = utcnow()
-    outcome = priced(outcome, services().settings.prices)
-    document = outcome.model_dump_json(exclude_none=True)
-    outcome_json, outcome_ref = _store_json(record.account_id, record.id, "outcome", document)
-    fields: dict[str, Any] = {
-        "status": outcome.status.value,
-        "completed_at": now,
-        "expires_at": int((now + timedelta(days=services().settings.run_retention_days)).timestamp()),
-        "outcome_json": outcome_json,
-        "outcome_ref": outcome_ref,
-    }
-    if outcome.status is Status.failed:
-        fields["failed_at"] = now
-    # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
-    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
-    unsettled = (
-        record.callback_url
-        or record.slots
-        or record.status is Status.waiting
-        or outcome.status is Status.cancelled
-    )
-    finished = services().runs.finish(
-        record.account_id,
-        record.id,
-        record.status,
-        {k: v for k, v in fields.items() if v is not None},
-        owner=owner,
-        lease_seen=lease_seen,
-        due_at=now.timestamp() + SETTLE_GRACE_SECONDS if unsettled else None,
-    )
-    if finished is not None:
-        count_finished(outcome.status, outcome.duration_seconds)
-        if outcome.usage:
-            _record_usage(record, now, outcome)
-        try:
-            settle_ended(finished)
-        except Exception:
-            logger.exception("ended run not settled yet; the sweeper will", extra={"run_id": record.id})
-    return finished
-
-
-def _record_usage(record: RunRecord, ended: datetime, outcome: Outcome) -> None:
-    """Count the run's usage toward its account's day and its spend (credits)."""
-    totals = UsageTotals()
-    add_up(totals, outcome)
-    try:
-        services().accounts.add_usage(record.account_id, ended.date(), totals)
-    except Exception:  # the run's own outcome holds the usage; only the account's tally misses it
-        logger.exception("account usage not recorded", extra={"run_id": record.id})
-
-
-def settle_ended(record: RunRecord) -> None:
-    """What follows a run's end: give back its concurrency slots (waking waiting runs), enqueue its
-    callback, cancel the children of a cancelled run, then take it out of the sweeper's index. Safe to
-    repeat: the sweeper does when the path that ended the run was cut short."""
-    if record.slots or record.queued_on:
-        admission.release(record)
-    if record.status is Status.cancelled and record.child_runs:
-        _cancel_children(record)
-    if record.callback_url:
-        start_delivery(record)
-    if record.due_at is not None:
-        services().runs.clear_due(record.account_id, record.id)
-
-
-def _cancel_children(parent: RunRecord) -> None:
-    """Cancel every child still going, read by id (consistently); a child busy changing state raises, so
-    the sweeper settles the parent again."""
-    from runplane.logic.children import child_run_id
-
-    for sequence in range(1, parent.child_runs + 1):
-        child = services().runs.get(parent.account_id, child_run_id(parent.id, sequence), consistent=True)
-        if child is not None and not child.status.terminal:
-            try:
-                cancel_run(child.account_id, child.id)
-            except Conflict as conflict:
-                if conflict.code != "run_terminal":  # it ended meanwhile: nothing to cancel
-                    raise
-
-
-def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:
-    return Outcome(status=status, error=RunError(message=message, code=code))
-
-
-def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
-    """Cancel a run. Returns (state, pending): pending when a running run will end cancelled shortly."""
-    for _ in range(5):  # a claim may race a cancel of a waiting run; look again
-        record = services().runs.get(account_id, run_id, consistent=True)
-        if record is None:
-            raise NotFound("Run", run_id)
-        if record.status is Status.cancelled:
-            return run_state(record), False
-        if record.status.terminal:
-            raise Conflict(f"run {run_id} already ended {record.status}", "run_terminal")
-        if record.status is Status.waiting:
-            finished = finish_run(
-                record, fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled)
-            )
-            if finished is not None:
-                return run_state(finished), False
-        elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:
-            return run_state(requested), True
-    raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
 
 
 def list_runs(

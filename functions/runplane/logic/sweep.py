@@ -4,37 +4,87 @@ Runs carry a due time in a sparse index while someone may need to act: waiting r
 claimed, running runs when their lease expires (their worker stopped renewing it), ended runs whose
 slots or callback were not seen to in time. Runs waiting for a concurrency slot are not in it: the scopes
 they wait for are rechecked instead (`admission.recheck`).
+
+Every item is handled on its own: one that fails is logged, counted (`SweepErrors`, which has an alarm),
+postponed and skipped, so every other due item is still handled in the same sweep.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from runplane import definitions as defs
 from runplane.domain.models import RunRecord
-from runplane.domain.states import ErrorCode, Status
-from runplane.logic import admission
-from runplane.logic.callbacks import requeue_overdue
-from runplane.logic.runs import fail_outcome, finish_run, settle_ended
+from runplane.domain.states import Status
+from runplane.logic import admission, callbacks
+from runplane.logic.ending import settle_ended, take_over
 from runplane.logic.services import services
-from runplane.observability import logger
+from runplane.observability import count_sweep_error, logger
+
+T = TypeVar("T")
+
+# How long a run whose handling failed waits before the sweeper looks at it again.
+RETRY_FAILED_SECONDS = 60
 
 
 def sweep(now: float | None = None, per_shard: int = 100) -> Counter[str]:
     now = time.time() if now is None else now
     actions: Counter[str] = Counter()
-    for shard in range(defs.DUE_SHARDS):
-        for account_id, run_id in services().runs.due(str(shard), now, per_shard):
-            record = services().runs.get(account_id, run_id, consistent=True)
-            if record is not None:
-                actions[_settle(record, now)] += 1
-        actions["callback_requeued"] += requeue_overdue(str(shard), now, per_shard)
-        actions["scopes_rechecked"] += admission.recheck(str(shard), now, per_shard)
+    for shard in map(str, range(defs.DUE_SHARDS)):
+        due = _read(actions, services().runs.due, shard, now, per_shard)
+        for account_id, run_id, due_at in due:
+            try:
+                record = services().runs.get(account_id, run_id, consistent=True)
+                if record is not None:
+                    actions[_settle(record, now)] += 1
+            except Exception:
+                _failed(actions, "run not swept", run_id=run_id)
+                _postpone(account_id, run_id, due_at, now)
+        for account_id, run_id, delivery_id, due_at in _read(
+            actions, callbacks.overdue, shard, now, per_shard
+        ):
+            try:
+                actions["callback_requeued"] += callbacks.requeue(
+                    account_id, run_id, delivery_id, due_at, now
+                )
+            except Exception:
+                _failed(actions, "overdue callback not requeued", delivery_id=delivery_id)
+        for scope_id, seen in _read(actions, admission.due_rechecks, shard, now, per_shard):
+            try:
+                admission.recheck(scope_id, seen, now)
+                actions["scopes_rechecked"] += 1
+            except Exception:
+                _failed(actions, "concurrency scope not rechecked", scope=scope_id)
     actions = +actions  # drop zero counts
     if actions:
         logger.info("sweep", extra={"actions": dict(actions)})
     return actions
+
+
+def _read(actions: Counter[str], query: Callable[[str, float, int], list[T]], *args: Any) -> list[T]:
+    """One of the sweeper's index queries; nothing (counted as an error) when it fails."""
+    try:
+        return query(*args)
+    except Exception:
+        _failed(actions, f"{query.__name__} not read", shard=args[0])
+        return []
+
+
+def _failed(actions: Counter[str], message: str, **about: str) -> None:
+    logger.exception(f"sweep: {message}; skipped", extra=about)
+    count_sweep_error()
+    actions["errors"] += 1
+
+
+def _postpone(account_id: str, run_id: str, due_at: float, now: float) -> None:
+    """Move a run that could not be handled back in its shard, so it does not hold up the ones behind."""
+    try:
+        services().runs.postpone(account_id, run_id, due_at, now + RETRY_FAILED_SECONDS)
+    except Exception:
+        logger.exception("sweep: run not postponed", extra={"run_id": run_id})
 
 
 def _settle(record: RunRecord, now: float) -> str:
@@ -42,17 +92,8 @@ def _settle(record: RunRecord, now: float) -> str:
     if record.status is Status.running:
         if (record.lease_until or 0) > now:
             return "lease_live"
-        if record.cancel_requested:
-            finish_run(
-                record,
-                fail_outcome("Run was cancelled on request", ErrorCode.cancelled, Status.cancelled),
-                lease_seen=record.lease_until,
-            )
-            return "cancelled"
-        if record.attempt >= settings.max_attempts:
-            message = f"The worker stopped responding on each of {record.attempt} attempts"
-            finish_run(record, fail_outcome(message, ErrorCode.worker_lost), lease_seen=record.lease_until)
-            return "failed"
+        if ended := take_over(record):
+            return ended
     elif record.status.terminal:  # ended, what follows not yet done
         settle_ended(record)
         return "settled"

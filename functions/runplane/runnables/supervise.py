@@ -35,6 +35,7 @@ class Verdict(Enum):
     """What a heartbeat tells the executor."""
 
     go_on = "go_on"
+    unsure = "unsure"  # the renewal failed (a transient error) but the lease still holds: try again soon
     cancel = "cancel"  # the run's owner asked for cancellation
     lost = "lost"  # this worker no longer holds the run: stop, record nothing
 
@@ -45,6 +46,7 @@ class Limits:
     reason: str  # the error message of a run that runs out of time
     heartbeat_seconds: float
     cancel_grace_seconds: float = 0.0  # how long cancelled code may take to return (isolated code only)
+    retry_seconds: float = 1.0  # how soon a renewal that failed is tried again
 
 
 @dataclass
@@ -140,7 +142,8 @@ def _watch(
             return reports.outcome(Status.timeout, error=error)
         if now >= next_beat:
             verdict = on_heartbeat()
-            next_beat = now + limits.heartbeat_seconds
+            pause = limits.retry_seconds if verdict is Verdict.unsure else limits.heartbeat_seconds
+            next_beat = time.monotonic() + pause
             if verdict is Verdict.lost:
                 return None
             if verdict is Verdict.cancel and cancelled_until is None:

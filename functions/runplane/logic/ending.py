@@ -1,0 +1,221 @@
+"""How runs end: the one conditional write that records a terminal outcome (the run's usage counted in the
+same transaction), cancellation, what follows an end (slots, callback, children), and taking over a run
+whose worker stopped renewing its lease."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from runplane.domain.errors import Conflict, NotFound
+from runplane.domain.ids import child_run_id
+from runplane.domain.models import Outcome, RunError, RunRecord, RunState, UsageTotals, utcnow
+from runplane.domain.pricing import add_up, priced
+from runplane.domain.states import ErrorCode, Status
+from runplane.logic import admission
+from runplane.logic.callbacks import start_delivery
+from runplane.logic.runs import run_state, store_json
+from runplane.logic.services import services
+from runplane.observability import count_finished, logger
+
+# How long an ended run waits in the sweeper's index for `settle_ended` before the sweeper does it.
+SETTLE_GRACE_SECONDS = 60
+CANCELLED = "Run was cancelled on request"
+
+
+def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:
+    return Outcome(status=status, error=RunError(message=message, code=code))
+
+
+def outcome_key(record: RunRecord) -> str:
+    """Where an attempt's outcome is kept in S3: too large for the item, or not yet recorded."""
+    return f"{record.account_id}/{record.id}/outcome-{record.attempt}.json"
+
+
+def _cancelled(outcome: Outcome) -> Outcome:
+    """A run asked to cancel ends cancelled, keeping what it computed."""
+    if outcome.status is Status.cancelled:
+        return outcome
+    return outcome.model_copy(
+        update={"status": Status.cancelled, "error": RunError(message=CANCELLED, code=ErrorCode.cancelled)}
+    )
+
+
+def finish_run(
+    record: RunRecord,
+    outcome: Outcome,
+    *,
+    owner: str | None = None,
+    lease_seen: float | None = None,
+) -> RunRecord | None:
+    """Record a terminal outcome with one conditional write; None if the run moved meanwhile.
+
+    `owner` requires the caller to hold the run's lease, `lease_seen` that the lease is as the caller read
+    it. A cancellation asked for while the run went on turns the outcome into `cancelled`. Safe to repeat
+    after an error: a write applied though its answer was lost is recognised by its `ended_by` token.
+    """
+    token = owner or secrets.token_hex(8)
+    finished = None
+    for _ in range(3):  # a cancellation may arrive between reading the run and ending it
+        if record.cancel_requested:
+            outcome = _cancelled(outcome)
+        finished = _end(record, outcome, token, owner=owner, lease_seen=lease_seen)
+        if finished is not None:
+            break
+        fresh = services().runs.get(record.account_id, record.id, consistent=True)
+        if fresh is not None and fresh.ended_by == token:  # our own write, its answer lost on the way
+            finished = fresh
+            break
+        still_ours = (
+            fresh is not None
+            and fresh.status is record.status
+            and (owner is None or fresh.lease_owner == owner)
+            and (lease_seen is None or fresh.lease_until == lease_seen)
+        )
+        if not (still_ours and fresh.cancel_requested and not record.cancel_requested):
+            return None
+        record = fresh
+    if finished is None:
+        return None
+    count_finished(finished.status, outcome.duration_seconds)
+    try:
+        settle_ended(finished)
+    except Exception:
+        logger.exception("ended run not settled yet; the sweeper will", extra={"run_id": record.id})
+    return finished
+
+
+def _end(
+    record: RunRecord, outcome: Outcome, token: str, *, owner: str | None, lease_seen: float | None
+) -> RunRecord | None:
+    """One try at the terminal write, with the usage counters in the same transaction; None when the
+    run was not as expected. An error whose write was applied anyway returns the ended run."""
+    settings = services().settings
+    now = utcnow()
+    outcome = priced(outcome, settings.prices)
+    document = outcome.model_dump_json(exclude_none=True)
+    outcome_json, outcome_ref = store_json(document, outcome_key(record))
+    fields: dict[str, Any] = {
+        "status": outcome.status.value,
+        "completed_at": now,
+        "expires_at": int((now + timedelta(days=settings.run_retention_days)).timestamp()),
+        "outcome_json": outcome_json,
+        "outcome_ref": outcome_ref,
+        "ended_by": token,
+    }
+    if outcome.status is Status.failed:
+        fields["failed_at"] = now
+    # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
+    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
+    unsettled = (
+        record.callback_url
+        or record.slots
+        or record.status is Status.waiting
+        or outcome.status is Status.cancelled
+    )
+    runs = services().runs
+    request = runs.finish_write(
+        record,
+        {k: v for k, v in fields.items() if v is not None},
+        owner=owner,
+        lease_seen=lease_seen,
+        due_at=now.timestamp() + SETTLE_GRACE_SECONDS if unsettled else None,
+    )
+    try:
+        if not outcome.usage:
+            return runs.finish(request)
+        totals = UsageTotals()
+        add_up(totals, outcome)
+        usage = services().accounts.usage_writes(record.account_id, now.date(), totals)
+        failed = runs.commit_through_conflicts([{"Update": request}, *usage])
+        if failed[:1] == ["ConditionalCheckFailed"]:
+            return None
+        if failed:
+            raise RuntimeError(f"the run's end was not written: {failed}")
+        return runs.get(record.account_id, record.id, consistent=True)
+    except Exception:
+        fresh = runs.get(record.account_id, record.id, consistent=True)
+        if fresh is not None and fresh.ended_by == token:
+            return fresh
+        raise
+
+
+def keep_outcome(record: RunRecord, outcome: Outcome) -> None:
+    """Keep an outcome that could not be recorded where `take_over` finds it (the attempt's key)."""
+    services().blobs.put(outcome_key(record), outcome.model_dump_json(exclude_none=True))
+
+
+def take_over(record: RunRecord) -> str | None:
+    """End a running run whose lease expired, if it must not run again: with the outcome its worker kept
+    (`keep_outcome`), cancelled if that was asked for, or failed `worker_lost` when its runnable does not
+    retry or it is out of attempts. What was done, or None when it may be executed again."""
+    kept = services().blobs.find(outcome_key(record))
+    if kept is not None:
+        ended = finish_run(record, Outcome.model_validate_json(kept), lease_seen=record.lease_until)
+        return "recovered" if ended else "raced"
+    if record.cancel_requested:
+        outcome = fail_outcome(CANCELLED, ErrorCode.cancelled, Status.cancelled)
+    elif not record.runnable.get("retry_on_worker_lost", True):
+        outcome = fail_outcome(
+            "The worker executing the run stopped responding, and the runnable is not executed again "
+            "(retry_on_worker_lost: false)",
+            ErrorCode.worker_lost,
+        )
+    elif record.attempt >= services().settings.max_attempts:
+        outcome = fail_outcome(
+            f"The worker stopped responding on each of {record.attempt} attempts", ErrorCode.worker_lost
+        )
+    else:
+        return None
+    ended = finish_run(record, outcome, lease_seen=record.lease_until)
+    return outcome.status.value if ended is not None else "raced"
+
+
+def settle_ended(record: RunRecord) -> None:
+    """What follows a run's end: give back its concurrency slots (waking waiting runs), enqueue its
+    callback, cancel the children of a cancelled run, then take it out of the sweeper's index. Safe to
+    repeat: the sweeper does when the path that ended the run was cut short."""
+    if record.slots or record.queued_on:
+        admission.release(record)
+    if record.status is Status.cancelled and record.child_runs:
+        _cancel_children(record)
+    if record.callback_url:
+        start_delivery(record)
+    if record.due_at is not None:
+        services().runs.clear_due(record.account_id, record.id)
+
+
+def _cancel_children(parent: RunRecord) -> None:
+    """Cancel every child still going, read by id (consistently); a child busy changing state raises, so
+    the sweeper settles the parent again."""
+    for sequence in range(1, parent.child_runs + 1):
+        child = services().runs.get(parent.account_id, child_run_id(parent.id, sequence), consistent=True)
+        if child is not None and not child.status.terminal:
+            try:
+                cancel_run(child.account_id, child.id)
+            except Conflict as conflict:
+                if conflict.code != "run_terminal":  # it ended meanwhile: nothing to cancel
+                    raise
+
+
+def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
+    """Cancel a run. Returns (state, pending): pending when a running run will end cancelled shortly.
+
+    A pending cancellation is kept: however the run ends from then on, it ends `cancelled` (with the
+    outputs it computed, if it computed any)."""
+    for _ in range(5):  # a claim may race a cancel of a waiting run; look again
+        record = services().runs.get(account_id, run_id, consistent=True)
+        if record is None:
+            raise NotFound("Run", run_id)
+        if record.status is Status.cancelled:
+            return run_state(record), False
+        if record.status.terminal:
+            raise Conflict(f"run {run_id} already ended {record.status}", "run_terminal")
+        if record.status is Status.waiting:
+            finished = finish_run(record, fail_outcome(CANCELLED, ErrorCode.cancelled, Status.cancelled))
+            if finished is not None:
+                return run_state(finished), False
+        elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:
+            return run_state(requested), True
+    raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
