@@ -197,13 +197,14 @@ def _apply(fault: Fault, point: Point, client: Any, operation: str, params: dict
         raise ConnectTimeoutError(endpoint_url=endpoint)
     if mode == "hold" and fault.hold is not None:
         fault.hold()
-    answer = _original(client, operation, params)
+    sent = dict(params)  # botocore fills in (and may rewrite) what it sends: a retry resends the original
+    answer = _original(client, operation, sent)
     if mode == "crash_after":
         raise Crash(point.id)
     if mode == "applied_then_error":
         raise ReadTimeoutError(endpoint_url=endpoint)
-    if mode == "duplicated" and "ClientRequestToken" not in params:
-        return _original(client, operation, params)
+    if mode == "duplicated" and "ClientRequestToken" not in sent:
+        return _original(client, operation, dict(params))
     return answer
 
 
@@ -234,7 +235,6 @@ SETTINGS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "CRITICAL",  # faults log tracebacks by design
     "RUNPLANE_RUNNABLE_PACKAGES": "tests.fixtures.runnables",
     "RUNPLANE_MODEL_PRICES": json.dumps(TEST_PRICES),
     "RUNPLANE_ALLOW_LOOPBACK": "1",
@@ -246,7 +246,6 @@ SETTINGS = {
 }
 PAD = 1100  # characters that take a payload or an outcome past the inline limit
 CONSUMERS = ("intake", "worker", "callbacks", "dead_letters")  # functions fed by a queue, in path order
-ALL_COMPONENTS = frozenset({*CONSUMERS, "api", "sweeper"})
 HORIZON_SECONDS = 8 * 24 * 3600  # longer than any retry schedule: a scenario still going then is stuck
 
 
@@ -277,11 +276,12 @@ class Answer:
 
 @dataclass
 class Crashed:
+    """An invocation that died: where, the run's status then, whether it had started the runnable."""
+
     component: str
     point: str
-    status: str | None  # the run's, when the invocation died
-    executions: int  # the run's executions by then
-    body_started: bool  # this invocation started the runnable
+    status: str | None
+    body_started: bool
 
 
 class Stack:
@@ -291,7 +291,6 @@ class Stack:
     def __init__(
         self, tmp: Path, settings: dict[str, str] | None = None, runnable: dict[str, Any] | None = None
     ):
-        self.tmp = tmp
         self.settings = {**SETTINGS, **(settings or {})}
         self.runnable_fields = runnable or {}
         self.executions_file = tmp / "executions"
@@ -305,14 +304,12 @@ class Stack:
 
     def __enter__(self) -> Stack:
         with ExitStack() as undo:  # a failure part-way undoes what was set up
-            self._undo = undo
             saved = dict(os.environ)
             undo.callback(lambda: (os.environ.clear(), os.environ.update(saved), services.reset()))
             os.environ.pop("AWS_ENDPOINT_URL", None)
             os.environ.update(self.settings)
-            undo.enter_context(
-                mock_aws()
-            )  # fresh backends; the process's boto3 clients are kept (slow to make)
+            # fresh moto backends; the process's boto3 clients are kept (they are slow to make)
+            undo.enter_context(mock_aws())
             os.environ.update(provision(_CachedClients(), "test"))
             services.reset()
             keys._cache = keys._PrincipalCache()
@@ -363,15 +360,8 @@ class Stack:
                 return handler(*args, **kwargs)
         except Crash as crash:
             run = self.only_run()
-            self.crashes.append(
-                Crashed(
-                    component,
-                    str(crash),
-                    run and run["status"],
-                    self.executions(),
-                    self.executions() > before,
-                )
-            )
+            started = self.executions() > before
+            self.crashes.append(Crashed(component, str(crash), run and run["status"], started))
             raise
         finally:
             self.observe()
@@ -413,10 +403,10 @@ class Stack:
             **body,
         }
         self.svc.queues.client.send_message(
-            QueueUrl=self.settings_url("intake"), MessageBody=json.dumps(message)
+            QueueUrl=self.queue_url("intake"), MessageBody=json.dumps(message)
         )
 
-    def settings_url(self, queue: str) -> str:
+    def queue_url(self, queue: str) -> str:
         return os.environ[defs.queue(queue).env_var]
 
     def sweep(self) -> None:
@@ -526,7 +516,7 @@ class Stack:
 
     def hidden_until(self, queue: str) -> list[float]:
         """When the queue's messages are (or become) receivable: moto's own state, on the virtual clock."""
-        name = self.settings_url(queue).rsplit("/", 1)[1]
+        name = self.queue_url(queue).rsplit("/", 1)[1]
         backend = sqs_backends[DEFAULT_ACCOUNT_ID][os.environ["AWS_DEFAULT_REGION"]]
         messages = list(backend.queues[name]._messages)
         return [max(m.visible_at, m.delayed_until or 0) / 1000 for m in messages]
