@@ -55,6 +55,12 @@ class Monitoring(Construct):
                 f"{name} throttled",
             )
         self._alarm("api-5xx", api.metric_server_error(period=Duration.minutes(5)), 0, "API answered 5xx")
+        self._alarm(
+            "sweeper-item-errors",
+            _runplane_metric("SweepErrors"),
+            0,
+            "The sweeper could not handle a run, delivery or concurrency scope (skipped, tried again later)",
+        )
         self.dashboard = cloudwatch.Dashboard(self, "dashboard", dashboard_name=f"runplane-{config.stage}")
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(

@@ -191,7 +191,7 @@ def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: 
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_and_api_5xx(
+def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_and_sweep_errors(
     template: dict[str, Any],
 ) -> None:
     alarms = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()]
@@ -204,6 +204,8 @@ def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_and_api_5xx(
     assert by_metric["Errors"] == len(defs.FUNCTIONS)
     assert by_metric["Throttles"] == len(defs.FUNCTIONS)
     assert by_metric["5XXError"] == 1
+    [sweep] = [a for a in alarms if a["MetricName"] == "SweepErrors"]
+    assert (sweep["Namespace"], sweep["Threshold"]) == ("Runplane", 0)
     assert resources(template, "AWS::CloudWatch::Dashboard")
 
 

@@ -148,32 +148,48 @@ def test_a_redelivered_intake_message_creates_one_run(
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
+    ("body", "code", "polled"),
     [
-        ("not json at all", "invalid_json"),
-        ({"runnable_id": "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"}, "validation_error"),
-        ({"account_id": "acme", "runnable_id": "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"}, "runnable_not_found"),
-        ({"account_id": "acme", "runnable_id": "RUNNABLE", "inputs": "nope"}, "validation_error"),
+        ("not json at all", "invalid_json", False),
+        ({"runnable_id": "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"}, "validation_error", False),
+        (
+            {"account_id": "acme", "runnable_id": "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"},
+            "runnable_not_found",
+            True,
+        ),
+        ({"account_id": "acme", "runnable_id": "RUNNABLE", "inputs": "nope"}, "validation_error", True),
+        ({"account_id": "nobody", "runnable_id": "RUNNABLE"}, "account_not_found", False),
     ],
 )
-def test_an_invalid_intake_message_is_parked_in_the_dlq_with_its_reason(
-    env: dict[str, str], account: CreatedKey, echo_id: str, body: object, code: str
+def test_an_invalid_intake_message_is_parked_in_the_dlq_with_its_reason_and_its_run_explains_it(
+    api: Api, env: dict[str, str], account: CreatedKey, echo_id: str, body: object, code: str, polled: bool
 ) -> None:
+    """Parked with its reason; for a known account, the run the producer polls (the message's id) is
+    failed with the same code and reason instead of being missing."""
     if isinstance(body, dict) and body.get("runnable_id") == "RUNNABLE":
         body = {**body, "runnable_id": echo_id}
-    send_intake(env, body)
+    message_id = send_intake(env, body)
     drain("intake")
     parked = intake_dead_letters(env)
     assert len(parked) == 1
     attributes = parked[0]["MessageAttributes"]
     assert attributes["runplane-error-code"]["StringValue"] == code
-    assert attributes["runplane-error"]["StringValue"]
+    reason = attributes["runplane-error"]["StringValue"]
+    assert reason
     assert parked[0]["Body"] == (body if isinstance(body, str) else json.dumps(body))
     queue = boto3.client("sqs").get_queue_attributes(
         QueueUrl=env["RUNPLANE_INTAKE_QUEUE_URL"],
         AttributeNames=["ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessages"],
     )["Attributes"]
     assert queue == {"ApproximateNumberOfMessagesNotVisible": "0", "ApproximateNumberOfMessages": "0"}
+    run = api.get(f"/v1/run/{intake_run_id(message_id)}")
+    if not polled:
+        assert run.status == 404
+        return
+    assert_run_state(run.json())
+    assert run.json()["status"] == "failed"
+    assert run.json()["result"]["error"] == {"message": reason, "code": code}
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 0  # a rejection is not charged
 
 
 def crash_mid_run(account_id: str, run_id: str, now: float) -> float:
