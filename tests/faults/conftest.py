@@ -29,3 +29,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if full:
         config.hook.pytest_deselected(items=full)
         items[:] = [item for item in items if not item.get_closest_marker("faults_full")]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The matrix's counts: flows, points, modes and scenarios run, and how many passed."""
+    reports = [
+        report
+        for outcome in ("passed", "failed", "error")
+        for report in terminalreporter.stats.get(outcome, [])
+        if report.when == "call" and "::test_fault" in report.nodeid
+    ]
+    if not reports:
+        return
+    scenarios = [report.nodeid.rsplit("[", 1)[1].rstrip("]") for report in reports]
+    points = {scenario.rsplit("-", 1)[0] for scenario in scenarios}
+    modes = {scenario.rsplit("-", 1)[1] for scenario in scenarios}
+    passed = sum(report.passed for report in reports)
+    terminalreporter.write_line(
+        f"fault matrix: {len(points)} points, {len(modes)} modes, {len(scenarios)} scenarios,"
+        f" {passed} passed, {len(scenarios) - passed} failed"
+    )

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from tests.faults.harness import Expect, Fault, Point, Report, Stack, acting_as
+from tests.faults.harness import READS, Expect, Fault, Point, Report, Stack, acting_as
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ def _accepted(stack: Stack, **inputs: object) -> None:
     stack.start_run(inputs=stack.run_inputs(**inputs))
 
 
-def _worker_lost(where: Callable[[Point], bool]) -> Callable[[Stack], None]:
-    """A run accepted, then its worker died at the first request `where` accepts (a prelude crash)."""
+def _worker_lost(where: Callable[[Stack, Point], bool]) -> Callable[[Stack], None]:
+    """A run accepted, then its worker died right after the first request `where` accepts."""
 
     def prepare(stack: Stack) -> None:
         _accepted(stack)
-        fault = Fault("crash_after", where=lambda point, params: where(point))
+        fault = Fault("crash_after", where=lambda point, params: where(stack, point))
         stack.injector.faults.append(fault)
         stack.deliver_visible()
         if fault.times:
@@ -69,15 +69,19 @@ def _cancel(stack: Stack) -> None:
             return
 
 
-def _at_payload_read(point: Point) -> bool:  # after the claim, before the body starts
+def _at_payload_read(stack: Stack, point: Point) -> bool:  # after the claim, before the body starts
     return point.component == "worker" and point.operation == "GetObject"
 
 
-def _at_finish(point: Point) -> bool:  # the worker's write that ends the run
+def _at_end(stack: Stack, point: Point) -> bool:
+    """The worker's first DynamoDB write once the body has run, other than a renewal: the one that ends
+    the run."""
     return (
         point.component == "worker"
-        and point.operation in {"UpdateItem", "TransactWriteItems"}
-        and ("finish" in point.site.lower())
+        and point.service == "dynamodb"
+        and point.operation not in READS
+        and "renew" not in point.site
+        and stack.executions() > 0
     )
 
 
@@ -86,7 +90,7 @@ FLOWS = (
         "api_run",
         frozenset({"api", "worker", "callbacks", "sweeper"}),
         Expect(accepted=True),
-        start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.4)),
+        start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.15)),
     ),
     Flow("intake_run", frozenset({"intake"}), Expect(), start=lambda stack: stack.send_intake()),
     Flow(
@@ -116,7 +120,7 @@ FLOWS = (
         frozenset({"sweeper"}),
         Expect(accepted=True),
         start=lambda stack: None,
-        prepare=_worker_lost(_at_finish),
+        prepare=_worker_lost(_at_end),
     ),
     Flow(
         "dead_letter",

@@ -33,7 +33,7 @@ def _deliver_copies(stack: Stack, component: str, handler: Any, record: dict[str
 
 def test_a_dispatch_message_delivered_ten_times_at_once_executes_the_run_once(tmp_path: Path) -> None:
     with Stack(tmp_path) as stack:
-        stack.start_run(inputs=stack.run_inputs(seconds=0.4))
+        stack.start_run(inputs=stack.run_inputs(seconds=0.15))
         answers = _deliver_copies(stack, "worker", worker.lambda_handler, stack.receive("dispatch"))
         assert answers == [{"batchItemFailures": []}] * COPIES  # duplicates are acknowledged, not retried
         stack.drive()

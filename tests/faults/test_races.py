@@ -10,7 +10,7 @@ import pytest
 
 from tests.faults.harness import Expect, Fault, Stack, wait_until
 
-SLOW_HEARTBEATS = {"RUNPLANE_LEASE_SECONDS": "30"}  # heartbeats every 10 s: none during the test
+RARELY = 10.0  # seconds between heartbeats: none during the test
 
 
 def _worker_thread(stack: Stack) -> threading.Thread:
@@ -22,7 +22,7 @@ def _worker_thread(stack: Stack) -> threading.Thread:
 
 def test_a_cancel_answered_202_ends_the_run_cancelled_and_keeps_the_outputs(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    with Stack(tmp_path, SLOW_HEARTBEATS) as stack:
+    with Stack(tmp_path, heartbeat=RARELY) as stack:
         run_id = stack.start_run(inputs=stack.run_inputs(gate=str(gate)))
         worker = _worker_thread(stack)
         wait_until(lambda: stack.executions() == 1)
@@ -51,7 +51,7 @@ def test_the_sweeper_leaves_a_worker_whose_renewal_is_slow_while_its_lease_is_li
     renewal = threading.Event()
     slow = Fault("hold", where=lambda point, params: "renew" in point.site, hold=renewal.wait)
     with Stack(tmp_path) as stack:
-        stack.start_run(inputs=stack.run_inputs(seconds=0.6))
+        stack.start_run(inputs=stack.run_inputs(seconds=0.3))
         stack.injector.faults.append(slow)
         worker = _worker_thread(stack)
         wait_until(lambda: slow.times == 0)  # the renewal is on its way
@@ -71,7 +71,7 @@ def test_a_worker_that_lost_its_lease_never_overwrites_the_outcome_of_the_one_th
     tmp_path: Path,
 ) -> None:
     gate = tmp_path / "gate"
-    with Stack(tmp_path, SLOW_HEARTBEATS) as stack:
+    with Stack(tmp_path, heartbeat=RARELY) as stack:
         run_id = stack.start_run(inputs=stack.run_inputs(gate=str(gate)))
         slow = _worker_thread(stack)  # attempt 1 waits at the gate
         wait_until(lambda: stack.executions() == 1)
