@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from runplane.adapters import aws
 from runplane.logic import keys, services
 from runplane.logic.execute import process_dispatch
+from runplane.logic.intake import accept_intake
 from runplane.logic.keys import CreatedKey
 from runplane.logic.sweep import sweep
 
@@ -330,3 +332,106 @@ def test_d9_a_run_cancelled_while_its_body_finishes_ends_cancelled_with_its_outp
     assert ended["status"] == "cancelled"
     assert ended["result"]["outputs"]["attempt"] == 1
     assert ended["result"]["error"]["code"] == "cancelled"
+
+
+# --- found in review of the fixes ---
+
+
+@pytest.mark.parametrize("step", ["claim", "payload"])
+def test_a_transient_error_before_the_body_starts_does_not_cost_an_at_most_once_run(
+    api: Api, account: CreatedKey, tmp_path: Path, step: str
+) -> None:
+    """The claim applied with its answer lost, or the payload's read throttled: the worker keeps its run."""
+    counted = make_runnable(account.account_id, "count", retry_on_worker_lost=False)
+    run_id = start(api, counted, {"path": str(tmp_path / "runs"), "pad": "y" * 120_000})  # payload in S3
+    if step == "claim":
+        failing = broken(
+            "dynamodb", on_table("runs_table", "TransactWriteItems", containing="lease_owner"), "lost"
+        )
+    else:
+        failing = broken("s3", lambda operation, params: operation == "GetObject", "throttled")
+    with failing as hit:
+        drain("worker")
+    assert hit
+    assert state(api, run_id)["status"] == "completed"
+    assert len(executions(tmp_path / "runs")) == 1
+
+
+def test_a_failed_renewal_is_tried_again_with_a_short_lease(
+    api: Api, account: CreatedKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_LEASE_SECONDS", "6")
+    services.reset()
+    counted = make_runnable(account.account_id, "count")
+    run_id = start(api, counted, {"path": str(tmp_path / "runs"), "seconds": 3})
+    with broken(
+        "dynamodb", on_table("runs_table", "UpdateItem", containing="lease_until"), "throttled"
+    ) as hit:
+        drain("worker")
+    assert hit == ["UpdateItem"]
+    assert state(api, run_id)["status"] == "completed"
+    assert len(executions(tmp_path / "runs")) == 1
+
+
+def test_an_outcome_that_fits_the_inline_limit_but_not_the_item_goes_to_s3(
+    api: Api, account: CreatedKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The item also holds the runnable's snapshot and the inline payload: together over 400 KB, the
+    outcome is stored in S3 (DynamoDB would refuse the item, which no retry cures)."""
+    schema = {"type": "object", "description": "z" * 215_000}
+    producer = make_runnable(account.account_id, "big", output_schema=schema)
+    run_id = start(api, producer, {"size": 99_000, "pad": "p" * 99_000})
+    drain("worker")
+    ended = state(api, run_id)
+    assert ended["status"] == "completed"
+    assert len(ended["result"]["outputs"]["text"]) == 99_000
+    record = services.services().runs.get(account.account_id, run_id, consistent=True)
+    assert record is not None
+    assert record.outcome_ref is not None
+
+
+def test_an_outcome_dynamodb_refuses_fails_the_run_instead_of_retrying(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = ClientError(
+        {"Error": {"Code": "ValidationException", "Message": "Item too large"}}, "UpdateItem"
+    )
+    client = aws.client("dynamodb")
+    original = client._make_api_call
+
+    def call(operation: str, params: dict[str, Any]) -> Any:
+        if ends_a_run(operation, params) and "unstorable_outcome" not in json.dumps(params):
+            raise refused
+        return original(operation, params)
+
+    run_id = start(api, echo_id, {"x": 1})
+    monkeypatch.setattr(client, "_make_api_call", call)
+    started = time.monotonic()
+    drain("worker")
+    assert time.monotonic() - started < 30
+    monkeypatch.undo()
+    ended = state(api, run_id)
+    assert (ended["status"], ended["result"]["error"]["code"]) == ("failed", "unstorable_outcome")
+
+
+def test_a_corrected_intake_message_replaces_the_rejection_under_the_same_run_id(
+    api: Api, account: CreatedKey, echo_id: str
+) -> None:
+    run_id = str(uuid.uuid4())
+    wrong = {"account_id": account.account_id, "runnable_id": str(uuid.uuid4()), "run_id": run_id}
+    assert accept_intake(json.dumps(wrong), "first") is None
+    assert state(api, run_id)["result"]["error"]["code"] == "runnable_not_found"
+    assert accept_intake(json.dumps({**wrong, "runnable_id": echo_id, "inputs": {"n": 1}}), "fixed") == run_id
+    drain("worker")
+    assert state(api, run_id)["status"] == "completed"
+    assert credits(api)["used_runs"] == 1
+
+
+def test_an_account_whose_key_predates_opened_accounts_is_known_to_intake_once_it_authenticates(
+    api: Api, account: CreatedKey, env: dict[str, str]
+) -> None:
+    accounts = services.services().accounts
+    accounts.client.delete_item(TableName=env["RUNPLANE_ACCOUNTS_TABLE"], Key={"account_id": {"S": "acme"}})
+    keys._cache = keys._PrincipalCache()
+    api.get("/v1/runs")
+    assert accounts.get("acme") is not None

@@ -37,3 +37,9 @@ def _client(service: str, read_timeout: int, max_attempts: int) -> Any:
         max_pool_connections=50,
     )
     return session().client(service, config=config)
+
+
+def is_permanent(error: Exception) -> bool:
+    """An AWS error no retry can cure: the request itself is invalid (an item over 400 KB, say)."""
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+    return code in {"ValidationException", "SerializationException"}

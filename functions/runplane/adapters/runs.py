@@ -62,8 +62,9 @@ def _run_item(record: RunRecord) -> dict[str, Any]:
         if name in values:
             values[name] = json.dumps(values[name], separators=(",", ":"))
     values["status"] = record.status.value
-    if not record.cancel_requested:
-        values.pop("cancel_requested")
+    for flag in ("cancel_requested", "rejected"):
+        if not values[flag]:
+            values.pop(flag)
     values.update(
         pk=run_pk(record.account_id, record.id),
         created_key=created_key(record),
@@ -90,18 +91,26 @@ class RunStore(TableAdapter):
         return {"pk": {"S": run_pk(account_id, run_id)}}
 
     def create_write(self, record: RunRecord) -> dict[str, Any]:
-        """A transaction write storing a new run; it fails when a run with this id already exists."""
+        """A transaction write storing a new run; it fails when a run with this id already exists, unless
+        that is only a rejected intake message's placeholder."""
         return {
             "Put": {
                 "TableName": self.table,
                 "Item": _run_item(record),
-                "ConditionExpression": "attribute_not_exists(pk)",
+                "ConditionExpression": "attribute_not_exists(pk) OR rejected = :yes",
+                "ExpressionAttributeValues": {":yes": {"BOOL": True}},
             }
         }
 
-    def put_ended(self, record: RunRecord) -> bool:
-        """Store a run that ended before it was accepted (a rejected intake message); False if it exists."""
-        return write_if(self.client, "put_item", **self.create_write(record)["Put"])
+    def put_rejected(self, record: RunRecord) -> bool:
+        """Store the placeholder of a rejected intake message (`rejected`); False if a run has the id."""
+        return write_if(
+            self.client,
+            "put_item",
+            TableName=self.table,
+            Item=_run_item(record),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def remember_idempotency(
         self, account_id: str, key: str, run_id: str, fingerprint: str, now: float, until: float

@@ -331,6 +331,8 @@ class RunRecord(BaseModel):
     lease_owner: str | None = None
     lease_until: float | None = None
     ended_by: str | None = None  # who wrote the terminal state: tells a writer whose answer was lost
+    rejected: bool = False  # an intake message's rejection, kept where the producer polls: a fixed
+    # message with the same run id replaces it
     cancel_requested: bool = False
     dispatches: int = 0
     due_at: float | None = None

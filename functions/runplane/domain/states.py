@@ -56,3 +56,4 @@ class ErrorCode(StrEnum):
     function_error = "function_error"  # the Lambda function raised (message: "errorType: errorMessage")
     bedrock_error = "bedrock_error"  # Bedrock refused or failed the call
     child_runs_unavailable = "child_runs_unavailable"  # ctx.run called outside a worker
+    unstorable_outcome = "unstorable_outcome"  # DynamoDB refused the outcome (a request no retry cures)

@@ -147,7 +147,11 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
             writes.append(concurrency.join_write(blocked.id, position, record.id))
             recheck_at = now + services().settings.concurrency_recheck_seconds
             concurrency.ensure_recheck(blocked.id, recheck_at)  # before joining: a crash may follow
-        failed = concurrency.commit([run_write, *writes])
+        try:
+            failed = concurrency.commit([run_write, *writes])
+        except Exception:  # a transient error: the run as stored tells whether it was applied
+            logger.warning("admission write failed; looking whether it was applied", exc_info=True)
+            failed = _as_applied(record, owner, blocked)
         if not failed:
             if left:  # it may have had room for more than this run
                 _wake_soon(left)
@@ -164,6 +168,20 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
         # another run took a slot first: look again
     services().queues.dispatch(record.account_id, record.id)  # still contended: look again shortly
     return None
+
+
+def _as_applied(record: RunRecord, owner: str, blocked: Scope | None) -> list[str]:
+    """What an admission write whose answer was lost did: [] when it was applied (the claim is this
+    worker's, or the run joined `blocked`'s queue), a conditional failure when another worker moved the
+    run meanwhile, and "Unknown" (look again) when nothing was applied."""
+    fresh = services().runs.get(record.account_id, record.id, consistent=True)
+    if fresh is None or fresh.admissions == record.admissions:
+        return ["Unknown"]
+    claimed = blocked is None and fresh.lease_owner == owner
+    queued = (
+        blocked is not None and fresh.queued_on == blocked.id and fresh.admissions == record.admissions + 1
+    )
+    return [] if claimed or queued else ["ConditionalCheckFailed"]
 
 
 def _oldest_with_room(scope_id: str) -> str | None:

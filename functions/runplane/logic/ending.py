@@ -15,7 +15,7 @@ from runplane.domain.pricing import add_up, priced
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import admission
 from runplane.logic.callbacks import start_delivery
-from runplane.logic.runs import run_state, store_json
+from runplane.logic.runs import item_json_bytes, run_state, store_json
 from runplane.logic.services import services
 from runplane.observability import count_finished, logger
 
@@ -95,7 +95,7 @@ def _end(
     now = utcnow()
     outcome = priced(outcome, settings.prices)
     document = outcome.model_dump_json(exclude_none=True)
-    outcome_json, outcome_ref = store_json(document, outcome_key(record))
+    outcome_json, outcome_ref = store_json(document, outcome_key(record), beside=item_json_bytes(record))
     fields: dict[str, Any] = {
         "status": outcome.status.value,
         "completed_at": now,

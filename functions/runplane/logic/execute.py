@@ -10,6 +10,7 @@ from functools import partial
 from pydantic import ValidationError
 
 from runplane import definitions as defs
+from runplane.adapters.aws import is_permanent
 from runplane.domain.models import Outcome, RunError, RunRecord
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import children
@@ -103,7 +104,9 @@ class Lease:
         self.until = record.lease_until or 0.0
 
     def at_risk(self) -> bool:
-        return time.time() + FINISH_MARGIN_SECONDS >= self.until
+        """The lease runs out before a retry could help: give up (renewals) or keep the outcome."""
+        margin = min(FINISH_MARGIN_SECONDS, services().settings.lease_seconds / 6)
+        return time.time() + margin >= self.until
 
     def renew(self) -> Verdict:
         record = self.record
@@ -129,7 +132,14 @@ def _record(record: RunRecord, outcome: Outcome, lease: Lease, *, until: float) 
     while True:
         try:
             finished = finish_run(record, outcome, owner=lease.owner)
-        except Exception:
+        except Exception as error:
+            already_failed = outcome.error is not None and outcome.error.code == ErrorCode.unstorable_outcome
+            if is_permanent(error) and not already_failed:
+                logger.exception("outcome cannot be stored; the run fails instead")
+                outcome = fail_outcome(
+                    f"The run's outcome could not be stored: {error}", ErrorCode.unstorable_outcome
+                )
+                continue
             logger.warning("outcome not recorded yet; trying again", exc_info=True)
         else:
             if finished is None:
@@ -164,7 +174,7 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
         config = module.Config.model_validate(spec["config"])
     except ValidationError as problem:
         return fail_outcome(f"the runnable's config is no longer valid: {problem}", ErrorCode.invalid_config)
-    payload = load_payload(record)
+    payload = _read_payload(record, lease)
     inputs = payload.get("inputs", {})
     if record.timeout_seconds:
         limit, reason = record.timeout_seconds, f"Run exceeded timeout_seconds={record.timeout_seconds}"
@@ -203,6 +213,20 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
     return _checked_outputs(outcome, spec.get("output_schema")).model_copy(
         update={"telemetry_span_id": span_id}
     )
+
+
+def _read_payload(record: RunRecord, lease: Lease) -> dict:
+    """The run's inputs and resources, read again through transient errors while the lease holds."""
+    pause = 0.2
+    while True:
+        try:
+            return load_payload(record)
+        except Exception:
+            if lease.at_risk():
+                raise
+            logger.warning("payload not read yet; trying again", exc_info=True)
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 def _checked_outputs(outcome: Outcome, schema: dict | None) -> Outcome:

@@ -73,7 +73,7 @@ def _failed_run(fields: Any, message_id: str, code: str, reason: str) -> str:
     runnable_id = fields.get("runnable_id")
     now = utcnow()
     outcome = Outcome(status=Status.failed, error=RunError(message=reason, code=code))
-    services().runs.put_ended(
+    services().runs.put_rejected(
         RunRecord(
             account_id=account_id,
             id=run_id or intake_run_id(message_id),
@@ -86,6 +86,7 @@ def _failed_run(fields: Any, message_id: str, code: str, reason: str) -> str:
             failed_at=now,
             outcome_json=outcome.model_dump_json(exclude_none=True),
             expires_at=int((now + timedelta(days=services().settings.run_retention_days)).timestamp()),
+            rejected=True,
         )
     )
     return code

@@ -147,8 +147,10 @@ def authenticate(authorization: str | None) -> Principal:
     stored = services().keys.get(key_id)
     if not stored or stored.get("revoked_at") or not hmac.compare_digest(stored["secret_hash"], secret_hash):
         raise Unauthorized()
-    account = services().accounts.get(stored["account_id"]) or {}
-    principal = Principal(stored["account_id"], key_id, _scopes(stored), rate_limit(account))
+    account = services().accounts.get(stored["account_id"])
+    if account is None:  # a key made before accounts were opened with their first key
+        services().accounts.open(stored["account_id"], stored["created_at"])
+    principal = Principal(stored["account_id"], key_id, _scopes(stored), rate_limit(account or {}))
     _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
     return principal
 

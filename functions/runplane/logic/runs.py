@@ -100,11 +100,23 @@ def _traced(request: RunRequestFields, runnable: Runnable) -> bool:
     return services().settings.trace_runs
 
 
-def store_json(document: str, key: str) -> tuple[str | None, str | None]:
-    """(inline JSON, None) when small enough for the item, else (None, the S3 `key` it was written to)."""
-    if len(document.encode()) <= services().settings.inline_limit_bytes:
+# DynamoDB takes items up to 400 KB: what a run's item may hold inline, keys and bookkeeping aside
+ITEM_BUDGET_BYTES = 350_000
+
+
+def store_json(document: str, key: str, beside: int = 0) -> tuple[str | None, str | None]:
+    """(inline JSON, None) when small enough for the item (which holds `beside` bytes of other JSON),
+    else (None, the S3 `key` it was written to)."""
+    size = len(document.encode())
+    if size <= services().settings.inline_limit_bytes and size + beside <= ITEM_BUDGET_BYTES:
         return document, None
     return None, services().blobs.put(key, document)
+
+
+def item_json_bytes(record: RunRecord) -> int:
+    """How much JSON the run's item holds (what an outcome stored inline must fit beside)."""
+    documents = [record.payload_json or "", json.dumps(record.runnable), json.dumps(record.metadata)]
+    return sum(len(d.encode()) for d in documents) + len(json.dumps(record.callback_headers or {}).encode())
 
 
 def _load_json(inline: str | None, ref: str | None) -> str | None:
@@ -232,7 +244,8 @@ def create_run(
     harmless: an existing run is returned. A `runnable` passed in was fetched, and the inputs checked
     against it, by the caller."""
     chosen_id = run_id is not None
-    if chosen_id and (existing := services().runs.get(account_id, run_id, consistent=True)):
+    existing = services().runs.get(account_id, run_id, consistent=True) if chosen_id else None
+    if existing is not None and not existing.rejected:  # a rejected message's placeholder is replaced
         _dispatch_if_waiting(existing)
         return existing
     if runnable is None:
@@ -274,9 +287,11 @@ def create_run(
     try:
         failed = runs.commit_through_conflicts(writes)
     except Exception:
-        if not _stored(record):  # a transaction can fail after DynamoDB applied it (a lost answer)
+        # a transaction can fail after DynamoDB applied it (a lost answer): the run as stored tells
+        stored = runs.get(account_id, run_id, consistent=True)
+        if stored is None or stored.rejected:
             raise
-        failed = []  # stored, and charged with it: answer as if the answer had come
+        failed = [] if stored.created_at == record.created_at else ["ConditionalCheckFailed"]
     if failed[:1] == ["ConditionalCheckFailed"]:  # created by a concurrent duplicate (and charged once)
         logger.info("run already exists; not created again", extra={"run_id": run_id})
         record = runs.get(account_id, run_id, consistent=True) or record
@@ -288,11 +303,6 @@ def create_run(
         count_created()
     _dispatch_if_waiting(record)
     return record
-
-
-def _stored(record: RunRecord) -> bool:
-    """Whether the run is stored; an error when that cannot be told either."""
-    return services().runs.get(record.account_id, record.id, consistent=True) is not None
 
 
 def _dispatch_if_waiting(record: RunRecord) -> None:
