@@ -229,6 +229,40 @@ def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
             os.kill(pid, 0)
 
 
+def test_ctrl_c_with_runs_in_flight_stops_every_poller_on_the_signal(tmp_path: Path) -> None:
+    """A worker in the middle of a run ends on the stop signal, rather than once the run is over: none
+    is left for the stop's deadline to kill (the stack would say so)."""
+    other = start_stack(tmp_path, **TEST_ENV)
+    runs = [other.start_run("sleep", {"inputs": {"seconds": 60}}).json()["id"] for _ in range(2)]
+    wait_for(lambda: all(other.call("GET", f"/v1/run/{r}").json()["status"] == "running" for r in runs))
+    pids = other.info["worker_pids"]
+    assert other.stop() == 0
+    output = other.process.stdout.read()  # type: ignore[union-attr]
+    assert "killed" not in output, output
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_only_the_main_thread_of_the_stack_can_take_a_ctrl_c(stack: Stack) -> None:
+    """Every other thread blocks SIGINT and SIGTERM: one that took the signal would leave the main
+    thread waiting for it, and the stack running (runplane.local.stack.stop_signals_to_the_main_thread)."""
+    tasks = Path(f"/proc/{stack.process.pid}/task")
+    if not tasks.is_dir():
+        pytest.skip("reads thread signal masks from /proc")
+    stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    blocked = {}
+    for task in tasks.iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        blocked[int(task.name)] = int(status.split("SigBlk:")[1].split()[0], 16) & stop
+    assert blocked.pop(stack.process.pid) == 0
+    assert len(blocked) >= 4  # moto's, the gateway's, the supervisor and the sweeper, at least
+    assert set(blocked.values()) == {stop}
+
+
 def cli(stack: Stack, *args: str) -> str:
     command = [sys.executable, "-m", "runplane.cli", *args, "--local", "--state-dir", str(stack.state_dir)]
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout

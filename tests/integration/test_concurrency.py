@@ -4,6 +4,7 @@ frees, and none is lost, run twice or left waiting; a crash never leaves a slot 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,15 +55,19 @@ def quick_sweeps(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_burst(api: Api, account_id: str, runnables: list[str], count: int, path: Path) -> list[RunRecord]:
-    """Start `count` runs in parallel (cycling through `runnables`) while 8 workers execute them."""
+    """Start `count` runs in parallel (cycling through `runnables`) while 8 workers execute them. Each
+    thread calls through an Api of its own: a resolver holds the request it serves, so one shared by
+    threads can look up another request's route (or find it already cleared: a 500 KeyError)."""
+    own = threading.local()
+
+    def start_one(n: int) -> str:
+        if not hasattr(own, "api"):
+            own.api = Api(api.token)
+        return start(own.api, runnables[n % len(runnables)], path=str(path), seconds=0.5)
+
     with working(8, sweeper=True):
         with ThreadPoolExecutor(8) as pool:
-            ids = list(
-                pool.map(
-                    lambda n: start(api, runnables[n % len(runnables)], path=str(path), seconds=0.5),
-                    range(count),
-                )
-            )
+            ids = list(pool.map(start_one, range(count)))
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             records = [record(account_id, run_id) for run_id in ids]

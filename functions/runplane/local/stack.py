@@ -5,17 +5,42 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from runplane import definitions as defs
+from runplane.local.poller import STOP_SIGNALS
 
 LOCAL_ACCOUNT = "local"
 REGION = "us-east-1"
 BUILTIN_RUNNABLES = ("echo", "sleep", "fail")
+
+
+@contextmanager
+def stop_signals_to_the_main_thread() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while inside, in this thread and in every thread started meanwhile (a new
+    thread inherits the mask, and so do the threads it starts), so that afterwards only the main thread
+    can take them.
+
+    The kernel gives a signal sent to the process to any thread that does not block it and gets to it
+    first, and the servers start a thread per connection (creating one briefly changes the creating
+    thread's signal mask, after which the kernel checks it for pending signals): such a thread can take
+    a Ctrl-C meant for the main thread. Python runs the handler only once the main thread runs Python
+    code again, and a main thread blocked in `Event.wait()` until the handler sets the event never does:
+    the stop is lost.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class LocalStack:
@@ -38,6 +63,12 @@ class LocalStack:
     # --- start ---
 
     def start(self) -> dict[str, Any]:
+        """Start everything and return what local.json lists. A SIGINT or SIGTERM that arrives meanwhile
+        is handled once the stack has started (see `stop_signals_to_the_main_thread`)."""
+        with stop_signals_to_the_main_thread():
+            return self._start()
+
+    def _start(self) -> dict[str, Any]:
         from moto.server import ThreadedMotoServer
 
         from runplane.local import moto_atomic
@@ -131,7 +162,7 @@ class LocalStack:
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "runplane.local.poller", function],
             env={**os.environ, **env},
-            start_new_session=True,  # Ctrl-C reaches the stack, which stops its pollers in order
+            start_new_session=True,  # Ctrl-C reaches the stack alone, which then stops every poller
         )
 
     def _supervise(self, env: dict[str, str]) -> None:
@@ -167,17 +198,25 @@ class LocalStack:
 
     # --- stop ---
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Signal every poller, then wait for them all against one deadline: a poller ends on the signal
+        (runplane.local.poller.main), so the deadline only bounds one that does not; that one is killed."""
         self.stopping.set()
         with self._lock:
-            for process in self.processes.values():
-                if process.poll() is None:
-                    process.terminate()
-            for process in self.processes.values():
+            running = {name: p for name, p in self.processes.items() if p.poll() is None}
+            for process in running.values():
+                process.terminate()
+            deadline = time.monotonic() + grace_seconds
+            for name, process in running.items():
                 try:
-                    process.wait(5)
+                    process.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
+                    print(
+                        f"[{name}] still running {grace_seconds:g}s after the stop signal: killed",
+                        file=sys.stderr,
+                    )
                     process.kill()
+                    process.wait()
         self.gateway.stop()
         self.moto.stop()
         (self.state_dir / "local.json").unlink(missing_ok=True)
