@@ -94,45 +94,28 @@ class Poller:
             self.poll_once()
 
 
-class Stopped(BaseException):
-    """Raised in a poller's main thread by SIGTERM or SIGINT. Not an Exception, so that no `except
-    Exception` on the way out (botocore's retries, the batch processor, a handler) takes it for an error."""
-
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _stop(signum: int, frame: Any) -> None:
-    for each in STOP_SIGNALS:  # once: a second signal must not cut the unwinding short
-        signal.signal(each, signal.SIG_IGN)
-    raise Stopped
 
 
 def main(argv: list[str]) -> None:
     """Poll until SIGTERM or SIGINT, which end the process at once, whatever it is doing.
 
-    A signal handler that only sets a flag is seen once the call in progress returns: a blocked socket
-    read is resumed after the handler runs, so a poller in its long poll stops when ReceiveMessage
-    answers, and one in an invocation when the whole batch is done (a run may take minutes). Raising
-    from the handler ends the call in progress instead. A batch cut short is what a lost execution
+    They keep their default action. A Python handler runs only between bytecodes of the main thread:
+    one that sets a flag is seen once the call in progress returns (the long poll, or a whole batch,
+    and a run may take minutes), and an exception raised from one can be swallowed on its way out (an
+    at-fork hook or a `__del__` merely prints it). A batch cut short is what a lost execution
     environment leaves behind, which the design already recovers from: its messages become visible
-    again after their visibility timeout, and an unfinished run's lease runs out. (In local mode the
-    queues and tables live in the moto server, which stops with the stack.)
+    again after their visibility timeout, an unfinished run's lease runs out, and a forked runnable dies
+    with its worker (PR_SET_PDEATHSIG). (In local mode the queues and tables live in the moto server,
+    which stops with the stack.)
     """
     function = defs.function(argv[0])
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _stop)
-    try:
-        # inherited blocked from the stack (runplane.local.stack.stop_signals_to_the_main_thread); one
-        # sent meanwhile is handled here
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        Poller(function).run(threading.Event())  # until a signal raises Stopped
-    except Stopped:
-        # Unwinding has ended the invocation (a forked runnable is killed on the way out); threads still
-        # at work on the batch (the callbacks handler delivers in threads) are not waited for.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        signal.signal(signum, signal.SIG_DFL)  # for SIGINT, rather than Python's KeyboardInterrupt
+    # inherited blocked from the stack (runplane.local.stack.stop_signals_to_the_main_thread); one sent
+    # meanwhile ends the process here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    Poller(function).run(threading.Event())  # never set: the process ends on a signal
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -200,12 +200,17 @@ class LocalStack:
 
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Signal every poller, then wait for them all against one deadline: a poller ends on the signal
-        (runplane.local.poller.main), so the deadline only bounds one that does not; that one is killed."""
+        (runplane.local.poller.main), so the deadline only bounds one that does not; that one is killed.
+
+        The signal goes to the poller's process group (it leads its own), so that it reaches the
+        processes the poller forked for runs as well: one forked just before its worker ends may not
+        yet have asked to die with it (runplane.runnables.supervise), and would run on, orphaned.
+        """
         self.stopping.set()
         with self._lock:
             running = {name: p for name, p in self.processes.items() if p.poll() is None}
-            for process in running.values():
-                process.terminate()
+            for process in running.values():  # not reaped, so the group is still theirs
+                _signal_group(process, signal.SIGTERM)
             deadline = time.monotonic() + grace_seconds
             for name, process in running.items():
                 try:
@@ -215,11 +220,16 @@ class LocalStack:
                         f"[{name}] still running {grace_seconds:g}s after the stop signal: killed",
                         file=sys.stderr,
                     )
-                    process.kill()
+                    _signal_group(process, signal.SIGKILL)
                     process.wait()
         self.gateway.stop()
         self.moto.stop()
         (self.state_dir / "local.json").unlink(missing_ok=True)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with suppress(ProcessLookupError):  # gone, and everything it started with it
+        os.killpg(process.pid, signum)
 
 
 def banner(info: dict[str, Any], state_file: Path) -> str:
