@@ -24,7 +24,7 @@ SETTLE_GRACE_SECONDS = 60
 CANCELLED = "Run was cancelled on request"
 
 
-def fail_outcome(message: str, code: ErrorCode, status: Status = Status.failed) -> Outcome:
+def fail_outcome(message: str, code: ErrorCode | str, status: Status = Status.failed) -> Outcome:
     return Outcome(status=status, error=RunError(message=message, code=code))
 
 

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from runplane.domain.errors import RunplaneError
 from runplane.domain.ids import intake_run_id
-from runplane.domain.models import ACCOUNT_ID_PATTERN, IntakeMessage, Outcome, RunError, RunRecord, utcnow
+from runplane.domain.models import ACCOUNT_ID_PATTERN, IntakeMessage, RunRecord, utcnow
 from runplane.domain.states import Status
+from runplane.logic.ending import fail_outcome
 from runplane.logic.runs import start_run
 from runplane.logic.services import services
 from runplane.observability import logger
@@ -72,7 +73,7 @@ def _failed_run(fields: Any, message_id: str, code: str, reason: str) -> str:
         return code  # no id the producer could poll
     runnable_id = fields.get("runnable_id")
     now = utcnow()
-    outcome = Outcome(status=Status.failed, error=RunError(message=reason, code=code))
+    outcome = fail_outcome(reason, code)
     services().runs.put_rejected(
         RunRecord(
             account_id=account_id,
