@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from runplane.api import cotool_shapes, roe_shapes
-from runplane.api.common import Dialect, current_dialect, current_request_id
+from runplane.api.common import Dialect, current_dialect, current_request_id, dialect_of
 from runplane.domain.errors import (
     Conflict,
     Forbidden,
@@ -98,6 +98,16 @@ def error_response(
 ) -> Response:
     status, body, headers = _error_parts(status, message, code, issues)
     return json_response(status, body, headers)
+
+
+def framing_error(path: str, status: int, message: str, code: str) -> tuple[int, str, dict[str, str]]:
+    """(status, body, headers) of an error the HTTP layer answers before any route runs (a malformed
+    request, a URL too long), in the dialect of `path`."""
+    dialect = current_dialect.set(dialect_of(path))
+    try:
+        return _error_parts(status, message, code)
+    finally:
+        current_dialect.reset(dialect)
 
 
 def from_domain(error: RunplaneError) -> Response:
