@@ -202,7 +202,7 @@ def test_inputs_are_checked_against_the_runnables_input_schema(api: Api, account
     ("method", "path", "raw", "headers", "status", "code"),
     [
         ("POST", "/v1/runnable/{echo}/runs", "{not json", None, 400, "invalid_json"),
-        ("POST", "/v1/runnable/{echo}/runs", "[1, 2]", None, 400, "validation_error"),
+        ("POST", "/v1/runnable/{echo}/runs", "[1, 2]", None, 400, "invalid_body"),
         (
             "POST",
             "/v1/runnable/{echo}/runs",

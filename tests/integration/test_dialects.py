@@ -583,16 +583,18 @@ def test_the_openapi_document_tags_every_route_with_its_dialect(api: Api) -> Non
     schemas = document["components"]["schemas"]
     assert {"RunState", "RunResult", "AgentRunResult", "JobResult"} <= set(schemas)
     assert not [name for name in schemas if "__" in name]  # no two dialects' models share a name
-    assert [tag["name"] for tag in document["tags"]] == ["re-factor", "Roe AI", "Cotool"]
+    assert [tag["name"] for tag in document["tags"]] == ["re-factor", "Roe AI", "Cotool", "Service"]
     for path, operations in document["paths"].items():
         expected = (
             "Roe AI"
             if path.startswith("/v1/agents")
             else "Cotool"
             if path.startswith("/api/")
+            else "Service"
+            if path in ("/", "/health")
             else "re-factor"
         )
         assert all(op["tags"] == [expected] for op in operations.values()), path
-    assert {"/v1/agents/run/{agent_id}/async/many", "/api/agents/{agentId}/run-async/{runId}/result"} <= set(
+    assert {"/v1/agents/run/{agent_id}/async/many/", "/api/agents/{agentId}/run-async/{runId}/result"} <= set(
         document["paths"]
     )

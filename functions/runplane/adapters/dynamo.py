@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import random
+import re
 import time
 import zlib
 from datetime import datetime
@@ -183,8 +184,14 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, expected: dict[str, str | None]) -> dict[str, Any] | None:
-    """`expected` names every key attribute of the page; a non-None value must match exactly."""
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+CREATED_KEY = rf"\d{{4}}-\d\d-\d\dT[0-9:.+-]+#{UUID}"  # adapters.runs.created_key
+
+
+def decode_cursor(cursor: str | None, expected: dict[str, str | re.Pattern[str]]) -> dict[str, Any] | None:
+    """The start key in `cursor`, which must hold exactly the key attributes named in `expected`, each a
+    string equal to its value there or matching its pattern: a cursor made by hand or for another
+    listing is a 400, not an error from DynamoDB."""
     if not cursor:
         return None
     try:
@@ -194,9 +201,16 @@ def decode_cursor(cursor: str | None, expected: dict[str, str | None]) -> dict[s
     valid = (
         isinstance(key, dict)
         and set(key) == set(expected)
-        and all(isinstance(v, str | int) for v in key.values())
-        and all(want is None or key[name] == want for name, want in expected.items())
+        and all(isinstance(value, str) for value in key.values())
+        and all(
+            key[name] == want if isinstance(want, str) else want.fullmatch(key[name])
+            for name, want in expected.items()
+        )
     )
     if not valid:
-        raise InvalidRequest("cursor is not valid for this listing", "invalid_cursor")
+        raise invalid_cursor()
     return to_item(key)
+
+
+def invalid_cursor() -> InvalidRequest:
+    return InvalidRequest("cursor is not valid for this listing", "invalid_cursor")

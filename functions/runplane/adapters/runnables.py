@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from runplane.adapters.dynamo import TableAdapter, decode_cursor, encode_cursor, to_item, write_if
+from runplane.adapters.dynamo import UUID, TableAdapter, decode_cursor, encode_cursor, to_item, write_if
 from runplane.domain.models import Runnable
 
 # --- runnables ---------------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ class RunnableStore(TableAdapter):
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        start = decode_cursor(cursor, {"account_id": account_id, "id": None})
+        start = decode_cursor(cursor, {"account_id": account_id, "id": re.compile(UUID)})
         if start:
             query["ExclusiveStartKey"] = start
         page = self.client.query(**query)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from runplane.adapters.dynamo import (
+    CREATED_KEY,
+    UUID,
     TableAdapter,
     decode_cursor,
     due_shard,
     encode_cursor,
     from_item,
+    invalid_cursor,
     query_due,
     to_av,
     to_item,
@@ -400,8 +404,17 @@ class RunStore(TableAdapter):
                 values[f":f{i}"] = {"S": value}
         request["ExpressionAttributeNames"] = names
         request["ExpressionAttributeValues"] = values
-        start = decode_cursor(cursor, {"pk": None, partition[0]: partition[1], "created_key": None})
+        start = decode_cursor(
+            cursor,
+            {
+                "pk": re.compile(rf"{re.escape(account_id)}#{UUID}"),
+                partition[0]: partition[1],
+                "created_key": re.compile(CREATED_KEY),
+            },
+        )
         if start:
+            if not (after or "0") <= start["created_key"]["S"] <= (before or "~"):
+                raise invalid_cursor()  # DynamoDB refuses a start key outside the key condition
             request["ExclusiveStartKey"] = start
         page = self.client.query(**request)
         keys = [item["pk"]["S"] for item in page.get("Items", [])]

@@ -8,7 +8,8 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from runplane.api import cotool_shapes as shapes
 from runplane.api.common import Dialect, IdempotencyKey, absolute_url, account, principal, start_run_as
-from runplane.api.errors import error_responses, json_response, ok_response
+from runplane.api.errors import json_response
+from runplane.api.openapi import errors, ok
 from runplane.domain.errors import NotFound
 from runplane.domain.models import ErrorBody, RunState
 from runplane.logic import runnables, runs
@@ -18,8 +19,15 @@ TAGS = [Dialect.cotool.value]
 MAX_AGENTS = 1000
 
 
-def _errors(*statuses: int) -> dict:
-    return error_responses(ErrorBody, *statuses)
+def _fail(*answers: int | tuple[int, str]) -> dict:
+    return errors(ErrorBody, *answers)
+
+
+NO_AGENT = (404, "No agent with this id in the organization")
+NO_RUN = (404, "No run of this agent with this id")
+BAD_INPUT = (400, "`ValidationError`: a field, or inputs that do not match the agent's input schema")
+DENIED = (403, "`PermissionError`: the key lacks a permission (`missingPerms`)")
+REUSED_KEY = (409, "The Idempotency-Key was used with another request")
 
 
 def _run_of(agent_id: UUID, run_id: UUID, *, with_inputs: bool = False) -> RunState:
@@ -33,11 +41,13 @@ def _run_of(agent_id: UUID, run_id: UUID, *, with_inputs: bool = False) -> RunSt
 @router.post(
     "/api/agents/<agentId>/run-sync",
     tags=TAGS,
-    summary="Run an agent and wait for its result (202 with the runId if it outlasts the wait)",
+    summary="Run an agent and wait for its result",
+    description="Answers the result when the run succeeds within the deployment's wait; 202 with the "
+    "`runId` (and `Location`) if it is still running then; 422 if it ended without succeeding.",
     responses={
-        200: ok_response(shapes.AgentRunResult, "The run's result"),
-        202: ok_response(shapes.AgentRunPending, "Still running: poll /run-async/{runId}/status"),
-        **_errors(400, 401, 402, 403, 404, 413, 422),
+        200: ok(shapes.AgentRunResult, "The run's result"),
+        202: ok(shapes.AgentRunPending, "Still running: poll /run-async/{runId}/status"),
+        **_fail(BAD_INPUT, 402, DENIED, NO_AGENT, REUSED_KEY, 422),
     },
 )
 def run_sync(agentId: UUID, body: shapes.AgentRunRequest, idempotency_key: IdempotencyKey = None):
@@ -53,10 +63,11 @@ def run_sync(agentId: UUID, body: shapes.AgentRunRequest, idempotency_key: Idemp
 @router.post(
     "/api/agents/<agentId>/run-async",
     tags=TAGS,
-    summary="Start an agent run; poll its status, then fetch its result",
+    summary="Start an agent run",
+    description="Answers the `runId` at once; poll `/run-async/{runId}/status`, then fetch `/result`.",
     responses={
-        200: ok_response(shapes.AgentRunStarted, "The run's id"),
-        **_errors(400, 401, 402, 403, 404, 409, 413),
+        200: ok(shapes.AgentRunStarted, "The run's id"),
+        **_fail(BAD_INPUT, 402, DENIED, NO_AGENT, REUSED_KEY),
     },
 )
 def run_async(
@@ -81,8 +92,9 @@ def _location(agent_id: UUID, run_id: str) -> dict[str, str]:
 @router.get(
     "/api/agents/<agentId>/run-async/<runId>/status",
     tags=TAGS,
-    summary="waiting | running | done | error | interrupted",
-    responses=_errors(401, 403, 404),
+    summary="Get a run's status",
+    description="`status`: waiting, running, done, error or interrupted, with a `statusMessage`.",
+    responses={200: ok(shapes.AgentRunStatus, "The run's status"), **_fail(DENIED, NO_RUN)},
 )
 def run_status(agentId: UUID, runId: UUID) -> shapes.AgentRunStatus:
     return shapes.run_status(_run_of(agentId, runId))
@@ -91,8 +103,14 @@ def run_status(agentId: UUID, runId: UUID) -> shapes.AgentRunStatus:
 @router.get(
     "/api/agents/<agentId>/run-async/<runId>/result",
     tags=TAGS,
-    summary="A done run's result, as run-sync returns it (409 until it ends; 422 if it did not succeed)",
-    responses=_errors(401, 403, 404, 409, 422),
+    summary="Get a run's result",
+    description="A done run's result, as run-sync returns it.",
+    responses={
+        200: ok(shapes.AgentRunResult, "The run's result"),
+        **_fail(
+            DENIED, NO_RUN, (409, "The run has not ended yet"), (422, "The run ended without succeeding")
+        ),
+    },
 )
 def run_result(agentId: UUID, runId: UUID) -> shapes.AgentRunResult:
     state = runs.completed(_run_of(agentId, runId, with_inputs=True))
@@ -102,8 +120,10 @@ def run_result(agentId: UUID, runId: UUID) -> shapes.AgentRunResult:
 @router.get(
     "/api/agents",
     tags=TAGS,
-    summary=f"The organization's agents (at most {MAX_AGENTS}; /v1/runnables pages through any number)",
-    responses=_errors(401, 403),
+    summary="List agents",
+    description=f"The organization's agents, at most {MAX_AGENTS} (`GET /v1/runnables` pages through any "
+    "number).",
+    responses={200: ok(list[shapes.Agent], "The agents"), **_fail(DENIED)},
 )
 def list_agents() -> list[shapes.Agent]:
     account_id = account("runnables:read")

@@ -11,13 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runplane.api.common import Shape, parsed
+from runplane.api.common import parsed
 from runplane.domain.models import (
     ErrorBody,
     ResourceCreate,
     Runnable,
     RunResource,
     RunState,
+    Shape,
     StartRunRequest,
     Strict,
 )

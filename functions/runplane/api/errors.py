@@ -42,16 +42,6 @@ STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
 }
 
 
-def ok_response(model: Any, description: str) -> dict:
-    """An OpenAPI `responses` entry for a success."""
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
-def error_responses(model: type, *statuses: int) -> dict:
-    """OpenAPI `responses` entries for the errors a route answers, in its dialect's `model`."""
-    return {status: ok_response(model, "Error") for status in statuses}
-
-
 def json_response(status: int, body: str, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -13,8 +12,17 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from runplane.api import roe_shapes as shapes
-from runplane.api.common import Dialect, IdempotencyKey, absolute_url, created_range, principal, start_run_as
-from runplane.api.errors import error_responses, json_response, ok_response
+from runplane.api.common import (
+    Dialect,
+    IdempotencyKey,
+    Instant,
+    absolute_url,
+    created_range,
+    principal,
+    start_run_as,
+)
+from runplane.api.errors import json_response
+from runplane.api.openapi import errors, no_content, ok
 from runplane.domain.errors import InvalidRequest, Issue, WrongAccount
 from runplane.domain.models import RunQuery, Scope
 from runplane.logic import ending, runnables, runs
@@ -34,8 +42,14 @@ OrganizationId = Annotated[
 ]
 
 
-def _errors(*statuses: int) -> dict:
-    return error_responses(shapes.ErrorResponse, *statuses)
+def _fail(*answers: int | tuple[int, str]) -> dict:
+    return errors(shapes.ErrorResponse, *answers)
+
+
+NO_AGENT = (404, "No agent with this id in the organization")
+NO_JOB = (404, "No job with this id in the organization")
+WRONG_ORG = (403, "`organization_id` is not the key's organization, or the key lacks a permission")
+BAD_INPUT = (400, "Invalid input: a field, or inputs that do not match the agent's input schema")
 
 
 def _caller(organization_id: str | None, body: dict[str, Any] | None, *needed: Scope) -> Principal:
@@ -64,11 +78,21 @@ def _job_location(job_id: str) -> dict[str, str]:
 @router.post(
     "/v1/agents/run/<agent_id>/",
     tags=TAGS,
-    summary="Run an agent and wait for its outputs (202 and the job id if it outlasts the wait)",
+    summary="Run an agent and wait for its outputs",
+    description="The body's keys are the agent's inputs (`metadata` aside). Answers the job's outputs when "
+    "it succeeds within the deployment's wait; 202 with the job id (and `Location`) if it is still "
+    "running then; 422 if it ended without succeeding.",
     responses={
-        200: ok_response(list[shapes.Output], "The job's outputs"),
-        202: ok_response(str, "Still running: the job id"),
-        **_errors(400, 401, 402, 403, 404, 413, 422),
+        200: ok(list[shapes.Output], "The job's outputs"),
+        202: ok(str, "Still running: the job id"),
+        **_fail(
+            BAD_INPUT,
+            402,
+            WRONG_ORG,
+            NO_AGENT,
+            (409, "The Idempotency-Key was used with another request"),
+            422,
+        ),
     },
 )
 def run_agent(
@@ -89,8 +113,15 @@ def run_agent(
 @router.post(
     "/v1/agents/run/<agent_id>/async/",
     tags=TAGS,
-    summary="Start an agent job; the answer is its id",
-    responses={200: ok_response(str, "Agent job ID"), **_errors(400, 401, 402, 403, 404, 409, 413)},
+    summary="Start an agent job",
+    description="The body's keys are the agent's inputs (`metadata` aside). The answer is the job id; poll "
+    "`/v1/agents/jobs/{job_id}/status/`, then fetch `/result/`.",
+    responses={
+        200: ok(str, "The job id"),
+        **_fail(
+            BAD_INPUT, 402, WRONG_ORG, NO_AGENT, (409, "The Idempotency-Key was used with another request")
+        ),
+    },
 )
 def run_agent_async(
     agent_id: UUID,
@@ -106,10 +137,14 @@ def run_agent_async(
 @router.post(
     "/v1/agents/run/<agent_id>/async/many/",
     tags=TAGS,
-    summary=f"Start one job per item of `inputs` (at most {shapes.MAX_BATCH}); bad input in any item starts none",
+    summary="Start a batch of agent jobs",
+    description=f"One job per item of `inputs` (1 to {shapes.MAX_BATCH}); bad input in any item starts "
+    "none. A 402 in the middle names the jobs started before it (`job_ids`).",
     responses={
-        200: ok_response(list[str], "Agent job IDs, in order"),
-        **_errors(400, 401, 402, 403, 404, 409, 413),
+        200: ok(list[str], "The job ids, in the order of `inputs`"),
+        **_fail(
+            BAD_INPUT, 402, WRONG_ORG, NO_AGENT, (409, "The Idempotency-Key was used with another request")
+        ),
     },
 )
 def run_agent_many(
@@ -129,8 +164,10 @@ def run_agent_many(
 @router.get(
     "/v1/agents/jobs/<job_id>/status/",
     tags=TAGS,
-    summary="0 PENDING, 1 STARTED, 3 SUCCESS, 4 FAILURE, 5 CANCELLED",
-    responses=_errors(401, 403, 404),
+    summary="Get a job's status",
+    description="`status`: 0 PENDING, 1 STARTED, 3 SUCCESS, 4 FAILURE, 5 CANCELLED; `timestamp` of the last "
+    "change and, for a failure, `error_message`.",
+    responses={200: ok(shapes.JobStatus, "The job's status"), **_fail(WRONG_ORG, NO_JOB)},
 )
 def job_status(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobStatus:
     caller = _caller(organization_id, None, "runs:read")
@@ -140,8 +177,14 @@ def job_status(job_id: UUID, organization_id: OrganizationId = None) -> shapes.J
 @router.get(
     "/v1/agents/jobs/<job_id>/result/",
     tags=TAGS,
-    summary="A successful job's inputs, outputs and tokens (409 until it ends; 422 if it did not succeed)",
-    responses=_errors(401, 403, 404, 409, 422),
+    summary="Get a job's result",
+    description="A successful job's inputs, outputs and token usage.",
+    responses={
+        200: ok(shapes.JobResult, "The job's result"),
+        **_fail(
+            WRONG_ORG, NO_JOB, (409, "The job has not ended yet"), (422, "The job ended without succeeding")
+        ),
+    },
 )
 def job_result(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobResult:
     caller = _caller(organization_id, None, "runs:read")
@@ -152,9 +195,13 @@ def job_result(job_id: UUID, organization_id: OrganizationId = None) -> shapes.J
 @router.post(
     "/v1/agents/jobs/<job_id>/cancel/",
     tags=TAGS,
-    summary="Cancel a job (204; a running job ends cancelled shortly; 409 if it already ended)",
+    summary="Cancel a job",
+    description="A pending job is cancelled at once, a running one shortly after.",
     status_code=204,
-    responses=_errors(401, 403, 404, 409),
+    responses={
+        204: no_content("Cancelled, or being cancelled"),
+        **_fail(WRONG_ORG, NO_JOB, (409, "The job already ended")),
+    },
 )
 def cancel_job(job_id: UUID, organization_id: OrganizationId = None):
     caller = _caller(organization_id, None, "runs:write")
@@ -165,16 +212,17 @@ def cancel_job(job_id: UUID, organization_id: OrganizationId = None):
 @router.get(
     "/v1/agents/<agent_id>/jobs/",
     tags=TAGS,
-    summary="An agent's jobs, newest first; follow `next` for the following page",
-    responses=_errors(400, 401, 403, 404),
+    summary="List an agent's jobs",
+    description="Newest first; follow `next` (a full URL) for the following page.",
+    responses={200: ok(shapes.JobPage, "A page of jobs"), **_fail(400, WRONG_ORG, NO_AGENT)},
 )
 def list_jobs(
     agent_id: UUID,
     organization_id: OrganizationId = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=2048, description="From `next`")] = None,
-    created_from: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
-    created_to: Annotated[datetime | None, Query(description="Created before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(max_length=2048, description="From `next` (opaque)")] = None,
+    created_from: Annotated[Instant | None, Query(description="Created at or after (RFC 3339)")] = None,
+    created_to: Annotated[Instant | None, Query(description="Created before (RFC 3339)")] = None,
     page: Annotated[int, Query(ge=1, le=1, description="Only 1: pages follow `next`")] = 1,
 ) -> shapes.JobPage:
     caller = _caller(organization_id, None, "runs:read")

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runplane.api.common import Shape, parsed
+from runplane.api.common import parsed
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import ErrorBody, RunState, StartRunRequest
+from runplane.domain.models import ErrorBody, RunState, Shape, StartRunRequest
 from runplane.domain.states import Status
 
 # Roe's job status codes; 2 RETRY and 6 CACHED are never reported (a retried run stays STARTED).
@@ -228,7 +228,7 @@ _TEXT_BY_CODE = {
 
 def _roe_text(error: ErrorBody) -> str:
     """Roe's text for the error, else Runplane's; bad input in the body is Roe's `Invalid agent input data`."""
-    if error.code in ("invalid_json", "invalid_inputs") or (
+    if error.code in ("invalid_json", "invalid_body", "invalid_inputs") or (
         error.code == "validation_error" and all(i["field"].startswith("body") for i in error.issues)
     ):
         return INVALID_INPUT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -12,15 +11,18 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from runplane.api.common import (
+    Day,
     Dialect,
     IdempotencyKey,
+    Instant,
     absolute_url,
     account,
     created_range,
     principal,
     start_run_as,
 )
-from runplane.api.errors import error_responses, json_response, ok_response
+from runplane.api.errors import json_response
+from runplane.api.openapi import errors, no_content, ok
 from runplane.domain.models import (
     AccountUsage,
     AccountView,
@@ -47,13 +49,24 @@ router = Router()
 TAGS = [Dialect.refactor.value]
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=2048, description="`next_cursor` of the previous page, as it was given (opaque)"),
+]
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
-def _errors(*statuses: int) -> dict:
-    return error_responses(ErrorBody, *statuses)
+def _fail(*answers: int | tuple[int, str]) -> dict:
+    return errors(ErrorBody, *answers)
 
+
+NO_RUNNABLE = (404, "No runnable with this id in the caller's account")
+NO_RUN = (404, "No run with this id in the caller's account")
+BAD_RUNNABLE = (
+    400,
+    "Invalid runnable: a field, or `config` for the kind (unknown python function, a URL, ARN or model "
+    "this deployment may not call), or a schema that is not JSON Schema",
+)
 
 # --- runnables ---
 
@@ -62,28 +75,56 @@ def _errors(*statuses: int) -> dict:
     "/v1/runnables",
     tags=TAGS,
     status_code=201,
-    responses={201: ok_response(Runnable, "Created"), **_errors(400, 401, 403)},
+    summary="Register a runnable",
+    description="A runnable is what a run executes: a registered python function, an HTTP agent, a Lambda "
+    "function or a Bedrock model (`kind`, with its `config`). Runs of it take a snapshot, so a later "
+    "change or deletion does not affect runs already accepted.",
+    responses={201: ok(Runnable, "Registered"), **_fail(BAD_RUNNABLE, 403)},
 )
 def create_runnable(body: RunnableFields) -> Runnable:
     return runnables.create_runnable(account("runnables:write"), body)
 
 
-@router.get("/v1/runnables", tags=TAGS, responses=_errors(400, 401, 403))
+@router.get(
+    "/v1/runnables",
+    tags=TAGS,
+    summary="List runnables",
+    description="The account's runnables, a page at a time: pass `next_cursor` as `cursor` for the next.",
+    responses={200: ok(Page[Runnable], "A page of runnables"), **_fail(400, 403)},
+)
 def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
     return runnables.list_runnables(account("runnables:read"), limit, cursor)
 
 
-@router.get("/v1/runnable/<id>", tags=TAGS, responses=_errors(401, 403, 404))
+@router.get(
+    "/v1/runnable/<id>",
+    tags=TAGS,
+    summary="Get a runnable",
+    responses={200: ok(Runnable, "The runnable"), **_fail(403, NO_RUNNABLE)},
+)
 def get_runnable(id: UUID) -> Runnable:
     return runnables.get_runnable(account("runnables:read"), str(id))
 
 
-@router.put("/v1/runnable/<id>", tags=TAGS, responses=_errors(400, 401, 403, 404))
+@router.put(
+    "/v1/runnable/<id>",
+    tags=TAGS,
+    summary="Replace a runnable",
+    description="Every field is replaced, as on registration. Runs already accepted keep their snapshot.",
+    responses={200: ok(Runnable, "Replaced"), **_fail(BAD_RUNNABLE, 403, NO_RUNNABLE)},
+)
 def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:
     return runnables.replace_runnable(account("runnables:write"), str(id), body)
 
 
-@router.delete("/v1/runnable/<id>", tags=TAGS, status_code=204, responses=_errors(401, 403, 404))
+@router.delete(
+    "/v1/runnable/<id>",
+    tags=TAGS,
+    status_code=204,
+    summary="Delete a runnable",
+    description="Runs already accepted go on; new runs of it are 404.",
+    responses={204: no_content("Deleted"), **_fail(403, NO_RUNNABLE)},
+)
 def delete_runnable(id: UUID):
     runnables.delete_runnable(account("runnables:write"), str(id))
     return Response(status_code=204)
@@ -95,19 +136,28 @@ def delete_runnable(id: UUID):
 @router.post(
     "/v1/runnable/<id>/runs",
     tags=TAGS,
-    summary="Start a run (mode=async: 202 RunReference; mode=sync: 200 RunState when terminal)",
+    summary="Start a run",
+    description="`mode=async` (default): 202 with the run's id at once; poll `GET /v1/run/{run_id}` or "
+    "pass `callback_url`. `mode=sync`: wait for the end (at most `Prefer: wait=N` seconds, else the "
+    "deployment's wait) and answer 200 with the RunState, or 202 with the RunState so far and `Location` "
+    "if it still runs. With `Idempotency-Key`, a repeated request gives the same run "
+    "(`Idempotent-Replayed: true`).",
     responses={
-        200: ok_response(RunState, "sync: the run ended"),
-        202: ok_response(
-            RunReference, "async: accepted. sync: still running when the wait ended (RunState, Location)"
+        200: ok(RunState, "sync: the run ended"),
+        202: ok(RunState | RunReference, "async: accepted (RunReference); sync: still running (RunState)"),
+        **_fail(
+            (400, "Invalid run request, or `inputs` that do not match the runnable's `input_schema`"),
+            402,
+            403,
+            NO_RUNNABLE,
+            (409, "The Idempotency-Key was used with another request"),
         ),
-        **_errors(400, 401, 402, 403, 404, 409, 413),
     },
 )
 def start_run(
     id: UUID,
     body: Annotated[StartRunRequest, Body()] = StartRunRequest(),  # noqa: B008 - an empty body is a run with defaults
-    mode: Annotated[RunMode, Query()] = "async",
+    mode: Annotated[RunMode, Query(description="async: answer at once; sync: wait for the end")] = "async",
     prefer: Annotated[str | None, Header(description="`wait=N`: wait at most N seconds in sync mode")] = None,
     idempotency_key: IdempotencyKey = None,
 ):
@@ -130,7 +180,14 @@ def _prefer_wait(prefer: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-@router.get("/v1/run/<run_id>", tags=TAGS, responses=_errors(401, 403, 404))
+@router.get(
+    "/v1/run/<run_id>",
+    tags=TAGS,
+    summary="Get a run",
+    description="The run's RunState: `status`, and once it ended `result` (outputs or error, usage) with "
+    "token totals and cost.",
+    responses={200: ok(RunState, "The run"), **_fail(403, NO_RUN)},
+)
 def get_run(run_id: UUID) -> RunState:
     return runs.get_run(account("runs:read"), str(run_id))
 
@@ -138,11 +195,13 @@ def get_run(run_id: UUID) -> RunState:
 @router.post(
     "/v1/run/<run_id>/cancel",
     tags=TAGS,
-    summary="Cancel a run (200: cancelled; 202: running, will end cancelled; 409: already ended)",
+    summary="Cancel a run",
+    description="A waiting run ends `cancelled` at once (200). A running one is asked to stop (202) and "
+    "ends `cancelled`, keeping outputs it published. A run that already ended is 409.",
     responses={
-        200: ok_response(RunState, "Cancelled"),
-        202: ok_response(RunState, "Cancellation pending"),
-        **_errors(401, 403, 404, 409),
+        200: ok(RunState, "Cancelled"),
+        202: ok(RunState, "Cancellation pending: the run ends cancelled shortly"),
+        **_fail(403, NO_RUN, (409, "The run already ended")),
     },
 )
 def cancel_run(run_id: UUID):
@@ -153,15 +212,17 @@ def cancel_run(run_id: UUID):
 @router.get(
     "/v1/runs",
     tags=TAGS,
-    summary="Runs, newest first, with the sums of their usage",
-    responses=_errors(400, 401, 403),
+    summary="List runs",
+    description="The account's runs, newest first, filtered by every parameter given together, with the "
+    "sums of their usage for the page. Pass `next_cursor` as `cursor` for the next page.",
+    responses={200: ok(RunPage, "A page of runs"), **_fail(400, 403)},
 )
 def list_runs(
     status: Annotated[Status | None, Query()] = None,
     runnable_id: Annotated[UUID | None, Query()] = None,
     parent_run_id: Annotated[UUID | None, Query(description="Only the child runs of this run")] = None,
-    created_after: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
-    created_before: Annotated[datetime | None, Query(description="Created before (ISO 8601)")] = None,
+    created_after: Annotated[Instant | None, Query(description="Created at or after (RFC 3339)")] = None,
+    created_before: Annotated[Instant | None, Query(description="Created before (RFC 3339)")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> RunPage:
@@ -179,7 +240,13 @@ def list_runs(
 # --- callbacks ---
 
 
-@router.get("/v1/run/<run_id>/callbacks", tags=TAGS, responses=_errors(401, 403, 404))
+@router.get(
+    "/v1/run/<run_id>/callbacks",
+    tags=TAGS,
+    summary="List a run's callback deliveries",
+    description="Each webhook message sent for the run, with every attempt: status code, latency, error.",
+    responses={200: ok(Page[CallbackDelivery], "The deliveries"), **_fail(403, NO_RUN)},
+)
 def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
     return Page(items=callbacks.list_deliveries(account("runs:read"), str(run_id)))
 
@@ -187,15 +254,29 @@ def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
 @router.post(
     "/v1/run/<run_id>/callbacks/redeliver",
     tags=TAGS,
-    summary="Send the run's callback again, same webhook-id (202; 409 while it is still being delivered)",
-    responses={202: ok_response(CallbackDelivery, "Redelivery enqueued"), **_errors(401, 403, 404, 409)},
+    summary="Send a run's callback again",
+    description="The same message (same `webhook-id`) is delivered again with a fresh retry schedule.",
+    responses={
+        202: ok(CallbackDelivery, "Redelivery enqueued"),
+        **_fail(
+            403,
+            NO_RUN,
+            (409, "The run has no `callback_url`, has not ended yet, or its callback is being delivered"),
+        ),
+    },
 )
 def redeliver_callback(run_id: UUID):
     delivery = callbacks.redeliver(account("runs:write"), str(run_id))
     return json_response(202, delivery.model_dump_json())
 
 
-@router.get("/v1/callbacks/secret", tags=TAGS, responses=_errors(401, 403))
+@router.get(
+    "/v1/callbacks/secret",
+    tags=TAGS,
+    summary="Get the callback signing secret",
+    description="Verify each callback's `webhook-signature` with it (Standard Webhooks). Needs `admin`.",
+    responses={200: ok(CallbackSecret, "The secret"), **_fail(403)},
+)
 def get_callback_secret() -> CallbackSecret:
     return callbacks.callback_secret(account("admin"))
 
@@ -203,8 +284,13 @@ def get_callback_secret() -> CallbackSecret:
 @router.post(
     "/v1/callbacks/secret/rotate",
     tags=TAGS,
-    summary="Replace the signing secret; the previous one keeps signing during the overlap",
-    responses=_errors(401, 403, 409),
+    summary="Rotate the callback signing secret",
+    description="A new secret signs from now on; the previous one keeps signing too until "
+    "`previous_valid_until`, so receivers can switch without losing a message. Needs `admin`.",
+    responses={
+        200: ok(CallbackSecret, "The new secret"),
+        **_fail(403, (409, "Another rotation happened at the same time: read the secret again")),
+    },
 )
 def rotate_callback_secret() -> CallbackSecret:
     return callbacks.rotate_secret(account("admin"))
@@ -213,7 +299,13 @@ def rotate_callback_secret() -> CallbackSecret:
 # --- API keys (admin) ---
 
 
-@router.get("/v1/keys", tags=TAGS, responses=_errors(401, 403))
+@router.get(
+    "/v1/keys",
+    tags=TAGS,
+    summary="List API keys",
+    description="The account's keys (never their secrets). Needs `admin`.",
+    responses={200: ok(Page[ApiKey], "The keys"), **_fail(403)},
+)
 def list_keys() -> Page[ApiKey]:
     return Page(items=keys.list_keys(account("admin")))
 
@@ -222,7 +314,9 @@ def list_keys() -> Page[ApiKey]:
     "/v1/keys",
     tags=TAGS,
     status_code=201,
-    responses={201: ok_response(CreatedApiKey, "Created"), **_errors(400, 401, 403)},
+    summary="Create an API key",
+    description="The answer holds the key (`api_key`) once; only its hash is stored. Needs `admin`.",
+    responses={201: ok(CreatedApiKey, "Created"), **_fail(400, 403)},
 )
 def create_key(body: KeyRequest | None = None):
     body = body or KeyRequest()
@@ -231,7 +325,14 @@ def create_key(body: KeyRequest | None = None):
     return json_response(201, reply.model_dump_json())
 
 
-@router.delete("/v1/keys/<key_id>", tags=TAGS, status_code=204, responses=_errors(401, 403, 404))
+@router.delete(
+    "/v1/keys/<key_id>",
+    tags=TAGS,
+    status_code=204,
+    summary="Revoke an API key",
+    description="The key stops working at once. Needs `admin`.",
+    responses={204: no_content("Revoked"), **_fail(403, (404, "No such key in the caller's account"))},
+)
 def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
     keys.revoke_key(key_id, account_id=account("admin"))
     return Response(status_code=204)
@@ -241,7 +342,11 @@ def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
 
 
 @router.get(
-    "/v1/account", tags=TAGS, summary="The caller's account: credit budgets and usage", responses=_errors(401)
+    "/v1/account",
+    tags=TAGS,
+    summary="Get the caller's account",
+    description="Credit budgets and what is used of them, the rate limit per key, the concurrency limit.",
+    responses={200: ok(AccountView, "The account")},
 )
 def get_account() -> AccountView:
     return accounts.describe_account(account())
@@ -250,11 +355,13 @@ def get_account() -> AccountView:
 @router.get(
     "/v1/account/usage",
     tags=TAGS,
-    summary="Token usage and spend by day over a period (default: this month so far)",
-    responses=_errors(400, 401),
+    summary="Get the account's usage by day",
+    description="Token usage and spend per UTC day over a period of at most 366 days (default: this month "
+    "so far), as recorded when runs end.",
+    responses={200: ok(AccountUsage, "The usage"), **_fail(400)},
 )
 def get_account_usage(
-    start: Annotated[date | None, Query(description="First UTC day (YYYY-MM-DD)")] = None,
-    end: Annotated[date | None, Query(description="Last UTC day, inclusive (default: today)")] = None,
+    start: Annotated[Day | None, Query(description="First UTC day (YYYY-MM-DD)")] = None,
+    end: Annotated[Day | None, Query(description="Last UTC day, inclusive (default: today)")] = None,
 ) -> AccountUsage:
     return accounts.account_usage(account(), start, end)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_serializer
 
 from runplane.domain.states import Status
 
@@ -22,6 +22,27 @@ RunMode = Literal["async", "sync"]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _no_nulls(schema: dict[str, Any]) -> None:
+    """A Shape's schema: an optional field is absent when empty, so its schema admits no null."""
+    for field in schema.get("properties", {}).values():
+        if "anyOf" in field and {"type": "null"} in field["anyOf"]:
+            branches = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+            field.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
+class Shape(BaseModel):
+    """A response body whose fields that are None are left out, never null (the seeds' schemas have no
+    nulls there)."""
+
+    model_config = ConfigDict(json_schema_extra=_no_nulls)
+
+    @model_serializer(mode="wrap")
+    def _without_nones(self, serialize):  # unannotated: the schema stays the fields
+        return {key: value for key, value in serialize(self).items() if value is not None}
 
 
 class Strict(BaseModel):
@@ -194,12 +215,12 @@ class ModelUsage(BaseModel):
     completion_tokens: int = 0
 
 
-class RunError(BaseModel):
+class RunError(Shape):
     message: str
     code: str | None = None
 
 
-class RunResult(BaseModel):
+class RunResult(Shape):
     id: str
     outputs: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
@@ -278,7 +299,7 @@ class AccountUsage(UsageTotals):
     days: list[DayUsage] = Field(description="Days with usage, oldest first")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Shape):
     error: str
     code: str
     issues: list[dict[str, str]] = Field(default_factory=list)

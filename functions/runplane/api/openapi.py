@@ -1,0 +1,118 @@
+"""The OpenAPI document: what the routes declare, finished with what every operation shares.
+
+A route declares its success answers (`ok`, `no_content`) and the errors its own logic raises (`errors`).
+`finish` adds the errors the front door can answer on any operation (bad key, rate limit, body limits,
+an internal error), each in the dialect's error schema, and removes the 422 the resolver documents by
+default, which this service never sends (validation errors are 400).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from runplane.api.common import Dialect, dialect_of
+
+JSON = "application/json"
+REF = "#/components/schemas/"
+SHARED_ERRORS = {
+    400: "Invalid request: the body is not JSON or a parameter is malformed (`issues` names each problem)",
+    401: "No API key, or a key that is unknown or revoked",
+    413: "The request body is larger than the deployment allows",
+    415: "The request body is not `application/json`",
+    429: "The key's rate limit is exceeded: retry after `Retry-After` seconds",
+    500: "Internal error; the message names the request id in the logs",
+}
+
+
+def ok(model: Any, description: str) -> dict:
+    """A success answer whose body is `model`."""
+    return {"description": description, "content": {JSON: {"model": model}}}
+
+
+def no_content(description: str) -> dict:
+    return {"description": description, "content": {}}  # empty content: no body (the resolver adds none)
+
+
+ROUTE_ERRORS = {
+    400: "Invalid request (`issues` names each problem)",
+    402: "A credit budget of the account is spent",
+    403: "The key lacks a permission this needs (`missingPerms` names it)",
+    404: "No such resource in the caller's account",
+    409: "Conflicts with the resource's current state",
+    422: "The run ended without succeeding",
+}
+
+
+def errors(model: type, *answers: int | tuple[int, str]) -> dict:
+    """The errors a route's logic answers, each a status or (status, why), in the dialect's `model`."""
+    pairs = (answer if isinstance(answer, tuple) else (answer, ROUTE_ERRORS[answer]) for answer in answers)
+    return {status: ok(model, why) for status, why in pairs}
+
+
+def finish(document: dict[str, Any], error_schema: dict[str, str], public: frozenset[str]) -> dict[str, Any]:
+    """`document` with the shared errors added (in `error_schema[tag]`), the resolver's unsent 422
+    removed, Roe AI's trailing slashes kept, and the `public` paths marked as needing no key."""
+    paths: dict[str, Any] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            schema = {"$ref": REF + error_schema[operation["tags"][0]]} if operation.get("tags") else None
+            _finish_operation(method, operation, schema, secured=path not in public)
+        paths[_as_served(path)] = operations
+    document["paths"] = paths
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(name, None)
+    return document
+
+
+def _finish_operation(method: str, operation: dict[str, Any], schema: dict | None, *, secured: bool) -> None:
+    for parameter in operation.get("parameters", []):
+        _present_or_absent(parameter["schema"])
+    answers = operation["responses"]
+    if _is_default_422(answers.get("422")):
+        del answers["422"]
+    for answer in answers.values():
+        if answer.get("content") == {}:
+            del answer["content"]
+    shared = {500}
+    if not secured:
+        operation["security"] = []
+    else:
+        shared |= {401, 429}
+    if operation.get("parameters") or operation.get("requestBody"):
+        shared.add(400)
+    if method in ("post", "put", "patch"):
+        shared |= {400, 413, 415}
+    for status in sorted(shared):
+        answers.setdefault(
+            str(status), {"description": SHARED_ERRORS[status], "content": {JSON: {"schema": schema}}}
+        )
+    operation["responses"] = dict(sorted(answers.items()))
+
+
+def _present_or_absent(schema: dict[str, Any]) -> None:
+    """A parameter is sent or not, never null: `str | None` is documented as a string."""
+    branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        del schema["anyOf"]
+        schema.update(branches[0])
+
+
+def _is_default_422(answer: dict | None) -> bool:
+    schema = ((answer or {}).get("content") or {}).get(JSON, {}).get("schema", {})
+    return schema.get("$ref") == REF + "HTTPValidationError"
+
+
+def _as_served(path: str) -> str:
+    """Roe AI's paths end with a slash, as its clients send them (the resolver matches either way)."""
+    return f"{path}/" if dialect_of(path) is Dialect.roe else path
+
+
+def path_pattern(path: str) -> re.Pattern[str]:
+    """A document path (`/v1/run/{run_id}`) as a pattern matching the paths it serves (trailing slash free)."""
+    parts = (
+        r"[^/]+" if re.fullmatch(r"\{\w+\}", part) else re.escape(part)
+        for part in path.rstrip("/").split("/")
+    )
+    return re.compile("/".join(parts) + "/*")
