@@ -3,7 +3,7 @@ reshaped for the request's dialect (Roe AI, Cotool) by that dialect's `error_bod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -24,9 +24,10 @@ from runplane.domain.errors import (
     UnsupportedMediaType,
     WrongAccount,
 )
-from runplane.domain.models import ErrorBody
+from runplane.domain.models import ErrorBody, RunnableKind
 from runplane.observability import logger
 
+RUNNABLE_KINDS = frozenset(get_args(RunnableKind))  # the union members a runnable body is validated as
 STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
@@ -118,8 +119,22 @@ def from_validation(error: RequestValidationError) -> Response:
     problems: list[dict[str, Any]] = list(error.errors())
     if any(p.get("type") == "json_invalid" for p in problems):
         return error_response(400, "Request body is not valid JSON", "invalid_json")
-    issues = [{"field": _field(p.get("loc", ())), "message": p.get("msg", "invalid")} for p in problems]
+    issues = [_issue(problem) for problem in problems]
     return error_response(400, "Request validation failed", "validation_error", issues)
+
+
+def _issue(problem: dict[str, Any]) -> dict[str, str]:
+    """A validation problem as an issue. A body with a discriminator (a runnable's `kind`) names the
+    discriminator when it is missing or unknown, and never the union member in the location."""
+    parts = [str(part) for part in problem.get("loc", ())]
+    if len(parts) > 1 and parts[0] == "body" and parts[1] in ("body", "request"):
+        parts.pop(1)  # Powertools nests the body model's own name in the location
+    if problem.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        discriminator = str(problem["ctx"]["discriminator"]).strip("'")
+        return {"field": ".".join([*parts, discriminator]), "message": problem.get("msg", "invalid")}
+    if len(parts) > 1 and parts[0] == "body" and parts[1] in RUNNABLE_KINDS:
+        parts.pop(1)
+    return {"field": ".".join(parts), "message": problem.get("msg", "invalid")}
 
 
 def _unexpected_parts() -> tuple[int, str, dict[str, str]]:
@@ -137,10 +152,3 @@ def from_unexpected(error: Exception) -> Response:
 def proxy_unexpected() -> dict[str, Any]:
     """An unexpected error outside the resolver (an AWS error while authenticating, say) as the JSON 500."""
     return _proxy(*_unexpected_parts())
-
-
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(part) for part in loc]
-    if len(parts) > 1 and parts[0] == "body" and parts[1] in ("body", "request"):
-        parts.pop(1)  # Powertools nests the body model's own name in the location
-    return ".".join(parts)

@@ -23,6 +23,7 @@ from runplane.api.common import (
 )
 from runplane.api.errors import json_response
 from runplane.api.openapi import errors, no_content, ok
+from runplane.domain.configs import RunnableSpec
 from runplane.domain.models import (
     AccountUsage,
     AccountView,
@@ -35,7 +36,6 @@ from runplane.domain.models import (
     Page,
     RunMode,
     Runnable,
-    RunnableFields,
     RunPage,
     RunQuery,
     RunReference,
@@ -53,6 +53,7 @@ Cursor = Annotated[
     str | None,
     Query(max_length=2048, description="`next_cursor` of the previous page, as it was given (opaque)"),
 ]
+RunnableBody = Annotated[RunnableSpec, Body(description="The runnable: `config` is what its `kind` needs")]
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -81,7 +82,7 @@ BAD_RUNNABLE = (
     "change or deletion does not affect runs already accepted.",
     responses={201: ok(Runnable, "Registered"), **_fail(BAD_RUNNABLE, 403)},
 )
-def create_runnable(body: RunnableFields) -> Runnable:
+def create_runnable(body: RunnableBody) -> Runnable:
     return runnables.create_runnable(account("runnables:write"), body)
 
 
@@ -113,7 +114,7 @@ def get_runnable(id: UUID) -> Runnable:
     description="Every field is replaced, as on registration. Runs already accepted keep their snapshot.",
     responses={200: ok(Runnable, "Replaced"), **_fail(BAD_RUNNABLE, 403, NO_RUNNABLE)},
 )
-def replace_runnable(id: UUID, body: RunnableFields) -> Runnable:
+def replace_runnable(id: UUID, body: RunnableBody) -> Runnable:
     return runnables.replace_runnable(account("runnables:write"), str(id), body)
 
 

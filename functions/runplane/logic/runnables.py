@@ -37,7 +37,8 @@ def _validated(fields: RunnableFields) -> RunnableFields:
             "timeout_too_long",
             [Issue("body.timeout_seconds", f"at most {settings.max_run_seconds}")],
         )
-    return fields.model_copy(update={"config": config.model_dump(mode="json", exclude_none=True)})
+    normalised = config.model_dump(mode="json", exclude_none=True)
+    return RunnableFields(**fields.model_dump(exclude={"config"}), config=normalised)
 
 
 def _check_schema(name: str, schema: dict | None) -> None:

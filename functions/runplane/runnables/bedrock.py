@@ -11,10 +11,8 @@ import json
 import re
 from typing import Any
 
-from pydantic import Field
-
+from runplane.domain.configs import BedrockConfig
 from runplane.domain.errors import Issue
-from runplane.domain.models import Strict
 from runplane.domain.states import ErrorCode
 from runplane.runnables.context import RunContext, RunFailed
 from runplane.runnables.kinds import require_allowed
@@ -25,12 +23,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)
 RESPOND_TOOL = "respond"
 
 
-class Config(Strict):
-    model_id: str = Field(min_length=1, max_length=256, description="A model or inference profile id")
-    prompt: str = Field(min_length=1, max_length=200_000, description="The user message; `{{ input }}` fills")
-    system: str | None = Field(None, max_length=200_000, description="The system prompt, filled the same way")
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    temperature: float | None = Field(None, ge=0, le=1)
+Config = BedrockConfig
 
 
 def check(config: Config, settings: Settings) -> None:

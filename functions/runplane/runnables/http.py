@@ -10,11 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import Field
-
 from runplane.adapters import outbound
+from runplane.domain.configs import HttpConfig
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import OutboundHeaders, OutboundUrl, Strict
 from runplane.domain.states import ErrorCode
 from runplane.domain.webhooks import signature_header
 from runplane.runnables.context import RunContext, RunFailed
@@ -25,12 +23,7 @@ ISOLATED = False
 MAX_REPLY_BYTES = 6 * 1024 * 1024
 
 
-class Config(Strict):
-    url: OutboundUrl
-    headers: OutboundHeaders = None
-    timeout_seconds: float | None = Field(
-        None, gt=0, description="Per call (default: the run's remaining time, which always bounds it)"
-    )
+Config = HttpConfig
 
 
 def check(config: Config, settings: Settings) -> None:

@@ -10,24 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field
-
-from runplane.domain.models import Strict
+from runplane.domain.configs import LambdaConfig
 from runplane.domain.states import ErrorCode
 from runplane.runnables.context import RunContext, RunFailed
 from runplane.runnables.kinds import accept_reply, envelope, require_allowed, snippet
 from runplane.settings import Settings
 
 ISOLATED = False
-FUNCTION_ARN = (
-    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]{1,128})?$"
-)
-
-
-class Config(Strict):
-    function_arn: str = Field(
-        pattern=FUNCTION_ARN, description="The function's ARN (with an alias or version)"
-    )
+Config = LambdaConfig
 
 
 def check(config: Config, settings: Settings) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
+from runplane.domain.configs import PythonConfig
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import Strict
 from runplane.domain.states import ErrorCode
 from runplane.runnables import registry
 from runplane.runnables.context import RunContext, RunFailed
@@ -16,8 +14,7 @@ from runplane.settings import Settings
 ISOLATED = True
 
 
-class Config(Strict):
-    function: str = Field(min_length=1, max_length=200, description="Name of a registered python runnable")
+Config = PythonConfig
 
 
 def check(config: Config, settings: Settings) -> None:

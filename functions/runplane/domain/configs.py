@@ -1,0 +1,70 @@
+"""What a runnable's `config` holds for each kind, and the runnable a request registers: one model per
+kind, told apart by `kind` (the OpenAPI document shows them as a discriminated union)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from runplane.domain.models import OutboundHeaders, OutboundUrl, RunnableFields, Strict
+
+FUNCTION_ARN = (
+    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]{1,128})?$"
+)
+
+
+class PythonConfig(Strict):
+    function: str = Field(min_length=1, max_length=200, description="Name of a registered python runnable")
+
+
+class HttpConfig(Strict):
+    url: OutboundUrl = Field(description="Where the run is POSTed (public addresses only, unless allowed)")
+    headers: OutboundHeaders = None
+    timeout_seconds: float | None = Field(
+        None, gt=0, description="Per call (default: the run's remaining time, which always bounds it)"
+    )
+
+
+class LambdaConfig(Strict):
+    function_arn: str = Field(
+        pattern=FUNCTION_ARN,
+        description="The function's ARN (with an alias or version); the deployment must allow it",
+    )
+
+
+class BedrockConfig(Strict):
+    model_id: str = Field(
+        min_length=1,
+        max_length=256,
+        description="A model or inference profile id; the deployment must allow it",
+    )
+    prompt: str = Field(min_length=1, max_length=200_000, description="The user message; `{{ input }}` fills")
+    system: str | None = Field(None, max_length=200_000, description="The system prompt, filled the same way")
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=1)
+
+
+class PythonRunnable(RunnableFields):
+    kind: Literal["python"]
+    config: PythonConfig
+
+
+class HttpRunnable(RunnableFields):
+    kind: Literal["http"]
+    config: HttpConfig
+
+
+class LambdaRunnable(RunnableFields):
+    kind: Literal["lambda"]
+    config: LambdaConfig
+
+
+class BedrockRunnable(RunnableFields):
+    kind: Literal["bedrock"]
+    config: BedrockConfig
+
+
+RunnableSpec = Annotated[
+    PythonRunnable | HttpRunnable | LambdaRunnable | BedrockRunnable, Field(discriminator="kind")
+]
