@@ -62,7 +62,12 @@ class AgentRunRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     inputs: dict[str, Any] = Field(description="Input values for the agent run")
-    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    attachments: list[Attachment] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"uniqueItems": True},
+        description="Files for the run; each `fileId` at most once",
+    )
 
     @model_validator(mode="after")
     def _distinct_files(self) -> AgentRunRequest:

@@ -128,7 +128,12 @@ def _check_metadata_size(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 RunMetadata = Annotated[dict[str, Any], AfterValidator(_check_metadata_size)]
-OutboundUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_absolute_url)]
+OutboundUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]+"),
+    AfterValidator(_check_absolute_url),
+    Field(json_schema_extra={"format": "uri"}),
+]
 OutboundHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_outbound_headers)]
 
 
