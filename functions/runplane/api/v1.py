@@ -101,6 +101,7 @@ def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
     "/v1/runnable/<id>",
     tags=TAGS,
     summary="Get a runnable",
+    description="The runnable as registered, with its normalised `config`.",
     responses={200: ok(Runnable, "The runnable"), **_fail(403, NO_RUNNABLE)},
 )
 def get_runnable(id: UUID) -> Runnable:
