@@ -139,16 +139,17 @@ def success_problems(method: str, path: str, operation: dict[str, Any], generate
 
 
 def test_every_operation_has_a_typed_success_answer(document: dict[str, Any], generated: Generated) -> None:
-    found = list(operations(document))
-    problems = [p for method, path, op in found for p in success_problems(method, path, op, generated)]
-    untyped = len({p.split(":")[0].rsplit(" ", 1)[0] for p in problems})
+    found = {(m, p): success_problems(m, p, op, generated) for m, p, op in operations(document)}
+    problems = [problem for listed in found.values() for problem in listed]
+    untyped = sum(1 for listed in found.values() if listed)
     summary = f"{untyped} of {len(found)} operations lack a typed success answer:\n"
     assert not problems, summary + "\n".join(problems)
 
 
 def test_no_operation_documents_the_resolvers_validation_error(document: dict[str, Any]) -> None:
     """422 `HTTPValidationError` is what the resolver documents by default; the service never sends it."""
-    assert "HTTPValidationError" not in document.get("components", {}).get("schemas", {})
+    components = sorted(document.get("components", {}).get("schemas", {}))
+    assert "HTTPValidationError" not in components, "HTTPValidationError is a component"
     defaults = [
         f"{method} {path}"
         for method, path, op in operations(document)
