@@ -70,7 +70,8 @@ def curl(request: dict[str, Any]) -> str:
     line = f"curl -X {request['method']} '{request['uri']}'"
     for name, values in request.get("headers", {}).items():
         if name.lower() not in ("user-agent", "accept", "accept-encoding", "connection", "content-length"):
-            line += "".join(f" -H '{name}: {value}'" for value in values)
+            shown = ["Bearer $RUNPLANE_API_KEY" if v == "[Filtered]" else v for v in values]  # sanitized
+            line += "".join(f" -H '{name}: {value}'" for value in shown)
     body = shortened(decoded(request.get("body")))
     return line + (f" -d '{body}'" if body else "")
 
