@@ -96,7 +96,7 @@ def test_runs_are_listed_by_creation_time_range(api: Api, account) -> None:
     naive = api.get("/v1/runs?created_after=2026-01-01T00:00:00")
     assert (naive.status, naive.json()["issues"][0]["field"]) == (400, "query.created_after")
     reversed_range = api.get(f"/v1/runs?created_after={before}&created_before={after}")
-    assert (reversed_range.status, reversed_range.json()["code"]) == (400, "validation_error")
+    assert (reversed_range.status, reversed_range.json()["items"]) == (200, [])  # no instant in it: nothing
 
 
 def test_the_accounts_usage_and_spend_are_summed_by_day_and_count_toward_credits(api: Api, account) -> None:

@@ -219,3 +219,30 @@ def test_a_served_run_result_leaves_out_what_it_does_not_have(api: Api, echo_id:
     error = api.get(f"/v1/run/{failed}").json()["result"]
     assert "outputs" not in error
     assert error["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "typed"),
+    [
+        ("retry_on_worker_lost", [0, "true", "no", 1.0]),
+        ("timeout_seconds", ["5", 5.5]),
+        ("max_concurrency", ["2", 2.5, True]),
+    ],
+)
+def test_json_types_are_what_the_schema_says_no_coercion(api: Api, field: str, typed: list) -> None:
+    spec = {"name": "x", "kind": "python", "config": {"function": "echo"}}
+    for value in typed:
+        assert api.post("/v1/runnables", {**spec, field: value}).status == 400, value
+    proper = {"retry_on_worker_lost": False, "timeout_seconds": 5, "max_concurrency": 2}[field]
+    assert api.post("/v1/runnables", {**spec, field: proper}).status == 201
+
+
+def test_a_creation_range_holding_no_instant_is_an_empty_page(api: Api, echo_id: str) -> None:
+    api.post(f"/v1/runnable/{echo_id}/runs")
+    stamp = "2030-01-01T00:00:00Z"
+    reply = api.get(f"/v1/runs?created_after={stamp}&created_before={stamp}")
+    assert (reply.status, reply.json()["items"]) == (200, [])
+    assert (
+        api.get(f"/v1/agents/{echo_id}/jobs/?created_from={stamp}&created_to=2001-01-01T00:00:00Z").status
+        == 200
+    )

@@ -18,6 +18,7 @@ from runplane.api import cotool, errors, openapi, roe, service, v1
 from runplane.api.common import Dialect, current_dialect, current_principal, current_request_id, dialect_of
 from runplane.api.gate import PUBLIC_PATHS, admit
 from runplane.domain.errors import RunplaneError
+from runplane.logic.services import services
 
 TITLE = "Runplane API"
 VERSION = "1.0.0"
@@ -106,8 +107,19 @@ def _unrouted(method: str, path: str) -> Response:
 @cache
 def document_json() -> str:
     """The OpenAPI document (the same for every resolver of this process)."""
+    from runplane.runnables import registry
+
+    settings = services().settings
+    registry.load(settings.runnable_packages)
     generated = json.loads(create_app().get_openapi_json_schema(**DOCUMENT))
-    return json.dumps(openapi.finish(generated, ERROR_SCHEMAS, PUBLIC_PATHS), separators=(",", ":"))
+    finished = openapi.for_deployment(
+        openapi.finish(generated, ERROR_SCHEMAS, PUBLIC_PATHS),
+        functions=registry.names(),
+        lambda_functions=settings.lambda_functions,
+        bedrock_models=settings.bedrock_models,
+        max_run_seconds=settings.max_run_seconds,
+    )
+    return json.dumps(finished, separators=(",", ":"))
 
 
 @cache

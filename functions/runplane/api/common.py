@@ -118,16 +118,3 @@ def start_run_as(
         created_by=caller.key_id,
         idempotency_key=idempotency_key,
     )
-
-
-def created_range(
-    after: datetime | None, before: datetime | None, names: tuple[str, str]
-) -> tuple[datetime | None, datetime | None]:
-    """A creation-time filter from query parameters `names`: `after` earlier than `before`."""
-    if after and before and after >= before:
-        raise InvalidRequest(
-            f"{names[0]} must be earlier than {names[1]}",
-            "validation_error",
-            [Issue(f"query.{names[0]}", f"not earlier than {names[1]}")],
-        )
-    return after, before

@@ -116,3 +116,52 @@ def path_pattern(path: str) -> re.Pattern[str]:
         for part in path.rstrip("/").split("/")
     )
     return re.compile("/".join(parts) + "/*")
+
+
+def for_deployment(
+    document: dict[str, Any],
+    *,
+    functions: list[str],
+    lambda_functions: list[str],
+    bedrock_models: list[str],
+    max_run_seconds: int,
+) -> dict[str, Any]:
+    """`document` with this deployment's limits, so that what it says is valid is accepted: the python
+    functions registered, the Lambda functions and Bedrock models it may call (a kind it may not use at
+    all is left out), the longest run."""
+    schemas = document["components"]["schemas"]
+    schemas["PythonConfig"]["properties"]["function"]["enum"] = sorted(functions)
+    for model, field, patterns in (
+        ("LambdaConfig", "function_arn", lambda_functions),
+        ("BedrockConfig", "model_id", bedrock_models),
+    ):
+        if "*" in patterns:
+            continue
+        if not patterns:
+            _drop_kind(document, model.removesuffix("Config").lower(), model.replace("Config", "Runnable"))
+            continue
+        alternatives = "|".join(_shell_pattern(pattern) for pattern in patterns)
+        schemas[model]["properties"][field]["allOf"] = [{"pattern": f"^(?:{alternatives})$"}]
+    for model in ("StartRunRequest", "PythonRunnable", "HttpRunnable", "LambdaRunnable", "BedrockRunnable"):
+        if model in schemas:
+            schemas[model]["properties"]["timeout_seconds"]["anyOf"][0]["maximum"] = max_run_seconds
+    return document
+
+
+def _shell_pattern(pattern: str) -> str:
+    """A shell-style pattern (`*`, `?`) as an ECMA regex; every other character stands for itself."""
+    return "".join(
+        ".*" if c == "*" else "." if c == "?" else re.escape(c) if c in "\\^$.|+()[]{}" else c
+        for c in pattern
+    )
+
+
+def _drop_kind(document: dict[str, Any], kind: str, model: str) -> None:
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            schema = operation.get("requestBody", {}).get("content", {}).get(JSON, {}).get("schema", {})
+            if schema.get("discriminator", {}).get("propertyName") == "kind":
+                schema["oneOf"] = [branch for branch in schema["oneOf"] if branch["$ref"] != REF + model]
+                del schema["discriminator"]["mapping"][kind]
+    document["components"]["schemas"].pop(model, None)
+    document["components"]["schemas"].pop(model.replace("Runnable", "Config"), None)

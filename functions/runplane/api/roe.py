@@ -17,7 +17,6 @@ from runplane.api.common import (
     IdempotencyKey,
     Instant,
     absolute_url,
-    created_range,
     principal,
     start_run_as,
 )
@@ -34,7 +33,20 @@ TAGS = [Dialect.roe.value]
 AgentBody = Annotated[dict[str, Any], Body(description="Input keys of the agent, plus optional `metadata`")]
 BatchBody = Annotated[
     dict[str, Any],
-    Body(description='`{"inputs": [{...}, ...]}`: one job per item (an item\'s `metadata` is ignored)'),
+    Body(
+        description='`{"inputs": [{...}, ...]}`: one job per item (an item\'s `metadata` is ignored)',
+        json_schema_extra={
+            "required": ["inputs"],
+            "properties": {
+                "inputs": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "minItems": 1,
+                    "maxItems": shapes.MAX_BATCH,
+                }
+            },
+        },
+    ),
 ]
 OrganizationId = Annotated[
     str | None,
@@ -149,7 +161,7 @@ def run_agent_async(
 )
 def run_agent_many(
     agent_id: UUID,
-    body: BatchBody = {},  # noqa: B006
+    body: BatchBody,
     organization_id: OrganizationId = None,
     idempotency_key: IdempotencyKey = None,
 ):
@@ -227,8 +239,7 @@ def list_jobs(
 ) -> shapes.JobPage:
     caller = _caller(organization_id, None, "runs:read")
     runnables.get_runnable(caller.account_id, str(agent_id))  # an unknown agent is 404, not an empty list
-    after, before = created_range(created_from, created_to, ("created_from", "created_to"))
-    query = RunQuery(runnable_id=str(agent_id), created_after=after, created_before=before)
+    query = RunQuery(runnable_id=str(agent_id), created_after=created_from, created_before=created_to)
     found = runs.list_runs(caller.account_id, query, page_size, cursor, with_inputs=True)
     next_page = None
     if found.next_cursor:

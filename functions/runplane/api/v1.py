@@ -17,7 +17,6 @@ from runplane.api.common import (
     Instant,
     absolute_url,
     account,
-    created_range,
     principal,
     start_run_as,
 )
@@ -228,13 +227,12 @@ def list_runs(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> RunPage:
-    after, before = created_range(created_after, created_before, ("created_after", "created_before"))
     query = RunQuery(
         status=status,
         runnable_id=str(runnable_id) if runnable_id else None,
         parent_run_id=str(parent_run_id) if parent_run_id else None,
-        created_after=after,
-        created_before=before,
+        created_after=created_after,
+        created_before=created_before,
     )
     return runs.list_runs(account("runs:read"), query, limit, cursor)
 
@@ -320,8 +318,7 @@ def list_keys() -> Page[ApiKey]:
     description="The answer holds the key (`api_key`) once; only its hash is stored. Needs `admin`.",
     responses={201: ok(CreatedApiKey, "Created"), **_fail(400, 403)},
 )
-def create_key(body: KeyRequest | None = None):
-    body = body or KeyRequest()
+def create_key(body: Annotated[KeyRequest, Body()] = KeyRequest()):  # noqa: B008 - no body: the defaults
     created = keys.create_key(account("admin"), name=body.name, scopes=body.scopes)
     reply = CreatedApiKey(**keys.get_key(created.key_id).model_dump(), api_key=created.token)
     return json_response(201, reply.model_dump_json())

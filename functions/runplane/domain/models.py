@@ -134,7 +134,33 @@ OutboundUrl = Annotated[
     AfterValidator(_check_absolute_url),
     Field(json_schema_extra={"format": "uri"}),
 ]
-OutboundHeaders = Annotated[dict[str, str] | None, AfterValidator(_check_outbound_headers)]
+
+
+def _any_case(word: str) -> str:
+    """An ECMA regex for `word` in any letter case (JSON Schema patterns have no case-insensitive flag)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)  # names: letters, "-"
+
+
+_HEADERS_SCHEMA = {
+    "propertyNames": {
+        "pattern": _HEADER_NAME.pattern,
+        "not": {
+            "pattern": f"^(?:{'|'.join(map(_any_case, sorted(RESERVED_HEADERS)))}|{_any_case('webhook-')}.*)$"
+        },
+    },
+    "additionalProperties": {"type": "string", "pattern": _HEADER_VALUE.pattern},
+}
+OutboundHeaders = Annotated[
+    dict[str, str] | None,
+    AfterValidator(_check_outbound_headers),
+    Field(
+        json_schema_extra=_HEADERS_SCHEMA, description="Sent with each request; Runplane's own are reserved"
+    ),
+]
+# JSON types as the schema says them: no "5" for an integer, no 0 or "true" for a boolean
+Flag = Annotated[bool, Field(strict=True)]
+Whole = Annotated[int, Field(strict=True)]
+Real = Annotated[float, Field(strict=True)]
 
 
 class RunRequestFields(Strict):
@@ -143,7 +169,7 @@ class RunRequestFields(Strict):
     inputs: dict[str, Any] = Field(default_factory=dict)
     metadata: RunMetadata = Field(default_factory=dict)
     resources: list[RunResource] = Field(default_factory=list, max_length=100)
-    timeout_seconds: int | None = Field(
+    timeout_seconds: Whole | None = Field(
         None, description="Seconds; null or < 1 means no timeout. Omitted: the runnable's default."
     )
     telemetry_strategy: TelemetryStrategy = "default"
@@ -184,16 +210,16 @@ class RunnableFields(Strict):
     output_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema (2020-12) the outputs must match (bedrock: the structured answer)"
     )
-    timeout_seconds: int | None = Field(None, description="Default for runs; null or < 1: no timeout")
+    timeout_seconds: Whole | None = Field(None, description="Default for runs; null or < 1: no timeout")
     telemetry_strategy: TelemetryStrategy = "default"
-    max_concurrency: int | None = Field(
+    max_concurrency: Whole | None = Field(
         None,
         ge=1,
         le=MAX_CONCURRENCY,
         description="Runs of this runnable executing at once (null: only the account's limit applies)",
     )
     tags: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=50)
-    retry_on_worker_lost: bool = Field(
+    retry_on_worker_lost: Flag = Field(
         True,
         description="A run whose worker died mid-run is executed again (at-least-once; ctx.attempt counts "
         "executions) when true, or fails with error code worker_lost (at-most-once) when false",
