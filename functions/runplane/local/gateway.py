@@ -1,19 +1,33 @@
-"""A small HTTP server that plays API Gateway: each request becomes a REST proxy event for the api handler."""
+"""A local API Gateway on werkzeug's threaded HTTP server: each request becomes a REST proxy event for the
+api handler, and whatever the HTTP layer refuses itself is answered in the dialect's JSON error shape."""
 
 from __future__ import annotations
 
 import base64
 import queue
+import socket
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from werkzeug.serving import DechunkedInput, ThreadedWSGIServer, WSGIRequestHandler, select_address_family
+
 from runplane.api.app import serve
+from runplane.api.errors import framing_error
 from runplane.local.lambda_context import LocalLambdaContext
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
+BACKLOG = 128  # the default listen backlog of 5 resets connections under concurrent clients
+# the codes of the refusals the stdlib request handler makes itself (`send_error`)
+FRAMING_CODES = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "method_not_implemented",
+    505: "http_version_not_supported",
+}
 
 
 def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
@@ -48,9 +62,124 @@ def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: b
     }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default backlog of 5 resets connections under concurrent clients
+class _Refused(Exception):
+    """A request the HTTP layer answers itself; args are (status, message, code)."""
+
+
+class _Handler(WSGIRequestHandler):
+    """werkzeug's request handler (any method, chunked bodies, silent dropped connections) answering with
+    `server.app`, the gateway's `invoke`, in place of werkzeug's WSGI runner, which closes every connection
+    after its answer. The headers reach the event as the client sent them (WSGI's environ upper-cases and
+    comma-joins them)."""
+
+    server: ThreadedWSGIServer
+    protocol_version = "HTTP/1.1"
+    server_version = "runplane-local"
+    disable_nagle_algorithm = True  # headers and body are two writes: the body would wait ~40 ms for an ACK
+
+    def handle_expect_100(self) -> bool:
+        """A body the gateway refuses is refused before the client sends it."""
+        try:
+            self._body_length()
+        except _Refused as refused:
+            self._refuse(*refused.args)
+            return False
+        return super().handle_expect_100()
+
+    def run_wsgi(self) -> None:
+        try:
+            body = self._body()
+        except _Refused as refused:
+            self._refuse(*refused.args)
+            return
+        if body is None:  # the client left before sending all of it
+            self.close_connection = True
+            return
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name, []).append(value)
+        response = self.server.app(
+            proxy_event(self.command, self.path, headers, body, self.client_address[0])
+        )
+        payload = response.get("body") or ""
+        data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+        out: dict[str, Any] = dict(response.get("headers") or {})
+        out.update(response.get("multiValueHeaders") or {})
+        self._reply(response["statusCode"], out, data)
+
+    def _body_length(self) -> int | None:
+        """The body's Content-Length, None for a chunked body; _Refused for what API Gateway would refuse
+        or a body whose end cannot be known."""
+        try:
+            urlsplit(self.path)
+        except ValueError:
+            raise _Refused(400, "Malformed request target", "bad_request") from None
+        coding = self.headers.get("Transfer-Encoding")
+        if coding is not None:
+            if coding.strip().lower() != "chunked":
+                raise _Refused(400, f"Unsupported Transfer-Encoding: {coding}", "bad_request")
+            return None
+        lengths = set(self.headers.get_all("Content-Length") or ["0"])
+        if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):
+            raise _Refused(400, "Invalid Content-Length", "bad_request")
+        length = int(lengths.pop())
+        if length > API_GATEWAY_MAX_BODY:
+            raise _Refused(413, "Request body is larger than 10 MiB", "request_too_large")
+        return length
+
+    def _body(self) -> bytes | None:
+        """The whole body, None if the connection ended first."""
+        length = self._body_length()
+        if length is None:
+            return self._chunked_body()
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
+
+    def _chunked_body(self) -> bytes:
+        stream, body = DechunkedInput(self.rfile), bytearray()
+        try:
+            while chunk := stream.read(64 * 1024):
+                body += chunk
+                if len(body) > API_GATEWAY_MAX_BODY:
+                    raise _Refused(413, "Request body is larger than 10 MiB", "request_too_large")
+        except ConnectionError:
+            raise
+        except OSError as error:  # werkzeug's for a malformed chunk
+            raise _Refused(400, f"Malformed chunked body: {error}", "bad_request") from None
+        return bytes(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib handler's own refusals (a bad request line, a URL over 64 KiB) as JSON, not HTML."""
+        self._refuse(code, message or HTTPStatus(code).phrase, FRAMING_CODES.get(code, "bad_request"))
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answers an error in the dialect of the request's path and ends the connection: what is left of
+        the request cannot be told from the next one."""
+        status, body, headers = framing_error(self._path(), status, message, code)
+        if self.request_version == "HTTP/0.9":  # no version read: still answer with a status line
+            self.request_version = "HTTP/1.1"
+        self._reply(status, {**headers, "Connection": "close"}, body.encode())
+
+    def _path(self) -> str:
+        words = self.raw_requestline.split()
+        try:
+            return urlsplit(words[1].decode("latin-1")).path if len(words) > 1 else "/"
+        except ValueError:
+            return "/"
+
+    def _reply(self, status: int, headers: dict[str, Any], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            for item in value if isinstance(value, list) else [value]:
+                if name.lower() != "content-length":
+                    self.send_header(name, str(item))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No access log; errors are still logged."""
 
 
 class Gateway:
@@ -59,7 +188,10 @@ class Gateway:
     def __init__(self, host: str, port: int, app_factory: Any):
         self._factory = app_factory
         self._apps: queue.LifoQueue[Any] = queue.LifoQueue()
-        self.server = _Server((host, port), self._handler_class())
+        # bound here, so that a taken port raises OSError: werkzeug's own bind exits the process
+        family = select_address_family(host, port)
+        with socket.create_server((host, port), family=family, backlog=BACKLOG) as bound:
+            self.server = ThreadedWSGIServer(host, port, self.invoke, _Handler, fd=bound.fileno())
 
     @property
     def url(self) -> str:
@@ -78,49 +210,6 @@ class Gateway:
             return serve(app, event, LocalLambdaContext("api", timeout_seconds=30))
         finally:
             self._apps.put(app)
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "runplane-local"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > API_GATEWAY_MAX_BODY:
-                    self._reply(413, {"Content-Type": "application/json"}, b'{"message":"Request Too Long"}')
-                    self.close_connection = True
-                    return
-                body = self.rfile.read(length) if length else b""
-                headers: dict[str, list[str]] = {}
-                for name, value in self.headers.items():
-                    headers.setdefault(name, []).append(value)
-                event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
-                response = gateway.invoke(event)
-                payload = response.get("body") or ""
-                data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-                out: dict[str, Any] = dict(response.get("headers") or {})
-                for name, values in (response.get("multiValueHeaders") or {}).items():
-                    out[name] = values
-                self._reply(response["statusCode"], out, data)
-
-            def _reply(self, status: int, headers: dict[str, Any], data: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    for item in value if isinstance(value, list) else [value]:
-                        if name.lower() != "content-length":
-                            self.send_header(name, str(item))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
     def serve_forever(self) -> None:
         self.server.serve_forever(poll_interval=0.2)
