@@ -225,7 +225,7 @@ def test_a_served_run_result_leaves_out_what_it_does_not_have(api: Api, echo_id:
     ("field", "typed"),
     [
         ("retry_on_worker_lost", [0, "true", "no", 1.0]),
-        ("timeout_seconds", ["5", 5.5]),
+        ("timeout_seconds", ["5", 5.5, True]),
         ("max_concurrency", ["2", 2.5, True]),
     ],
 )
@@ -233,8 +233,8 @@ def test_json_types_are_what_the_schema_says_no_coercion(api: Api, field: str, t
     spec = {"name": "x", "kind": "python", "config": {"function": "echo"}}
     for value in typed:
         assert api.post("/v1/runnables", {**spec, field: value}).status == 400, value
-    proper = {"retry_on_worker_lost": False, "timeout_seconds": 5, "max_concurrency": 2}[field]
-    assert api.post("/v1/runnables", {**spec, field: proper}).status == 201
+    proper = {"retry_on_worker_lost": False, "timeout_seconds": 5.0, "max_concurrency": 2}[field]
+    assert api.post("/v1/runnables", {**spec, field: proper}).status == 201  # 5.0 is a JSON integer
 
 
 def test_a_creation_range_holding_no_instant_is_an_empty_page(api: Api, echo_id: str) -> None:

@@ -152,7 +152,12 @@ def test_the_api_keeps_its_openapi_document(stack: Stack, tmp_path: Path) -> Non
     command += ["--checks", "all", "--report", "ndjson", "--report-dir", str(reports), "--no-color"]
     if EXAMPLES:
         command += ["--max-examples", str(int(EXAMPLES))]
-    environment = {**os.environ, "RUNPLANE_API_KEY": stack.info["api_key"]}
+    environment = {
+        **os.environ,
+        "RUNPLANE_API_KEY": stack.info["api_key"],
+        "SCHEMATHESIS_HOOKS": "tests.openapi.hooks",  # the refusals JSON Schema cannot state
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     done = subprocess.run(
         command,
         cwd=tmp_path,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from runplane.domain.models import OutboundHeaders, OutboundUrl, Real, RunnableFields, Strict, Whole
+from runplane.domain.models import OutboundHeaders, OutboundUrl, RunnableFields, Strict, json_number
 
 FUNCTION_ARN = (
     r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]{1,128})?$"
@@ -21,8 +21,8 @@ class PythonConfig(Strict):
 class HttpConfig(Strict):
     url: OutboundUrl = Field(description="Where the run is POSTed (public addresses only, unless allowed)")
     headers: OutboundHeaders = None
-    timeout_seconds: Real | None = Field(
-        None, gt=0, description="Per call (default: the run's remaining time, which always bounds it)"
+    timeout_seconds: json_number(float, gt=0) | None = Field(
+        None, description="Per call (default: the run's remaining time, which always bounds it)"
     )
 
 
@@ -41,8 +41,8 @@ class BedrockConfig(Strict):
     )
     prompt: str = Field(min_length=1, max_length=200_000, description="The user message; `{{ input }}` fills")
     system: str | None = Field(None, max_length=200_000, description="The system prompt, filled the same way")
-    max_tokens: Whole | None = Field(None, ge=1, le=1_000_000)
-    temperature: Real | None = Field(None, ge=0, le=1)
+    max_tokens: json_number(int, ge=1, le=1_000_000) | None = None
+    temperature: json_number(float, ge=0, le=1) | None = None
 
 
 class PythonRunnable(RunnableFields):

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_serializer,
+)
 
 from runplane.domain.states import Status
 
@@ -157,10 +165,26 @@ OutboundHeaders = Annotated[
         json_schema_extra=_HEADERS_SCHEMA, description="Sent with each request; Runplane's own are reserved"
     ),
 ]
-# JSON types as the schema says them: no "5" for an integer, no 0 or "true" for a boolean
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# JSON types as JSON Schema says them: no "5" or true for a number (5.0 is an integer), no 0 or "true"
+# for a boolean
 Flag = Annotated[bool, Field(strict=True)]
-Whole = Annotated[int, Field(strict=True)]
-Real = Annotated[float, Field(strict=True)]
+
+
+def json_number(kind: type[int] | type[float], **limits: float) -> Any:
+    """`kind` within `limits` (ge, le, gt), read as JSON Schema reads a number (the limits come before
+    the validator, or the schema would not show them)."""
+    return Annotated[kind, Field(**limits), BeforeValidator(_json_number)]
+
+
+Whole = json_number(int)
 
 
 class RunRequestFields(Strict):
@@ -212,10 +236,8 @@ class RunnableFields(Strict):
     )
     timeout_seconds: Whole | None = Field(None, description="Default for runs; null or < 1: no timeout")
     telemetry_strategy: TelemetryStrategy = "default"
-    max_concurrency: Whole | None = Field(
+    max_concurrency: json_number(int, ge=1, le=MAX_CONCURRENCY) | None = Field(
         None,
-        ge=1,
-        le=MAX_CONCURRENCY,
         description="Runs of this runnable executing at once (null: only the account's limit applies)",
     )
     tags: list[Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=list, max_length=50)
