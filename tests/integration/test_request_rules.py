@@ -101,6 +101,7 @@ def test_every_listing_follows_its_own_cursor(api: Api, listed: dict[str, str]) 
         _cursor({"account_id": 5, "id": False}),
         _cursor({"account_id": "acme", "id": ""}),
         _cursor({"account_id": "acme", "id": "not-a-uuid"}),
+        base64.urlsafe_b64encode(b"[" * 1000).decode(),  # nests past the parser's recursion limit
         _cursor(
             {
                 "pk": f"acme#{UNKNOWN}",
@@ -246,3 +247,28 @@ def test_a_creation_range_holding_no_instant_is_an_empty_page(api: Api, echo_id:
         api.get(f"/v1/agents/{echo_id}/jobs/?created_from={stamp}&created_to=2001-01-01T00:00:00Z").status
         == 200
     )
+
+
+def test_a_forged_cursor_is_refused_even_for_an_empty_range(api: Api) -> None:
+    query = "created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z&cursor=garbage"
+    assert _code(api.get(f"/v1/runs?{query}")) == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00%2B05:00", "9999-12-31T23:59:59-05:00", "2026-01-01 00:00:00Z"]
+)
+def test_a_date_time_out_of_range_in_utc_or_without_t_is_400(api: Api, echo_id: str, stamp: str) -> None:
+    assert api.get(f"/v1/runs?created_after={stamp}").status == 400
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_from={stamp}").status == 400
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "v\n"}, {"X-A\n": "v"}])
+def test_a_header_with_a_trailing_newline_is_refused(api: Api, headers: dict[str, str]) -> None:
+    spec = {"name": "x", "kind": "http", "config": {"url": "https://example.com", "headers": headers}}
+    assert api.post("/v1/runnables", spec).status == 400
+
+
+def test_405_follows_the_resolvers_own_routes(api: Api) -> None:
+    assert api.call("POST", "/openapi.json", token=None).status == 405  # a public door, any method
+    reply = api.call("POST", "/docs")
+    assert (reply.status, reply.headers["Allow"]) == (405, "GET, HEAD, OPTIONS")

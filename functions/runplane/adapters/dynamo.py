@@ -196,7 +196,7 @@ def decode_cursor(cursor: str | None, expected: dict[str, str | re.Pattern[str]]
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         key = None
     valid = (
         isinstance(key, dict)

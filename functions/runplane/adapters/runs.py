@@ -416,6 +416,8 @@ class RunStore(TableAdapter):
             if not (after or "0") <= start["created_key"]["S"] <= (before or "~"):
                 raise invalid_cursor()  # DynamoDB refuses a start key outside the key condition
             request["ExclusiveStartKey"] = start
+        if after and before and after >= before:
+            return [], None  # a range holding no instant: nothing to ask DynamoDB
         page = self.client.query(**request)
         keys = [item["pk"]["S"] for item in page.get("Items", [])]
         return self._batch_get(keys), encode_cursor(page.get("LastEvaluatedKey"))

@@ -7,7 +7,6 @@ caller (a Lambda execution environment, a local gateway thread) needs its own.
 from __future__ import annotations
 
 import json
-import re
 from functools import cache
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -19,6 +18,7 @@ from runplane.api.common import Dialect, current_dialect, current_principal, cur
 from runplane.api.gate import PUBLIC_PATHS, admit
 from runplane.domain.errors import RunplaneError
 from runplane.logic.services import services
+from runplane.settings import Settings
 
 TITLE = "Runplane API"
 VERSION = "1.0.0"
@@ -77,7 +77,7 @@ def create_app() -> APIGatewayRestResolver:
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)
     app.exception_handler(Exception)(errors.from_unexpected)
-    app.not_found(lambda _: _unrouted(app.current_event.http_method, app.current_event.path))
+    app.not_found(lambda _: _unrouted(app, app.current_event.http_method, app.current_event.path))
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi():
@@ -90,10 +90,11 @@ def create_app() -> APIGatewayRestResolver:
     return app
 
 
-def _unrouted(method: str, path: str) -> Response:
-    """404 for a path no operation serves; for a known path, OPTIONS lists its methods and any other
-    method is 405, both with `Allow`."""
-    allowed = sorted({m for pattern, m in route_table() if pattern.fullmatch(path)})
+def _unrouted(app: APIGatewayRestResolver, method: str, path: str) -> Response:
+    """404 for a path no route serves; for a known path, OPTIONS lists its methods and any other
+    method is 405, both with `Allow`. The routes are matched as the resolver matches them."""
+    routes = app._static_routes + app._dynamic_routes  # the resolver keeps no public list of them
+    allowed = sorted({route.method for route in routes if route.rule.match(path)})
     if not allowed:
         return errors.error_response(404, "No such route", "route_not_found")
     allow = ", ".join([*allowed, *(["HEAD"] if "GET" in allowed else []), "OPTIONS"])
@@ -104,12 +105,17 @@ def _unrouted(method: str, path: str) -> Response:
     return response
 
 
-@cache
 def document_json() -> str:
-    """The OpenAPI document (the same for every resolver of this process)."""
+    """The OpenAPI document of this deployment (the same for every resolver of this process)."""
+    return _document(services().settings.model_dump_json())
+
+
+@cache
+def _document(settings_json: str) -> str:
+    """Built once per distinct settings (tests and local mode change them; Lambda does not)."""
     from runplane.runnables import registry
 
-    settings = services().settings
+    settings = Settings.model_validate_json(settings_json)
     registry.load(settings.runnable_packages)
     generated = json.loads(create_app().get_openapi_json_schema(**DOCUMENT))
     finished = openapi.for_deployment(
@@ -123,12 +129,7 @@ def document_json() -> str:
 
 
 @cache
-def route_table() -> list[tuple[re.Pattern[str], str]]:
-    paths = json.loads(document_json())["paths"]
-    return [(openapi.path_pattern(path), method.upper()) for path, ops in paths.items() for method in ops]
-
-
-def swagger_page(document: str) -> str:
+def swagger_page(document: str) -> str:  # cached: a new document (settings changed) makes a new page
     """Swagger UI over `document`, its script and style inlined (no request leaves for a CDN)."""
     from pathlib import Path
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, TypeVar
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
 from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.models import Scope, StartRunRequest
@@ -43,7 +43,7 @@ def dialect_of(path: str) -> Dialect:
     return next((dialect for prefix, dialect in PREFIXES if f"{path}/".startswith(prefix)), Dialect.refactor)
 
 
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 _FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -57,7 +57,16 @@ def _matching(pattern: re.Pattern[str], example: str):
 
 
 # Query parameters in RFC 3339 only (pydantic alone would read a number as a Unix time, a date as midnight)
-Instant = Annotated[datetime, BeforeValidator(_matching(_DATE_TIME, "2026-01-31T12:00:00Z"))]
+def _in_utc(stamp: datetime) -> datetime:
+    try:
+        return stamp.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once in UTC") from None
+
+
+Instant = Annotated[
+    datetime, BeforeValidator(_matching(_DATE_TIME, "2026-01-31T12:00:00Z")), AfterValidator(_in_utc)
+]
 Day = Annotated[date, BeforeValidator(_matching(_FULL_DATE, "2026-01-31"))]
 
 Model = TypeVar("Model", bound=BaseModel)

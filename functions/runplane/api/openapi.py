@@ -109,15 +109,6 @@ def _as_served(path: str) -> str:
     return f"{path}/" if dialect_of(path) is Dialect.roe else path
 
 
-def path_pattern(path: str) -> re.Pattern[str]:
-    """A document path (`/v1/run/{run_id}`) as a pattern matching the paths it serves (trailing slash free)."""
-    parts = (
-        r"[^/]+" if re.fullmatch(r"\{\w+\}", part) else re.escape(part)
-        for part in path.rstrip("/").split("/")
-    )
-    return re.compile("/".join(parts) + "/*")
-
-
 def for_deployment(
     document: dict[str, Any],
     *,
@@ -135,8 +126,8 @@ def for_deployment(
         ("LambdaConfig", "function_arn", lambda_functions),
         ("BedrockConfig", "model_id", bedrock_models),
     ):
-        if "*" in patterns:
-            continue
+        if "*" in patterns or any("[" in pattern for pattern in patterns):
+            continue  # anything goes, or a character class the document's regex would read otherwise
         if not patterns:
             _drop_kind(document, model.removesuffix("Config").lower(), model.replace("Config", "Runnable"))
             continue

@@ -112,11 +112,11 @@ RESERVED_HEADERS = frozenset(
 def _check_outbound_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (headers or {}).items():
         lowered = name.lower()
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid header name")
         if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
             raise ValueError(f"{name!r} is set by Runplane and cannot be overridden")
-        if not _HEADER_VALUE.match(value):
+        if not _HEADER_VALUE.fullmatch(value):
             raise ValueError(
                 f"the value of {name!r} must be printable ASCII without leading or trailing spaces"
             )

@@ -118,6 +118,8 @@ class _Handler(WSGIRequestHandler):
         if coding is not None:
             if coding.strip().lower() != "chunked":
                 raise _Refused(400, f"Unsupported Transfer-Encoding: {coding}", "bad_request")
+            if self.headers.get("Content-Length") is not None:  # RFC 9112 6.3: a smuggling attempt
+                raise _Refused(400, "Both Transfer-Encoding and Content-Length", "bad_request")
             return None
         lengths = set(self.headers.get_all("Content-Length") or ["0"])
         if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):

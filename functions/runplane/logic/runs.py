@@ -385,11 +385,7 @@ def _sync_wait(timeout_seconds: int | None, requested: float | None) -> float:
 def list_runs(
     account_id: str, query: RunQuery, limit: int, cursor: str | None, *, with_inputs: bool = False
 ) -> RunPage:
-    """A page of runs, newest first, with the sums of their usage. A creation range holding no instant
-    (`created_after` not earlier than `created_before`) is an empty page, without a request."""
-    after, before = query.created_after, query.created_before
-    if after and before and after >= before:
-        return RunPage(items=[], next_cursor=None, totals=UsageTotals())
+    """A page of runs, newest first, with the sums of their usage."""
     records, next_cursor = services().runs.list(account_id, query, limit=limit, cursor=cursor)
     totals = UsageTotals()
     items = []
