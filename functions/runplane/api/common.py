@@ -56,7 +56,6 @@ def _matching(pattern: re.Pattern[str], example: str):
     return check
 
 
-# Query parameters in RFC 3339 only (pydantic alone would read a number as a Unix time, a date as midnight)
 def _in_utc(stamp: datetime) -> datetime:
     try:
         return stamp.astimezone(UTC)
@@ -64,6 +63,7 @@ def _in_utc(stamp: datetime) -> datetime:
         raise ValueError("is out of range once in UTC") from None
 
 
+# Query parameters in RFC 3339 only (pydantic alone would read a number as a Unix time, a date as midnight)
 Instant = Annotated[
     datetime, BeforeValidator(_matching(_DATE_TIME, "2026-01-31T12:00:00Z")), AfterValidator(_in_utc)
 ]

@@ -56,7 +56,7 @@ def finish(document: dict[str, Any], error_schema: dict[str, str], public: froze
     paths: dict[str, Any] = {}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            schema = {"$ref": REF + error_schema[operation["tags"][0]]} if operation.get("tags") else None
+            schema = {"$ref": REF + error_schema[operation["tags"][0]]}  # every operation has its tag
             _finish_operation(method, operation, schema, secured=path not in public)
         paths[_as_served(path)] = operations
     document["paths"] = paths
@@ -66,7 +66,7 @@ def finish(document: dict[str, Any], error_schema: dict[str, str], public: froze
     return document
 
 
-def _finish_operation(method: str, operation: dict[str, Any], schema: dict | None, *, secured: bool) -> None:
+def _finish_operation(method: str, operation: dict[str, Any], schema: dict, *, secured: bool) -> None:
     for parameter in operation.get("parameters", []):
         _present_or_absent(parameter["schema"])
     answers = operation["responses"]
