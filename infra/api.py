@@ -1,4 +1,5 @@
-"""REST API Gateway in front of the api function: proxy integration, throttling, access logs."""
+"""REST API Gateway in front of the api function: proxy integration, binary bodies, throttling, access
+logs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import Config
+
+# bodies of these media types reach the function base64-encoded, byte for byte (file uploads); the local
+# gateway encodes the same (runplane.local.gateway.BINARY_MEDIA_TYPES)
+BINARY_MEDIA_TYPES = ["multipart/form-data"]
 
 
 class Api(Construct):
@@ -21,6 +26,7 @@ class Api(Construct):
             handler=handler,
             proxy=True,
             description="Runplane run API",
+            binary_media_types=BINARY_MEDIA_TYPES,
             cloud_watch_role=True,
             deploy_options=apigateway.StageOptions(
                 stage_name=config.stage,

@@ -92,3 +92,13 @@ def test_queues_match(template: dict[str, Any], local: dict[str, Any]) -> None:
             properties.get("RedrivePolicy", {}).get("maxReceiveCount"),
         )
     assert deployed == local["queues"]
+
+
+def test_the_local_gateway_base64_encodes_the_deployed_apis_binary_media_types(
+    template: dict[str, Any],
+) -> None:
+    from runplane.local.gateway import BINARY_MEDIA_TYPES
+
+    [api] = resources(template, "AWS::ApiGateway::RestApi").values()
+    assert "multipart/form-data" in api["Properties"]["BinaryMediaTypes"]  # file uploads arrive intact
+    assert sorted(api["Properties"]["BinaryMediaTypes"]) == sorted(BINARY_MEDIA_TYPES)

@@ -1,4 +1,4 @@
-"""S3: payloads and outcomes too large to keep inline in a DynamoDB item."""
+"""S3: payloads and outcomes too large to keep inline in a DynamoDB item, and the files sent with runs."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class Blobs:
             Bucket=self._bucket, Key=key, Body=text.encode(), ContentType="application/json"
         )
         return key
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        """Stores `data` under `key`; its `s3://` URI."""
+        self.client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
+        return f"s3://{self._bucket}/{key}"
 
     def get(self, key: str) -> str:
         return self.client.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()

@@ -7,6 +7,7 @@ path alone, so a request refused before routing (bad key, body too large) is ans
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -18,7 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import Scope, StartRunRequest
+from runplane.domain.files import FilePart
+from runplane.domain.models import Runnable, Scope, StartRunRequest
 from runplane.logic import runs
 from runplane.logic.keys import Principal
 
@@ -44,6 +46,7 @@ def dialect_of(path: str) -> Dialect:
 
 
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+_DATE_TIME_ANY_ZONE = re.compile(_DATE_TIME.pattern + "?")
 _FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -57,8 +60,9 @@ def _matching(pattern: re.Pattern[str], example: str):
 
 
 def _in_utc(stamp: datetime) -> datetime:
+    """`stamp` in UTC; without a zone, it is UTC already."""
     try:
-        return stamp.astimezone(UTC)
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of range once in UTC") from None
 
@@ -66,6 +70,10 @@ def _in_utc(stamp: datetime) -> datetime:
 # Query parameters in RFC 3339 only (pydantic alone would read a number as a Unix time, a date as midnight)
 Instant = Annotated[
     datetime, BeforeValidator(_matching(_DATE_TIME, "2026-01-31T12:00:00Z")), AfterValidator(_in_utc)
+]
+# Roe AI's SDK sends Python's `isoformat()`: with no zone when the datetime has none (UTC, then)
+ZonelessInstant = Annotated[
+    datetime, BeforeValidator(_matching(_DATE_TIME_ANY_ZONE, "2026-01-31T12:00:00")), AfterValidator(_in_utc)
 ]
 Day = Annotated[date, BeforeValidator(_matching(_FULL_DATE, "2026-01-31"))]
 
@@ -117,13 +125,22 @@ def account(*needed: Scope) -> str:
 
 
 def start_run_as(
-    caller: Principal, runnable_id: UUID, request: StartRunRequest, idempotency_key: str | None
+    caller: Principal,
+    runnable_id: UUID,
+    request: StartRunRequest,
+    idempotency_key: str | None,
+    *,
+    files: Sequence[FilePart] = (),
+    runnable: Runnable | None = None,
 ) -> runs.Accepted:
-    """A run started by `caller` (its key is recorded as `created_by`)."""
+    """A run started by `caller` (its key is recorded as `created_by`), with the `files` of its request
+    body as resources. A `runnable` the route already fetched is not read again."""
     return runs.start_run(
         caller.account_id,
         str(runnable_id),
         request,
         created_by=caller.key_id,
         idempotency_key=idempotency_key,
+        files=files,
+        runnable=runnable,
     )

@@ -16,9 +16,12 @@ from werkzeug.serving import DechunkedInput, ThreadedWSGIServer, WSGIRequestHand
 
 from runplane.api.app import serve
 from runplane.api.errors import framing_error
+from runplane.api.forms import media_type
+from runplane.api.gate import API_GATEWAY_MAX_BODY
 from runplane.local.lambda_context import LocalLambdaContext
 
-API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
+# the deployed API's binaryMediaTypes (infra/api.py): their bodies reach Lambda base64-encoded
+BINARY_MEDIA_TYPES = frozenset({"multipart/form-data"})
 BACKLOG = 128  # the default listen backlog of 5 resets connections under concurrent clients
 # the codes of the refusals the stdlib request handler makes itself (`send_error`)
 FRAMING_CODES = {
@@ -31,13 +34,11 @@ FRAMING_CODES = {
 
 
 def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
-    """The API Gateway REST API proxy integration event (payload format 1.0)."""
+    """The API Gateway REST API proxy integration event (payload format 1.0). A body of a binary media
+    type, or one that is not UTF-8, is base64-encoded."""
     parts = urlsplit(target)
     query = parse_qs(parts.query, keep_blank_values=True)
-    try:
-        text, encoded = body.decode(), False
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode(), True
+    text, encoded = _event_body(body, headers)
     return {
         "resource": "/{proxy+}",
         "path": parts.path,
@@ -60,6 +61,17 @@ def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: b
         "body": text if body else None,
         "isBase64Encoded": encoded,
     }
+
+
+def _event_body(body: bytes, headers: dict[str, list[str]]) -> tuple[str, bool]:
+    """(the event's body, whether it is base64)."""
+    content_type = next((v[-1] for k, v in headers.items() if k.lower() == "content-type"), None)
+    if not body or content_type is None or media_type(content_type) not in BINARY_MEDIA_TYPES:
+        try:
+            return body.decode(), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode(), True
 
 
 class _Refused(Exception):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
 from runplane.domain.errors import (
@@ -18,14 +21,17 @@ from runplane.domain.errors import (
     RunNotSucceeded,
     RunplaneError,
 )
+from runplane.domain.files import FilePart
 from runplane.domain.ids import batch_run_id, new_id
 from runplane.domain.models import (
     Outcome,
+    ResourceCreate,
     Runnable,
     RunPage,
     RunQuery,
     RunRecord,
     RunRequestFields,
+    RunResource,
     RunState,
     UsageTotals,
     to_run_state,
@@ -140,20 +146,24 @@ def start_run(
     created_by: str | None,
     idempotency_key: str | None = None,
     run_id: str | None = None,
+    files: Sequence[FilePart] = (),
+    runnable: Runnable | None = None,
 ) -> Accepted:
-    """`create_run`, once per account and idempotency key within 24 hours.
+    """`create_run`, once per account and idempotency key within 24 hours (the same files included).
 
     The key is bound to a run id before the run is created, so concurrent duplicates agree on one id and
     the run's own conditional put makes exactly one of them create it; a retry after a crash in between
-    creates the run the binding promised.
+    creates the run the binding promised. A `runnable` passed in was fetched by the caller; the inputs are
+    checked against it here.
     """
+    if runnable is not None:
+        _check_inputs(runnable, request.inputs)
+    create = {"created_by": created_by, "files": files, "runnable": runnable}
     if idempotency_key is None:
-        return Accepted(
-            create_run(account_id, runnable_id, request, created_by=created_by, run_id=run_id), False
-        )
-    fingerprint = _fingerprint(runnable_id, request)
+        return Accepted(create_run(account_id, runnable_id, request, run_id=run_id, **create), False)
+    fingerprint = _fingerprint(runnable_id, request, files)
     bound_run, fresh = _bind_key(account_id, idempotency_key, fingerprint, run_id or new_id())
-    record = create_run(account_id, runnable_id, request, created_by=created_by, run_id=bound_run)
+    record = create_run(account_id, runnable_id, request, run_id=bound_run, **create)
     return Accepted(record, replayed=not fresh)
 
 
@@ -214,8 +224,11 @@ def _bind_key(account_id: str, key: str, fingerprint: str, proposed_id: str) -> 
     return bound_id, fresh
 
 
-def _fingerprint(runnable_id: str, asked: RunRequestFields | list[RunRequestFields]) -> str:
-    """A digest of one request (in the form its keys were always bound with) or of a batch."""
+def _fingerprint(
+    runnable_id: str, asked: RunRequestFields | list[RunRequestFields], files: Sequence[FilePart] = ()
+) -> str:
+    """A digest of one request (in the form its keys were always bound with, its files' digests added when
+    it has files) or of a batch."""
 
     def fields(request: RunRequestFields) -> dict[str, Any]:
         # the run request's own fields only: an intake message's envelope (ids, the key) is not the request
@@ -225,6 +238,16 @@ def _fingerprint(runnable_id: str, asked: RunRequestFields | list[RunRequestFiel
         document = {"runnable_id": runnable_id, "batch": [fields(request) for request in asked]}
     else:
         document = {"runnable_id": runnable_id, **fields(asked)}
+        if files:
+            document["files"] = [
+                {
+                    "field": f.field,
+                    "filename": f.filename,
+                    "content_type": f.content_type,
+                    "sha256": _sha256(f),
+                }
+                for f in files
+            ]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -238,11 +261,13 @@ def create_run(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     runnable: Runnable | None = None,
+    files: Sequence[FilePart] = (),
 ) -> RunRecord:
     """Accept a run (waiting) and dispatch it, charging the account's budget in the same transaction (a
     run is charged once, and never without being stored). With a caller-chosen `run_id`, repeating is
     harmless: an existing run is returned. A `runnable` passed in was fetched, and the inputs checked
-    against it, by the caller."""
+    against it, by the caller. `files` are stored in S3 under the new run, each the resource its field
+    names (see `_store_files`)."""
     chosen_id = run_id is not None
     existing = services().runs.get(account_id, run_id, consistent=True) if chosen_id else None
     if existing is not None and not existing.rejected:  # a rejected message's placeholder is replaced
@@ -255,8 +280,9 @@ def create_run(
     settings = services().settings
     run_id = run_id or new_id()
     now = utcnow()
+    resources = [*request.resources, *_store_files(account_id, run_id, files, request.resources)]
     payload = json.dumps(
-        {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in request.resources]},
+        {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in resources]},
         separators=(",", ":"),
     )
     payload_json, payload_ref = store_json(payload, f"{account_id}/{run_id}/payload.json")
@@ -303,6 +329,47 @@ def create_run(
         count_created()
     _dispatch_if_waiting(record)
     return record
+
+
+def _sha256(file: FilePart) -> str:
+    return hashlib.sha256(file.data).hexdigest()
+
+
+def _store_files(
+    account_id: str, run_id: str, files: Sequence[FilePart], beside: list[RunResource]
+) -> list[RunResource]:
+    """Each file in S3 at `{account}/{run}/files/{field}` (one PutObject each), as the run resource named
+    by its field: what the runnable finds in `ctx.resources[field]`. All are checked before the first is
+    stored, and stored before the run is, so a run never names a file that is not there (an object left
+    by a run refused afterwards expires with the bucket's objects)."""
+    names = {resource.name for resource in beside}
+    drafts = []
+    for file in files:
+        if file.field in names:
+            raise InvalidRequest(
+                f"The file {file.field!r} has the name of another resource of the run",
+                "invalid_request",
+                [Issue(f"body.{file.field}", "a resource of that name exists")],
+            )
+        names.add(file.field)
+        metadata = {"content_type": file.content_type, "size": len(file.data), "sha256": _sha256(file)}
+        draft = ResourceCreate(name=file.filename, directory_path="files", metadata=metadata)
+        try:
+            RunResource(name=file.field, resource=draft)
+        except ValidationError as error:
+            raise InvalidRequest(
+                f"The file field {file.field!r} cannot name a resource",
+                "validation_error",
+                [Issue(f"body.{file.field}", e["msg"]) for e in error.errors()],
+            ) from None
+        drafts.append(draft)
+    stored = []
+    for file, draft in zip(files, drafts, strict=True):
+        uri = services().blobs.put_bytes(
+            f"{account_id}/{run_id}/files/{file.field}", file.data, file.content_type
+        )
+        stored.append(RunResource(name=file.field, resource=draft.model_copy(update={"uri": uri})))
+    return stored
 
 
 def _dispatch_if_waiting(record: RunRecord) -> None:
@@ -395,3 +462,14 @@ def list_runs(
             add_up(totals, outcome)
         items.append(to_run_state(record, outcome, _inputs(record, with_inputs)))
     return RunPage(items=items, next_cursor=next_cursor, totals=totals)
+
+
+def get_runs(account_id: str, run_ids: list[str], *, with_inputs: bool = False) -> dict[str, RunState]:
+    """The account's runs among `run_ids`, by id (read consistently: an end just seen is there)."""
+    records = services().runs.get_many(account_id, run_ids, consistent=True)
+    return {record.id: run_state(record, with_inputs=with_inputs) for record in records}
+
+
+def cursor_after(account_id: str, query: RunQuery, limit: int, cursor: str | None) -> str | None:
+    """The cursor after the page of `list_runs(account_id, query, limit, cursor)`, without reading it."""
+    return services().runs.skip(account_id, query, limit=limit, cursor=cursor)
