@@ -50,7 +50,13 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     from runplane.logic.keys import create_key
 
     key = create_key(args.account, name=args.name, scopes=args.scope or DEFAULT_SCOPES)
-    print(json.dumps({"key_id": key.key_id, "account_id": key.account_id, "api_key": key.token}, indent=2))
+    shown = {
+        "key_id": key.key_id,
+        "account_id": key.account_id,
+        "organization_id": key.organization_id,
+        "api_key": key.token,
+    }
+    print(json.dumps(shown, indent=2))
     print("Store the api_key now: it is not shown again.", file=sys.stderr)
 
 

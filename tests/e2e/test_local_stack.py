@@ -53,6 +53,11 @@ def test_local_json_names_everything_a_caller_needs(stack: Stack) -> None:
     for key in ("api_url", "api_key", "account_id", "aws_endpoint_url", "region", "intake_queue_url"):
         assert info[key], key
     assert info["account_id"] == "local"
+    organization_id = info["organization_id"]
+    assert str(uuid.UUID(organization_id)) == organization_id
+    assert f"account       local (organization id {organization_id})" in stack.banner
+    account = stack.call("GET", "/v1/account").json()
+    assert account["organization_id"] == organization_id
 
 
 def test_the_printed_curl_line_works_as_printed(stack: Stack) -> None:

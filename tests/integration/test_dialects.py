@@ -476,7 +476,7 @@ def test_cotool_runs_are_found_only_under_their_agent(api: Api, echo_id: str) ->
     assert missing.json()["error"] == "Agent not found"
 
 
-def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api) -> None:
+def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api, account: CreatedKey) -> None:
     agent = make_runnable(
         "acme", "echo", input_schema=SCHEMA, output_schema={"type": "object"}, tags=["prod"]
     )
@@ -487,7 +487,7 @@ def test_cotool_lists_the_accounts_agents_with_their_inputs(api: Api) -> None:
         {"name": "topic", "description": "What to write about", "required": True},
         {"name": "n", "required": False},
     ]
-    assert (listed[0]["organizationId"], listed[0]["tags"]) == ("acme", ["prod"])
+    assert (listed[0]["organizationId"], listed[0]["tags"]) == (account.organization_id, ["prod"])
     assert listed[0]["structuredOutputSchema"] == {"type": "object"}
 
 

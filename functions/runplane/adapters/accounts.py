@@ -1,7 +1,9 @@
-"""DynamoDB: the accounts table (signing secrets, credit budgets and usage, rate limit overrides)."""
+"""DynamoDB: the accounts table (organization ids, signing secrets, credit budgets and usage, rate limit
+overrides)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -23,14 +25,18 @@ class AccountStore(TableAdapter):
         ).get("Item")
         return from_item(item) if item else None
 
-    def open(self, account_id: str, at: str) -> None:
-        """Note that the account exists (its first key was made); later calls change nothing."""
-        self.client.update_item(
+    def open(self, account_id: str, at: str) -> str:
+        """Note that the account exists (its first key was made) and give it a random organization id;
+        later calls change neither. Returns the organization id."""
+        stored = self.client.update_item(
             TableName=self.table,
             Key={"account_id": {"S": account_id}},
-            UpdateExpression="SET opened_at = if_not_exists(opened_at, :at)",
-            ExpressionAttributeValues={":at": {"S": at}},
-        )
+            UpdateExpression="SET opened_at = if_not_exists(opened_at, :at),"
+            " organization_id = if_not_exists(organization_id, :organization)",
+            ExpressionAttributeValues={":at": {"S": at}, ":organization": {"S": str(uuid.uuid4())}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return stored["organization_id"]["S"]
 
     def create_secret(self, account_id: str, secret: str) -> bool:
         """Set the first signing secret; False when the account already has one."""

@@ -126,12 +126,12 @@ def run_result(agentId: UUID, runId: UUID) -> shapes.AgentRunResult:
     responses={200: ok(list[shapes.Agent], "The agents"), **_fail(DENIED)},
 )
 def list_agents() -> list[shapes.Agent]:
-    account_id = account("runnables:read")
+    caller = principal("runnables:read")
     agents: list[shapes.Agent] = []
     cursor = None
     while len(agents) < MAX_AGENTS:
-        page = runnables.list_runnables(account_id, min(100, MAX_AGENTS - len(agents)), cursor)
-        agents += [shapes.agent(runnable) for runnable in page.items]
+        page = runnables.list_runnables(caller.account_id, min(100, MAX_AGENTS - len(agents)), cursor)
+        agents += [shapes.agent(runnable, caller.organization_id) for runnable in page.items]
         if not (cursor := page.next_cursor):
             break
     return agents

@@ -1,7 +1,8 @@
 """Cotool's shapes and the mappers between them and the core's models. No I/O.
 
-An agent is a runnable and an organization is an account. Attachments reach the runnable as the run's
-resources (directory `attachments`); the result's `structuredOutputResult` is the run's outputs.
+An agent is a runnable and an organization is an account (`organizationId`: its organization id).
+Attachments reach the runnable as the run's resources (directory `attachments`); the result's
+`structuredOutputResult` is the run's outputs.
 """
 
 from __future__ import annotations
@@ -208,12 +209,12 @@ def run_result(state: RunState, inputs: dict[str, Any]) -> AgentRunResult:
     )
 
 
-def agent(runnable: Runnable) -> Agent:
+def agent(runnable: Runnable, organization_id: str) -> Agent:
     schema = runnable.input_schema or {}
     required = set(schema.get("required", []))
     return Agent(
         id=runnable.id,
-        organizationId=runnable.account_id,
+        organizationId=organization_id,
         name=runnable.name,
         createdAt=runnable.created_at.isoformat(),
         updatedAt=runnable.updated_at.isoformat(),

@@ -320,7 +320,11 @@ def list_keys() -> Page[ApiKey]:
 )
 def create_key(body: Annotated[KeyRequest, Body()] = KeyRequest()):  # noqa: B008 - no body: the defaults
     created = keys.create_key(account("admin"), name=body.name, scopes=body.scopes)
-    reply = CreatedApiKey(**keys.get_key(created.key_id).model_dump(), api_key=created.token)
+    reply = CreatedApiKey(
+        **keys.get_key(created.key_id).model_dump(),
+        api_key=created.token,
+        organization_id=created.organization_id,
+    )
     return json_response(201, reply.model_dump_json())
 
 
@@ -344,7 +348,8 @@ def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
     "/v1/account",
     tags=TAGS,
     summary="Get the caller's account",
-    description="Credit budgets and what is used of them, the rate limit per key, the concurrency limit.",
+    description="The organization id, credit budgets and what is used of them, the rate limit per key, "
+    "the concurrency limit.",
     responses={200: ok(AccountView, "The account")},
 )
 def get_account() -> AccountView:

@@ -479,6 +479,16 @@ class KeyRequest(Strict):
     )
 
 
+OrganizationId = Annotated[
+    str,
+    Field(
+        description="The account's organization id: a random UUID given when the account is opened, which "
+        "never changes (what clients that name an organization by UUID, such as Roe AI's SDK, send)",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+
+
 class ApiKey(BaseModel):
     id: str
     account_id: str
@@ -490,6 +500,7 @@ class ApiKey(BaseModel):
 
 class CreatedApiKey(ApiKey):
     api_key: str = Field(description="`rpk_…`: shown once, store it now")
+    organization_id: OrganizationId
 
 
 # --- accounts ---
@@ -521,6 +532,7 @@ class Concurrency(BaseModel):
 
 class AccountView(BaseModel):
     account_id: str
+    organization_id: OrganizationId
     credits: Credits
     rate_limit: RateLimit
     concurrency: Concurrency

@@ -103,6 +103,7 @@ class LocalStack:
             "api_key": key.token,
             "key_id": key.key_id,
             "account_id": LOCAL_ACCOUNT,
+            "organization_id": key.organization_id,
             "aws_endpoint_url": env["AWS_ENDPOINT_URL"],
             "region": REGION,
             "intake_queue_url": env[defs.INTAKE.env_var],
@@ -239,7 +240,7 @@ def banner(info: dict[str, Any], state_file: Path) -> str:
 
   API           {url}   (OpenAPI: {url}/openapi.json, docs: {url}/docs)
   API key       {key}
-  account       {info["account_id"]}
+  account       {info["account_id"]} (organization id {info["organization_id"]})
   AWS endpoint  {info["aws_endpoint_url"]} (moto; region {info["region"]})
   intake queue  {info["intake_queue_url"]}
   runnables     {", ".join(f"{n}={i}" for n, i in info["runnables"].items())}

@@ -1,5 +1,6 @@
-"""Accounts: credit budgets and usage (runs counted when accepted, USD as runs end, priced from their
-token usage), usage by day, the rate limit of their keys and how many of their runs may execute at once."""
+"""Accounts: their organization ids, credit budgets and usage (runs counted when accepted, USD as runs end,
+priced from their token usage), usage by day, the rate limit of their keys and how many of their runs may
+execute at once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from runplane.domain.models import (
     Credits,
     RateLimit,
     UsageTotals,
+    utcnow,
 )
 from runplane.logic import admission
 from runplane.logic.services import services
@@ -29,6 +31,7 @@ def rate_limit(stored: dict[str, Any]) -> RateLimit:
 
 
 def set_rate_limit(account_id: str, per_second: float | None, burst: int | None) -> AccountView:
+    _check_account_id(account_id)
     if (
         (per_second is None) != (burst is None)
         or (per_second is not None and per_second <= 0)
@@ -42,7 +45,12 @@ def set_rate_limit(account_id: str, per_second: float | None, burst: int | None)
 
 
 def describe_account(account_id: str) -> AccountView:
+    _check_account_id(account_id)
     stored = services().accounts.get(account_id) or {}
+    # an account opened before organization ids existed gets one now
+    organization_id = stored.get("organization_id") or services().accounts.open(
+        account_id, utcnow().isoformat()
+    )
     credits = Credits(
         limit_usd=stored.get("limit_usd"),
         used_usd=stored.get("used_usd", 0),
@@ -51,6 +59,7 @@ def describe_account(account_id: str) -> AccountView:
     )
     return AccountView(
         account_id=account_id,
+        organization_id=organization_id,
         credits=credits,
         rate_limit=rate_limit(stored),
         concurrency=admission.account_concurrency(account_id),

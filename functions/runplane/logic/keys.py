@@ -22,6 +22,7 @@ ADMIN: Scope = "admin"
 @dataclass(frozen=True)
 class Principal:
     account_id: str
+    organization_id: str  # the account's UUID (lowercase), for clients that need one
     key_id: str
     scopes: frozenset[str] = frozenset({ADMIN})
     rate_limit: RateLimit | None = None  # None: the deployment's setting
@@ -39,6 +40,7 @@ class Principal:
 class CreatedKey:
     key_id: str
     account_id: str
+    organization_id: str
     token: str  # shown once
 
 
@@ -54,7 +56,8 @@ def create_key(
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     created_at = utcnow().isoformat()
-    services().accounts.open(account_id, created_at)  # before the key: an account with a key exists
+    # before the key: an account with a key exists, and has its organization id
+    organization_id = services().accounts.open(account_id, created_at)
     services().keys.put(
         {
             "id": key_id,
@@ -65,7 +68,7 @@ def create_key(
             "created_at": created_at,
         }
     )
-    return CreatedKey(key_id, account_id, f"{PREFIX}_{key_id}_{secret}")
+    return CreatedKey(key_id, account_id, organization_id, f"{PREFIX}_{key_id}_{secret}")
 
 
 def get_key(key_id: str) -> ApiKey:
@@ -147,10 +150,12 @@ def authenticate(authorization: str | None) -> Principal:
     stored = services().keys.get(key_id)
     if not stored or stored.get("revoked_at") or not hmac.compare_digest(stored["secret_hash"], secret_hash):
         raise Unauthorized()
-    account = services().accounts.get(stored["account_id"])
-    if account is None:  # a key made before accounts were opened with their first key
-        services().accounts.open(stored["account_id"], stored["created_at"])
-    principal = Principal(stored["account_id"], key_id, _scopes(stored), rate_limit(account or {}))
+    account = services().accounts.get(stored["account_id"]) or {}
+    # an account opened before organization ids existed (or before accounts were opened) gets one now
+    organization_id = account.get("organization_id") or services().accounts.open(
+        stored["account_id"], stored["created_at"]
+    )
+    principal = Principal(stored["account_id"], organization_id, key_id, _scopes(stored), rate_limit(account))
     _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
     return principal
 
