@@ -1,7 +1,8 @@
 """Checks against the seed contracts, transcribed into tests/schemas (the project never reads the seeds).
 
 `run_state.json` is re-factor's RunState; `roe.json` and `cotool.json` hold one definition per response
-of those dialects. `assert_reply` picks the definition a dialect's route and status call for, so a test
+of those dialects (where Roe AI's reference and its Python SDK, roe-ai 1.1.19, differ, `roe.json` follows
+what the SDK parses). `assert_reply` picks the definition a dialect's route and status call for, so a test
 that goes through `assert_reply` checks every body it receives.
 """
 
@@ -21,12 +22,23 @@ UUID = "[0-9a-f-]{36}"
 # (dialect, method, path pattern, status) -> definition; the first match wins
 ROUTES: list[tuple[str, str, str, int | None, str]] = [
     ("roe", "POST", rf"/v1/agents/run/{UUID}/?", 200, "outputs"),
-    ("roe", "POST", rf"/v1/agents/run/{UUID}/?", 202, "job_id"),
+    ("roe", "POST", rf"/v1/agents/run/{UUID}/?", 504, "job_still_running"),
     ("roe", "POST", rf"/v1/agents/run/{UUID}/async/?", 200, "job_id"),
     ("roe", "POST", rf"/v1/agents/run/{UUID}/async/many/?", 200, "job_ids"),
+    ("roe", "POST", rf"/v1/agents/run/{UUID}/versions/{UUID}/?", 200, "outputs"),
+    ("roe", "POST", rf"/v1/agents/run/{UUID}/versions/{UUID}/?", 504, "job_still_running"),
+    ("roe", "POST", rf"/v1/agents/run/{UUID}/versions/{UUID}/async/?", 200, "job_id"),
+    ("roe", "POST", r"/v1/agents/jobs/statuses/?", 200, "job_statuses"),
+    ("roe", "POST", r"/v1/agents/jobs/results/?", 200, "job_results"),
     ("roe", "GET", rf"/v1/agents/jobs/{UUID}/status/?", 200, "job_status"),
     ("roe", "GET", rf"/v1/agents/jobs/{UUID}/result/?", 200, "job_result"),
     ("roe", "GET", rf"/v1/agents/{UUID}/jobs/?", 200, "job_page"),
+    ("roe", "POST", rf"/v1/agents/{UUID}/jobs/cancel-all/?", 200, "cancel_all"),
+    ("roe", "GET", r"/v1/agents/?", 200, "agent_page"),
+    ("roe", "GET", rf"/v1/agents/{UUID}/?", 200, "base_agent"),
+    ("roe", "GET", rf"/v1/agents/{UUID}/versions/current/?", 200, "agent_version"),
+    ("roe", "GET", rf"/v1/agents/{UUID}/versions/{UUID}/?", 200, "agent_version"),
+    ("roe", "GET", rf"/v1/agents/{UUID}/versions/?", 200, "agent_versions"),
     ("roe", ".*", r"/v1/agents(/.*)?", None, "error"),
     ("cotool", "POST", rf"/api/agents/{UUID}/run-sync/?", 200, "run_result"),
     ("cotool", "POST", rf"/api/agents/{UUID}/run-sync/?", 202, "run_pending"),

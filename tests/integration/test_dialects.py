@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from runplane.logic import keys, services
@@ -141,10 +141,12 @@ def test_roe_sync_run_returns_outputs_or_the_job_id_when_it_outlasts_the_wait(
     short_sync_wait(monkeypatch)
     slow = make_runnable("acme", "sleep")
     reply = api.post(f"/v1/agents/run/{slow}/", {"seconds": 0.5})
-    assert reply.status == 202
-    assert reply.headers["Location"] == f"/v1/agents/jobs/{reply.json()}/status/"
+    assert reply.status == 504  # Roe's SDK parses a 200 as outputs only: an error it raises names the job
+    still = reply.json()
+    assert (still["code"], still["error"]) == ("still_running", "Job is still running")
+    assert reply.headers["Location"] == f"/v1/agents/jobs/{still['job_id']}/status/"
     drain("worker")
-    assert api.get(f"/v1/agents/jobs/{reply.json()}/status/").json()["status"] == 3
+    assert api.get(f"/v1/agents/jobs/{still['job_id']}/status/").json()["status"] == 3
 
 
 def test_roe_failed_job_is_failure_with_its_message_and_its_result_is_422(api: Api) -> None:
@@ -264,23 +266,40 @@ def test_roe_list_jobs_pages_newest_first_through_next(api: Api, echo_id: str) -
     other = make_runnable("acme", "echo")
     api.post(f"/v1/agents/run/{other}/async/", {"i": 9})
     drain("worker")
-    seen, path = [], f"/v1/agents/{echo_id}/jobs/?page_size=2"
+    seen, path, number = [], f"/v1/agents/{echo_id}/jobs/?page_size=2", 1
     while path:
         page = api.get(path, headers={"Host": "runs.example.com", "X-Forwarded-Proto": "https"}).json()
         assert page["count"] == len(page["results"]) <= 2
-        assert page["previous"] is None
+        if number == 1:
+            assert page["previous"] is None
+        else:
+            assert parse_qs(urlsplit(page["previous"]).query) == {
+                "page_size": ["2"],
+                "page": [str(number - 1)],
+            }
         seen += page["results"]
         path = None
         if page["next"]:
             parts = urlsplit(page["next"])
             assert (parts.scheme, parts.netloc) == ("https", "runs.example.com")
+            number += 1
+            assert parse_qs(parts.query)["page"] == [str(number)]
             path = f"{parts.path}?{parts.query}"
     assert [job["id"] for job in seen] == job_ids[::-1]
+    assert number == 3
     assert all(
         job["status_code"] == 3 and [e["status_code"] for e in job["status_events"]] == [0, 1, 3]
         for job in seen
     )
-    assert seen[0]["job_inputs"] == [{"key": "i", "value": "4", "data_type": "application/json"}]
+    assert seen[0]["job_inputs"] == [
+        {"key": "i", "description": "", "value": "4", "data_type": "application/json"}
+    ]
+    # page numbers, as Roe's SDK asks for them: page N skips N - 1 pages
+    by_number = [
+        [job["id"] for job in api.get(f"/v1/agents/{echo_id}/jobs/?page={n}&page_size=2").json()["results"]]
+        for n in (1, 2, 3, 4)
+    ]
+    assert by_number == [job_ids[4:2:-1], job_ids[2:0:-1], job_ids[:1], []]
 
 
 def test_locations_are_absolute_urls_of_this_api(api: Api, echo_id: str) -> None:
@@ -296,16 +315,22 @@ def test_locations_are_absolute_urls_of_this_api(api: Api, echo_id: str) -> None
     assert reply.headers["Location"] == f"https://runs.example.com/v1/run/{reply.json()['id']}"
 
 
-def test_roe_list_jobs_filters_by_creation_time_and_refuses_page_numbers(api: Api, echo_id: str) -> None:
+def test_roe_list_jobs_filters_by_creation_time_and_status(api: Api, echo_id: str) -> None:
     api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0})
     assert (
         len(api.get(f"/v1/agents/{echo_id}/jobs/?created_from=2000-01-01T00:00:00Z").json()["results"]) == 1
     )
     assert api.get(f"/v1/agents/{echo_id}/jobs/?created_to=2000-01-01T00:00:00Z").json()["results"] == []
-    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_from=2000-01-01T00:00:00").status == 400  # no zone
-    page_two = api.get(f"/v1/agents/{echo_id}/jobs/?page=2")
-    assert page_two.status == 400
-    assert page_two.json()["error"] == "Request validation failed"  # not Roe's text for bad body input
+    # Roe's SDK sends the datetime it is given: without a zone, it is UTC
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_to=2000-01-01T00:00:00").json()["results"] == []
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?created_from=yesterday").status == 400
+    assert len(api.get(f"/v1/agents/{echo_id}/jobs/?status_code=0").json()["results"]) == 1
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?status_code=3,4").json()["results"] == []
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?status_code=2").json()["results"] == []  # never reported
+    assert api.get(f"/v1/agents/{echo_id}/jobs/?status_code=done").status == 400
+    too_deep = api.get(f"/v1/agents/{echo_id}/jobs/?page=102&page_size=100")
+    assert too_deep.status == 400
+    assert too_deep.json()["issues"][0]["field"] == "query.page"
     missing = api.get(f"/v1/agents/{UNKNOWN}/jobs/")
     assert missing.status == 404
     assert missing.json()["error"] == "Agent not found"
@@ -327,6 +352,7 @@ def test_roe_errors_keep_roes_texts(api: Api, account: CreatedKey, echo_id: str)
     broke = api.post(f"/v1/agents/run/{echo_id}/async/", {"a": 1})
     assert broke.status == 402
     assert broke.json() | {"message": ""} == {
+        "detail": "Insufficient credits",
         "error": "Insufficient credits",
         "message": "",
         "status_code": 402,

@@ -12,6 +12,7 @@ METHODS = ("get", "put", "post", "delete", "patch")
 # the operations whose logic answers 422: a run that ended without succeeding (Roe AI and Cotool results)
 SENDS_422 = {
     ("post", "/v1/agents/run/{agent_id}/"),
+    ("post", "/v1/agents/run/{agent_id}/versions/{version_id}/"),
     ("get", "/v1/agents/jobs/{job_id}/result/"),
     ("post", "/api/agents/{agentId}/run-sync"),
     ("get", "/api/agents/{agentId}/run-async/{runId}/result"),
@@ -29,7 +30,7 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
 
 def test_every_success_answer_is_typed_or_empty(document: dict[str, Any]) -> None:
     operations = _operations(document)
-    assert len(operations) == 32
+    assert len(operations) == 42
     for method, path, operation in operations:
         successes = {s: a for s, a in operation["responses"].items() if s.startswith("2")}
         assert successes, (method, path)
@@ -75,14 +76,33 @@ def test_every_operation_says_what_it_does(document: dict[str, Any]) -> None:
         assert not operation["summary"].startswith(method.upper()), path  # not the resolver's default
         assert len(operation.get("description", "")) > 20, path
         summaries.add(operation["summary"])
-    assert len(summaries) == 32
+    assert len(summaries) == 42
     native = next(tag for tag in document["tags"] if tag["name"] == "re-factor")
     assert "native" in native["description"]
 
 
+def test_roe_single_runs_take_json_forms_and_multipart(document: dict[str, Any]) -> None:
+    for path in (
+        "/v1/agents/run/{agent_id}/",
+        "/v1/agents/run/{agent_id}/async/",
+        "/v1/agents/run/{agent_id}/versions/{version_id}/",
+        "/v1/agents/run/{agent_id}/versions/{version_id}/async/",
+    ):
+        operation = document["paths"][path]["post"]
+        assert set(operation["requestBody"]["content"]) == {
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        }
+        assert not any(key.startswith("x-") for key in operation), path
+    assert set(
+        document["paths"]["/v1/agents/run/{agent_id}/async/many/"]["post"]["requestBody"]["content"]
+    ) == {"application/json"}
+
+
 def test_roe_paths_end_with_a_slash_and_public_doors_need_no_key(document: dict[str, Any]) -> None:
     roe = [path for path in document["paths"] if path.startswith("/v1/agents/")]
-    assert len(roe) == 7
+    assert len(roe) == 17
     assert all(path.endswith("/") for path in roe)
     assert document["paths"]["/"]["get"]["security"] == []
     assert document["paths"]["/health"]["get"]["security"] == []

@@ -186,7 +186,6 @@ def test_a_multipart_field_twice_is_refused_by_name(data: dict | None, files: di
         lambda body, b: body.replace(b'; name="t"', b""),  # a part without a name
         lambda body, b: body.replace(b"\r\n\r\n", b"\r\n", 1),  # a part's headers never end
         lambda body, b: body.replace(b"--" + b + b"\r\n", b"--" + b + b"junk\r\n", 1),
-        lambda body, b: body.replace("héllo".encode(), b"h\xe9llo"),  # a text field not UTF-8
     ],
 )
 def test_a_malformed_multipart_body_is_refused(damage: Any) -> None:
@@ -194,6 +193,16 @@ def test_a_malformed_multipart_body_is_refused(damage: Any) -> None:
     boundary = content_type.split("boundary=")[1].encode()
     problem = refusal(damage(body, boundary), content_type, encoded=True)
     assert problem.code == "invalid_body"
+
+
+def test_a_part_without_a_filename_whose_bytes_are_not_text_is_a_file() -> None:
+    body, content_type = sent({"t": "héllo"}, {"f": ("f.txt", b"x", "text/plain")})
+    read = read_body(event(body.replace("héllo".encode(), b"h\xe9llo"), content_type, encoded=True))
+    assert read.values == {}
+    assert read.files == [
+        FilePart("t", "t", "application/octet-stream", b"h\xe9llo"),
+        FilePart("f", "f.txt", "text/plain", b"x"),
+    ]
 
 
 @pytest.mark.parametrize(

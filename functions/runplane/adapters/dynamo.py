@@ -184,6 +184,7 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+BATCH_GET_LIMIT = 100  # keys per BatchGetItem request
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CREATED_KEY = rf"\d{{4}}-\d\d-\d\dT[0-9:.+-]+#{UUID}"  # adapters.runs.created_key
 

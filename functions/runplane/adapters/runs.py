@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runplane.adapters.dynamo import (
+    BATCH_GET_LIMIT,
     CREATED_KEY,
     UUID,
     TableAdapter,
@@ -365,19 +366,31 @@ class RunStore(TableAdapter):
     ) -> tuple[list[RunRecord], str | None]:
         """Newest first, through the narrowest index (by parent, runnable, status, or all of the
         account's), the creation range as a key condition and any other filter as a filter."""
-        filters: dict[str, str] = {}
+        keys, next_cursor = self._page(account_id, query, limit, cursor)
+        return self._batch_get(keys), next_cursor
+
+    def skip(self, account_id: str, query: RunQuery, *, limit: int, cursor: str | None) -> str | None:
+        """The cursor after the page `list` would answer, without reading its runs."""
+        return self._page(account_id, query, limit, cursor)[1]
+
+    def _page(
+        self, account_id: str, query: RunQuery, limit: int, cursor: str | None
+    ) -> tuple[list[str], str | None]:
+        """The keys of a page of `list`, and the cursor after it."""
+        filters: dict[str, list[str]] = {}
+        statuses = sorted(status.value for status in query.statuses)
         if query.parent_run_id:
             index, partition = "by_parent", ("account_parent", run_pk(account_id, query.parent_run_id))
             if query.runnable_id:
-                filters["account_runnable"] = f"{account_id}#{query.runnable_id}"
+                filters["account_runnable"] = [f"{account_id}#{query.runnable_id}"]
         elif query.runnable_id:
             index, partition = "by_runnable", ("account_runnable", f"{account_id}#{query.runnable_id}")
-        elif query.status:
-            index, partition = "by_status", ("account_status", f"{account_id}#{query.status.value}")
+        elif len(statuses) == 1:
+            index, partition = "by_status", ("account_status", f"{account_id}#{statuses[0]}")
         else:
             index, partition = "by_account", ("account_id", account_id)
-        if query.status and index != "by_status":
-            filters["status"] = query.status.value
+        if statuses and index != "by_status":
+            filters["status"] = statuses
         names = {"#p": partition[0]}
         values: dict[str, Any] = {":p": {"S": partition[1]}}
         condition = "#p = :p"
@@ -398,10 +411,13 @@ class RunStore(TableAdapter):
             "Limit": limit,
         }
         if filters:
-            request["FilterExpression"] = " AND ".join(f"#f{i} = :f{i}" for i in range(len(filters)))
-            for i, (name, value) in enumerate(filters.items()):
+            clauses = []
+            for i, (name, allowed) in enumerate(filters.items()):
                 names[f"#f{i}"] = name
-                values[f":f{i}"] = {"S": value}
+                placeholders = [f":f{i}_{j}" for j in range(len(allowed))]
+                values.update({p: {"S": value} for p, value in zip(placeholders, allowed, strict=True)})
+                clauses.append(f"#f{i} IN ({', '.join(placeholders)})")
+            request["FilterExpression"] = " AND ".join(clauses)
         request["ExpressionAttributeNames"] = names
         request["ExpressionAttributeValues"] = values
         start = decode_cursor(
@@ -419,8 +435,9 @@ class RunStore(TableAdapter):
         if after and before and after >= before:
             return [], None  # a range holding no instant: nothing to ask DynamoDB
         page = self.client.query(**request)
-        keys = [item["pk"]["S"] for item in page.get("Items", [])]
-        return self._batch_get(keys), encode_cursor(page.get("LastEvaluatedKey"))
+        return [item["pk"]["S"] for item in page.get("Items", [])], encode_cursor(
+            page.get("LastEvaluatedKey")
+        )
 
     def mark_parent(self, account_id: str, run_id: str, children: int) -> None:
         """Note that a run has started (at least) `children` child runs: cancelling it cancels them."""
@@ -434,14 +451,22 @@ class RunStore(TableAdapter):
             ExpressionAttributeValues={":n": {"N": str(children)}},
         )
 
-    def _batch_get(self, pks: list[str]) -> list[RunRecord]:
+    def get_many(self, account_id: str, run_ids: list[str], *, consistent: bool = False) -> list[RunRecord]:
+        """The runs among `run_ids` the account has, in that order (a repeated id once)."""
+        return self._batch_get(
+            list(dict.fromkeys(run_pk(account_id, run_id) for run_id in run_ids)), consistent
+        )
+
+    def _batch_get(self, pks: list[str], consistent: bool = False) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
-        pending: dict[str, Any] = {self.table: {"Keys": [{"pk": {"S": pk}} for pk in pks]}} if pks else {}
-        while pending:
-            response = self.client.batch_get_item(RequestItems=pending)
-            for item in response["Responses"].get(self.table, []):
-                found[item["pk"]["S"]] = _run_record(item)
-            pending = response.get("UnprocessedKeys") or {}
+        for first in range(0, len(pks), BATCH_GET_LIMIT):
+            keys = [{"pk": {"S": pk}} for pk in pks[first : first + BATCH_GET_LIMIT]]
+            pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": consistent}}
+            while pending:
+                response = self.client.batch_get_item(RequestItems=pending)
+                for item in response["Responses"].get(self.table, []):
+                    found[item["pk"]["S"]] = _run_record(item)
+                pending = response.get("UnprocessedKeys") or {}
         return [found[pk] for pk in pks if pk in found]
 
     def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str, float]]:

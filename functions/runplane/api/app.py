@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
-from runplane.api import cotool, errors, openapi, roe, service, v1
+from runplane.api import cotool, errors, openapi, roe, roe_agents, roe_jobs, service, v1
 from runplane.api.common import Dialect, current_dialect, current_principal, current_request_id, dialect_of
 from runplane.api.gate import PUBLIC_PATHS, admit
 from runplane.domain.errors import RunplaneError
@@ -72,8 +72,8 @@ def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
 
 def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
-    for dialect in (service, v1, roe, cotool):
-        app.include_router(dialect.router)
+    for routes in (service, v1, roe, roe_jobs, roe_agents, cotool):
+        app.include_router(routes.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)
     app.exception_handler(Exception)(errors.from_unexpected)
@@ -94,7 +94,9 @@ def _unrouted(app: APIGatewayRestResolver, method: str, path: str) -> Response:
     """404 for a path no route serves; for a known path, OPTIONS lists its methods and any other
     method is 405, both with `Allow`. The routes are matched as the resolver matches them."""
     routes = app._static_routes + app._dynamic_routes  # the resolver keeps no public list of them
-    allowed = sorted({route.method for route in routes if route.rule.match(path)})
+    allowed = sorted(
+        {route.method for route in routes if route.rule.match(path) and route.func not in roe_agents.REFUSALS}
+    )
     if not allowed:
         return errors.error_response(404, "No such route", "route_not_found")
     allow = ", ".join([*allowed, *(["HEAD"] if "GET" in allowed else []), "OPTIONS"])

@@ -3,6 +3,7 @@ reshaped for the request's dialect (Roe AI, Cotool) by that dialect's `error_bod
 
 from __future__ import annotations
 
+import json
 from typing import Any, get_args
 
 from aws_lambda_powertools.event_handler import Response
@@ -57,11 +58,14 @@ def _error_parts(
     issues: list[dict[str, str]] | None = None,
     missing_perms: list[str] | None = None,
     started: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[int, str, dict[str, str]]:
     error = ErrorBody(error=message, code=code, issues=issues or [], missingPerms=missing_perms)
     if reshape := DIALECT_BODIES.get(current_dialect.get()):
         error = reshape(status, error, started or [])
     body = error.model_dump_json(exclude_none=True)
+    if extra:  # fields the dialect's error schema declares for this answer alone
+        body = json.dumps({**json.loads(body), **extra}, separators=(",", ":"))
     headers = {"Content-Type": "application/json"}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="runplane"'
@@ -85,9 +89,13 @@ def _domain_parts(error: RunplaneError) -> tuple[int, str, dict[str, str]]:
 
 
 def error_response(
-    status: int, message: str, code: str, issues: list[dict[str, str]] | None = None
+    status: int,
+    message: str,
+    code: str,
+    issues: list[dict[str, str]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
-    status, body, headers = _error_parts(status, message, code, issues)
+    status, body, headers = _error_parts(status, message, code, issues, extra=extra)
     return json_response(status, body, headers)
 
 

@@ -50,7 +50,7 @@ def read_body(event: BaseProxyEvent) -> RequestBody:
     if kind == JSON:
         return RequestBody(json_object(body, encoded=encoded), [], textual=False)
     if kind not in FORMS:
-        raise UnsupportedMediaType(content_type or "")
+        raise UnsupportedMediaType(content_type or "", (JSON, URLENCODED, MULTIPART))
     try:
         data = base64.b64decode(body, validate=True) if encoded else body.encode()
     except ValueError:  # binascii.Error, UnicodeEncodeError
@@ -163,18 +163,14 @@ def _multipart(data: bytes, content_type: str) -> RequestBody:
             if name in seen:
                 raise _twice(name)
             seen.add(name)
-            if filename is None:
-                try:
-                    values[name] = content.decode()
-                except UnicodeDecodeError:
-                    raise InvalidRequest(
-                        f"Form field {name!r} is not UTF-8 text",
-                        "invalid_body",
-                        [Issue(f"body.{name}", "not UTF-8")],
-                    ) from None
-            elif filename or content:
+            text = _text(content) if filename is None else None
+            if text is not None:
+                values[name] = text
+            elif filename or content:  # a part with bytes that are not text is a file, named or not
                 kind = headers.get("content-type")
-                files.append(FilePart(name, filename, str(kind or "application/octet-stream"), content))
+                files.append(
+                    FilePart(name, filename or name, str(kind or "application/octet-stream"), content)
+                )
     except _Malformed as problem:
         raise InvalidRequest(
             f"Request body is not valid multipart/form-data: {problem}", "invalid_body"
@@ -182,6 +178,13 @@ def _multipart(data: bytes, content_type: str) -> RequestBody:
     if len(files) > MAX_FILES:
         raise InvalidRequest(f"A request may carry at most {MAX_FILES} files", "invalid_body")
     return RequestBody(values, files, textual=True)
+
+
+def _text(content: bytes) -> str | None:
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class _Malformed(ValueError):

@@ -14,7 +14,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # a body sent with another m
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads itself
 # Roe AI's single agent runs, which its SDK sends as a form: the route reads the body (api.forms), once it
 # has found the agent, so an unknown agent is a 404 whatever the media type
-FORM_ROUTES = re.compile(r"/v1/agents/run/[0-9A-Fa-f-]+(?:/versions/[^/]+)?(?:/async)?/?")
+FORM_ROUTES = re.compile(r"/v1/agents/run/[^/]+(?:/versions/[^/]+)?(?:/async)?/?")
 
 
 def admit(event: dict) -> Principal | None:

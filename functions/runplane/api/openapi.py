@@ -19,10 +19,19 @@ SHARED_ERRORS = {
     400: "Invalid request: the body is not JSON or a parameter is malformed (`issues` names each problem)",
     401: "No API key, or a key that is unknown or revoked",
     413: "The request body is larger than the deployment allows",
-    415: "The request body is not `application/json`",
+    415: "The request body is in a media type the operation does not accept (most accept only JSON)",
     429: "The key's rate limit is exceeded: retry after `Retry-After` seconds",
     500: "Internal error; the message names the request id in the logs",
 }
+
+
+BODY_EXTENSION = "x-request-body"
+
+
+def request_body(description: str, schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`openapi_extensions` for a route that reads its own body: `schemas` by media type."""
+    content = {media_type: {"schema": schema} for media_type, schema in schemas.items()}
+    return {BODY_EXTENSION: {"description": description, "required": False, "content": content}}
 
 
 def ok(model: Any, description: str) -> dict:
@@ -67,6 +76,8 @@ def finish(document: dict[str, Any], error_schema: dict[str, str], public: froze
 
 
 def _finish_operation(method: str, operation: dict[str, Any], schema: dict, *, secured: bool) -> None:
+    if BODY_EXTENSION in operation:  # a route that reads its body itself, in more than one media type
+        operation["requestBody"] = operation.pop(BODY_EXTENSION)
     for parameter in operation.get("parameters", []):
         _present_or_absent(parameter["schema"])
     answers = operation["responses"]

@@ -1,8 +1,12 @@
-"""The Roe AI dialect: /v1/agents routes. Each route parses, calls the core and maps the answer."""
+"""The Roe AI dialect's run routes (/v1/agents/run/...), and what its other routes share.
+
+Single runs read their own body, as Roe AI's SDK sends it: a form, multipart with files, or JSON.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -11,30 +15,213 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
+from runplane.api import forms
 from runplane.api import roe_shapes as shapes
-from runplane.api.common import (
-    Dialect,
-    IdempotencyKey,
-    Instant,
-    absolute_url,
-    principal,
-    start_run_as,
-)
-from runplane.api.errors import json_response
-from runplane.api.openapi import errors, no_content, ok
-from runplane.domain.errors import InvalidRequest, Issue, WrongAccount
-from runplane.domain.models import RunQuery, Scope
-from runplane.logic import ending, runnables, runs
+from runplane.api.common import Dialect, IdempotencyKey, absolute_url, principal, start_run_as
+from runplane.api.errors import error_response, json_response
+from runplane.api.openapi import errors, ok, request_body
+from runplane.domain.errors import InvalidRequest, Issue, NotFound, WrongAccount
+from runplane.domain.models import Scope
+from runplane.logic import runnables, runs
 from runplane.logic.keys import Principal
 
 router = Router()
 TAGS = [Dialect.roe.value]
 
-AgentBody = Annotated[dict[str, Any], Body(description="Input keys of the agent, plus optional `metadata`")]
+OrganizationId = Annotated[
+    str | None,
+    Query(max_length=64, description="The key's organization id when given (also accepted in the body)"),
+]
+NO_AGENT = (404, "No agent with this id in the organization")
+NO_JOB = (404, "No job with this id in the organization")
+WRONG_ORG = (403, "`organization_id` is not the key's organization, or the key lacks a permission")
+BAD_INPUT = (400, "Invalid input: a field, or inputs that do not match the agent's input schema")
+MAX_PAGE = 100  # a page number skips the pages before it: deeper pages are reached through `next`
+Page = Annotated[
+    int, Query(ge=1, le=MAX_PAGE, description="Page number, 1 first; `next` links carry a cursor as well")
+]
+PageSize = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=2048, description="From `next` (opaque): the page's start")]
+REUSED_KEY = (409, "The Idempotency-Key was used with another request")
+STILL_RUNNING = (504, "Still running at the end of the wait: `job_id` names the job, which goes on")
+
+
+def fail(*answers: int | tuple[int, str]) -> dict:
+    return errors(shapes.ErrorResponse, *answers)
+
+
+def caller(organization_id: str | None, *needed: Scope) -> Principal:
+    """The caller with `needed`; an `organization_id` other than its organization's is 403."""
+    found = principal(*needed)
+    check_organization(found, organization_id)
+    return found
+
+
+def check_organization(found: Principal, organization_id: Any) -> None:
+    """The organization's UUID (any case) names the caller's organization; so does its account id."""
+    if organization_id is None:
+        return
+    if not isinstance(organization_id, str):
+        raise InvalidRequest(
+            "organization_id must be a string",
+            "validation_error",
+            [Issue("body.organization_id", "not a string")],
+        )
+    if organization_id.lower() not in (found.organization_id, found.account_id.lower()):
+        raise WrongAccount()
+
+
+def page_links(page: int, next_cursor: str | None) -> tuple[str | None, str | None]:
+    """The URLs of the next page (its number and cursor) and of the previous one (its number), keeping
+    the request's other parameters."""
+    event = router.current_event
+    asked = {k: v for k, v in (event.query_string_parameters or {}).items() if k not in ("page", "cursor")}
+
+    def url(number: int, cursor: str | None) -> str:
+        query = {**asked, "page": str(number), **({"cursor": cursor} if cursor else {})}
+        return absolute_url(event, f"{event.path}?{urlencode(query)}")
+
+    return (url(page + 1, next_cursor) if next_cursor else None), (url(page - 1, None) if page > 1 else None)
+
+
+def page_start(page: int, cursor: str | None, cursor_after: Callable[[str | None], str | None]) -> str | None:
+    """Where a page starts: at `cursor` when given (`page` then only numbers it), else after the pages
+    before it, skipped one `cursor_after(cursor)` at a time (None: there are not that many)."""
+    if cursor is not None or page == 1:
+        return cursor
+    for _ in range(page - 1):
+        cursor = cursor_after(cursor)
+        if cursor is None:
+            break
+    return cursor
+
+
+def json_answer(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, json.dumps(document, separators=(",", ":")), headers)
+
+
+def _job_location(job_id: str) -> dict[str, str]:
+    return {"Location": absolute_url(router.current_event, f"/v1/agents/jobs/{job_id}/status/")}
+
+
+# --- single runs: form, multipart or JSON bodies ---
+
+_TEXT_VALUES = {"type": "object", "additionalProperties": {"type": "string"}}
+AGENT_INPUTS = request_body(
+    "The agent's inputs by name, plus optional `metadata` (an object, or its JSON text) and "
+    "`organization_id`. A form's values are text, typed by the agent's input schema; a multipart file "
+    "part becomes a resource of the job, named after its field.",
+    {
+        "application/json": {"type": "object", "additionalProperties": True},
+        "application/x-www-form-urlencoded": _TEXT_VALUES,
+        # a part is a text value or a file: bytes either way
+        "multipart/form-data": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "format": "binary"},
+        },
+    },
+)
+SYNC = {
+    "summary": "Run an agent and wait for its outputs",
+    "description": "Answers the job's outputs when it succeeds within the deployment's wait, 422 if it "
+    "ends without succeeding, and 504 naming the job (`job_id`, `Location`) if it is still running "
+    "then: the job goes on; poll its status.",
+    "responses": {
+        200: ok(list[shapes.Output], "The job's outputs"),
+        **fail(BAD_INPUT, 402, WRONG_ORG, NO_AGENT, REUSED_KEY, 422, STILL_RUNNING),
+    },
+    "openapi_extensions": AGENT_INPUTS,
+}
+ASYNC = {
+    "summary": "Start an agent job",
+    "description": "The answer is the job id; poll `/v1/agents/jobs/{job_id}/status/`, then fetch "
+    "`/result/`.",
+    "responses": {200: ok(str, "The job id"), **fail(BAD_INPUT, 402, WRONG_ORG, NO_AGENT, REUSED_KEY)},
+    "openapi_extensions": AGENT_INPUTS,
+}
+VERSION = " The version is the agent itself: its id is the agent's id."
+
+
+def _start(
+    agent_id: UUID, version_id: UUID | None, organization_id: str | None, idempotency_key: str | None
+) -> runs.Accepted:
+    """Start a job from the request's body: the agent (and version) must exist before the body is read,
+    so an unknown agent is 404 whatever the body is."""
+    found = caller(organization_id, "runs:write")
+    runnable = runnables.get_runnable(found.account_id, str(agent_id))
+    if version_id is not None and version_id != agent_id:
+        raise NotFound("Version", str(version_id))
+    body = forms.read_body(router.current_event)
+    check_organization(found, body.values.get("organization_id"))
+    request = shapes.run_request(body, runnable.input_schema)
+    return start_run_as(found, agent_id, request, idempotency_key, files=body.files, runnable=runnable)
+
+
+def _answer_sync(accepted: runs.Accepted) -> Response:
+    state = runs.answer_sync(accepted)
+    if not state.status.terminal:
+        still = error_response(
+            504,
+            f"Job {state.id} is still running after the wait; poll its status",
+            "still_running",
+            extra={"job_id": state.id},
+        )
+        still.headers.update(_job_location(state.id))
+        return still
+    return json_answer(200, [item.model_dump() for item in shapes.outputs(runs.completed(state))])
+
+
+def _answer_async(accepted: runs.Accepted) -> Response:
+    return json_answer(200, accepted.record.id, _job_location(accepted.record.id))
+
+
+@router.post("/v1/agents/run/<agent_id>/", tags=TAGS, **SYNC)
+def run_agent(agent_id: UUID, organization_id: OrganizationId = None, idempotency_key: IdempotencyKey = None):
+    return _answer_sync(_start(agent_id, None, organization_id, idempotency_key))
+
+
+@router.post("/v1/agents/run/<agent_id>/async/", tags=TAGS, **ASYNC)
+def run_agent_async(
+    agent_id: UUID, organization_id: OrganizationId = None, idempotency_key: IdempotencyKey = None
+):
+    return _answer_async(_start(agent_id, None, organization_id, idempotency_key))
+
+
+@router.post(
+    "/v1/agents/run/<agent_id>/versions/<version_id>/",
+    tags=TAGS,
+    **{**SYNC, "summary": "Run an agent version and wait", "description": SYNC["description"] + VERSION},
+)
+def run_version(
+    agent_id: UUID,
+    version_id: UUID,
+    organization_id: OrganizationId = None,
+    idempotency_key: IdempotencyKey = None,
+):
+    return _answer_sync(_start(agent_id, version_id, organization_id, idempotency_key))
+
+
+@router.post(
+    "/v1/agents/run/<agent_id>/versions/<version_id>/async/",
+    tags=TAGS,
+    **{**ASYNC, "summary": "Start a job of an agent version", "description": ASYNC["description"] + VERSION},
+)
+def run_version_async(
+    agent_id: UUID,
+    version_id: UUID,
+    organization_id: OrganizationId = None,
+    idempotency_key: IdempotencyKey = None,
+):
+    return _answer_async(_start(agent_id, version_id, organization_id, idempotency_key))
+
+
+# --- batches: JSON ---
+
 BatchBody = Annotated[
     dict[str, Any],
     Body(
-        description='`{"inputs": [{...}, ...]}`: one job per item (an item\'s `metadata` is ignored)',
+        description='`{"inputs": [{...}, ...], "metadata"?: {...}}`: one job per item, each with the '
+        "batch's `metadata` (an item's own `metadata` is ignored)",
         json_schema_extra={
             "required": ["inputs"],
             "properties": {
@@ -43,107 +230,15 @@ BatchBody = Annotated[
                     "items": {"type": "object"},
                     "minItems": 1,
                     "maxItems": shapes.MAX_BATCH,
-                }
+                },
+                "metadata": {
+                    "anyOf": [{"type": "object"}, {"type": "null"}],
+                    "description": "Or its JSON text",
+                },
             },
         },
     ),
 ]
-OrganizationId = Annotated[
-    str | None,
-    Query(max_length=64, description="Must be the key's account when given (also accepted in the body)"),
-]
-
-
-def _fail(*answers: int | tuple[int, str]) -> dict:
-    return errors(shapes.ErrorResponse, *answers)
-
-
-NO_AGENT = (404, "No agent with this id in the organization")
-NO_JOB = (404, "No job with this id in the organization")
-WRONG_ORG = (403, "`organization_id` is not the key's organization, or the key lacks a permission")
-BAD_INPUT = (400, "Invalid input: a field, or inputs that do not match the agent's input schema")
-
-
-def _caller(organization_id: str | None, body: dict[str, Any] | None, *needed: Scope) -> Principal:
-    """The caller with `needed`; an `organization_id` (query or body) other than its account is 403."""
-    caller = principal(*needed)
-    in_body = (body or {}).get("organization_id")
-    if in_body is not None and not isinstance(in_body, str):
-        raise InvalidRequest(
-            "organization_id must be a string",
-            "validation_error",
-            [Issue("body.organization_id", "not a string")],
-        )
-    if any(name is not None and name != caller.account_id for name in (organization_id, in_body)):
-        raise WrongAccount()
-    return caller
-
-
-def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
-    return json_response(status, json.dumps(document, separators=(",", ":")), headers)
-
-
-def _job_location(job_id: str) -> dict[str, str]:
-    return {"Location": absolute_url(router.current_event, f"/v1/agents/jobs/{job_id}/status/")}
-
-
-@router.post(
-    "/v1/agents/run/<agent_id>/",
-    tags=TAGS,
-    summary="Run an agent and wait for its outputs",
-    description="The body's keys are the agent's inputs (`metadata` aside). Answers the job's outputs when "
-    "it succeeds within the deployment's wait; 202 with the job id (and `Location`) if it is still "
-    "running then; 422 if it ended without succeeding.",
-    responses={
-        200: ok(list[shapes.Output], "The job's outputs"),
-        202: ok(str, "Still running: the job id"),
-        **_fail(
-            BAD_INPUT,
-            402,
-            WRONG_ORG,
-            NO_AGENT,
-            (409, "The Idempotency-Key was used with another request"),
-            422,
-        ),
-    },
-)
-def run_agent(
-    agent_id: UUID,
-    body: AgentBody = {},  # noqa: B006
-    organization_id: OrganizationId = None,
-    idempotency_key: IdempotencyKey = None,
-):
-    caller = _caller(organization_id, body, "runs:write")
-    accepted = start_run_as(caller, agent_id, shapes.run_request(body), idempotency_key)
-    state = runs.answer_sync(accepted)
-    if not state.status.terminal:
-        return _json(202, state.id, _job_location(state.id))
-    outputs = shapes.outputs(runs.completed(state))
-    return _json(200, [item.model_dump() for item in outputs])
-
-
-@router.post(
-    "/v1/agents/run/<agent_id>/async/",
-    tags=TAGS,
-    summary="Start an agent job",
-    description="The body's keys are the agent's inputs (`metadata` aside). The answer is the job id; poll "
-    "`/v1/agents/jobs/{job_id}/status/`, then fetch `/result/`.",
-    responses={
-        200: ok(str, "The job id"),
-        **_fail(
-            BAD_INPUT, 402, WRONG_ORG, NO_AGENT, (409, "The Idempotency-Key was used with another request")
-        ),
-    },
-)
-def run_agent_async(
-    agent_id: UUID,
-    body: AgentBody = {},  # noqa: B006
-    organization_id: OrganizationId = None,
-    idempotency_key: IdempotencyKey = None,
-):
-    caller = _caller(organization_id, body, "runs:write")
-    accepted = start_run_as(caller, agent_id, shapes.run_request(body), idempotency_key)
-    return _json(200, accepted.record.id, _job_location(accepted.record.id))
 
 
 @router.post(
@@ -154,9 +249,7 @@ def run_agent_async(
     "none. A 402 in the middle names the jobs started before it (`job_ids`).",
     responses={
         200: ok(list[str], "The job ids, in the order of `inputs`"),
-        **_fail(
-            BAD_INPUT, 402, WRONG_ORG, NO_AGENT, (409, "The Idempotency-Key was used with another request")
-        ),
+        **fail(BAD_INPUT, 402, WRONG_ORG, NO_AGENT, REUSED_KEY),
     },
 )
 def run_agent_many(
@@ -165,86 +258,13 @@ def run_agent_many(
     organization_id: OrganizationId = None,
     idempotency_key: IdempotencyKey = None,
 ):
-    caller = _caller(organization_id, body, "runs:write")
-    requests = shapes.batch_requests(body)
+    found = caller(organization_id, "runs:write")
+    check_organization(found, body.get("organization_id"))
     job_ids = runs.start_runs(
-        caller.account_id, str(agent_id), requests, created_by=caller.key_id, idempotency_key=idempotency_key
+        found.account_id,
+        str(agent_id),
+        shapes.batch_requests(body),
+        created_by=found.key_id,
+        idempotency_key=idempotency_key,
     )
-    return _json(200, job_ids)
-
-
-@router.get(
-    "/v1/agents/jobs/<job_id>/status/",
-    tags=TAGS,
-    summary="Get a job's status",
-    description="`status`: 0 PENDING, 1 STARTED, 3 SUCCESS, 4 FAILURE, 5 CANCELLED; `timestamp` of the last "
-    "change and, for a failure, `error_message`.",
-    responses={200: ok(shapes.JobStatus, "The job's status"), **_fail(WRONG_ORG, NO_JOB)},
-)
-def job_status(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobStatus:
-    caller = _caller(organization_id, None, "runs:read")
-    return shapes.job_status(runs.get_run(caller.account_id, str(job_id)))
-
-
-@router.get(
-    "/v1/agents/jobs/<job_id>/result/",
-    tags=TAGS,
-    summary="Get a job's result",
-    description="A successful job's inputs, outputs and token usage.",
-    responses={
-        200: ok(shapes.JobResult, "The job's result"),
-        **_fail(
-            WRONG_ORG, NO_JOB, (409, "The job has not ended yet"), (422, "The job ended without succeeding")
-        ),
-    },
-)
-def job_result(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobResult:
-    caller = _caller(organization_id, None, "runs:read")
-    state = runs.get_run(caller.account_id, str(job_id), with_inputs=True)
-    return shapes.job_result(runs.completed(state))
-
-
-@router.post(
-    "/v1/agents/jobs/<job_id>/cancel/",
-    tags=TAGS,
-    summary="Cancel a job",
-    description="A pending job is cancelled at once, a running one shortly after.",
-    status_code=204,
-    responses={
-        204: no_content("Cancelled, or being cancelled"),
-        **_fail(WRONG_ORG, NO_JOB, (409, "The job already ended")),
-    },
-)
-def cancel_job(job_id: UUID, organization_id: OrganizationId = None):
-    caller = _caller(organization_id, None, "runs:write")
-    ending.cancel_run(caller.account_id, str(job_id))
-    return Response(status_code=204)
-
-
-@router.get(
-    "/v1/agents/<agent_id>/jobs/",
-    tags=TAGS,
-    summary="List an agent's jobs",
-    description="Newest first; follow `next` (a full URL) for the following page.",
-    responses={200: ok(shapes.JobPage, "A page of jobs"), **_fail(400, WRONG_ORG, NO_AGENT)},
-)
-def list_jobs(
-    agent_id: UUID,
-    organization_id: OrganizationId = None,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=2048, description="From `next` (opaque)")] = None,
-    created_from: Annotated[Instant | None, Query(description="Created at or after (RFC 3339)")] = None,
-    created_to: Annotated[Instant | None, Query(description="Created before (RFC 3339)")] = None,
-    page: Annotated[int, Query(ge=1, le=1, description="Only 1: pages follow `next`")] = 1,
-) -> shapes.JobPage:
-    caller = _caller(organization_id, None, "runs:read")
-    runnables.get_runnable(caller.account_id, str(agent_id))  # an unknown agent is 404, not an empty list
-    query = RunQuery(runnable_id=str(agent_id), created_after=created_from, created_before=created_to)
-    found = runs.list_runs(caller.account_id, query, page_size, cursor, with_inputs=True)
-    next_page = None
-    if found.next_cursor:
-        following = {**(router.current_event.query_string_parameters or {}), "cursor": found.next_cursor}
-        next_page = absolute_url(router.current_event, f"{router.current_event.path}?{urlencode(following)}")
-    return shapes.JobPage(
-        count=len(found.items), next=next_page, results=[shapes.job(state) for state in found.items]
-    )
+    return json_answer(200, job_ids)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from contextlib import suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from runplane.api.common import parsed
+from runplane.api.forms import RequestBody, typed_inputs
 from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.models import ErrorBody, RunState, Shape, StartRunRequest
 from runplane.domain.states import Status
@@ -42,6 +43,7 @@ class Output(Shape):
 
 class JobInput(Shape):
     key: str
+    description: str = Field("", description="Runplane's inputs carry no description: empty")
     value: str
     data_type: str
 
@@ -61,19 +63,54 @@ class JobResult(BaseModel):
     outputs: list[Output]
 
 
+class JobStatusItem(BaseModel):
+    """One job of a status batch; a job this organization does not have is all nulls but its id."""
+
+    id: str
+    status: int | None = Field(description="As a job's `status`; null for an unknown job")
+    created_at: datetime | None
+    last_updated_at: datetime | None
+    timestamp: float | None = None
+    error_message: str | None = None
+
+
+class JobResultItem(BaseModel):
+    """One job of a result batch: `result` is a successful job's outputs, null otherwise; a job this
+    organization does not have is all nulls but its id."""
+
+    id: str
+    status: int | None
+    result: list[Output] | None
+    agent_id: str | None
+    agent_version_id: str | None
+    inputs: list[JobInput] | None
+    cost: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 class StatusEvent(Shape):
     timestamp: datetime
     status_code: int
     error_message: str | None = None
 
 
-class Job(Shape):
+class Job(BaseModel):
+    """A job in a listing. Roe's review and evaluation fields have nothing behind them here: null, `{}`
+    or `unreviewed`."""
+
     id: str
-    agent_version_name: str | None = None
+    agent_version_name: str | None = Field(None, description="Runnables are not versioned: null")
     status_events: list[StatusEvent]
     status_code: int
     created_at: datetime
     last_updated_at: datetime
+    duration_ms: int | None = Field(description="From start to end; null until the job ends")
+    ui_fields: dict[str, Any] = Field(default_factory=dict)
+    evaluation: None = None
+    feedback_review: None = None
+    review_state: Literal["unreviewed"] = "unreviewed"
+    creator: None = None
     job_inputs: list[JobInput]
     metadata: dict[str, Any]
 
@@ -81,11 +118,12 @@ class Job(Shape):
 class JobPage(BaseModel):
     count: int = Field(description="Jobs on this page")
     next: str | None = Field(description="The next page's URL; null on the last page")
-    previous: str | None = Field(None, description="Always null: follow `next` forwards")
+    previous: str | None = Field(description="The previous page's URL; null on the first page")
     results: list[Job]
 
 
 class ErrorResponse(Shape):
+    detail: str = Field(description="What went wrong, in full (what Roe's SDK shows)")
     error: str = Field(description="Roe's error text")
     message: str = Field(description="What exactly went wrong")
     status_code: int
@@ -93,6 +131,7 @@ class ErrorResponse(Shape):
     issues: list[dict[str, str]] | None = None
     missingPerms: list[str] | None = None
     job_ids: list[str] | None = Field(None, description="402 in a batch: the jobs started before it")
+    job_id: str | None = Field(None, description="504 from a sync run: the job, still running")
 
 
 # --- requests ---
@@ -122,12 +161,15 @@ def _inputs(body: dict[str, Any]) -> dict[str, Any]:
     return inputs
 
 
-def run_request(body: dict[str, Any]) -> StartRunRequest:
-    return parsed(StartRunRequest, inputs=_inputs(body), metadata=_metadata(body))
+def run_request(body: RequestBody, input_schema: dict[str, Any] | None) -> StartRunRequest:
+    """A single run's request: a form's text values are typed by the agent's input schema."""
+    inputs = typed_inputs(body.values, input_schema, RESERVED_KEYS) if body.textual else _inputs(body.values)
+    return parsed(StartRunRequest, inputs=inputs, metadata=_metadata(body.values))
 
 
 def batch_requests(body: dict[str, Any]) -> list[StartRunRequest]:
-    """`{"inputs": [{...}, ...]}`: one job per item; an item's `metadata` is ignored, as Roe does."""
+    """`{"inputs": [{...}, ...], "metadata"?}`: one job per item, each with the batch's metadata; an
+    item's own `metadata` is ignored, as Roe does."""
     items = body.get("inputs")
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise InvalidRequest(
@@ -137,7 +179,8 @@ def batch_requests(body: dict[str, Any]) -> list[StartRunRequest]:
         raise InvalidRequest(
             INVALID_INPUT, "validation_error", [Issue("body.inputs", f"must hold 1 to {MAX_BATCH} items")]
         )
-    return [parsed(StartRunRequest, inputs=_inputs(item)) for item in items]
+    metadata = _metadata(body)
+    return [parsed(StartRunRequest, inputs=_inputs(item), metadata=metadata) for item in items]
 
 
 # --- answers ---
@@ -193,25 +236,61 @@ def job_result(state: RunState) -> JobResult:
     )
 
 
+def job_status_item(job_id: str, state: RunState | None) -> JobStatusItem:
+    if state is None:
+        return JobStatusItem(id=job_id, status=None, created_at=None, last_updated_at=None)
+    changed = _changed_at(state)
+    return JobStatusItem(
+        id=state.id,
+        status=STATUS_CODES[state.status],
+        created_at=state.created_at,
+        last_updated_at=changed,
+        timestamp=changed.timestamp(),
+        error_message=_error_message(state),
+    )
+
+
+def job_result_item(job_id: str, state: RunState | None) -> JobResultItem:
+    if state is None:
+        return JobResultItem(
+            id=job_id, status=None, result=None, agent_id=None, agent_version_id=None, inputs=None
+        )
+    return JobResultItem(
+        id=state.id,
+        status=STATUS_CODES[state.status],
+        result=outputs(state) if state.status is Status.completed else None,
+        agent_id=state.runnable_id,
+        agent_version_id=state.runnable_id,
+        inputs=_job_inputs(state),
+        cost=state.total_token_cost_usd,
+        input_tokens=state.total_input_tokens,
+        output_tokens=state.total_output_tokens,
+    )
+
+
 def job(state: RunState) -> Job:
     """The job with its known status changes: created (PENDING), started (STARTED), ended."""
     events = [StatusEvent(timestamp=state.created_at, status_code=STATUS_CODES[Status.waiting])]
     if state.started_at:
         events.append(StatusEvent(timestamp=state.started_at, status_code=STATUS_CODES[Status.running]))
+    duration_ms = None
     if state.status.terminal:
+        ended = _changed_at(state)
         events.append(
             StatusEvent(
-                timestamp=_changed_at(state),
+                timestamp=ended,
                 status_code=STATUS_CODES[state.status],
                 error_message=_error_message(state),
             )
         )
+        duration_ms = round((ended - (state.started_at or state.created_at)).total_seconds() * 1000)
     return Job(
         id=state.id,
         status_events=events,
         status_code=STATUS_CODES[state.status],
         created_at=state.created_at,
         last_updated_at=_changed_at(state),
+        duration_ms=duration_ms,
         job_inputs=_job_inputs(state),
         metadata=state.metadata or {},
     )
@@ -223,6 +302,8 @@ _TEXT_BY_CODE = {
     "run_not_found": "Job not found",
     "insufficient_credits": "Insufficient credits",
     "internal_error": "Internal server error",
+    "version_not_found": "Agent version not found",
+    "still_running": "Job is still running",
 }
 
 
@@ -235,9 +316,19 @@ def _roe_text(error: ErrorBody) -> str:
     return _TEXT_BY_CODE.get(error.code, error.error)
 
 
+def _detail(text: str, error: ErrorBody) -> str:
+    """Roe's text, then what exactly is wrong: each issue, else Runplane's message when it says more."""
+    said = [f"{issue['field']}: {issue['message']}" for issue in error.issues]
+    if not said and error.error != text:
+        said = [error.error]
+    return "; ".join([text, *said]) if said else text
+
+
 def error_body(status: int, error: ErrorBody, started: list[str]) -> ErrorResponse:
+    text = _roe_text(error)
     return ErrorResponse(
-        error=_roe_text(error),
+        detail=_detail(text, error),
+        error=text,
         message=error.error,
         status_code=status,
         code=error.code,

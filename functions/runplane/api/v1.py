@@ -228,7 +228,7 @@ def list_runs(
     cursor: Cursor = None,
 ) -> RunPage:
     query = RunQuery(
-        status=status,
+        statuses=frozenset({status} if status else ()),
         runnable_id=str(runnable_id) if runnable_id else None,
         parent_run_id=str(parent_run_id) if parent_run_id else None,
         created_after=created_after,

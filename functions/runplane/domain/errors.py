@@ -83,9 +83,10 @@ class PayloadTooLarge(RunplaneError):
 
 
 class UnsupportedMediaType(RunplaneError):
-    def __init__(self, content_type: str):
+    def __init__(self, content_type: str, accepted: tuple[str, ...] = ("application/json",)):
         super().__init__(
-            f"Content-Type {content_type!r} is not supported; send application/json", "unsupported_media_type"
+            f"Content-Type {content_type!r} is not supported; send {' or '.join(accepted)}",
+            "unsupported_media_type",
         )
 
 

@@ -317,7 +317,7 @@ class Page(BaseModel, Generic[T]):
 class RunQuery(BaseModel):
     """Which runs a listing returns: all filters apply together; `created_before` is exclusive."""
 
-    status: Status | None = None
+    statuses: frozenset[Status] = frozenset()  # any of these; empty: any status
     runnable_id: str | None = None
     parent_run_id: str | None = None
     created_after: datetime | None = None

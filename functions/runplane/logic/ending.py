@@ -10,7 +10,7 @@ from typing import Any
 
 from runplane.domain.errors import Conflict, NotFound
 from runplane.domain.ids import child_run_id
-from runplane.domain.models import Outcome, RunError, RunRecord, RunState, UsageTotals, utcnow
+from runplane.domain.models import Outcome, RunError, RunQuery, RunRecord, RunState, UsageTotals, utcnow
 from runplane.domain.pricing import add_up, priced
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import admission
@@ -219,3 +219,24 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
         elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:
             return run_state(requested), True
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
+
+
+MAX_CANCEL_ALL = 1000  # runs one request cancels; the rest wait for the next request
+
+
+def cancel_runs_of(account_id: str, runnable_id: str) -> tuple[int, bool]:
+    """Cancel the runnable's waiting and running runs, newest first, at most MAX_CANCEL_ALL of them.
+    Returns how many were cancelled and whether more may remain."""
+    query = RunQuery(runnable_id=runnable_id, statuses=frozenset({Status.waiting, Status.running}))
+    cancelled, cursor = 0, None
+    while cancelled < MAX_CANCEL_ALL:
+        records, cursor = services().runs.list(account_id, query, limit=100, cursor=cursor)
+        for record in records[: MAX_CANCEL_ALL - cancelled]:
+            try:
+                cancel_run(account_id, record.id)
+                cancelled += 1
+            except (Conflict, NotFound):  # it ended (or is changing state) meanwhile
+                pass
+        if cursor is None:
+            return cancelled, False
+    return cancelled, True

@@ -1,0 +1,158 @@
+"""The Roe AI routes its SDK calls beyond runs: many jobs at once, cancel-all, agents and their versions,
+and the routes that would edit agents (405). Answers are checked against tests/schemas/roe.json."""
+
+from __future__ import annotations
+
+import uuid
+
+from runplane.logic import keys
+
+from tests.conftest import Api, drain, make_runnable
+
+UNKNOWN = str(uuid.uuid4())
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "topic": {"type": "string", "description": "What to write about"},
+        "n": {"type": "integer", "examples": [3]},
+    },
+}
+
+
+def test_statuses_and_results_answer_each_asked_id_in_order(api: Api, echo_id: str) -> None:
+    done = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 1}).json()
+    drain("worker")
+    waiting = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 2}).json()
+    foreign = Api(keys.create_key("globex").token)
+    elsewhere = foreign.post(f"/v1/agents/run/{make_runnable('globex')}/async/", {"i": 3}).json()
+    asked = [waiting, UNKNOWN, done, elsewhere, done]
+
+    statuses = api.post("/v1/agents/jobs/statuses/", {"job_ids": asked}).json()
+    assert [(s["id"], s["status"]) for s in statuses] == [
+        (waiting, 0),
+        (UNKNOWN, None),
+        (done, 3),
+        (elsewhere, None),  # another organization's job is unknown here
+        (done, 3),
+    ]
+    assert statuses[1] == {
+        "id": UNKNOWN,
+        "status": None,
+        "created_at": None,
+        "last_updated_at": None,
+        "timestamp": None,
+        "error_message": None,
+    }
+
+    results = api.post("/v1/agents/jobs/results/", {"job_ids": asked}).json()
+    assert [(r["id"], r["status"], r["agent_id"]) for r in results] == [
+        (waiting, 0, echo_id),
+        (UNKNOWN, None, None),
+        (done, 3, echo_id),
+        (elsewhere, None, None),
+        (done, 3, echo_id),
+    ]
+    assert results[0]["result"] is None  # not ended: no outputs yet
+    assert results[2]["result"] == [{"key": "i", "data_type": "application/json", "value": "1", "cost": 0.0}]
+    assert results[2]["inputs"] == [
+        {"key": "i", "description": "", "value": "1", "data_type": "application/json"}
+    ]
+
+
+def test_statuses_and_results_refuse_a_bad_list(api: Api) -> None:
+    for body in ({"job_ids": []}, {"job_ids": ["nope"]}, {"job_ids": [UNKNOWN] * 1001}, {}):
+        for path in ("/v1/agents/jobs/statuses/", "/v1/agents/jobs/results/"):
+            reply = api.post(path, body)
+            assert reply.status == 400, (path, body)
+            assert reply.json()["issues"][0]["field"].startswith("body")
+
+
+def test_a_failed_jobs_status_item_carries_its_message(api: Api) -> None:
+    agent = make_runnable("acme", "fail")
+    job = api.post(f"/v1/agents/run/{agent}/async/", {"message": "no luck"}).json()
+    drain("worker")
+    [status] = api.post("/v1/agents/jobs/statuses/", {"job_ids": [job]}).json()
+    assert (status["status"], status["error_message"]) == (4, "no luck")
+    [result] = api.post("/v1/agents/jobs/results/", {"job_ids": [job]}).json()
+    assert (result["status"], result["result"], result["agent_id"]) == (4, None, agent)
+
+
+def test_cancel_all_cancels_the_agents_waiting_jobs_only(api: Api, echo_id: str) -> None:
+    done = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0}).json()
+    drain("worker")
+    waiting = [api.post(f"/v1/agents/run/{echo_id}/async/", {"i": n}).json() for n in range(3)]
+    other = api.post(f"/v1/agents/run/{make_runnable('acme')}/async/", {"i": 9}).json()
+    answer = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
+    assert answer == {
+        "task_id": None,
+        "targeted_count": 3,
+        "note": "Every waiting and running job was cancelled",
+    }
+    codes = {
+        s["id"]: s["status"]
+        for s in api.post("/v1/agents/jobs/statuses/", {"job_ids": [done, other, *waiting]}).json()
+    }
+    assert codes == {done: 3, other: 0, **dict.fromkeys(waiting, 5)}
+    assert api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()["targeted_count"] == 0
+    assert api.post(f"/v1/agents/{UNKNOWN}/jobs/cancel-all/").status == 404
+
+
+def test_agents_are_the_runnables_each_its_only_version(api: Api, account: keys.CreatedKey) -> None:
+    first = make_runnable("acme", "echo", input_schema=SCHEMA)
+    second = make_runnable("acme", "fail")
+    make_runnable("globex", "echo")
+    listed = api.get("/v1/agents/").json()
+    assert {agent["id"] for agent in listed["results"]} == {first, second}
+    assert (listed["next"], listed["previous"]) == (None, None)
+    page_one = api.get("/v1/agents/?page_size=1").json()
+    page_two = api.get("/v1/agents/?page=2&page_size=1").json()
+    assert "page=2" in page_one["next"]
+    assert "page=1" in page_two["previous"]
+    assert {page_one["results"][0]["id"], page_two["results"][0]["id"]} == {first, second}
+    assert api.get("/v1/agents/?page=3&page_size=1").json()["results"] == []
+
+    agent = api.get(f"/v1/agents/{first}/").json()
+    organization = api.get("/v1/account").json()["organization_id"]
+    assert (agent["organization_id"], agent["current_version_id"], agent["engine_class_id"]) == (
+        organization,
+        first,
+        "python",
+    )
+    current = api.get(f"/v1/agents/{first}/versions/current/").json()
+    assert (current["id"], current["version_name"], current["base_agent"]) == (first, "current", agent)
+    assert current["input_definitions"] == [
+        {"key": "topic", "data_type": "text/plain", "description": "What to write about"},
+        {"key": "n", "data_type": "application/json", "description": "", "example": "3"},
+    ]
+    assert api.get(f"/v1/agents/{first}/versions/").json() == [current]
+    assert api.get(f"/v1/agents/{first}/versions/{first}/").json() == current
+    assert api.get(f"/v1/agents/{first}/versions/{UNKNOWN}/").json()["error"] == "Agent version not found"
+    assert api.get(f"/v1/agents/{UNKNOWN}/").json()["error"] == "Agent not found"
+
+
+def test_a_version_run_is_a_run_of_the_agent(api: Api, echo_id: str) -> None:
+    job = api.post(f"/v1/agents/run/{echo_id}/versions/{echo_id}/async/", {"a": 1}).json()
+    assert api.get(f"/v1/agents/jobs/{job}/status/").json()["status"] == 0
+    missing = api.post(f"/v1/agents/run/{echo_id}/versions/{UNKNOWN}/async/", {"a": 1})
+    assert (missing.status, missing.json()["error"]) == (404, "Agent version not found")
+    assert api.post(f"/v1/agents/run/{echo_id}/versions/{UNKNOWN}/", {"a": 1}).status == 404
+
+
+def test_routes_that_would_edit_agents_answer_405_in_roes_shape(api: Api, echo_id: str) -> None:
+    for method, path in [
+        ("POST", "/v1/agents/"),
+        ("PATCH", f"/v1/agents/{echo_id}/"),
+        ("PUT", f"/v1/agents/{echo_id}/"),
+        ("DELETE", f"/v1/agents/{echo_id}/"),
+        ("POST", f"/v1/agents/{echo_id}/duplicate/"),
+        ("POST", f"/v1/agents/{echo_id}/versions/"),
+        ("PATCH", f"/v1/agents/{echo_id}/versions/{echo_id}/"),
+        ("DELETE", f"/v1/agents/{echo_id}/versions/{echo_id}/"),
+    ]:
+        reply = api.call(method, path, {"name": "x"} if method != "DELETE" else None)
+        assert reply.status == 405, (method, path)
+        error = reply.json()
+        assert error["code"] == "agents_read_only"
+        assert "/v1/runnables" in error["detail"]
+        assert "GET" in reply.headers["Allow"] or path.endswith("/duplicate/")
+    assert api.get(f"/v1/agents/{echo_id}/").status == 200  # the agent is still there
