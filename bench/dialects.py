@@ -4,7 +4,8 @@
 
 The real api handler runs against moto in this process (so times are moto's, not DynamoDB's: compare the
 dialects with each other, not with production). Each dialect starts async runs of the same `echo`
-runnable, reads a finished run's status and its result; Roe AI also starts a batch of 100. Requests are
+runnable, reads a finished run's status and its result; Roe AI also starts a batch of 100, reads the statuses
+and results of 100 and 1000 jobs at once and lists jobs by page number and through `next`. Requests are
 counted with botocore `before-call` events. Last, the JSON check every request body gets before routing,
 by body size.
 """
@@ -45,7 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     with moto_backed(RUNPLANE_RATE_LIMIT_BURST="0", RUNPLANE_ACCOUNT_MAX_CONCURRENCY="0"):
         from runplane.adapters import aws
-        from runplane.api.app import _check_json, create_app, serve
+        from runplane.api.app import create_app, serve
+        from runplane.api.forms import json_object
         from runplane.local.gateway import proxy_event
         from runplane.local.lambda_context import LocalLambdaContext
         from runplane.logic.keys import create_key
@@ -97,11 +99,32 @@ def main() -> None:
             elapsed, made, _ = call("POST", f"/v1/agents/run/{agent}/async/many/", batch, key)
             keyed = "with" if key else "without"
             print(f"\nRoe AI batch of 100, {keyed} a key: {elapsed:.0f} ms, {made} AWS requests")
-        print("\nbody check before routing (runplane.api.app._check_json)")
+        jobs = runs_of_roe(call, agent)
+        for count in (100, 1000):
+            for route in ("statuses", "results"):
+                elapsed, made, body = call("POST", f"/v1/agents/jobs/{route}/", {"job_ids": jobs[:count]})
+                assert len(body) == count
+                print(f"Roe AI jobs/{route}/ of {count} ids: {elapsed:.0f} ms, {made} AWS requests")
+        for page in (1, 2, 5):
+            elapsed, made, body = call("GET", f"/v1/agents/{agent}/jobs/?page={page}&page_size=20", None)
+            print(f"Roe AI jobs page {page} of 20 by number: {elapsed:.0f} ms, {made} AWS requests")
+        following = body["next"].split("/jobs/", 1)[1]
+        elapsed, made, _ = call("GET", f"/v1/agents/{agent}/jobs/{following}", None)
+        print(f"Roe AI jobs page 6 through `next`: {elapsed:.0f} ms, {made} AWS requests")
+        print("\nbody check before routing (runplane.api.forms.json_object)")
         for size in (1_000, 100_000, 1_000_000):
             body = json.dumps({"inputs": {"text": "x" * (size // 2), "items": list(range(size // 14))}})
-            seconds = timeit.timeit(lambda body=body: _check_json(body, encoded=False), number=20) / 20
+            seconds = timeit.timeit(lambda body=body: json_object(body, encoded=False), number=20) / 20
             print(f"  {len(body):>9} bytes {seconds * 1000:7.2f} ms")
+
+
+def runs_of_roe(call, agent: str) -> list[str]:
+    """1000 job ids of the agent (10 batches of 100), the agent's jobs listed newest first after them."""
+    jobs: list[str] = []
+    for first in range(0, 1000, 100):
+        batch = {"inputs": [{"text": str(i)} for i in range(first, first + 100)]}
+        jobs += call("POST", f"/v1/agents/run/{agent}/async/many/", batch)[2]
+    return jobs
 
 
 def fill(route: tuple[str, str, object], agent: str, run: str) -> tuple[str, str, object]:

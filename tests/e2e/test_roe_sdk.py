@@ -241,6 +241,21 @@ def test_declared_types_turn_form_text_into_typed_inputs(client: roe.RoeClient, 
     assert values(result.outputs) == {"count": -2, "flag": False, "tags": ["x", 1]}
 
 
+def test_python_values_and_a_pydantic_schema_arrive_as_given(client: roe.RoeClient, agent) -> None:
+    """The SDK sends a dict or a list as its str() (Python syntax), and pydantic writes an optional field
+    as anyOf [type, null]: both still arrive typed."""
+    from pydantic import BaseModel
+
+    class Inputs(BaseModel):
+        count: int | None = None
+        options: dict
+        tags: list[str | int]
+
+    typed = agent("echo", input_schema=Inputs.model_json_schema())
+    outputs = client.agents.run_sync(typed, count=4, options={"on": True, "off": None}, tags=["a", 1])
+    assert values(outputs) == {"count": 4, "options": {"on": True, "off": None}, "tags": ["a", 1]}
+
+
 @pytest.mark.parametrize(
     ("field", "text"), [("count", "three"), ("count", "2.5"), ("flag", "maybe"), ("tags", "[not json")]
 )
@@ -622,3 +637,19 @@ def test_creating_editing_and_deleting_agents_is_refused_not_missing(client: roe
             refused.value.message,
         )
     assert client.agents.retrieve(echo).name.startswith("echo-")
+
+
+def test_the_readmes_example_runs_as_written(stack: Stack, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("from roe import RoeClient")
+    example = readme[readme.rindex("```python", 0, start) + len("```python") : readme.index("```", start)]
+    (tmp_path / ".runplane").mkdir()
+    (tmp_path / ".runplane" / "local.json").write_text((stack.state_dir / "local.json").read_text())
+    ran = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    first, second = ran.stdout.splitlines()
+    assert "key='text'" in first
+    assert "value='hello'" in first
+    assert "value='later'" in second

@@ -160,7 +160,7 @@ def test_each_file_is_stored_under_the_run_and_reaches_the_runnable_as_a_resourc
     assert made == ["PutObject", "PutObject"]  # one request per file, none else (the payload is inline)
     s3 = aws.client("s3")
     bucket = services.services().settings.payload_bucket
-    stored = s3.get_object(Bucket=bucket, Key=f"{account.account_id}/{record.id}/files/doc")
+    stored = s3.get_object(Bucket=bucket, Key=f"{account.account_id}/{record.id}/files/0")
     assert (stored["Body"].read(), stored["ContentType"]) == (PDF, "application/pdf")
     drain("worker")
     state = runs.get_run(account.account_id, record.id)
@@ -189,7 +189,7 @@ def test_each_file_is_stored_under_the_run_and_reaches_the_runnable_as_a_resourc
             "name": "résumé.pdf",
             "directory_path": "files",
             "content": None,
-            "uri": f"s3://{bucket}/{account.account_id}/{record.id}/files/doc",
+            "uri": f"s3://{bucket}/{account.account_id}/{record.id}/files/0",
             "tags": [],
             "metadata": {
                 "content_type": "application/pdf",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+from runplane.api import roe
 from runplane.logic import keys
 
 from tests.conftest import Api, drain, make_runnable
@@ -156,3 +158,33 @@ def test_routes_that_would_edit_agents_answer_405_in_roes_shape(api: Api, echo_i
         assert "/v1/runnables" in error["detail"]
         assert "GET" in reply.headers["Allow"] or path.endswith("/duplicate/")
     assert api.get(f"/v1/agents/{echo_id}/").status == 200  # the agent is still there
+
+
+def test_answers_stop_at_lambdas_response_limit_and_the_rest_follow(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"text": "x" * 300}] * 5}).json()
+    drain("worker")
+    monkeypatch.setattr(roe, "RESPONSE_BUDGET", 2000)  # about two jobs' worth
+    results = api.post("/v1/agents/jobs/results/", {"job_ids": jobs}).json()
+    assert 1 <= len(results) < 5
+    assert [item["id"] for item in results] == jobs[: len(results)]
+    seen, path = [], f"/v1/agents/{echo_id}/jobs/?page_size=5"
+    while path:
+        page = api.get(path).json()
+        assert 1 <= page["count"] < 5
+        seen += [job["id"] for job in page["results"]]
+        path = page["next"] and "/v1/agents/" + page["next"].split("/v1/agents/", 1)[1]
+    assert seen == jobs[::-1]  # every job, once, through `next`
+
+
+def test_page_numbers_alone_stop_at_100_but_next_goes_on(api: Api, echo_id: str) -> None:
+    reply = api.get(f"/v1/agents/{echo_id}/jobs/?page=101")
+    assert (reply.status, reply.json()["code"]) == (400, "page_too_deep")
+    api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": 0}, {"i": 1}]})
+    first = api.get(f"/v1/agents/{echo_id}/jobs/?page_size=1").json()
+    cursor = first["next"].split("cursor=", 1)[1]
+    deep = api.get(f"/v1/agents/{echo_id}/jobs/?page_size=1&page=150&cursor={cursor}")
+    assert deep.status == 200
+    assert len(deep.json()["results"]) == 1
+    assert api.get("/v1/agents/?page=101").json()["code"] == "page_too_deep"

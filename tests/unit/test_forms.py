@@ -290,7 +290,7 @@ def test_form_text_is_typed_by_the_input_schema(name: str, text: str, value: Any
         ("flag", "yes", "expected true or false"),
         ("flag", "1", "expected true or false"),
         ("obj", "[1]", "expected a JSON object"),
-        ("obj", "{'a': 1}", "expected a JSON object"),
+        ("obj", "{a: 1}", "expected a JSON object"),
         ("obj", '{"a": 1, "a": 2}', "expected a JSON object"),
         ("list", "[" * 65 + "]" * 65, "expected a JSON array"),
         ("maybe", "x", "expected null or an integer"),
@@ -323,3 +323,37 @@ def test_at_most_100_files() -> None:
     problem = refusal(request.read(), request.headers["content-type"], encoded=True)
     assert (problem.code, "at most 100 files" in problem.message) == ("invalid_body", True)
     assert len(read_sent(None, dict(files[:100])).files) == 100
+
+
+def test_types_are_found_through_any_of_and_refs_as_pydantic_writes_them() -> None:
+    from pydantic import BaseModel
+
+    class Point(BaseModel):
+        x: int
+
+    class Inputs(BaseModel):
+        n: int | None = None
+        at: Point | None = None
+        name: str | None = None
+
+    schema = Inputs.model_json_schema()
+    assert typed_inputs({"n": "3", "at": '{"x": 1}', "name": "3"}, schema, frozenset()) == {
+        "n": 3,
+        "at": {"x": 1},
+        "name": "3",
+    }
+    with pytest.raises(InvalidRequest) as refused:
+        typed_inputs({"n": "three"}, schema, frozenset())
+    assert refused.value.issues == [Issue("body.n", "expected null or an integer")]
+
+
+def test_an_object_or_array_may_come_as_pythons_str_of_it_as_roes_sdk_sends_it() -> None:
+    schema = {"properties": {"opts": {"type": "object"}, "tags": {"type": "array"}}}
+    sent = {"opts": str({"a": 1, "on": True, "off": None, 2: "b"}), "tags": str(["a", ("b",)])}
+    assert typed_inputs(sent, schema, frozenset()) == {
+        "opts": {"a": 1, "on": True, "off": None, "2": "b"},
+        "tags": ["a", ["b"]],
+    }
+    for bad in ({"opts": "{1, 2}"}, {"tags": "b'x'"}, {"opts": "__import__('os')"}, {"tags": "[" * 200}):
+        with pytest.raises(InvalidRequest):
+            typed_inputs(bad, schema, frozenset())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,7 +59,11 @@ def run_pk(account_id: str, run_id: str) -> str:
 
 def created_key(record: RunRecord) -> str:
     """Sorts runs by creation (newest last), unique per account: listings and waiting queues use it."""
-    return f"{record.created_at.isoformat()}#{record.id}"
+    return _created_key(record.created_at, record.id)
+
+
+def _created_key(created_at: datetime, run_id: str) -> str:
+    return f"{created_at.isoformat()}#{run_id}"
 
 
 def _run_item(record: RunRecord) -> dict[str, Any]:
@@ -89,6 +94,26 @@ def _run_record(item: dict[str, Any]) -> RunRecord:
         if name in values:
             values[name] = json.loads(values[name])
     return RunRecord.model_validate(values)
+
+
+def _index(account_id: str, query: RunQuery) -> tuple[str, tuple[str, str], dict[str, list[str]]]:
+    """The narrowest index for `query` (by parent, runnable, status, or all of the account's), its
+    partition (attribute, value), and the filters the index's keys do not apply."""
+    filters: dict[str, list[str]] = {}
+    statuses = sorted(status.value for status in query.statuses)
+    if query.parent_run_id:
+        index, partition = "by_parent", ("account_parent", run_pk(account_id, query.parent_run_id))
+        if query.runnable_id:
+            filters["account_runnable"] = [f"{account_id}#{query.runnable_id}"]
+    elif query.runnable_id:
+        index, partition = "by_runnable", ("account_runnable", f"{account_id}#{query.runnable_id}")
+    elif len(statuses) == 1:
+        index, partition = "by_status", ("account_status", f"{account_id}#{statuses[0]}")
+    else:
+        index, partition = "by_account", ("account_id", account_id)
+    if statuses and index != "by_status":
+        filters["status"] = statuses
+    return index, partition, filters
 
 
 class RunStore(TableAdapter):
@@ -369,6 +394,16 @@ class RunStore(TableAdapter):
         keys, next_cursor = self._page(account_id, query, limit, cursor)
         return self._batch_get(keys), next_cursor
 
+    def cursor_at(self, account_id: str, query: RunQuery, run_id: str, created_at: datetime) -> str:
+        """A cursor of `list` for the page after the run `run_id` (created at `created_at`)."""
+        _, partition, _ = _index(account_id, query)
+        key = {
+            "pk": run_pk(account_id, run_id),
+            partition[0]: partition[1],
+            "created_key": _created_key(created_at, run_id),
+        }
+        return encode_cursor({name: {"S": value} for name, value in key.items()})
+
     def skip(self, account_id: str, query: RunQuery, *, limit: int, cursor: str | None) -> str | None:
         """The cursor after the page `list` would answer, without reading its runs."""
         return self._page(account_id, query, limit, cursor)[1]
@@ -377,20 +412,7 @@ class RunStore(TableAdapter):
         self, account_id: str, query: RunQuery, limit: int, cursor: str | None
     ) -> tuple[list[str], str | None]:
         """The keys of a page of `list`, and the cursor after it."""
-        filters: dict[str, list[str]] = {}
-        statuses = sorted(status.value for status in query.statuses)
-        if query.parent_run_id:
-            index, partition = "by_parent", ("account_parent", run_pk(account_id, query.parent_run_id))
-            if query.runnable_id:
-                filters["account_runnable"] = [f"{account_id}#{query.runnable_id}"]
-        elif query.runnable_id:
-            index, partition = "by_runnable", ("account_runnable", f"{account_id}#{query.runnable_id}")
-        elif len(statuses) == 1:
-            index, partition = "by_status", ("account_status", f"{account_id}#{statuses[0]}")
-        else:
-            index, partition = "by_account", ("account_id", account_id)
-        if statuses and index != "by_status":
-            filters["status"] = statuses
+        index, partition, filters = _index(account_id, query)
         names = {"#p": partition[0]}
         values: dict[str, Any] = {":p": {"S": partition[1]}}
         condition = "#p = :p"
@@ -462,11 +484,15 @@ class RunStore(TableAdapter):
         for first in range(0, len(pks), BATCH_GET_LIMIT):
             keys = [{"pk": {"S": pk}} for pk in pks[first : first + BATCH_GET_LIMIT]]
             pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": consistent}}
+            pause = 0.05
             while pending:
                 response = self.client.batch_get_item(RequestItems=pending)
                 for item in response["Responses"].get(self.table, []):
                     found[item["pk"]["S"]] = _run_record(item)
                 pending = response.get("UnprocessedKeys") or {}
+                if pending:  # throttled: back off before asking for the rest, as AWS advises
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
         return [found[pk] for pk in pks if pk in found]
 
     def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str, float]]:

@@ -14,7 +14,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
 from runplane.api import cotool, errors, openapi, roe, roe_agents, roe_jobs, service, v1
-from runplane.api.common import Dialect, current_dialect, current_principal, current_request_id, dialect_of
+from runplane.api.common import (
+    REFUSALS,
+    Dialect,
+    current_dialect,
+    current_principal,
+    current_request_id,
+    dialect_of,
+)
 from runplane.api.gate import PUBLIC_PATHS, admit
 from runplane.domain.errors import RunplaneError
 from runplane.logic.services import services
@@ -95,7 +102,7 @@ def _unrouted(app: APIGatewayRestResolver, method: str, path: str) -> Response:
     method is 405, both with `Allow`. The routes are matched as the resolver matches them."""
     routes = app._static_routes + app._dynamic_routes  # the resolver keeps no public list of them
     allowed = sorted(
-        {route.method for route in routes if route.rule.match(path) and route.func not in roe_agents.REFUSALS}
+        {route.method for route in routes if route.rule.match(path) and route.func not in REFUSALS}
     )
     if not allowed:
         return errors.error_response(404, "No such route", "route_not_found")

@@ -7,7 +7,7 @@ path alone, so a request refused before routing (bad key, body too large) is ans
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -78,6 +78,7 @@ ZonelessInstant = Annotated[
 Day = Annotated[date, BeforeValidator(_matching(_FULL_DATE, "2026-01-31"))]
 
 Model = TypeVar("Model", bound=BaseModel)
+Handler = TypeVar("Handler", bound=Callable[..., object])
 
 
 def parsed(model: type[Model], **fields: object) -> Model:
@@ -109,6 +110,16 @@ def absolute_url(event: BaseProxyEvent, path: str) -> str:
     routed, seen = event.path, (event.get("requestContext") or {}).get("path") or event.path
     prefix = seen[: -len(routed)] if routed and seen.endswith(routed) else ""
     return f"{event.headers.get('x-forwarded-proto') or 'http'}://{host}{prefix}{path}"
+
+
+REFUSALS: set[Callable[..., object]] = set()
+
+
+def refusal(handler: Handler) -> Handler:
+    """Mark a route's handler as one that only refuses (405 with its own `Allow`): its method is not one
+    the path serves, so the `Allow` of the path's other answers leaves it out."""
+    REFUSALS.add(handler)
+    return handler
 
 
 def principal(*needed: Scope) -> Principal:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ JSON = "application/json"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 FORMS = frozenset({URLENCODED, MULTIPART})
+MAX_LITERAL = 100_000  # characters of a Python literal read for an object or array input
+MAX_PARTS = 1000  # bounds the parsing work a body can ask for
 MAX_FILES = 100  # a run holds at most 100 resources (RunRequestFields.resources); each file is one
 
 
@@ -134,8 +137,14 @@ def _twice(name: str) -> InvalidRequest:
 def _urlencoded(data: bytes) -> dict[str, str]:
     """`a=1&b=%C3%A9+x` (UTF-8, `+` for a space, blank values kept)."""
     try:
-        pairs = parse_qsl(data.decode(), keep_blank_values=True, strict_parsing=True, errors="strict")
-    except ValueError:  # a field without `=`, an empty field, %-escapes that are not UTF-8
+        pairs = parse_qsl(
+            data.decode(),
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_PARTS,
+        )
+    except ValueError:  # a field without `=`, an empty field, %-escapes not UTF-8, too many fields
         raise InvalidRequest("Request body is not a valid urlencoded form", "invalid_body") from None
     return _unique_keys(pairs, _twice)
 
@@ -158,7 +167,9 @@ def _multipart(data: bytes, content_type: str) -> RequestBody:
     files: list[FilePart] = []
     seen: set[str] = set()
     try:
-        for part in _parts(data, boundary.encode()):
+        for count, part in enumerate(_parts(data, boundary.encode()), 1):
+            if count > MAX_PARTS:
+                raise InvalidRequest(f"A form may have at most {MAX_PARTS} fields", "invalid_body")
             name, filename, headers, content = _part(part)
             if name in seen:
                 raise _twice(name)
@@ -167,17 +178,33 @@ def _multipart(data: bytes, content_type: str) -> RequestBody:
             if text is not None:
                 values[name] = text
             elif filename or content:  # a part with bytes that are not text is a file, named or not
-                kind = headers.get("content-type")
                 files.append(
-                    FilePart(name, filename or name, str(kind or "application/octet-stream"), content)
+                    FilePart(name, filename or name, _content_type(headers.get("content-type")), content)
                 )
+                if len(files) > MAX_FILES:
+                    raise InvalidRequest(f"A request may carry at most {MAX_FILES} files", "invalid_body")
     except _Malformed as problem:
         raise InvalidRequest(
             f"Request body is not valid multipart/form-data: {problem}", "invalid_body"
         ) from None
-    if len(files) > MAX_FILES:
-        raise InvalidRequest(f"A request may carry at most {MAX_FILES} files", "invalid_body")
     return RequestBody(values, files, textual=True)
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]{0,63}/[A-Za-z0-9][\w!#$&^.+-]{0,63}")
+
+
+def _content_type(declared: object) -> str:
+    """A part's Content-Type when it names a media type in at most 255 printable ASCII characters (S3 keeps
+    it with the object); else application/octet-stream."""
+    kind = str(declared or "").strip()
+    if (
+        len(kind) <= 255
+        and kind.isascii()
+        and kind.isprintable()
+        and _MEDIA_TYPE.fullmatch(kind.split(";")[0])
+    ):
+        return kind
+    return "application/octet-stream"
 
 
 def _text(content: bytes) -> str | None:
@@ -273,9 +300,7 @@ def typed_inputs(
     for name, text in values.items():
         if name in reserved:
             continue
-        declared = properties.get(name)
-        types = declared.get("type") if isinstance(declared, dict) else None
-        types = [types] if isinstance(types, str) else types if isinstance(types, list) else []
+        types = _declared_types(properties.get(name), input_schema or {})
         wanted = [t for t in _EXPECTED if t in types]
         if "string" in types or not wanted:
             inputs[name] = text
@@ -293,6 +318,40 @@ def typed_inputs(
     return inputs
 
 
+def _declared_types(declared: Any, root: dict, depth: int = 0) -> set[str]:
+    """The JSON Schema types a property may have: its `type`, and those of its `anyOf`/`oneOf`/`allOf`
+    members and of a local `$ref` (`#/$defs/...`, as pydantic writes an optional or nested field)."""
+    if not isinstance(declared, dict) or depth > 8:
+        return set()
+    kinds = declared.get("type")
+    found = {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else set()
+    for keyword in ("anyOf", "oneOf", "allOf"):
+        members = declared.get(keyword)
+        for member in members if isinstance(members, list) else []:
+            found |= _declared_types(member, root, depth + 1)
+    ref = declared.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for step in ref[2:].split("/"):
+            target = target.get(step) if isinstance(target, dict) else None
+        found |= _declared_types(target, root, depth + 1)
+    return {kind for kind in found if isinstance(kind, str)}
+
+
+def _python_literal(text: str) -> Any:
+    """`text` as a Python literal, for what Roe AI's SDK sends for a dict or a list: its `str()`."""
+    import ast
+
+    if len(text) > MAX_LITERAL:
+        raise ValueError(text)
+    try:
+        value = ast.literal_eval(text)
+    except (SyntaxError, MemoryError, RecursionError, TypeError):
+        raise ValueError(text) from None
+    # as JSON holds it (no tuples, sets, bytes or NaN: ValueError or TypeError), keys as text
+    return json.loads(json.dumps(value, allow_nan=False))
+
+
 def _typed(kind: str, text: str) -> Any:
     """`text` read as a value of JSON Schema type `kind`; ValueError when it is not one."""
     if kind == "null":
@@ -306,6 +365,15 @@ def _typed(kind: str, text: str) -> Any:
             value = _strict_json(text)
         except RecursionError:
             raise ValueError(text) from None
+        except _DuplicateKey:
+            raise
+        except ValueError:
+            if kind not in ("object", "array"):
+                raise
+            try:
+                value = _python_literal(text)
+            except TypeError:
+                raise ValueError(text) from None
         if kind == "integer" and isinstance(value, float) and value.is_integer():
             return int(value)  # JSON Schema: a number with a zero fractional part is an integer
         expected = {"integer": int, "number": int | float, "object": dict, "array": list}[kind]

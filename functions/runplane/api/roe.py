@@ -14,6 +14,7 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from pydantic import BaseModel
 
 from runplane.api import forms
 from runplane.api import roe_shapes as shapes
@@ -36,9 +37,13 @@ NO_AGENT = (404, "No agent with this id in the organization")
 NO_JOB = (404, "No job with this id in the organization")
 WRONG_ORG = (403, "`organization_id` is not the key's organization, or the key lacks a permission")
 BAD_INPUT = (400, "Invalid input: a field, or inputs that do not match the agent's input schema")
-MAX_PAGE = 100  # a page number skips the pages before it: deeper pages are reached through `next`
+MAX_PAGE = 100  # a page number alone skips the pages before it: deeper pages are reached through `next`
 Page = Annotated[
-    int, Query(ge=1, le=MAX_PAGE, description="Page number, 1 first; `next` links carry a cursor as well")
+    int,
+    Query(
+        ge=1,
+        description=f"Page number, 1 first; without a `cursor` at most {MAX_PAGE} (`next` links carry one)",
+    ),
 ]
 PageSize = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=2048, description="From `next` (opaque): the page's start")]
@@ -58,7 +63,7 @@ def caller(organization_id: str | None, *needed: Scope) -> Principal:
 
 
 def check_organization(found: Principal, organization_id: Any) -> None:
-    """The organization's UUID (any case) names the caller's organization; so does its account id."""
+    """The organization's UUID (in any case) names the caller's organization; so does its account id."""
     if organization_id is None:
         return
     if not isinstance(organization_id, str):
@@ -67,7 +72,7 @@ def check_organization(found: Principal, organization_id: Any) -> None:
             "validation_error",
             [Issue("body.organization_id", "not a string")],
         )
-    if organization_id.lower() not in (found.organization_id, found.account_id.lower()):
+    if organization_id.lower() != found.organization_id and organization_id != found.account_id:
         raise WrongAccount()
 
 
@@ -89,11 +94,30 @@ def page_start(page: int, cursor: str | None, cursor_after: Callable[[str | None
     before it, skipped one `cursor_after(cursor)` at a time (None: there are not that many)."""
     if cursor is not None or page == 1:
         return cursor
+    if page > MAX_PAGE:
+        raise InvalidRequest(
+            f"Without a cursor, a page number may be at most {MAX_PAGE}: follow `next` to go further",
+            "page_too_deep",
+            [Issue("query.page", f"over {MAX_PAGE} without a cursor")],
+        )
     for _ in range(page - 1):
         cursor = cursor_after(cursor)
         if cursor is None:
             break
     return cursor
+
+
+RESPONSE_BUDGET = 5_000_000  # bytes of items in one answer: Lambda's response limit is 6 MB, headers included
+
+
+def fitting(items: list[BaseModel]) -> int:
+    """How many of `items`, from the first, fit in one answer (at least one)."""
+    used = 0
+    for count, item in enumerate(items):
+        used += len(item.model_dump_json()) + 1
+        if used > RESPONSE_BUDGET and count:
+            return count
+    return len(items)
 
 
 def json_answer(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:

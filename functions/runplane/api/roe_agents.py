@@ -6,19 +6,20 @@ Agents are created and edited with re-factor's runnable routes: the Roe AI route
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from runplane.api import roe_agent_shapes as shapes
+from runplane.api.common import refusal
 from runplane.api.errors import error_response
 from runplane.api.openapi import ok
 from runplane.api.roe import (
     NO_AGENT,
     TAGS,
     WRONG_ORG,
+    Cursor,
     OrganizationId,
     Page,
     PageSize,
@@ -41,11 +42,13 @@ NO_VERSION = (404, "No agent, or no version with this id: an agent's only versio
     description="The organization's runnables, as agents, in pages; a page number skips the pages before it.",
     responses={200: ok(shapes.AgentPage, "A page of agents"), **fail(400, WRONG_ORG)},
 )
-def list_agents(organization_id: OrganizationId = None, page: Page = 1, page_size: PageSize = 20):
+def list_agents(
+    organization_id: OrganizationId = None, page: Page = 1, page_size: PageSize = 20, cursor: Cursor = None
+):
     found = caller(organization_id, "runnables:read")
     start = page_start(
         page,
-        None,
+        cursor,
         lambda at: runnables.list_runnables(found.account_id, page_size, at).next_cursor,
     )
     if start is None and page > 1:  # past the last page
@@ -115,12 +118,6 @@ READ_ONLY = (
     "Agents are not created or edited through Roe AI's API here: manage them as runnables, with "
     "re-factor's /v1/runnables routes"
 )
-REFUSALS: set[Callable[..., Response]] = set()  # not methods a path serves: `Allow` leaves them out
-
-
-def _refusal(handler: Callable[..., Response]) -> Callable[..., Response]:
-    REFUSALS.add(handler)
-    return handler
 
 
 def _read_only(allow: str) -> Response:
@@ -133,25 +130,25 @@ READS = "GET, HEAD, OPTIONS"
 
 
 @router.post("/v1/agents/", include_in_schema=False)
-@_refusal
+@refusal
 def create_agent():
     return _read_only(READS)
 
 
 @router.route("/v1/agents/<agent_id>/", method=["PUT", "PATCH", "DELETE"], include_in_schema=False)
-@_refusal
+@refusal
 def edit_agent(agent_id: str):
     return _read_only(READS)
 
 
 @router.post("/v1/agents/<agent_id>/duplicate/", include_in_schema=False)
-@_refusal
+@refusal
 def duplicate_agent(agent_id: str):
     return _read_only("OPTIONS")
 
 
 @router.post("/v1/agents/<agent_id>/versions/", include_in_schema=False)
-@_refusal
+@refusal
 def create_version(agent_id: str):
     return _read_only(READS)
 
@@ -159,6 +156,6 @@ def create_version(agent_id: str):
 @router.route(
     "/v1/agents/<agent_id>/versions/<version_id>/", method=["PUT", "PATCH", "DELETE"], include_in_schema=False
 )
-@_refusal
+@refusal
 def edit_version(agent_id: str, version_id: str):
     return _read_only(READS)

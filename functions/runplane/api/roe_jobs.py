@@ -26,6 +26,7 @@ from runplane.api.roe import (
     PageSize,
     caller,
     fail,
+    fitting,
     page_links,
     page_start,
 )
@@ -52,7 +53,8 @@ class JobIds(Strict):
 )
 def job_status(job_id: UUID, organization_id: OrganizationId = None) -> shapes.JobStatus:
     account_id = caller(organization_id, "runs:read").account_id
-    return shapes.job_status(runs.get_run(account_id, str(job_id)))
+    # read consistently: a job polled right after it was started is there
+    return shapes.job_status(runs.get_run(account_id, str(job_id), consistent=True))
 
 
 @router.get(
@@ -93,16 +95,17 @@ def job_statuses(body: JobIds, organization_id: OrganizationId = None) -> list[s
     "/v1/agents/jobs/results/",
     tags=TAGS,
     summary="Get the results of many jobs",
-    description=f"One item per id, in the order asked (1 to {MAX_JOB_IDS} ids): `result` holds a successful "
-    "job's outputs and is null otherwise; a job the organization does not have is an item with null "
-    "fields but its id.",
+    description=f"One item per id, in the order asked (1 to {MAX_JOB_IDS} ids), as many as fit in 5 MB (ask "
+    "again for the rest): `result` holds a successful job's outputs and is null otherwise; a job the "
+    "organization does not have is an item with null fields but its id.",
     responses={200: ok(list[shapes.JobResultItem], "The jobs' results"), **fail(400, WRONG_ORG)},
 )
 def job_results(body: JobIds, organization_id: OrganizationId = None) -> list[shapes.JobResultItem]:
     account_id = caller(organization_id, "runs:read").account_id
     ids = [str(job_id) for job_id in body.job_ids]
     found = runs.get_runs(account_id, ids, with_inputs=True)
-    return [shapes.job_result_item(job_id, found.get(job_id)) for job_id in ids]
+    items = [shapes.job_result_item(job_id, found.get(job_id)) for job_id in ids]
+    return items[: fitting(items)]
 
 
 @router.post(
@@ -189,7 +192,10 @@ def list_jobs(
     if wanted == frozenset() or (start is None and page > 1):  # no status asked for, or past the end
         return shapes.JobPage(count=0, next=None, previous=page_links(page, None)[1], results=[])
     found = runs.list_runs(account_id, query, page_size, start, with_inputs=True)
-    following, before = page_links(page, found.next_cursor)
-    return shapes.JobPage(
-        count=len(found.items), next=following, previous=before, results=[shapes.job(s) for s in found.items]
+    jobs = [shapes.job(state) for state in found.items]
+    kept = fitting(jobs)
+    following, before = page_links(
+        page,
+        found.next_cursor if kept == len(jobs) else runs.cursor_at(account_id, query, found.items[kept - 1]),
     )
+    return shapes.JobPage(count=kept, next=following, previous=before, results=jobs[:kept])

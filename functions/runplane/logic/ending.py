@@ -221,17 +221,23 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
 
 
-MAX_CANCEL_ALL = 1000  # runs one request cancels; the rest wait for the next request
+MAX_CANCEL_ALL = 200  # runs one request cancels (a few writes each): the rest wait for the next request
+MAX_CANCEL_PAGES = 20  # pages of 100 of the runnable's newest runs one request looks through
 
 
 def cancel_runs_of(account_id: str, runnable_id: str) -> tuple[int, bool]:
-    """Cancel the runnable's waiting and running runs, newest first, at most MAX_CANCEL_ALL of them.
-    Returns how many were cancelled and whether more may remain."""
+    """Cancel the runnable's waiting and running runs, newest first: at most MAX_CANCEL_ALL of them, found
+    among its MAX_CANCEL_PAGES pages of 100 newest runs. Returns how many were cancelled (a run already being
+    cancelled is not counted again) and whether more may remain."""
     query = RunQuery(runnable_id=runnable_id, statuses=frozenset({Status.waiting, Status.running}))
     cancelled, cursor = 0, None
-    while cancelled < MAX_CANCEL_ALL:
+    for _ in range(MAX_CANCEL_PAGES):
         records, cursor = services().runs.list(account_id, query, limit=100, cursor=cursor)
-        for record in records[: MAX_CANCEL_ALL - cancelled]:
+        for record in records:
+            if record.cancel_requested:
+                continue
+            if cancelled == MAX_CANCEL_ALL:
+                return cancelled, True
             try:
                 cancel_run(account_id, record.id)
                 cancelled += 1

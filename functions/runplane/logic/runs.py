@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from runplane.adapters.outbound import ForbiddenDestination, check_destination
 from runplane.domain.errors import (
     Conflict,
@@ -25,13 +23,11 @@ from runplane.domain.files import FilePart
 from runplane.domain.ids import batch_run_id, new_id
 from runplane.domain.models import (
     Outcome,
-    ResourceCreate,
     Runnable,
     RunPage,
     RunQuery,
     RunRecord,
     RunRequestFields,
-    RunResource,
     RunState,
     UsageTotals,
     to_run_state,
@@ -41,6 +37,7 @@ from runplane.domain.pricing import add_up
 from runplane.domain.states import Status
 from runplane.logic.runnables import get_runnable
 from runplane.logic.services import services
+from runplane.logic.uploads import store_files
 from runplane.observability import count_created, logger
 
 
@@ -244,7 +241,7 @@ def _fingerprint(
                     "field": f.field,
                     "filename": f.filename,
                     "content_type": f.content_type,
-                    "sha256": _sha256(f),
+                    "sha256": f.sha256,
                 }
                 for f in files
             ]
@@ -267,7 +264,7 @@ def create_run(
     run is charged once, and never without being stored). With a caller-chosen `run_id`, repeating is
     harmless: an existing run is returned. A `runnable` passed in was fetched, and the inputs checked
     against it, by the caller. `files` are stored in S3 under the new run, each the resource its field
-    names (see `_store_files`)."""
+    names (see `uploads.store_files`)."""
     chosen_id = run_id is not None
     existing = services().runs.get(account_id, run_id, consistent=True) if chosen_id else None
     if existing is not None and not existing.rejected:  # a rejected message's placeholder is replaced
@@ -280,7 +277,7 @@ def create_run(
     settings = services().settings
     run_id = run_id or new_id()
     now = utcnow()
-    resources = [*request.resources, *_store_files(account_id, run_id, files, request.resources)]
+    resources = [*request.resources, *store_files(account_id, run_id, files, request.resources)]
     payload = json.dumps(
         {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in resources]},
         separators=(",", ":"),
@@ -329,47 +326,6 @@ def create_run(
         count_created()
     _dispatch_if_waiting(record)
     return record
-
-
-def _sha256(file: FilePart) -> str:
-    return hashlib.sha256(file.data).hexdigest()
-
-
-def _store_files(
-    account_id: str, run_id: str, files: Sequence[FilePart], beside: list[RunResource]
-) -> list[RunResource]:
-    """Each file in S3 at `{account}/{run}/files/{field}` (one PutObject each), as the run resource named
-    by its field: what the runnable finds in `ctx.resources[field]`. All are checked before the first is
-    stored, and stored before the run is, so a run never names a file that is not there (an object left
-    by a run refused afterwards expires with the bucket's objects)."""
-    names = {resource.name for resource in beside}
-    drafts = []
-    for file in files:
-        if file.field in names:
-            raise InvalidRequest(
-                f"The file {file.field!r} has the name of another resource of the run",
-                "invalid_request",
-                [Issue(f"body.{file.field}", "a resource of that name exists")],
-            )
-        names.add(file.field)
-        metadata = {"content_type": file.content_type, "size": len(file.data), "sha256": _sha256(file)}
-        draft = ResourceCreate(name=file.filename, directory_path="files", metadata=metadata)
-        try:
-            RunResource(name=file.field, resource=draft)
-        except ValidationError as error:
-            raise InvalidRequest(
-                f"The file field {file.field!r} cannot name a resource",
-                "validation_error",
-                [Issue(f"body.{file.field}", e["msg"]) for e in error.errors()],
-            ) from None
-        drafts.append(draft)
-    stored = []
-    for file, draft in zip(files, drafts, strict=True):
-        uri = services().blobs.put_bytes(
-            f"{account_id}/{run_id}/files/{file.field}", file.data, file.content_type
-        )
-        stored.append(RunResource(name=file.field, resource=draft.model_copy(update={"uri": uri})))
-    return stored
 
 
 def _dispatch_if_waiting(record: RunRecord) -> None:
@@ -468,6 +424,11 @@ def get_runs(account_id: str, run_ids: list[str], *, with_inputs: bool = False) 
     """The account's runs among `run_ids`, by id (read consistently: an end just seen is there)."""
     records = services().runs.get_many(account_id, run_ids, consistent=True)
     return {record.id: run_state(record, with_inputs=with_inputs) for record in records}
+
+
+def cursor_at(account_id: str, query: RunQuery, state: RunState) -> str:
+    """The cursor of `list_runs(account_id, query, ...)` for the page after `state`, one of its runs."""
+    return services().runs.cursor_at(account_id, query, state.id, state.created_at)
 
 
 def cursor_after(account_id: str, query: RunQuery, limit: int, cursor: str | None) -> str | None:
