@@ -17,7 +17,7 @@ from runplane.adapters.dynamo import (
     update_item,
     write_if,
 )
-from runplane.adapters.runs import run_pk
+from runplane.adapters.run_items import run_pk
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record

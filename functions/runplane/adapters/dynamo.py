@@ -186,7 +186,7 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
 
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem request
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-CREATED_KEY = rf"\d{{4}}-\d\d-\d\dT[0-9:.+-]+#{UUID}"  # adapters.runs.created_key
+CREATED_KEY = rf"\d{{4}}-\d\d-\d\dT[0-9:.+-]+#{UUID}"  # adapters.run_items.created_key
 
 
 def decode_cursor(cursor: str | None, expected: dict[str, str | re.Pattern[str]]) -> dict[str, Any] | None:

@@ -1,37 +1,26 @@
-"""DynamoDB: the runs table. Every state change of a run is one conditional write."""
+"""DynamoDB: writing the runs table. Every state change of a run is one conditional write."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from runplane.adapters.dynamo import (
-    BATCH_GET_LIMIT,
-    CREATED_KEY,
-    UUID,
-    TableAdapter,
-    decode_cursor,
     due_shard,
-    encode_cursor,
     from_item,
-    invalid_cursor,
-    query_due,
     to_av,
     to_item,
     update_item,
     update_request,
     write_if,
 )
-from runplane.domain.models import RunQuery, RunRecord
+from runplane.adapters.run_items import run_item, run_record
+from runplane.adapters.run_reads import RunReads
+from runplane.domain.models import RunRecord
 from runplane.domain.states import Status, check_move
 
-# --- runs ---------------------------------------------------------------------------------------------
 
-_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers")
 _CONDITION_NAMES = {
     "#pk": "pk",
     "#status": "status",
@@ -53,72 +42,8 @@ def _names(condition: str) -> dict[str, str]:
     return {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
 
 
-def run_pk(account_id: str, run_id: str) -> str:
-    return f"{account_id}#{run_id}"
-
-
-def created_key(record: RunRecord) -> str:
-    """Sorts runs by creation (newest last), unique per account: listings and waiting queues use it."""
-    return _created_key(record.created_at, record.id)
-
-
-def _created_key(created_at: datetime, run_id: str) -> str:
-    return f"{created_at.isoformat()}#{run_id}"
-
-
-def _run_item(record: RunRecord) -> dict[str, Any]:
-    values = record.model_dump(exclude_none=True)
-    for name in _RUN_JSON_FIELDS:
-        if name in values:
-            values[name] = json.dumps(values[name], separators=(",", ":"))
-    values["status"] = record.status.value
-    for flag in ("cancel_requested", "rejected"):
-        if not values[flag]:
-            values.pop(flag)
-    values.update(
-        pk=run_pk(record.account_id, record.id),
-        created_key=created_key(record),
-        account_status=f"{record.account_id}#{record.status.value}",
-        account_runnable=f"{record.account_id}#{record.runnable_id}",
-    )
-    if record.parent_run_id is not None:
-        values["account_parent"] = run_pk(record.account_id, record.parent_run_id)
-    if record.due_at is not None:
-        values["due_shard"] = due_shard(record.id)
-    return to_item(values)
-
-
-def _run_record(item: dict[str, Any]) -> RunRecord:
-    values = from_item(item)
-    for name in _RUN_JSON_FIELDS:
-        if name in values:
-            values[name] = json.loads(values[name])
-    return RunRecord.model_validate(values)
-
-
-def _index(account_id: str, query: RunQuery) -> tuple[str, tuple[str, str], dict[str, list[str]]]:
-    """The narrowest index for `query` (by parent, runnable, status, or all of the account's), its
-    partition (attribute, value), and the filters the index's keys do not apply."""
-    filters: dict[str, list[str]] = {}
-    statuses = sorted(status.value for status in query.statuses)
-    if query.parent_run_id:
-        index, partition = "by_parent", ("account_parent", run_pk(account_id, query.parent_run_id))
-        if query.runnable_id:
-            filters["account_runnable"] = [f"{account_id}#{query.runnable_id}"]
-    elif query.runnable_id:
-        index, partition = "by_runnable", ("account_runnable", f"{account_id}#{query.runnable_id}")
-    elif len(statuses) == 1:
-        index, partition = "by_status", ("account_status", f"{account_id}#{statuses[0]}")
-    else:
-        index, partition = "by_account", ("account_id", account_id)
-    if statuses and index != "by_status":
-        filters["status"] = statuses
-    return index, partition, filters
-
-
-class RunStore(TableAdapter):
-    def _key(self, account_id: str, run_id: str) -> dict[str, Any]:
-        return {"pk": {"S": run_pk(account_id, run_id)}}
+class RunStore(RunReads):
+    """The runs table: its reads (RunReads) and its writes."""
 
     def create_write(self, record: RunRecord) -> dict[str, Any]:
         """A transaction write storing a new run; it fails when a run with this id already exists, unless
@@ -126,7 +51,7 @@ class RunStore(TableAdapter):
         return {
             "Put": {
                 "TableName": self.table,
-                "Item": _run_item(record),
+                "Item": run_item(record),
                 "ConditionExpression": "attribute_not_exists(pk) OR rejected = :yes",
                 "ExpressionAttributeValues": {":yes": {"BOOL": True}},
             }
@@ -138,7 +63,7 @@ class RunStore(TableAdapter):
             self.client,
             "put_item",
             TableName=self.table,
-            Item=_run_item(record),
+            Item=run_item(record),
             ConditionExpression="attribute_not_exists(pk)",
         )
 
@@ -168,12 +93,6 @@ class RunStore(TableAdapter):
         item = self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)["Item"]
         stored = from_item(item)
         return stored["run_id"], stored["fingerprint"], False
-
-    def get(self, account_id: str, run_id: str, *, consistent: bool = False) -> RunRecord | None:
-        item = self.client.get_item(
-            TableName=self.table, Key=self._key(account_id, run_id), ConsistentRead=consistent
-        ).get("Item")
-        return _run_record(item) if item else None
 
     def claim(
         self, account_id: str, run_id: str, owner: str, now: float, lease_until: float, max_attempts: int
@@ -313,7 +232,7 @@ class RunStore(TableAdapter):
             attributes = self.client.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
-        return _run_record(attributes)
+        return run_record(attributes)
 
     def postpone(self, account_id: str, run_id: str, seen_due: float, due_at: float) -> None:
         """Look at a run again at `due_at` (the sweeper could not handle it), unless it moved meanwhile."""
@@ -384,82 +303,7 @@ class RunStore(TableAdapter):
             remove=remove,
             increment=increment,
         )
-        return _run_record(attributes) if attributes is not None else None
-
-    def list(
-        self, account_id: str, query: RunQuery, *, limit: int, cursor: str | None
-    ) -> tuple[list[RunRecord], str | None]:
-        """Newest first, through the narrowest index (by parent, runnable, status, or all of the
-        account's), the creation range as a key condition and any other filter as a filter."""
-        keys, next_cursor = self._page(account_id, query, limit, cursor)
-        return self._batch_get(keys), next_cursor
-
-    def cursor_at(self, account_id: str, query: RunQuery, run_id: str, created_at: datetime) -> str:
-        """A cursor of `list` for the page after the run `run_id` (created at `created_at`)."""
-        _, partition, _ = _index(account_id, query)
-        key = {
-            "pk": run_pk(account_id, run_id),
-            partition[0]: partition[1],
-            "created_key": _created_key(created_at, run_id),
-        }
-        return encode_cursor({name: {"S": value} for name, value in key.items()})
-
-    def skip(self, account_id: str, query: RunQuery, *, limit: int, cursor: str | None) -> str | None:
-        """The cursor after the page `list` would answer, without reading its runs."""
-        return self._page(account_id, query, limit, cursor)[1]
-
-    def _page(
-        self, account_id: str, query: RunQuery, limit: int, cursor: str | None
-    ) -> tuple[list[str], str | None]:
-        """The keys of a page of `list`, and the cursor after it."""
-        index, partition, filters = _index(account_id, query)
-        names = {"#p": partition[0]}
-        values: dict[str, Any] = {":p": {"S": partition[1]}}
-        condition = "#p = :p"
-        after, before = (
-            stamp.astimezone(UTC).isoformat() if stamp else None
-            for stamp in (query.created_after, query.created_before)
-        )
-        if after or before:
-            names["#c"] = "created_key"
-            values[":after"] = {"S": after or "0"}  # "0" sorts before every created_key, "~" after
-            values[":before"] = {"S": before or "~"}
-            condition += " AND #c BETWEEN :after AND :before"
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if filters:
-            clauses = []
-            for i, (name, allowed) in enumerate(filters.items()):
-                names[f"#f{i}"] = name
-                placeholders = [f":f{i}_{j}" for j in range(len(allowed))]
-                values.update({p: {"S": value} for p, value in zip(placeholders, allowed, strict=True)})
-                clauses.append(f"#f{i} IN ({', '.join(placeholders)})")
-            request["FilterExpression"] = " AND ".join(clauses)
-        request["ExpressionAttributeNames"] = names
-        request["ExpressionAttributeValues"] = values
-        start = decode_cursor(
-            cursor,
-            {
-                "pk": re.compile(rf"{re.escape(account_id)}#{UUID}"),
-                partition[0]: partition[1],
-                "created_key": re.compile(CREATED_KEY),
-            },
-        )
-        if start:
-            if not (after or "0") <= start["created_key"]["S"] <= (before or "~"):
-                raise invalid_cursor()  # DynamoDB refuses a start key outside the key condition
-            request["ExclusiveStartKey"] = start
-        if after and before and after >= before:
-            return [], None  # a range holding no instant: nothing to ask DynamoDB
-        page = self.client.query(**request)
-        return [item["pk"]["S"] for item in page.get("Items", [])], encode_cursor(
-            page.get("LastEvaluatedKey")
-        )
+        return run_record(attributes) if attributes is not None else None
 
     def mark_parent(self, account_id: str, run_id: str, children: int) -> None:
         """Note that a run has started (at least) `children` child runs: cancelling it cancels them."""
@@ -472,34 +316,3 @@ class RunStore(TableAdapter):
             ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(child_runs) OR child_runs < :n)",
             ExpressionAttributeValues={":n": {"N": str(children)}},
         )
-
-    def get_many(self, account_id: str, run_ids: list[str], *, consistent: bool = False) -> list[RunRecord]:
-        """The runs among `run_ids` the account has, in that order (a repeated id once)."""
-        return self._batch_get(
-            list(dict.fromkeys(run_pk(account_id, run_id) for run_id in run_ids)), consistent
-        )
-
-    def _batch_get(self, pks: list[str], consistent: bool = False) -> list[RunRecord]:
-        found: dict[str, RunRecord] = {}
-        for first in range(0, len(pks), BATCH_GET_LIMIT):
-            keys = [{"pk": {"S": pk}} for pk in pks[first : first + BATCH_GET_LIMIT]]
-            pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": consistent}}
-            pause = 0.05
-            while pending:
-                response = self.client.batch_get_item(RequestItems=pending)
-                for item in response["Responses"].get(self.table, []):
-                    found[item["pk"]["S"]] = _run_record(item)
-                pending = response.get("UnprocessedKeys") or {}
-                if pending:  # throttled: back off before asking for the rest, as AWS advises
-                    time.sleep(pause)
-                    pause = min(pause * 2, 1.0)
-        return [found[pk] for pk in pks if pk in found]
-
-    def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str, float]]:
-        """(account_id, run_id, due_at) of the runs whose due time has passed, oldest first."""
-        items = query_due(self.client, self.table, "due", ("due_shard", "due_at"), shard, now, limit)
-        found = []
-        for item in items:
-            account_id, run_id = item["pk"]["S"].rsplit("#", 1)
-            found.append((account_id, run_id, float(item["due_at"]["N"])))
-        return found

@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from runplane.adapters.runs import created_key
+from runplane.adapters.run_items import created_key
 from runplane.domain.models import Concurrency, RunRecord
 from runplane.domain.states import Status
 from runplane.logic.services import services

@@ -1,0 +1,55 @@
+"""How a run is an item of the runs table, and the keys its indexes sort it by."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from runplane.adapters.dynamo import due_shard, from_item, to_item
+from runplane.domain.models import RunRecord
+
+_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers")
+
+
+def run_pk(account_id: str, run_id: str) -> str:
+    return f"{account_id}#{run_id}"
+
+
+def created_key(record: RunRecord) -> str:
+    """Sorts runs by creation (newest last), unique per account: listings and waiting queues use it."""
+    return created_key_of(record.created_at, record.id)
+
+
+def created_key_of(created_at: datetime, run_id: str) -> str:
+    return f"{created_at.isoformat()}#{run_id}"
+
+
+def run_item(record: RunRecord) -> dict[str, Any]:
+    values = record.model_dump(exclude_none=True)
+    for name in _RUN_JSON_FIELDS:
+        if name in values:
+            values[name] = json.dumps(values[name], separators=(",", ":"))
+    values["status"] = record.status.value
+    for flag in ("cancel_requested", "rejected"):
+        if not values[flag]:
+            values.pop(flag)
+    values.update(
+        pk=run_pk(record.account_id, record.id),
+        created_key=created_key(record),
+        account_status=f"{record.account_id}#{record.status.value}",
+        account_runnable=f"{record.account_id}#{record.runnable_id}",
+    )
+    if record.parent_run_id is not None:
+        values["account_parent"] = run_pk(record.account_id, record.parent_run_id)
+    if record.due_at is not None:
+        values["due_shard"] = due_shard(record.id)
+    return to_item(values)
+
+
+def run_record(item: dict[str, Any]) -> RunRecord:
+    values = from_item(item)
+    for name in _RUN_JSON_FIELDS:
+        if name in values:
+            values[name] = json.loads(values[name])
+    return RunRecord.model_validate(values)
