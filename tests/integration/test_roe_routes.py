@@ -3,11 +3,12 @@ and the routes that would edit agents (405). Answers are checked against tests/s
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 from runplane.api import roe
-from runplane.logic import keys
+from runplane.logic import keys, services
 
 from tests.conftest import Api, drain, make_runnable
 
@@ -188,3 +189,15 @@ def test_page_numbers_alone_stop_at_100_but_next_goes_on(api: Api, echo_id: str)
     assert deep.status == 200
     assert len(deep.json()["results"]) == 1
     assert api.get("/v1/agents/?page=101").json()["code"] == "page_too_deep"
+
+
+def test_cancel_all_does_not_count_a_running_job_already_being_cancelled(api: Api, echo_id: str) -> None:
+    job = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0}).json()
+    runs = services.services().runs
+    account_id = keys.authenticate(f"Bearer {api.token}").account_id
+    assert runs.claim(account_id, job, "a-worker", time.time(), time.time() + 60, 3) is not None  # running
+    first = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
+    assert first["targeted_count"] == 1  # asked to stop: it ends cancelled when its worker sees it
+    assert api.post("/v1/agents/jobs/statuses/", {"job_ids": [job]}).json()[0]["status"] == 1
+    again = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
+    assert (again["targeted_count"], again["note"]) == (0, "Every waiting and running job was cancelled")
