@@ -201,3 +201,21 @@ def test_cancel_all_does_not_count_a_running_job_already_being_cancelled(api: Ap
     assert api.post("/v1/agents/jobs/statuses/", {"job_ids": [job]}).json()[0]["status"] == 1
     again = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
     assert (again["targeted_count"], again["note"]) == (0, "Every waiting and running job was cancelled")
+
+
+def test_the_agent_is_found_before_the_body_is_read(api: Api, echo_id: str) -> None:
+    plain = {"Content-Type": "text/plain"}
+    for path in (f"/v1/agents/run/{UNKNOWN}/", f"/v1/agents/run/{UNKNOWN}/versions/{UNKNOWN}/async/"):
+        reply = api.call("POST", path, raw="hello", headers=plain)
+        assert (reply.status, reply.json()["error"]) == (404, "Agent not found")
+    refused = api.call("POST", f"/v1/agents/run/{echo_id}/async/", raw="hello", headers=plain)
+    assert (refused.status, refused.json()["code"]) == (415, "unsupported_media_type")
+    assert "multipart/form-data" in refused.json()["detail"]
+    form = api.call(
+        "POST",
+        f"/v1/agents/run/{echo_id}/async/",
+        raw="text=hi&metadata=%7B%22k%22%3A1%7D",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status == 200
+    assert api.get(f"/v1/run/{form.json()}").json()["metadata"] == {"k": 1}
