@@ -20,7 +20,6 @@ from runplane.adapters.run_reads import RunReads
 from runplane.domain.models import RunRecord
 from runplane.domain.states import Status, check_move
 
-
 _CONDITION_NAMES = {
     "#pk": "pk",
     "#status": "status",
