@@ -3,6 +3,7 @@ and the routes that would edit agents (405). Answers are checked against tests/s
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -219,3 +220,42 @@ def test_the_agent_is_found_before_the_body_is_read(api: Api, echo_id: str) -> N
     )
     assert form.status == 200
     assert api.get(f"/v1/run/{form.json()}").json()["metadata"] == {"k": 1}
+
+
+def test_the_budget_counts_what_lambda_is_sent(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"t": 'é"😀' * 200}] * 6}).json()
+    drain("worker")
+    monkeypatch.setattr(roe, "RESPONSE_BUDGET", 20_000)
+    reply = api.post("/v1/agents/jobs/results/", {"job_ids": jobs})
+    assert len(json.dumps(reply.text)) <= 20_000 + 200  # the body as the Lambda response carries it
+    assert 1 <= len(reply.json()) < 6
+
+
+def test_previous_is_null_where_a_page_number_alone_no_longer_reaches(api: Api, echo_id: str) -> None:
+    api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": 0}, {"i": 1}]})
+    cursor = api.get(f"/v1/agents/{echo_id}/jobs/?page_size=1").json()["next"].split("cursor=", 1)[1]
+    assert (
+        "page=100"
+        in api.get(f"/v1/agents/{echo_id}/jobs/?page_size=1&page=101&cursor={cursor}").json()["previous"]
+    )
+    assert (
+        api.get(f"/v1/agents/{echo_id}/jobs/?page_size=1&page=150&cursor={cursor}").json()["previous"] is None
+    )
+
+
+def test_cancel_all_with_nothing_to_cancel_says_so_unless_its_time_ran_out(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runplane.logic import ending
+
+    old = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0}).json()
+    api.post(f"/v1/agents/run/{echo_id}/async/many/", {"inputs": [{"i": n} for n in range(30)]})
+    drain("worker")  # every job has ended
+    assert api.post("/v1/agents/jobs/statuses/", {"job_ids": [old]}).json()[0]["status"] == 3
+    answer = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
+    assert (answer["targeted_count"], answer["note"]) == (0, "Every waiting and running job was cancelled")
+    monkeypatch.setattr(ending, "CANCEL_ALL_SECONDS", 0)
+    stopped = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
+    assert stopped["note"] == "More jobs may remain: call again"

@@ -357,3 +357,24 @@ def test_an_object_or_array_may_come_as_pythons_str_of_it_as_roes_sdk_sends_it()
     for bad in ({"opts": "{1, 2}"}, {"tags": "b'x'"}, {"opts": "__import__('os')"}, {"tags": "[" * 200}):
         with pytest.raises(InvalidRequest):
             typed_inputs(bad, schema, frozenset())
+
+
+def test_a_schema_of_many_references_is_looked_at_a_bounded_number_of_times() -> None:
+    import time
+
+    defs = {"A0": {"type": "integer"}}
+    for level in range(1, 6):  # each level refers to the one below 60 times: 60**5 paths if walked naively
+        defs[f"A{level}"] = {"anyOf": [{"type": "string"}] + [{"$ref": f"#/$defs/A{level - 1}"}] * 60}
+    schema = {"$defs": defs, "properties": {"x": {"$ref": "#/$defs/A5"}}}
+    began = time.monotonic()
+    assert typed_inputs({"x": "1"}, schema, frozenset()) == {"x": "1"}  # a string is among its types
+    assert time.monotonic() - began < 1
+
+
+@pytest.mark.parametrize(
+    "text", ["{'a': 1, 'a': 2}", "{1: 'x', '1': 'y'}", "{'a': '\\ud800'}", "['\\udfff']"]
+)
+def test_a_python_literal_is_held_to_what_json_holds(text: str) -> None:
+    schema = {"properties": {"v": {"type": ["object", "array"]}}}
+    with pytest.raises(InvalidRequest):
+        typed_inputs({"v": text}, schema, frozenset())

@@ -41,6 +41,9 @@ def _index(account_id: str, query: RunQuery) -> tuple[str, tuple[str, str], dict
     return index, partition, filters
 
 
+BATCH_GET_ATTEMPTS = 8  # BatchGetItem requests for one batch of keys before giving up (500)
+
+
 class RunReads(TableAdapter):
     def _key(self, account_id: str, run_id: str) -> dict[str, Any]:
         return {"pk": {"S": run_pk(account_id, run_id)}}
@@ -138,14 +141,17 @@ class RunReads(TableAdapter):
             keys = [{"pk": {"S": pk}} for pk in pks[first : first + BATCH_GET_LIMIT]]
             pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": consistent}}
             pause = 0.05
-            while pending:
+            for _ in range(BATCH_GET_ATTEMPTS):
                 response = self.client.batch_get_item(RequestItems=pending)
                 for item in response["Responses"].get(self.table, []):
                     found[item["pk"]["S"]] = run_record(item)
                 pending = response.get("UnprocessedKeys") or {}
-                if pending:  # throttled: back off before asking for the rest, as AWS advises
-                    time.sleep(pause)
-                    pause = min(pause * 2, 1.0)
+                if not pending:
+                    break
+                time.sleep(pause)  # throttled (or over 16 MB): back off before the rest, as AWS advises
+                pause = min(pause * 2, 1.0)
+            else:
+                raise RuntimeError(f"DynamoDB left {len(pending[self.table]['Keys'])} runs unread")
         return [found[pk] for pk in pks if pk in found]
 
     def due(self, shard: str, now: float, limit: int) -> list[tuple[str, str, float]]:

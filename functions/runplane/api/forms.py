@@ -25,6 +25,7 @@ JSON = "application/json"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 FORMS = frozenset({URLENCODED, MULTIPART})
+MAX_SCHEMA_NODES = 200  # nodes of an input schema looked at to type one form field
 MAX_LITERAL = 100_000  # characters of a Python literal read for an object or array input
 MAX_PARTS = 1000  # bounds the parsing work a body can ask for
 MAX_FILES = 100  # a run holds at most 100 resources (RunRequestFields.resources); each file is one
@@ -318,38 +319,52 @@ def typed_inputs(
     return inputs
 
 
-def _declared_types(declared: Any, root: dict, depth: int = 0) -> set[str]:
+def _declared_types(declared: Any, root: dict) -> set[str]:
     """The JSON Schema types a property may have: its `type`, and those of its `anyOf`/`oneOf`/`allOf`
-    members and of a local `$ref` (`#/$defs/...`, as pydantic writes an optional or nested field)."""
-    if not isinstance(declared, dict) or depth > 8:
-        return set()
-    kinds = declared.get("type")
-    found = {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else set()
-    for keyword in ("anyOf", "oneOf", "allOf"):
-        members = declared.get(keyword)
-        for member in members if isinstance(members, list) else []:
-            found |= _declared_types(member, root, depth + 1)
-    ref = declared.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for step in ref[2:].split("/"):
-            target = target.get(step) if isinstance(target, dict) else None
-        found |= _declared_types(target, root, depth + 1)
+    members and of local `$ref`s (`#/$defs/...`, as pydantic writes an optional or nested field). Each
+    reference is followed once and at most MAX_SCHEMA_NODES nodes are looked at, whatever the schema."""
+    found: set[str] = set()
+    followed: set[str] = set()
+    pending = [declared]
+    for _ in range(MAX_SCHEMA_NODES):
+        if not pending:
+            break
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        kinds = node.get("type")
+        found |= {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else set()
+        for keyword in ("anyOf", "oneOf", "allOf"):
+            members = node.get(keyword)
+            pending += members if isinstance(members, list) else []
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and ref not in followed:
+            followed.add(ref)
+            target: Any = root
+            for step in ref[2:].split("/"):
+                target = target.get(step) if isinstance(target, dict) else None
+            pending.append(target)
     return {kind for kind in found if isinstance(kind, str)}
 
 
 def _python_literal(text: str) -> Any:
-    """`text` as a Python literal, for what Roe AI's SDK sends for a dict or a list: its `str()`."""
+    """`text` as a Python literal, for what Roe AI's SDK sends for a dict or a list: its `str()`. Held to
+    what JSON holds, as the JSON path is: no tuples, sets, bytes, NaN, lone surrogates, or a key twice."""
     import ast
 
     if len(text) > MAX_LITERAL:
         raise ValueError(text)
     try:
-        value = ast.literal_eval(text)
+        tree = ast.parse(text, mode="eval")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                keys = [ast.literal_eval(key) for key in node.keys if key is not None]
+                if len({str(key) for key in keys}) != len(keys):  # JSON keys are text: 1 and "1" collide
+                    raise ValueError(text)
+        value = ast.literal_eval(tree)
     except (SyntaxError, MemoryError, RecursionError, TypeError):
         raise ValueError(text) from None
-    # as JSON holds it (no tuples, sets, bytes or NaN: ValueError or TypeError), keys as text
-    return json.loads(json.dumps(value, allow_nan=False))
+    return _strict_json(json.dumps(value, allow_nan=False))  # keys as text; ValueError or TypeError
 
 
 def _typed(kind: str, text: str) -> Any:

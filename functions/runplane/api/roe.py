@@ -86,7 +86,10 @@ def page_links(page: int, next_cursor: str | None) -> tuple[str | None, str | No
         query = {**asked, "page": str(number), **({"cursor": cursor} if cursor else {})}
         return absolute_url(event, f"{event.path}?{urlencode(query)}")
 
-    return (url(page + 1, next_cursor) if next_cursor else None), (url(page - 1, None) if page > 1 else None)
+    following = url(page + 1, next_cursor) if next_cursor else None
+    # a page number alone goes up to MAX_PAGE: past it, the way back is the client's own history
+    before = url(page - 1, None) if 1 < page <= MAX_PAGE + 1 else None
+    return following, before
 
 
 def page_start(page: int, cursor: str | None, cursor_after: Callable[[str | None], str | None]) -> str | None:
@@ -111,10 +114,12 @@ RESPONSE_BUDGET = 5_000_000  # bytes of items in one answer: Lambda's response l
 
 
 def fitting(items: list[BaseModel]) -> int:
-    """How many of `items`, from the first, fit in one answer (at least one)."""
+    """How many of `items`, from the first, fit in one answer (at least one), counted as Lambda counts
+    them: JSON with non-ASCII escaped, as the resolver writes it, then escaped again as the response's
+    `body` string."""
     used = 0
     for count, item in enumerate(items):
-        used += len(item.model_dump_json()) + 1
+        used += len(json.dumps(json.dumps(item.model_dump(mode="json")))) + 1
         if used > RESPONSE_BUDGET and count:
             return count
     return len(items)

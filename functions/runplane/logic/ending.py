@@ -5,6 +5,7 @@ whose worker stopped renewing its lease."""
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -222,16 +223,17 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
 
 
 MAX_CANCEL_ALL = 200  # runs one request cancels (a few writes each): the rest wait for the next request
-MAX_CANCEL_PAGES = 20  # pages of 100 of the runnable's newest runs one request looks through
+CANCEL_ALL_SECONDS = 10.0  # how long one request looks for them, under API Gateway's 29 s
 
 
 def cancel_runs_of(account_id: str, runnable_id: str) -> tuple[int, bool]:
-    """Cancel the runnable's waiting and running runs, newest first: at most MAX_CANCEL_ALL of them, found
-    among its MAX_CANCEL_PAGES pages of 100 newest runs. Returns how many were cancelled (a run already being
-    cancelled is not counted again) and whether more may remain."""
+    """Cancel the runnable's waiting and running runs, newest first: at most MAX_CANCEL_ALL of them,
+    looking for CANCEL_ALL_SECONDS at most. Returns how many were cancelled (a run already being cancelled
+    is not counted again) and whether more may remain (a limit stopped the search)."""
     query = RunQuery(runnable_id=runnable_id, statuses=frozenset({Status.waiting, Status.running}))
+    deadline = time.monotonic() + CANCEL_ALL_SECONDS
     cancelled, cursor = 0, None
-    for _ in range(MAX_CANCEL_PAGES):
+    while time.monotonic() < deadline:
         records, cursor = services().runs.list(account_id, query, limit=100, cursor=cursor)
         for record in records:
             if record.cancel_requested:
