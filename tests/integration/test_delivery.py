@@ -196,9 +196,9 @@ def crash_mid_run(account_id: str, run_id: str, now: float) -> float:
     """A worker claims the run at `now` and dies; returns when its lease expires."""
     settings = services.services().settings
     lease_until = now + settings.lease_seconds
-    claimed = services.services().runs.claim(
-        account_id, run_id, "doomed", now, lease_until, settings.max_attempts
-    )
+    runs = services.services().runs
+    record = runs.get(account_id, run_id, consistent=True)
+    claimed = runs.claim(record, "doomed", now, lease_until, settings.max_attempts)
     assert claimed is not None
     return lease_until
 

@@ -196,7 +196,8 @@ def test_cancel_all_does_not_count_a_running_job_already_being_cancelled(api: Ap
     job = api.post(f"/v1/agents/run/{echo_id}/async/", {"i": 0}).json()
     runs = services.services().runs
     account_id = keys.authenticate(f"Bearer {api.token}").account_id
-    assert runs.claim(account_id, job, "a-worker", time.time(), time.time() + 60, 3) is not None  # running
+    record = runs.get(account_id, job, consistent=True)
+    assert runs.claim(record, "a-worker", time.time(), time.time() + 60, 3) is not None  # running
     first = api.post(f"/v1/agents/{echo_id}/jobs/cancel-all/").json()
     assert first["targeted_count"] == 1  # asked to stop: it ends cancelled when its worker sees it
     assert api.post("/v1/agents/jobs/statuses/", {"job_ids": [job]}).json()[0]["status"] == 1

@@ -63,10 +63,12 @@ def update_request(
     values: dict[str, Any],
     remove: tuple[str, ...] = (),
     increment: tuple[str, ...] = (),
+    append: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """A conditional UpdateItem request (for `update_item` or a transaction).
 
     `condition` refers to attributes by the `#names` given and to `:values` (plain Python values).
+    `append` adds values at the end of list attributes (creating them).
     """
     names = dict(names)
     attr_values = {k: to_av(v) for k, v in values.items()}
@@ -80,6 +82,12 @@ def update_request(
         clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :one")
     if increment:
         attr_values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
+    for i, (name, items) in enumerate((append or {}).items()):
+        names[f"#a{i}"] = name
+        attr_values[f":a{i}"] = to_av(items)
+        clauses.append(f"#a{i} = list_append(if_not_exists(#a{i}, :nothing), :a{i})")
+    if append:
+        attr_values[":nothing"] = {"L": []}
     expression = "SET " + ", ".join(clauses) if clauses else ""
     if remove:
         names.update({f"#r{i}": name for i, name in enumerate(remove)})

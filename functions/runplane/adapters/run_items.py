@@ -9,7 +9,7 @@ from typing import Any
 from runplane.adapters.dynamo import due_shard, from_item, to_item
 from runplane.domain.models import RunRecord
 
-_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers")
+_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers", "waiting_for", "state", "partial_outputs")
 
 
 def run_pk(account_id: str, run_id: str) -> str:
@@ -30,6 +30,7 @@ def run_item(record: RunRecord) -> dict[str, Any]:
     for name in _RUN_JSON_FIELDS:
         if name in values:
             values[name] = json.dumps(values[name], separators=(",", ":"))
+    values["history"] = [event_json(event) for event in values["history"]]
     values["status"] = record.status.value
     for flag in ("cancel_requested", "rejected"):
         if not values[flag]:
@@ -47,9 +48,15 @@ def run_item(record: RunRecord) -> dict[str, Any]:
     return to_item(values)
 
 
+def event_json(event: dict[str, Any]) -> str:
+    """A status event as the run item's `history` holds it."""
+    return json.dumps(event, separators=(",", ":"), default=str)
+
+
 def run_record(item: dict[str, Any]) -> RunRecord:
     values = from_item(item)
     for name in _RUN_JSON_FIELDS:
         if name in values:
             values[name] = json.loads(values[name])
+    values["history"] = [json.loads(event) for event in values.get("history", [])]
     return RunRecord.model_validate(values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +16,10 @@ from runplane.adapters.dynamo import (
     update_request,
     write_if,
 )
-from runplane.adapters.run_items import run_item, run_record
+from runplane.adapters.run_items import event_json, run_item, run_record
 from runplane.adapters.run_reads import RunReads
-from runplane.domain.models import RunRecord
+from runplane.domain.events import Reason, RunEvent, WaitingFor, recorded, status_event
+from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
 
 _CONDITION_NAMES = {
@@ -29,6 +31,7 @@ _CONDITION_NAMES = {
     "#cancel": "cancel_requested",
     "#admissions": "admissions",
     "#due": "due_at",
+    "#seq": "seq",
 }
 # an admission write applies only to the run as read: not started, and its slots and queue unchanged
 _AS_READ = (
@@ -39,6 +42,29 @@ _AS_READ = (
 
 def _names(condition: str) -> dict[str, str]:
     return {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
+
+
+def _numbered(record: RunRecord, event: RunEvent) -> dict[str, Any]:
+    """What a write adds to record the run's next status event: its seq and the event, on condition
+    that no other event took that seq since `record` was read (update_request's arguments)."""
+    seen = "#seq = :seen" if record.seq else "(attribute_not_exists(#seq) OR #seq = :seen)"
+    return {
+        "set_": {"seq": event.seq},
+        "append": {"history": [event_json(event.model_dump(mode="json", exclude_none=True))]},
+        "condition": seen,
+        "values": {":seen": record.seq},
+    }
+
+
+def _merged(update: dict[str, Any], numbered: dict[str, Any]) -> dict[str, Any]:
+    """An update_request's arguments with a status event's added (conditions joined by AND)."""
+    return {
+        **update,
+        "set_": {**update.get("set_", {}), **numbered["set_"]},
+        "append": numbered["append"],
+        "condition": f"{update['condition']} AND {numbered['condition']}",
+        "values": {**update["values"], **numbered["values"]},
+    }
 
 
 class RunStore(RunReads):
@@ -94,12 +120,17 @@ class RunStore(RunReads):
         return stored["run_id"], stored["fingerprint"], False
 
     def claim(
-        self, account_id: str, run_id: str, owner: str, now: float, lease_until: float, max_attempts: int
+        self, record: RunRecord, owner: str, now: float, lease_until: float, max_attempts: int
     ) -> RunRecord | None:
         """waiting -> running (or re-claim of a running run whose lease expired) under a new lease."""
+        account_id, run_id = record.account_id, record.id
+        reason = Reason.retried if record.status is Status.running else Reason.claimed
+        event = status_event(record, reason, Status.running, attempt=record.attempt + 1)
         return self._update(
             account_id,
             run_id,
+            event=event,
+            record=record,
             set_={
                 "status": Status.running.value,
                 "account_status": f"{account_id}#{Status.running.value}",
@@ -136,10 +167,14 @@ class RunStore(RunReads):
                 "slots": slots,
                 "queued_on": None,
                 "admissions": record.admissions + 1,
+                "waiting_for": None,
             }
         )
+        event = status_event(record, Reason.claimed, Status.running, attempt=claimed.attempt)
+        claimed = claimed.model_copy(update=recorded(claimed, event))
         write = self._write(
             record,
+            event,
             set_={
                 "status": claimed.status.value,
                 "account_status": f"{record.account_id}#{claimed.status.value}",
@@ -150,25 +185,38 @@ class RunStore(RunReads):
                 ),
                 "started_at": claimed.started_at.isoformat(),
             },
-            remove=("queued_on",),
+            remove=("queued_on", "waiting_for"),
         )
         return write, claimed
 
     def queue_write(
-        self, record: RunRecord, scope: str, slots: list[str]
+        self, record: RunRecord, scope: str, slots: list[str], waiting_for: WaitingFor
     ) -> tuple[dict[str, Any], RunRecord]:
-        """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots`, and the
-        record it makes. The run leaves the sweeper's index: its scope is rechecked instead."""
-        update = {"queued_on": scope, "slots": slots, "admissions": record.admissions + 1}
-        write = self._write(record, set_=update, remove=("due_at", "due_shard"))
-        return write, record.model_copy(update={**update, "due_at": None})
+        """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots` (for the
+        limit `waiting_for` describes), and the record it makes. The run leaves the sweeper's index: its
+        scope is rechecked instead. Joining another queue than before is a status event."""
+        update = {
+            "queued_on": scope,
+            "slots": slots,
+            "admissions": record.admissions + 1,
+            "waiting_for": waiting_for.model_dump(),
+        }
+        event = None
+        if record.queued_on != scope:
+            event = status_event(record, Reason.queued, waiting_for=waiting_for)
+        json_update = {**update, "waiting_for": json.dumps(update["waiting_for"], separators=(",", ":"))}
+        write = self._write(record, event, set_=json_update, remove=("due_at", "due_shard"))
+        moved = record.model_copy(update={**update, "due_at": None})
+        return write, moved.model_copy(update=recorded(moved, event)) if event else moved
 
-    def _write(self, record: RunRecord, **update: Any) -> dict[str, Any]:
+    def _write(self, record: RunRecord, event: RunEvent | None, **update: Any) -> dict[str, Any]:
         key = self._key(record.account_id, record.id)
         values = {":waiting": Status.waiting.value, ":admissions": record.admissions}
-        request = update_request(
-            self.table, key, condition=_AS_READ, names=_names(_AS_READ), values=values, **update
-        )
+        arguments = {"condition": _AS_READ, "values": values, **update}
+        if event is not None:
+            arguments = _merged(arguments, _numbered(record, event))
+        condition = arguments["condition"]
+        request = update_request(self.table, key, names=_names(condition), **arguments)
         return {"Update": request}
 
     def renew(self, account_id: str, run_id: str, owner: str, lease_until: float) -> RunRecord | None:
@@ -189,6 +237,7 @@ class RunStore(RunReads):
         owner: str | None = None,
         lease_seen: float | None = None,
         due_at: float | None = None,
+        error: RunError | None = None,
     ) -> dict[str, Any]:
         """An UpdateItem request (for `finish` or a transaction) moving `record` from the status it was read
         with to the terminal status in `fields`.
@@ -210,19 +259,21 @@ class RunStore(RunReads):
         if status is not Status.cancelled:
             condition += " AND attribute_not_exists(#cancel)"
         set_ = {**fields, "account_status": f"{record.account_id}#{status.value}"}
-        remove: tuple[str, ...] = ("lease_owner", "lease_until")
+        remove: tuple[str, ...] = ("lease_owner", "lease_until", "waiting_for")
         if due_at is None:
             remove += ("due_at", "due_shard")
         else:
             set_.update(due_at=due_at, due_shard=due_shard(record.id))
+        event = status_event(record, Reason.ended, status, attempt=record.attempt or None, error=error)
+        arguments = _merged(
+            {"set_": set_, "condition": condition, "values": values}, _numbered(record, event)
+        )
         return update_request(
             self.table,
             self._key(record.account_id, record.id),
-            set_=set_,
             remove=remove,
-            condition=condition,
-            names=_names(condition),
-            values=values,
+            names=_names(arguments["condition"]),
+            **arguments,
         )
 
     def finish(self, request: dict[str, Any]) -> RunRecord | None:
@@ -254,12 +305,15 @@ class RunStore(RunReads):
             values={},
         )
 
-    def request_cancel(self, account_id: str, run_id: str) -> RunRecord | None:
+    def request_cancel(self, record: RunRecord) -> RunRecord | None:
+        """Ask a running run (as read) to end cancelled; None if it changed since it was read."""
         return self._update(
-            account_id,
-            run_id,
+            record.account_id,
+            record.id,
+            event=status_event(record, Reason.cancel_requested, attempt=record.attempt),
+            record=record,
             set_={"cancel_requested": True},
-            condition="#status = :running",
+            condition="#status = :running AND attribute_not_exists(#cancel)",
             values={":running": Status.running.value},
         )
 
@@ -290,17 +344,20 @@ class RunStore(RunReads):
         values: dict[str, Any],
         remove: tuple[str, ...] = (),
         increment: tuple[str, ...] = (),
+        event: RunEvent | None = None,
+        record: RunRecord | None = None,  # as read: the event's seq follows its own
     ) -> RunRecord | None:
+        arguments = {"set_": set_, "condition": condition, "values": values}
+        if event is not None and record is not None:
+            arguments = _merged(arguments, _numbered(record, event))
         attributes = update_item(
             self.client,
             self.table,
             self._key(account_id, run_id),
-            set_=set_,
-            condition=condition,
-            names=_names(condition),
-            values=values,
+            names=_names(arguments["condition"]),
             remove=remove,
             increment=increment,
+            **arguments,
         )
         return run_record(attributes) if attributes is not None else None
 

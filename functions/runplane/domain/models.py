@@ -26,6 +26,8 @@ MAX_CONCURRENCY = 10_000  # the largest max_concurrency a runnable or an account
 AccountId = Annotated[str, StringConstraints(pattern=rf"^{ACCOUNT_ID_PATTERN.pattern}$")]
 TelemetryStrategy = Literal["disable", "default", "force"]
 RunMode = Literal["async", "sync"]
+# What a run may ask to be called back for (`callback_events`); `completed` is its end.
+CallbackEvent = Literal["start", "state", "output", "logs", "completed"]
 
 
 def utcnow() -> datetime:
@@ -187,6 +189,12 @@ def json_number(kind: type[int] | type[float], **limits: float) -> Any:
 Whole = json_number(int)
 
 
+def _unique_events(events: list[str]) -> list[str]:
+    if len(set(events)) != len(events):
+        raise ValueError("names an event twice")
+    return events
+
+
 class RunRequestFields(Strict):
     """The seed's run request body, plus `inputs` and `metadata`."""
 
@@ -199,6 +207,12 @@ class RunRequestFields(Strict):
     telemetry_strategy: TelemetryStrategy = "default"
     callback_url: OutboundUrl | None = None
     callback_headers: OutboundHeaders = None
+    callback_events: Annotated[list[CallbackEvent], AfterValidator(_unique_events)] | None = Field(
+        None,
+        min_length=1,
+        description="The events callback_url receives (default: completed only); each at most once "
+        "every few seconds, the latest of its kind",
+    )
     experiment_id: str | None = Field(None, min_length=1, max_length=200)
     experiment_candidate_id: str | None = Field(None, min_length=1, max_length=200)
 
@@ -396,6 +410,7 @@ class RunRecord(BaseModel):
     timeout_seconds: int | None = None
     callback_url: str | None = None
     callback_headers: dict[str, str] | None = None
+    callback_events: list[str] | None = None  # None: completed only
     # request payload ({"inputs", "resources"}) and outcome: inline JSON, or a blob key when large
     payload_json: str | None = None
     payload_ref: str | None = None
@@ -415,6 +430,16 @@ class RunRecord(BaseModel):
     slots: list[str] = Field(default_factory=list)
     queued_on: str | None = None
     admissions: int = 0
+    waiting_for: dict[str, Any] | None = None  # the limit of the scope it is queued on (WaitingFor)
+    # progress: the last event's seq, the status events (RunEvent JSON; the rest are in the events
+    # table), what the runnable reported and when it last did, the log bytes stored
+    seq: int = 0
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    state: dict[str, Any] | None = None
+    partial_outputs: dict[str, Any] | None = None
+    progress_at: float | None = None
+    log_bytes: int = 0
+    last_line: str | None = None
     expires_at: int | None = None
 
 
@@ -442,6 +467,8 @@ def to_run_state(
             "total_output_tokens": sum(u.completion_tokens for u in outcome.usage),
             "total_token_cost_usd": outcome.cost_usd,
         }
+    elif record.partial_outputs is not None:  # partially populated while the run goes on
+        result = RunResult(id=record.id, outputs=record.partial_outputs)
     return RunState(
         id=record.id,
         account_id=record.account_id,
@@ -451,6 +478,7 @@ def to_run_state(
         experiment_candidate_id=record.experiment_candidate_id,
         telemetry_span_id=outcome.telemetry_span_id if outcome else None,
         status=record.status,
+        state=served_state(record),
         created_by=record.created_by,
         created_at=record.created_at,
         completed_at=record.completed_at,
@@ -461,6 +489,13 @@ def to_run_state(
         inputs=inputs,
         **totals,
     )
+
+
+def served_state(record: RunRecord) -> dict[str, Any] | None:
+    """The run's `state`: what its runnable last set, or while it waits for a slot, which limit holds it."""
+    if record.status is Status.waiting and record.waiting_for is not None:
+        return {"waiting_for": record.waiting_for}
+    return record.state
 
 
 # --- API keys ---

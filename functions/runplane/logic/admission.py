@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from runplane.adapters.run_items import created_key
+from runplane.domain.events import WaitingFor
 from runplane.domain.models import Concurrency, RunRecord
 from runplane.domain.states import Status
 from runplane.logic.services import services
@@ -143,7 +144,10 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
         if blocked is None:
             run_write, moved = services().runs.admit_write(record, owner, now, now + lease_seconds, slots)
         else:
-            run_write, moved = services().runs.queue_write(record, blocked.id, slots)
+            waiting_for = WaitingFor(
+                scope="runnable" if "#" in blocked.id else "account", limit=blocked.limit
+            )
+            run_write, moved = services().runs.queue_write(record, blocked.id, slots, waiting_for)
             writes.append(concurrency.join_write(blocked.id, position, record.id))
             recheck_at = now + services().settings.concurrency_recheck_seconds
             concurrency.ensure_recheck(blocked.id, recheck_at)  # before joining: a crash may follow

@@ -58,7 +58,7 @@ def finish_run(
     """
     token = owner or secrets.token_hex(8)
     finished = None
-    for _ in range(3):  # a cancellation may arrive between reading the run and ending it
+    for _ in range(3):  # a cancellation (or another event) may come between reading the run and ending it
         if record.cancel_requested:
             outcome = _cancelled(outcome)
         finished = _end(record, outcome, token, owner=owner, lease_seen=lease_seen)
@@ -74,7 +74,10 @@ def finish_run(
             and (owner is None or fresh.lease_owner == owner)
             and (lease_seen is None or fresh.lease_until == lease_seen)
         )
-        if not (still_ours and fresh.cancel_requested and not record.cancel_requested):
+        moved_on = fresh is not None and (
+            (fresh.cancel_requested and not record.cancel_requested) or fresh.seq != record.seq
+        )
+        if not (still_ours and moved_on):
             return None
         record = fresh
     if finished is None:
@@ -122,6 +125,7 @@ def _end(
         owner=owner,
         lease_seen=lease_seen,
         due_at=now.timestamp() + SETTLE_GRACE_SECONDS if unsettled else None,
+        error=outcome.error,
     )
     try:
         if not outcome.usage:
@@ -217,7 +221,9 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
             finished = finish_run(record, fail_outcome(CANCELLED, ErrorCode.cancelled, Status.cancelled))
             if finished is not None:
                 return run_state(finished), False
-        elif (requested := services().runs.request_cancel(account_id, run_id)) is not None:
+        elif record.cancel_requested:
+            return run_state(record), True
+        elif (requested := services().runs.request_cancel(record)) is not None:
             return run_state(requested), True
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
 

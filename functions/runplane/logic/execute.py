@@ -82,9 +82,7 @@ def _claim(found: RunRecord, owner: str) -> RunRecord | None:
     now = time.time()
     runs = services().runs
     try:
-        claimed = runs.claim(
-            found.account_id, found.id, owner, now, now + settings.lease_seconds, settings.max_attempts
-        )
+        claimed = runs.claim(found, owner, now, now + settings.lease_seconds, settings.max_attempts)
     except Exception:
         claimed = None
         logger.warning("claim failed; looking whether it was applied", exc_info=True)

@@ -19,6 +19,7 @@ from runplane.domain.errors import (
     RunNotSucceeded,
     RunplaneError,
 )
+from runplane.domain.events import Reason, recorded, status_event
 from runplane.domain.files import FilePart
 from runplane.domain.ids import batch_run_id, new_id
 from runplane.domain.models import (
@@ -303,8 +304,10 @@ def create_run(
         callback_headers=request.callback_headers,
         payload_json=payload_json,
         payload_ref=payload_ref,
+        callback_events=request.callback_events,
         due_at=now.timestamp() + settings.redispatch_seconds,
     )
+    record = record.model_copy(update=recorded(record, status_event(record, Reason.accepted)))
     runs = services().runs
     writes = [runs.create_write(record), services().accounts.charge_write(account_id)]
     try:
