@@ -113,7 +113,16 @@ CONCURRENCY = Table(
     sort_key=Key("entry"),
     indexes=(Index("recheck", Key("recheck_shard"), Key("recheck_at", "N")),),  # sparse
 )
-TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY)
+# What runs report while they go on: one item per batch of events ("{account_id}#{run_id}", the batch's
+# last seq), expiring a day after the run would. A run's status events are on its own item instead.
+RUN_EVENTS = Table(
+    name="run_events",
+    env_var="RUNPLANE_EVENTS_TABLE",
+    partition_key=Key("pk"),
+    sort_key=Key("seq", "N"),
+    ttl_attribute="expires_at",
+)
+TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY, RUN_EVENTS)
 
 DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
 

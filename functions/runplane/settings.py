@@ -39,6 +39,7 @@ class Settings(BaseModel):
     callbacks_table: str = "runplane-callbacks"
     accounts_table: str = "runplane-accounts"
     concurrency_table: str = "runplane-concurrency"
+    events_table: str = "runplane-run-events"
     intake_queue_url: str = ""
     dispatch_queue_url: str = ""
     intake_dlq_url: str = ""
@@ -74,6 +75,8 @@ class Settings(BaseModel):
     account_max_concurrency: int = Field(20, ge=0)
     # How often the sweeper makes sure runs waiting for a concurrency slot were woken (a lost wake-up).
     concurrency_recheck_seconds: float = Field(90.0, gt=0)
+    # A run's log is kept up to this many bytes (then a marker says how much more was cut).
+    max_log_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
 
     # Callbacks: delays between attempts (10 attempts over about three days), per-attempt timeouts,
     # how long a rotated-out signing secret still signs, and the loopback switch for local receivers.
@@ -83,6 +86,8 @@ class Settings(BaseModel):
     callback_connect_timeout_seconds: float = Field(5.0, gt=0, le=30)
     callback_timeout_seconds: float = Field(15.0, gt=0, le=45)
     callback_secret_overlap_seconds: float = Field(24 * 3600, ge=0)
+    # A run's callbacks for events other than its end: at most one per event type this often.
+    callback_event_seconds: float = Field(5.0, ge=1, le=3600)
     allow_loopback: bool = False
 
     @field_validator("callback_schedule")

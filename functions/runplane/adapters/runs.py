@@ -18,7 +18,7 @@ from runplane.adapters.dynamo import (
 )
 from runplane.adapters.run_items import event_json, run_item, run_record
 from runplane.adapters.run_reads import RunReads
-from runplane.domain.events import Reason, RunEvent, WaitingFor, recorded, status_event
+from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
 
@@ -219,15 +219,21 @@ class RunStore(RunReads):
         request = update_request(self.table, key, names=_names(condition), **arguments)
         return {"Update": request}
 
-    def renew(self, account_id: str, run_id: str, owner: str, lease_until: float) -> RunRecord | None:
-        """Extend the lease; None when this worker no longer holds it."""
-        return self._update(
-            account_id,
-            run_id,
-            set_={"lease_until": lease_until, "due_at": lease_until},
-            condition="#status = :running AND #owner = :owner",
-            values={":running": Status.running.value, ":owner": owner},
-        )
+    def renew(
+        self, record: RunRecord, owner: str, lease_until: float, progress: Progress | None = None
+    ) -> RunRecord | None:
+        """Extend the lease, recording `progress` (what the runnable reported: it takes the seqs after
+        the run's last as read) in the same write; None when this worker no longer holds the lease or,
+        with progress, when another event took those seqs first."""
+        set_: dict[str, Any] = {"lease_until": lease_until, "due_at": lease_until}
+        condition = "#status = :running AND #owner = :owner"
+        values: dict[str, Any] = {":running": Status.running.value, ":owner": owner}
+        if progress is not None:
+            set_.update(progress.fields(), seq=record.seq + progress.events)
+            condition += " AND #seq = :seen" if record.seq else " AND attribute_not_exists(#seq)"
+            if record.seq:
+                values[":seen"] = record.seq
+        return self._update(record.account_id, record.id, set_=set_, condition=condition, values=values)
 
     def finish_write(
         self,

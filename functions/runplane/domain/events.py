@@ -3,7 +3,9 @@ partial outputs, log batches), log lines, and the limits that keep them cheap. P
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -116,3 +118,49 @@ def status_event(record: RunRecord, reason: Reason, status: Status | None = None
 def recorded(record: RunRecord, event: RunEvent) -> dict[str, Any]:
     """The fields of `record` once a status event is recorded (for a record a write makes unread)."""
     return {"seq": event.seq, "history": [*record.history, event.model_dump(mode="json", exclude_none=True)]}
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass
+class Progress:
+    """What a runnable reported since its worker last wrote: recorded by the write that renews its lease
+    (the run's `state`, partial outputs, log size and last line), its events stored as one batch."""
+
+    at: float  # epoch seconds
+    state: dict[str, Any] | None = None  # all of it, when it changed
+    outputs: dict[str, Any] | None = None  # all partial outputs, when they changed
+    lines: list[LogLine] = field(default_factory=list)
+    log_bytes: int = 0  # the run's log size with these lines
+
+    @property
+    def events(self) -> int:
+        return (self.state is not None) + (self.outputs is not None) + bool(self.lines)
+
+    def fields(self) -> dict[str, Any]:
+        """The run item's attributes it sets."""
+        values: dict[str, Any] = {"progress_at": self.at}
+        if self.state is not None:
+            values["state"] = compact(self.state)
+        if self.outputs is not None:
+            values["partial_outputs"] = compact(self.outputs)
+        if self.lines:
+            values["log_bytes"] = self.log_bytes
+            values["last_line"] = self.lines[-1].message[:LAST_LINE_CHARS]
+        return values
+
+    def numbered(self, after: int) -> list[RunEvent]:
+        """Its events, taking the seqs that follow `after`."""
+        at = datetime.fromtimestamp(self.at, UTC)
+        parts: list[dict[str, Any]] = []
+        if self.state is not None:
+            parts.append({"type": EventType.state, "state": self.state})
+        if self.outputs is not None:
+            parts.append({"type": EventType.output, "outputs": self.outputs})
+        if self.lines:
+            parts.append({"type": EventType.logs, "lines": self.lines})
+        return [
+            RunEvent(seq=after + i, at=at, status=Status.running, **part) for i, part in enumerate(parts, 1)
+        ]

@@ -11,12 +11,14 @@ from pydantic import ValidationError
 
 from runplane import definitions as defs
 from runplane.adapters.aws import is_permanent
+from runplane.domain.events import Progress
 from runplane.domain.models import Outcome, RunError, RunRecord
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import children
 from runplane.logic.admission import admit
 from runplane.logic.callbacks import signing_secrets
 from runplane.logic.ending import fail_outcome, finish_run, keep_outcome, take_over
+from runplane.logic.progress import Reporter, store_events
 from runplane.logic.runs import load_payload
 from runplane.logic.services import services
 from runplane.observability import logger, run_span
@@ -63,12 +65,12 @@ def process_dispatch(body: str) -> None:
         return
     logger.set_correlation_id(run_id)
     logger.info("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
-    lease = Lease(record, owner)
+    lease = Lease(record, owner, Reporter(record, settings.max_log_bytes))
     outcome = _run(record, lease)
     if outcome is None:
         logger.warning("lease lost while running; another worker or the sweeper owns the run")
         return
-    _record(record, outcome, lease, until=started + defs.WORKER_TIMEOUT_SECONDS - FINISH_MARGIN_SECONDS)
+    _record(outcome, lease, until=started + defs.WORKER_TIMEOUT_SECONDS - FINISH_MARGIN_SECONDS)
 
 
 # Time the worker keeps for itself: to keep an outcome it could not record before its lease (or the
@@ -93,12 +95,14 @@ def _claim(found: RunRecord, owner: str) -> RunRecord | None:
 
 
 class Lease:
-    """A worker's hold on a run: renewed while the run executes, tolerant of transient errors until the
-    lease itself is at risk."""
+    """A worker's hold on a run: renewed while the run executes (each renewal writes the progress that
+    waits), tolerant of transient errors until the lease itself is at risk. `record` is the run as this
+    worker last wrote it."""
 
-    def __init__(self, record: RunRecord, owner: str):
+    def __init__(self, record: RunRecord, owner: str, reporter: Reporter):
         self.record = record
         self.owner = owner
+        self.reporter = reporter
         self.until = record.lease_until or 0.0
 
     def at_risk(self) -> bool:
@@ -107,11 +111,13 @@ class Lease:
         return time.time() + margin >= self.until
 
     def renew(self) -> Verdict:
-        record = self.record
         until = time.time() + services().settings.lease_seconds
+        progress = self.reporter.take()
         try:
-            renewed = services().runs.renew(record.account_id, record.id, self.owner, until)
+            renewed = self._renew(until, progress)
         except Exception:
+            if progress is not None:
+                self.reporter.restore(progress)
             if self.at_risk():
                 logger.exception("lease renewals failed until the lease ran out; giving the run up")
                 return Verdict.lost
@@ -119,15 +125,34 @@ class Lease:
             return Verdict.unsure
         if renewed is None:
             return Verdict.lost
-        self.until = until
+        if progress is not None:
+            self.reporter.written(progress)
+            store_events(renewed, progress, after=renewed.seq - progress.events)
+        self.record, self.until = renewed, until
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
 
+    def _renew(self, until: float, progress: Progress | None) -> RunRecord | None:
+        """One renewal; when progress took seqs another event (a cancellation) took first, once more."""
+        runs = services().runs
+        renewed = runs.renew(self.record, self.owner, until, progress)
+        if renewed is not None or progress is None:
+            return renewed
+        fresh = runs.get(self.record.account_id, self.record.id, consistent=True)
+        if fresh is None or fresh.status is not Status.running or fresh.lease_owner != self.owner:
+            return None
+        self.record = fresh
+        return runs.renew(fresh, self.owner, until, progress)
 
-def _record(record: RunRecord, outcome: Outcome, lease: Lease, *, until: float) -> None:
-    """Record the outcome, trying again through transient errors while the lease (renewed between tries)
-    and the invocation last; then keep it for `take_over` rather than lose it."""
+
+def _record(outcome: Outcome, lease: Lease, *, until: float) -> None:
+    """Record the outcome (after the progress that waits), trying again through transient errors while
+    the lease (renewed between tries) and the invocation last; then keep it for `take_over` rather than
+    lose it."""
+    if lease.reporter.pending:
+        lease.renew()
     pause = 0.2
     while True:
+        record = lease.record
         try:
             finished = finish_run(record, outcome, owner=lease.owner)
         except Exception as error:
@@ -157,7 +182,7 @@ def _record(record: RunRecord, outcome: Outcome, lease: Lease, *, until: float) 
         time.sleep(pause)
         pause = min(pause * 2, 5.0)
     try:
-        keep_outcome(record, outcome)
+        keep_outcome(lease.record, outcome)
         logger.error("outcome kept in S3; the sweeper records it", extra={"status": outcome.status})
     except Exception:
         logger.exception("outcome neither recorded nor kept; the run is executed again or fails worker_lost")
@@ -188,6 +213,8 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
         resources={r["name"]: r["resource"] for r in payload.get("resources", [])},
         metadata=record.metadata,
         output_schema=spec.get("output_schema"),
+        state=record.state or {},
+        partial_outputs=record.partial_outputs or {},
         signing_secrets=lambda: signing_secrets(record.account_id),
     )
 
@@ -205,6 +232,7 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
             limits=limits,
             on_heartbeat=lease.renew,
             answer=partial(children.answer, record),
+            progress=lease.reporter,
         )
     if outcome is None:
         return None

@@ -11,6 +11,7 @@ from runplane.adapters.concurrency import ConcurrencyStore
 from runplane.adapters.deliveries import DeliveryStore
 from runplane.adapters.keys import KeyStore
 from runplane.adapters.queues import Queues
+from runplane.adapters.run_events import RunEventStore
 from runplane.adapters.runnables import RunnableStore
 from runplane.adapters.runs import RunStore
 from runplane.settings import Settings, get_settings
@@ -27,6 +28,7 @@ class Services:
     deliveries: DeliveryStore
     accounts: AccountStore
     concurrency: ConcurrencyStore
+    events: RunEventStore
 
 
 @cache
@@ -47,6 +49,7 @@ def services() -> Services:
         deliveries=DeliveryStore(settings.callbacks_table),
         accounts=AccountStore(settings.accounts_table),
         concurrency=ConcurrencyStore(settings.concurrency_table),
+        events=RunEventStore(settings.events_table),
     )
 
 

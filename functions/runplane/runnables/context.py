@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runplane.domain.documents import MAX_DEPTH, too_deep
+from runplane.domain.events import MAX_PARTIAL_OUTPUTS_BYTES, MAX_STATE_BYTES, compact
 from runplane.domain.models import ModelUsage
 from runplane.domain.states import ErrorCode, Status
 
@@ -37,6 +39,8 @@ class RunContext:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] | None = None  # the runnable's, when it declares one
+    state: dict[str, Any] = field(default_factory=dict)  # as last set (by an earlier attempt too)
+    partial_outputs: dict[str, Any] = field(default_factory=dict)
     # set by the executor: where reports go, how to ask the worker for something (start or read a child
     # run), the cancellation flag, the account's webhook signing secrets (read when first needed)
     send: Callable[[str, Any], None] | None = field(default=None, repr=False)
@@ -68,6 +72,41 @@ class RunContext:
         if too_deep(fields):
             raise ValueError(f"metadata nests deeper than {MAX_DEPTH} levels")
         self._report("metadata", fields)
+
+    def set_state(self, values: dict[str, Any], *, replace: bool = False) -> None:
+        """Set the run's `state`, served while it runs and after: `values` are merged into it (a key set
+        to None is removed), or replace it. Written at most once a second; the latest state wins."""
+        self.state = self._publish("state", self.state, values, replace, MAX_STATE_BYTES)
+
+    def set_outputs(self, values: dict[str, Any], *, replace: bool = False) -> None:
+        """Publish partial outputs (`result.outputs` while the run goes on), merged as `set_state` does.
+        What the runnable returns replaces them when it ends."""
+        self.partial_outputs = self._publish(
+            "outputs", self.partial_outputs, values, replace, MAX_PARTIAL_OUTPUTS_BYTES
+        )
+
+    def log(self, message: str, **fields: Any) -> None:
+        """Add a line to the run's log, with JSON `fields` (others are turned into strings)."""
+        values = json.loads(json.dumps(fields, default=str)) if fields else None
+        self._report("log", {"stream": "log", "message": str(message), "fields": values, "at": time.time()})
+
+    def _publish(
+        self, kind: str, current: dict[str, Any], values: dict[str, Any], replace: bool, limit: int
+    ) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise TypeError(f"{kind} must be a dict, not {type(values).__name__}")
+        base = {} if replace else current
+        merged = {k: v for k, v in {**base, **values}.items() if v is not None}
+        if too_deep(merged):
+            raise ValueError(f"{kind} nests deeper than {MAX_DEPTH} levels")
+        try:
+            size = len(compact(merged).encode())
+        except (TypeError, ValueError) as problem:
+            raise ValueError(f"{kind} is not JSON: {problem}") from None
+        if size > limit:
+            raise ValueError(f"{kind} would be {size} bytes of JSON; at most {limit} are kept")
+        self._report(kind, merged)
+        return merged
 
     @property
     def cancelled(self) -> bool:

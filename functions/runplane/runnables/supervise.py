@@ -4,9 +4,10 @@ Python runnables run in a forked child process: it can be killed, which makes `t
 cancellation real, and a crash in it (even os._exit or a segfault) cannot take the worker down. Kinds that
 only wait on I/O (http, lambda, bedrock) run in a thread; at the deadline or on cancellation the worker
 stops waiting for them and their late answer is dropped. Either way the code reports through a pipe:
-usage and metadata as it goes, questions for the worker (`answer` replies: the code itself never calls
-AWS), then its outputs or its error. While it works, the worker calls `on_heartbeat` every
-`heartbeat_seconds` to renew its lease.
+usage, metadata and progress (state, partial outputs, log lines: everything an isolated child writes to
+stdout and stderr too) as it goes, questions for the worker (`answer` replies: the code itself never
+calls AWS), then its outputs or its error. While it works, the worker calls `on_heartbeat` every
+`heartbeat_seconds` to renew its lease, and sooner when progress is due to be written.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import contextlib
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.models import ModelUsage, Outcome, RunError
@@ -30,6 +33,17 @@ from runplane.runnables.context import RunContext, RunFailed
 
 Code = Callable[[RunContext], dict[str, Any]]
 Answerer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class ProgressSink(Protocol):
+    """Where the worker keeps progress until the next heartbeat writes it."""
+
+    def report(self, kind: str, payload: Any) -> None: ...
+
+    def due(self) -> float | None: ...  # monotonic time a heartbeat should write it; None: nothing waits
+
+
+PROGRESS = frozenset({"state", "outputs", "log"})
 
 
 class Verdict(Enum):
@@ -74,6 +88,7 @@ def supervise(
     limits: Limits,
     on_heartbeat: Callable[[], Verdict],
     answer: Answerer,
+    progress: ProgressSink,
 ) -> Outcome | None:
     """Run `code(context)`; None when the lease was lost and nothing may be recorded."""
     reports_in, reports_out = multiprocessing.Pipe(duplex=False)
@@ -94,7 +109,8 @@ def supervise(
         if isolated:
             for end in ends:
                 end.close()
-        return _watch(reports_in, answers_out, cancel_out, runner, limits, on_heartbeat, answer, reports)
+        watch = _Watch(runner, limits, on_heartbeat, answer, progress, reports)
+        return watch(reports_in, answers_out, cancel_out)
     finally:
         for end in (reports_in, answers_out, cancel_out):
             end.close()
@@ -120,62 +136,67 @@ class _PipeFlag:
         return self._set
 
 
-def _watch(
-    pipe: Connection,
-    answers: Connection,
-    cancel: Connection,
-    runner: Any,
-    limits: Limits,
-    on_heartbeat: Callable[[], Verdict],
-    answer: Answerer,
-    reports: _Reports,
-) -> Outcome | None:
-    deadline = reports.started + limits.seconds
-    next_beat = reports.started + limits.heartbeat_seconds
-    cancelled_until: float | None = None  # while cancelled code may still return
-    cancelled = RunError(message="Run was cancelled on request", code=ErrorCode.cancelled)
-    while True:
-        now = time.monotonic()
-        if cancelled_until is not None and now >= cancelled_until:
-            return reports.outcome(Status.cancelled, error=cancelled)
-        if now >= deadline:
-            error = RunError(message=limits.reason, code=ErrorCode.timeout)
-            return reports.outcome(Status.timeout, error=error)
-        if now >= next_beat:
-            verdict = on_heartbeat()
-            pause = limits.retry_seconds if verdict is Verdict.unsure else limits.heartbeat_seconds
-            next_beat = time.monotonic() + pause
-            if verdict is Verdict.lost:
-                return None
-            if verdict is Verdict.cancel and cancelled_until is None:
-                cancel.send(True)
-                cancelled_until = now + limits.cancel_grace_seconds
+@dataclass
+class _Watch:
+    runner: Any
+    limits: Limits
+    on_heartbeat: Callable[[], Verdict]
+    answer: Answerer
+    progress: ProgressSink
+    reports: _Reports
+
+    def __call__(self, pipe: Connection, answers: Connection, cancel: Connection) -> Outcome | None:
+        limits, reports = self.limits, self.reports
+        deadline = reports.started + limits.seconds
+        next_beat = reports.started + limits.heartbeat_seconds
+        cancelled_until: float | None = None  # while cancelled code may still return
+        cancelled = RunError(message="Run was cancelled on request", code=ErrorCode.cancelled)
+        while True:
+            now = time.monotonic()
+            if cancelled_until is not None and now >= cancelled_until:
+                return reports.outcome(Status.cancelled, error=cancelled)
+            if now >= deadline:
+                error = RunError(message=limits.reason, code=ErrorCode.timeout)
+                return reports.outcome(Status.timeout, error=error)
+            beat = min(next_beat, self.progress.due() or next_beat)
+            if now >= beat:
+                verdict = self.on_heartbeat()
+                pause = limits.retry_seconds if verdict is Verdict.unsure else limits.heartbeat_seconds
+                next_beat = time.monotonic() + pause
+                if verdict is Verdict.lost:
+                    return None
+                if verdict is Verdict.cancel and cancelled_until is None:
+                    cancel.send(True)
+                    cancelled_until = now + limits.cancel_grace_seconds
                 continue
-        wake = min(deadline, next_beat, cancelled_until or deadline)
-        if not pipe.poll(max(0.0, wake - now)):
-            continue
-        try:
-            kind, payload = pipe.recv()
-        except EOFError:
-            runner.join(1)
-            error = RunError(
-                message=f"The runnable's process exited without a result (exit code {runner.exitcode})",
-                code=ErrorCode.runnable_crashed,
-            )
-            return reports.outcome(Status.failed, error=error)
-        if kind == "ask":
-            answers.send(answer(*payload))
-        elif kind == "usage":
-            reports.usage.append(ModelUsage(**payload))
-        elif kind == "metadata":
-            reports.metadata.update(payload)
-        elif cancelled_until is not None:  # what cancelled code returned is kept, the run is cancelled
-            outputs = json.loads(payload) if kind == "ok" else None
-            return reports.outcome(Status.cancelled, outputs=outputs, error=cancelled)
-        elif kind == "ok":
-            return reports.outcome(Status.completed, outputs=json.loads(payload))
-        else:
-            return reports.outcome(Status.failed, error=RunError(**payload))
+            wake = min(deadline, beat, cancelled_until or deadline)
+            if not pipe.poll(max(0.0, wake - now)):
+                continue
+            try:
+                kind, payload = pipe.recv()
+            except EOFError:
+                self.runner.join(1)
+                error = RunError(
+                    message="The runnable's process exited without a result"
+                    f" (exit code {self.runner.exitcode})",
+                    code=ErrorCode.runnable_crashed,
+                )
+                return reports.outcome(Status.failed, error=error)
+            if kind == "ask":
+                answers.send(self.answer(*payload))
+            elif kind in PROGRESS:
+                self.progress.report(kind, payload)
+            elif kind == "usage":
+                reports.usage.append(ModelUsage(**payload))
+            elif kind == "metadata":
+                reports.metadata.update(payload)
+            elif cancelled_until is not None:  # what cancelled code returned is kept, the run is cancelled
+                outputs = json.loads(payload) if kind == "ok" else None
+                return reports.outcome(Status.cancelled, outputs=outputs, error=cancelled)
+            elif kind == "ok":
+                return reports.outcome(Status.completed, outputs=json.loads(payload))
+            else:
+                return reports.outcome(Status.failed, error=RunError(**payload))
 
 
 class _InvalidOutput(Exception):
@@ -187,17 +208,21 @@ def _child(
 ) -> None:
     if isolated:
         _die_with_parent()
+    sending = threading.Lock()  # the code and the threads forwarding its output share the pipe
 
     def send(kind: str, payload: Any) -> None:
-        with contextlib.suppress(OSError):  # the worker stopped waiting (deadline, cancellation)
+        with sending, contextlib.suppress(OSError):  # the worker stopped waiting (deadline, cancellation)
             conn.send((kind, payload))
 
     def ask(question: str, payload: dict[str, Any]) -> dict[str, Any]:
-        conn.send(("ask", (question, payload)))
+        with sending:
+            conn.send(("ask", (question, payload)))
         return answers.recv()
 
     context.send = send
     context.ask = ask
+    stop_capture = _capture_output(send) if isolated else None
+    stack = None
     try:
         message: tuple[str, Any] = ("ok", _serialize(code(context)))
     except RunFailed as failure:
@@ -205,13 +230,69 @@ def _child(
     except _InvalidOutput as problem:
         message = ("error", {"message": str(problem), "code": ErrorCode.invalid_output})
     except Exception as problem:
-        message = (
-            "error",
-            {"message": f"{type(problem).__name__}: {problem}", "code": ErrorCode.runnable_exception},
-        )
+        stack = _traceback(problem)
+        last_line = "".join(traceback.format_exception_only(problem)).strip()
+        message = ("error", {"message": last_line, "code": ErrorCode.runnable_exception})
+    if stop_capture is not None:
+        stop_capture()  # what was printed comes first
+    if stack is not None:
+        send("log", {"stream": "stderr", "message": stack, "at": time.time()})
     send(*message)
     for end in (conn, answers, cancel):
         end.close()
+
+
+_OWN_FILES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the runplane package
+
+
+def _traceback(problem: BaseException) -> str:
+    """The exception's traceback from the runnable's own code on (the frames that called it are ours)."""
+    frames = problem.__traceback__
+    while frames is not None and frames.tb_next is not None:
+        if not frames.tb_frame.f_code.co_filename.startswith(_OWN_FILES):
+            break
+        frames = frames.tb_next
+    return "".join(traceback.format_exception(type(problem), problem, frames)).rstrip()
+
+
+def _capture_output(send: Callable[[str, Any], None]) -> Callable[[], None]:
+    """Send what this process writes to its stdout and stderr (file descriptors 1 and 2, so subprocesses
+    and C code too) as log lines. Returns the function that flushes and stops it."""
+    forwarders = []
+    for stream, number in (("stdout", 1), ("stderr", 2)):
+        getattr(sys, stream).flush()
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, number)
+        os.close(write_end)
+        forwarder = threading.Thread(target=_forward, args=(read_end, stream, send), daemon=True)
+        forwarder.start()
+        forwarders.append(forwarder)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+    def stop() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(ValueError, OSError):
+                stream.flush()
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        for number in (1, 2):
+            os.dup2(nowhere, number)  # the pipes' last write ends close: the forwarders read to the end
+        os.close(nowhere)
+        for forwarder in forwarders:
+            forwarder.join(2)
+
+    return stop
+
+
+MAX_READ = 64 * 1024  # one read of a line that never ends
+
+
+def _forward(fd: int, stream: str, send: Callable[[str, Any], None]) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        while line := pipe.readline(MAX_READ):
+            message = line.decode(errors="replace").rstrip("\r\n")
+            send("log", {"stream": stream, "message": message, "at": time.time()})
 
 
 def _serialize(outputs: object) -> str:
