@@ -21,8 +21,9 @@ BATCHES_PER_PAGE = 100
 
 
 def read_events(account_id: str, run_id: str, after: int, wait: float = 0.0) -> EventPage:
-    """The run's events with seq above `after`; when none is ready, waits for one up to `wait` seconds."""
-    deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS)
+    """The run's events with seq above `after`; when none is ready, waits for one up to `wait` seconds
+    (at most the deployment's sync wait limit)."""
+    deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS, services().settings.sync_wait_seconds)
     pause = 0.05
     while True:
         record = _run(account_id, run_id)
