@@ -47,6 +47,7 @@ ACCESS = {
             "callbacks": "rw",
             "accounts": "rw",
             "concurrency": "rw",
+            "run_events": "r",
         },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
@@ -57,7 +58,14 @@ ACCESS = {
         bucket="rw",
     ),
     "worker": Access(
-        tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
+        tables={
+            "runs": "rw",
+            "runnables": "r",
+            "callbacks": "rw",
+            "accounts": "rw",
+            "concurrency": "rw",
+            "run_events": "rw",
+        },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
         executes_runs=True,

@@ -172,12 +172,19 @@ def run_status(state: RunState) -> AgentRunStatus:
     error = state.result.error.message if state.result and state.result.error else None
     return AgentRunStatus(
         status=STATUSES[state.status],
-        statusMessage=error
-        if error and state.status is not Status.cancelled
-        else _STATUS_MESSAGES[state.status],
+        statusMessage=error if error and state.status is not Status.cancelled else _status_message(state),
         isStreaming=not state.status.terminal,
         error=error if state.status in (Status.failed, Status.timeout) else None,
     )
+
+
+def _status_message(state: RunState) -> str:
+    """A running run's latest log line; a waiting run's limit, when one holds it; else the status."""
+    if state.status is Status.running and state.last_line:
+        return state.last_line
+    if state.waiting_for:
+        return f"Waiting for a slot: the {state.waiting_for['scope']} runs {state.waiting_for['limit']} at once"
+    return _STATUS_MESSAGES[state.status]
 
 
 def run_pending(state: RunState) -> AgentRunPending:

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     model_serializer,
+    model_validator,
 )
 
 from runplane.domain.states import Status
@@ -216,6 +217,12 @@ class RunRequestFields(Strict):
     experiment_id: str | None = Field(None, min_length=1, max_length=200)
     experiment_candidate_id: str | None = Field(None, min_length=1, max_length=200)
 
+    @model_validator(mode="after")
+    def _events_need_a_url(self) -> RunRequestFields:
+        if self.callback_events and not self.callback_url:
+            raise ValueError("callback_events needs a callback_url")
+        return self
+
 
 class StartRunRequest(RunRequestFields):
     pass
@@ -318,6 +325,8 @@ class RunState(BaseModel):
     # for the dialects that serve them; never part of the re-factor RunState
     inputs: dict[str, Any] | None = Field(None, exclude=True)
     started_at: datetime | None = Field(None, exclude=True)
+    last_line: str | None = Field(None, exclude=True)  # the latest log line, cut short
+    waiting_for: dict[str, Any] | None = Field(None, exclude=True)  # as the run item holds it
 
 
 T = TypeVar("T")
@@ -484,6 +493,8 @@ def to_run_state(
         completed_at=record.completed_at,
         failed_at=record.failed_at,
         started_at=record.started_at,
+        last_line=record.last_line,
+        waiting_for=record.waiting_for if record.status is Status.waiting else None,
         result=result,
         metadata=record.metadata,
         inputs=inputs,
