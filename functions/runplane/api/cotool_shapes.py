@@ -182,8 +182,8 @@ def _status_message(state: RunState) -> str:
     """A running run's latest log line; a waiting run's limit, when one holds it; else the status."""
     if state.status is Status.running and state.last_line:
         return state.last_line
-    if state.waiting_for:
-        return f"Waiting for a slot: the {state.waiting_for['scope']} runs {state.waiting_for['limit']} at once"
+    if waiting := state.waiting_for:
+        return f"Waiting for a slot: the {waiting['scope']} runs {waiting['limit']} at once"
     return _STATUS_MESSAGES[state.status]
 
 
