@@ -6,6 +6,7 @@ import re
 
 from runplane.api.forms import JSON, json_object, media_type
 from runplane.domain.errors import PayloadTooLarge, UnsupportedMediaType
+from runplane.logic import watch_tokens
 from runplane.logic.keys import Principal, admit_request, authenticate
 from runplane.logic.services import services
 
@@ -15,6 +16,8 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads i
 # Roe AI's single agent runs, which its SDK sends as a form: the route reads the body (api.forms), once it
 # has found the agent, so an unknown agent is a 404 whatever the media type
 FORM_ROUTES = re.compile(r"/v1/agents/run/[^/]+(?:/versions/[^/]+)?(?:/async)?/?")
+# What a watch token (logic.watch_tokens) opens: one run's events, for a browser's EventSource
+EVENT_STREAM = re.compile(r"/v1/run/(?P<run>[0-9a-fA-F-]{36})/events")
 
 
 def admit(event: dict) -> Principal | None:
@@ -33,11 +36,20 @@ def admit(event: dict) -> Principal | None:
         raise UnsupportedMediaType(content_type or "")
     if (path.rstrip("/") or "/") in PUBLIC_PATHS:
         return None
-    principal = authenticate(headers.get("authorization"))
+    principal = _caller(event, headers, path)
     admit_request(principal)
     if json_body:
         json_object(body, encoded=encoded)
     return principal
+
+
+def _caller(event: dict, headers: dict[str, str], path: str) -> Principal:
+    """The key in `Authorization`; on a run's event stream, a watch token in `?token=` instead."""
+    token = (event.get("queryStringParameters") or {}).get("token")
+    stream = EVENT_STREAM.fullmatch(path)
+    if token and stream and "authorization" not in headers and event.get("httpMethod") in ("GET", "HEAD"):
+        return watch_tokens.authenticate(token, stream["run"].lower())
+    return authenticate(headers.get("authorization"))
 
 
 def body_bytes(body: str, *, encoded: bool) -> int:

@@ -10,12 +10,12 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 
-from runplane.api.common import Dialect, account
+from runplane.api.common import Dialect, account, principal
 from runplane.api.errors import json_response
 from runplane.api.openapi import JSON, errors, no_content, ok
 from runplane.domain.events import EventPage, LogPage
 from runplane.domain.models import ErrorBody
-from runplane.logic import watch
+from runplane.logic import watch, watch_tokens
 
 router = Router()
 TAGS = [Dialect.refactor.value]
@@ -63,6 +63,14 @@ def run_events(
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description="What an EventSource sends on reconnecting")
     ] = None,
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            description="A watch token (`POST /v1/run/{run_id}/events/token`) in place of the API key, for "
+            "a browser's EventSource, which cannot send Authorization",
+        ),
+    ] = None,
 ):
     caller = account("runs:read")
     streaming = SSE in (accept or "")
@@ -94,6 +102,27 @@ def _stream(page: EventPage) -> str:
     elif not page.events:
         parts.append(f": nothing new\nid: {page.last_seq}\n\n")  # the id keeps a reconnect where it was
     return "".join(parts)
+
+
+@router.post(
+    "/v1/run/<run_id>/events/token",
+    tags=TAGS,
+    status_code=201,
+    summary="Get a watch token for a run's events",
+    description="A token that reads this run's events, and nothing else, without the API key: pass it as "
+    "`?token=` to `GET /v1/run/{run_id}/events` (a browser's EventSource cannot send an Authorization "
+    "header). It expires after `seconds` (default 3600, at most 86400) and stops working when the key "
+    "that asked for it is revoked. It is a credential in a URL: hand it only to whoever may watch the run.",
+    responses={201: ok(watch_tokens.WatchToken, "The token"), **errors(ErrorBody, 400, 403, NO_RUN)},
+)
+def watch_token(
+    run_id: UUID,
+    seconds: Annotated[
+        int, Query(ge=60, le=watch_tokens.MAX_SECONDS, description="How long the token is valid")
+    ] = watch_tokens.DEFAULT_SECONDS,
+):
+    issued = watch_tokens.issue(principal(), str(run_id), seconds)
+    return json_response(201, issued.model_dump_json())
 
 
 @router.get(

@@ -150,14 +150,21 @@ def authenticate(authorization: str | None) -> Principal:
     stored = services().keys.get(key_id)
     if not stored or stored.get("revoked_at") or not hmac.compare_digest(stored["secret_hash"], secret_hash):
         raise Unauthorized()
+    principal = principal_of(stored)
+    _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
+    return principal
+
+
+def principal_of(stored: dict) -> Principal:
+    """Who a stored key is."""
     account = services().accounts.get(stored["account_id"]) or {}
     # an account opened before organization ids existed (or before accounts were opened) gets one now
     organization_id = account.get("organization_id") or services().accounts.open(
         stored["account_id"], stored["created_at"]
     )
-    principal = Principal(stored["account_id"], organization_id, key_id, _scopes(stored), rate_limit(account))
-    _cache.put(key_id, secret_hash, principal, services().settings.key_cache_seconds)
-    return principal
+    return Principal(
+        stored["account_id"], organization_id, stored["id"], _scopes(stored), rate_limit(account)
+    )
 
 
 def admit_request(principal: Principal, now: float | None = None) -> None:
