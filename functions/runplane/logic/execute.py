@@ -104,6 +104,7 @@ class Lease:
         self.owner = owner
         self.reporter = reporter
         self.until = record.lease_until or 0.0
+        self.unsure: Progress | None = None  # written by a renewal that failed: perhaps applied
 
     def at_risk(self) -> bool:
         """The lease runs out before a retry could help: give up (renewals) or keep the outcome."""
@@ -112,12 +113,13 @@ class Lease:
 
     def renew(self) -> Verdict:
         until = time.time() + services().settings.lease_seconds
-        progress = self.reporter.take()
+        progress = None
         try:
+            self._settle()
+            progress = self.reporter.take()
             renewed = self._renew(until, progress)
         except Exception:
-            if progress is not None:
-                self.reporter.restore(progress)
+            self.unsure = self.unsure or progress
             if self.at_risk():
                 logger.exception("lease renewals failed until the lease ran out; giving the run up")
                 return Verdict.lost
@@ -130,6 +132,24 @@ class Lease:
             store_events(renewed, progress, after=renewed.seq - progress.events)
         self.record, self.until = renewed, until
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
+
+    def _settle(self) -> None:
+        """Look whether the progress of a renewal that failed was written (its `progress_at` is on the
+        run): then store its events, else write it again with the next renewal. Never written twice."""
+        unsure, self.unsure = self.unsure, None
+        if unsure is None:
+            return
+        try:
+            fresh = services().runs.get(self.record.account_id, self.record.id, consistent=True)
+        except Exception:
+            self.unsure = unsure
+            raise
+        if fresh is not None and fresh.lease_owner == self.owner and fresh.progress_at == unsure.at:
+            self.reporter.written(unsure)
+            store_events(fresh, unsure, after=self.record.seq)
+            self.record = fresh
+        else:
+            self.reporter.restore(unsure)
 
     def _renew(self, until: float, progress: Progress | None) -> RunRecord | None:
         """One renewal; when progress took seqs another event (a cancellation) took first, once more."""
@@ -148,8 +168,9 @@ def _record(outcome: Outcome, lease: Lease, *, until: float) -> None:
     """Record the outcome (after the progress that waits), trying again through transient errors while
     the lease (renewed between tries) and the invocation last; then keep it for `take_over` rather than
     lose it."""
-    if lease.reporter.pending:
-        lease.renew()
+    for _ in range(3):  # through a transient error: the end should not be missing the last progress
+        if not (lease.reporter.pending or lease.unsure) or lease.renew() is not Verdict.unsure:
+            break
     pause = 0.2
     while True:
         record = lease.record

@@ -260,16 +260,18 @@ def _capture_output(send: Callable[[str, Any], None]) -> Callable[[], None]:
     and C code too) as log lines. Returns the function that flushes and stops it."""
     forwarders = []
     for stream, number in (("stdout", 1), ("stderr", 2)):
-        getattr(sys, stream).flush()
+        with contextlib.suppress(ValueError, OSError):
+            getattr(sys, stream).flush()
         read_end, write_end = os.pipe()
         os.dup2(write_end, number)
         os.close(write_end)
+        # whatever sys.stdout was (a test runner's capture, say), `print` now writes to the pipe, a line
+        # at a time
+        writer = open(number, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        setattr(sys, stream, writer)
         forwarder = threading.Thread(target=_forward, args=(read_end, stream, send), daemon=True)
         forwarder.start()
         forwarders.append(forwarder)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     def stop() -> None:
         for stream in (sys.stdout, sys.stderr):
