@@ -603,6 +603,10 @@ class CallbackDelivery(BaseModel):
     id: str
     run_id: str
     url: str
+    event: CallbackEvent = Field(
+        "completed", description="What the message tells: the run's end, or progress"
+    )
+
     state: DeliveryState
     attempts: list[CallbackAttempt] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
@@ -617,6 +621,8 @@ class DeliveryRecord(BaseModel):
     run_id: str
     id: str
     url: str
+    event: CallbackEvent = "completed"
+    seq: int | None = None  # the run event it tells of (all but `completed`)
     state: DeliveryState
     attempts: list[CallbackAttempt] = Field(default_factory=list)
     round_attempts: int = 0  # attempts since the delivery was (re)opened: the position in the schedule
@@ -630,7 +636,7 @@ class DeliveryRecord(BaseModel):
     def public(self) -> CallbackDelivery:
         return CallbackDelivery(
             **self.model_dump(
-                include={"id", "run_id", "url", "state", "attempts", "created_at", "finished_at"}
+                include={"id", "run_id", "url", "event", "state", "attempts", "created_at", "finished_at"}
             ),
             next_attempt_at=(
                 datetime.fromtimestamp(self.next_attempt_at, UTC)

@@ -11,13 +11,14 @@ from pydantic import ValidationError
 
 from runplane import definitions as defs
 from runplane.adapters.aws import is_permanent
-from runplane.domain.events import Progress
+from runplane.domain.events import Progress, RunEvent
 from runplane.domain.models import Outcome, RunError, RunRecord
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import children
 from runplane.logic.admission import admit
 from runplane.logic.callbacks import signing_secrets
 from runplane.logic.ending import fail_outcome, finish_run, keep_outcome, take_over
+from runplane.logic.event_callbacks import EventCallbacks
 from runplane.logic.progress import Reporter, store_events
 from runplane.logic.runs import load_payload
 from runplane.logic.services import services
@@ -66,6 +67,7 @@ def process_dispatch(body: str) -> None:
     logger.set_correlation_id(run_id)
     logger.info("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
     lease = Lease(record, owner, Reporter(record, settings.max_log_bytes))
+    lease.callbacks.saw(record, [RunEvent.model_validate(record.history[-1])] if record.history else [])
     outcome = _run(record, lease)
     if outcome is None:
         logger.warning("lease lost while running; another worker or the sweeper owns the run")
@@ -96,15 +98,22 @@ def _claim(found: RunRecord, owner: str) -> RunRecord | None:
 
 class Lease:
     """A worker's hold on a run: renewed while the run executes (each renewal writes the progress that
-    waits), tolerant of transient errors until the lease itself is at risk. `record` is the run as this
-    worker last wrote it."""
+    waits and sends the event callbacks that are due), tolerant of transient errors until the lease itself
+    is at risk. `record` is the run as this worker last wrote it. It is the supervisor's ProgressSink."""
 
     def __init__(self, record: RunRecord, owner: str, reporter: Reporter):
         self.record = record
         self.owner = owner
         self.reporter = reporter
+        self.callbacks = EventCallbacks(record, services().settings.callback_event_seconds)
         self.until = record.lease_until or 0.0
         self.unsure: Progress | None = None  # written by a renewal that failed: perhaps applied
+
+    def report(self, kind: str, payload: object) -> None:
+        self.reporter.report(kind, payload)
+
+    def due(self) -> float | None:
+        return min((t for t in (self.reporter.due(), self.callbacks.due()) if t is not None), default=None)
 
     def at_risk(self) -> bool:
         """The lease runs out before a retry could help: give up (renewals) or keep the outcome."""
@@ -127,10 +136,12 @@ class Lease:
             return Verdict.unsure
         if renewed is None:
             return Verdict.lost
+        stored = []
         if progress is not None:
             self.reporter.written(progress)
-            store_events(renewed, progress, after=renewed.seq - progress.events)
+            stored = store_events(renewed, progress, after=renewed.seq - progress.events)
         self.record, self.until = renewed, until
+        self.callbacks.saw(renewed, stored)
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
 
     def _settle(self) -> None:
@@ -146,7 +157,7 @@ class Lease:
             raise
         if fresh is not None and fresh.lease_owner == self.owner and fresh.progress_at == unsure.at:
             self.reporter.written(unsure)
-            store_events(fresh, unsure, after=self.record.seq)
+            self.callbacks.saw(fresh, store_events(fresh, unsure, after=self.record.seq))
             self.record = fresh
         else:
             self.reporter.restore(unsure)
@@ -253,7 +264,7 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
             limits=limits,
             on_heartbeat=lease.renew,
             answer=partial(children.answer, record),
-            progress=lease.reporter,
+            progress=lease,
         )
     if outcome is None:
         return None

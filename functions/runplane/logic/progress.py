@@ -15,6 +15,7 @@ from runplane.domain.events import (
     MAX_BATCH_BYTES,
     LogLine,
     Progress,
+    RunEvent,
     cut,
 )
 from runplane.domain.models import RunRecord
@@ -102,16 +103,17 @@ class Reporter:
         self._lines = [*zip(progress.lines, sizes, strict=True), *self._lines]
 
 
-def store_events(record: RunRecord, progress: Progress, after: int) -> None:
+def store_events(record: RunRecord, progress: Progress, after: int) -> list[RunEvent]:
     """Store the events of progress the run item now counts (seqs after `after`), through a transient
-    error; if that fails too they are lost, and readers skip their seqs after GAP_GRACE_SECONDS."""
+    error: the events stored, or none if that fails too — then readers skip their seqs after
+    GAP_GRACE_SECONDS."""
     settings = services().settings
     expires_at = int(time.time()) + settings.run_retention_days * 86400 + settings.max_run_seconds + 86400
     events = progress.numbered(after)
     for attempt in range(2):
         try:
             services().events.put(record.account_id, record.id, events, expires_at)
-            return
+            return events
         except Exception:
             if not attempt:
                 time.sleep(0.1)
@@ -119,3 +121,4 @@ def store_events(record: RunRecord, progress: Progress, after: int) -> None:
         "progress events not stored; readers skip them",
         extra={"seqs": [e.seq for e in events], "grace": GAP_GRACE_SECONDS},
     )
+    return []
