@@ -6,6 +6,7 @@ rule is tested by hand elsewhere (tests/integration/test_request_rules.py, test_
 - `invalid_cursor`: a cursor is opaque; one the service did not issue is refused, and none can be generated;
 - `invalid_period`: `GET /v1/account/usage` spans at most 366 days (a rule across two parameters);
 - `page_too_deep`: Roe AI's `page` goes past 100 only with a `cursor` (a rule across two parameters);
+- `callback_events_without_url`: `callback_events` needs a `callback_url` (a rule across two fields);
 - `forbidden_url`, `forbidden_callback_url` for a name that does not resolve: the test stack may look up no name but localhost;
 - `validation_error` for a repeated attachment `fileId`: `uniqueItems` compares whole items only;
 - a path parameter a stateful link filled with null (taken from a nullable field, such as the `agent_id`
@@ -24,6 +25,7 @@ EXCUSED = {
     (400, "invalid_cursor"),
     (400, "invalid_period"),
     (400, "page_too_deep"),
+    (400, "callback_events_without_url"),
     (422, "run_failed"),
     (422, "run_timeout"),
     (422, "run_cancelled"),

@@ -17,7 +17,6 @@ from pydantic import (
     Field,
     StringConstraints,
     model_serializer,
-    model_validator,
 )
 
 from runplane.domain.states import Status
@@ -211,17 +210,12 @@ class RunRequestFields(Strict):
     callback_events: Annotated[list[CallbackEvent], AfterValidator(_unique_events)] | None = Field(
         None,
         min_length=1,
-        description="The events callback_url receives (default: completed only); each at most once "
-        "every few seconds, the latest of its kind",
+        json_schema_extra={"uniqueItems": True},
+        description="The events callback_url receives (default: completed only; needs a callback_url); "
+        "each at most once every few seconds, the latest of its kind",
     )
     experiment_id: str | None = Field(None, min_length=1, max_length=200)
     experiment_candidate_id: str | None = Field(None, min_length=1, max_length=200)
-
-    @model_validator(mode="after")
-    def _events_need_a_url(self) -> RunRequestFields:
-        if self.callback_events and not self.callback_url:
-            raise ValueError("callback_events needs a callback_url")
-        return self
 
 
 class StartRunRequest(RunRequestFields):

@@ -275,6 +275,12 @@ def create_run(
         runnable = get_runnable(account_id, runnable_id)
         _check_inputs(runnable, request.inputs)
     _check_callback_url(request.callback_url)
+    if request.callback_events and not request.callback_url:
+        raise InvalidRequest(
+            "callback_events needs a callback_url",
+            "callback_events_without_url",
+            [Issue("body.callback_events", "given without callback_url")],
+        )
     settings = services().settings
     run_id = run_id or new_id()
     now = utcnow()
