@@ -58,17 +58,32 @@ def _page(record: RunRecord, after: int) -> EventPage:
         if more and progress:  # what the next page holds comes after this one's last batch
             until = progress[-1].seq
         found.update((event.seq, event) for event in progress if event.seq > after)
-    lost_if_missing = time.time() - (record.progress_at or 0) > GAP_GRACE_SECONDS
+    numbered = _numbered_by(record, found, after)
+    now = time.time()
     events: list[RunEvent] = []
+    last = after
     for seq in range(after + 1, until + 1):
         if seq in found:
             events.append(found[seq])
-        elif not lost_if_missing:
+        elif now - numbered[seq] <= GAP_GRACE_SECONDS:
             break  # stored in a moment: the events after it wait for it
-    last = events[-1].seq if events else after
-    if lost_if_missing and until == record.seq:
-        last = until
+        last = seq  # served, or missing past the grace: lost (its worker crashed), skipped
     return EventPage(events=events, last_seq=last, status=record.status, done=_done(record, last))
+
+
+def _numbered_by(record: RunRecord, found: dict[int, RunEvent], after: int) -> dict[int, float]:
+    """For each seq above `after` that is missing, the latest time (epoch seconds) it can have been
+    numbered: seqs are taken in order, so no later than any event found after it, nor than the run's
+    last progress write (the only writes whose events are stored apart, later). The grace runs from
+    there, not from the run's latest progress, which a run that keeps reporting keeps pushing on."""
+    bound = record.progress_at or 0.0
+    missing: dict[int, float] = {}
+    for seq in range(max(record.seq, *found, after), after, -1):
+        if seq in found:
+            bound = min(bound, found[seq].at.timestamp())
+        else:
+            missing[seq] = bound
+    return missing
 
 
 def read_logs(account_id: str, run_id: str, cursor: str | None) -> LogPage:
@@ -76,9 +91,9 @@ def read_logs(account_id: str, run_id: str, cursor: str | None) -> LogPage:
     ended and every line was read."""
     after = _log_cursor(cursor)
     record = _run(account_id, run_id)
-    batches, more = services().events.after(
-        record.account_id, record.id, after, logs_only=True, limit=BATCHES_PER_PAGE
-    )
+    # every batch, not just those with log lines (`logs_only`): the cursor must move past the batches a
+    # page reads even when none holds a line (a filter is billed for what it reads all the same)
+    batches, more = services().events.after(record.account_id, record.id, after, limit=BATCHES_PER_PAGE)
     lines = [line for event in batches if event.seq > after for line in event.lines or ()]
     last = max((event.seq for event in batches), default=after)
     finished = record.status.terminal and not more
@@ -92,6 +107,6 @@ def read_logs(account_id: str, run_id: str, cursor: str | None) -> LogPage:
 def _log_cursor(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit() or len(cursor) > 12:
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 12:  # "²" is a digit to isdigit
         raise InvalidRequest("cursor is not valid for this listing", "invalid_cursor")
     return int(cursor)
