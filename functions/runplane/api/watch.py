@@ -88,7 +88,7 @@ def run_events(
 
 def _resumed(last_event_id: str | None) -> int:
     value = (last_event_id or "").strip()
-    return int(value) if value.isdigit() and len(value) <= 9 else 0
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else 0  # not "²"
 
 
 def _stream(page: EventPage) -> str:
