@@ -112,8 +112,13 @@ def test_an_http_agent_gets_the_signed_run_and_its_answer_is_the_result(api: Api
         (Answer(status=503, body=b"upstream overloaded"), "http_error", ["503", "upstream overloaded"]),
         (Answer(body=b"<html>not json</html>"), "invalid_reply", ["<html>not json</html>"]),
         (Answer(body=b'{"result": 1}'), "invalid_reply", ["outputs"]),
+        (
+            Answer(body=b'{"error": {"message": "no stock", "code": "out_of_stock"}}'),
+            "out_of_stock",
+            ["no stock"],
+        ),
     ],
-    ids=["non-2xx", "not-json", "no-outputs"],
+    ids=["non-2xx", "not-json", "no-outputs", "error-report"],
 )
 def test_an_http_agent_that_answers_badly_fails_the_run_with_what_it_said(
     api: Api, answer: Answer, code: str, words: list[str]

@@ -285,3 +285,25 @@ def test_a_header_value_http_refuses_is_a_failed_attempt_not_a_crash(
     assert reply.status_code is None
     assert reply.error is not None
     assert reply.error.startswith("invalid request")
+
+
+def test_an_ndjson_answer_is_read_a_line_at_a_time_until_the_reader_stops(
+    serve: Callable[[Respond], Receiver],
+) -> None:
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    lines: list[bytes] = []
+    body = b'{"a": 1}\n\n{"b": 2}\r\n{"stop": true}\n{"never": 1}\n'
+    for status, read in ((200, True), (500, False)):
+        lines.clear()
+        reply = post(
+            serve(answer(status, ndjson, body)).url,
+            b"{}",
+            {},
+            allow_loopback=True,
+            connect_timeout=1.0,
+            total_timeout=2.0,
+            on_line=lambda line: lines.append(line) or b"stop" in line,
+        )
+        assert (reply.status_code, reply.streamed) == (status, read)
+        assert lines == ([b'{"a": 1}', b"", b'{"b": 2}\r', b'{"stop": true}'] if read else [])
+        assert reply.body == (b"" if read else body)

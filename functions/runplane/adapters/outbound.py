@@ -3,7 +3,8 @@
 `check_destination` is the policy: https only, no credentials in the URL, and every address the host
 resolves to must be publicly routable. `post` checks again on every attempt, then sends through
 requests-hardened, which resolves once more, refuses a non-public answer itself, pins the connection to
-the address it checked (a second DNS answer cannot win) and never follows redirects.
+the address it checked (a second DNS answer cannot win) and never follows redirects. A 2xx answer of type
+application/x-ndjson can be read a line at a time as it arrives, under the same limits.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "Runplane-Webhooks/1.0"
+NDJSON = "application/x-ndjson"
+READ_BYTES = 65536  # at most, per read of the response
+
+# Takes one line of a streamed answer (without its newline) as soon as it is complete; True: stop reading.
+LineReader = Callable[[bytes], bool]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -100,8 +107,9 @@ class Reply:
     error: str | None = None
     retry_after: str | None = None
     abort: bool = False  # the receiver answered `webhook-delivery: abort`
-    body: bytes = b""  # at most `max_response_bytes` of it
+    body: bytes = b""  # at most `max_response_bytes` of it (streamed: empty, its lines were read)
     too_large: bool = False  # the body went on beyond that
+    streamed: bool = False  # the body's lines went to `on_line`
 
 
 def post(
@@ -113,12 +121,17 @@ def post(
     connect_timeout: float,
     total_timeout: float,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
+    on_line: LineReader | None = None,
 ) -> Reply:
     """POST once, within `total_timeout` from the first byte sent to the last read (DNS aside).
 
-    Never raises for the receiver's behaviour or the caller's input: it is all in the Reply.
+    With `on_line`, a 2xx answer of type application/x-ndjson is read as it arrives: each line goes to
+    `on_line` (the last one may lack its newline) until it returns True or the body ends, the time and
+    size limits counting the whole stream. Never raises for the receiver's behaviour or the caller's
+    input: it is all in the Reply.
     """
     import requests
+    import urllib3
     from requests_hardened import Config, HTTPSession
     from requests_hardened.ip_filter import InvalidIPAddress
 
@@ -153,13 +166,15 @@ def post(
                 stream=True,
             )
             with response:
-                body, too_large = _read_bounded(response, max_response_bytes)
+                streamed = on_line is not None and 200 <= response.status_code < 300 and _is_ndjson(response)
+                lines = on_line if streamed else None
+                body, too_large = _read_bounded(response, max_response_bytes, lines, expired)
     except ForbiddenDestination as error:
         return Reply(None, elapsed_ms(), f"forbidden destination: {error}")
     except InvalidIPAddress as error:
         return Reply(None, elapsed_ms(), f"forbidden destination: resolved to {error}")
-    except (requests.RequestException, OSError) as error:
-        if expired.is_set() or isinstance(error, requests.Timeout):
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+        if expired.is_set() or isinstance(error, requests.Timeout | urllib3.exceptions.TimeoutError):
             return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
         return Reply(None, elapsed_ms(), f"connection failed: {type(error).__name__}")
     except (ValueError, UnicodeError) as error:  # e.g. a header value http.client refuses
@@ -175,6 +190,7 @@ def post(
         abort=response.headers.get("webhook-delivery", "").strip().lower() == "abort",
         body=body,
         too_large=too_large,
+        streamed=streamed,
     )
 
 
@@ -186,14 +202,33 @@ def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read_bounded(response: Any, limit: int) -> tuple[bytes, bool]:
-    """The body's first `limit` bytes, and whether there was more (which is not read)."""
+def _is_ndjson(response: Any) -> bool:
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower() == NDJSON
+
+
+def _read_bounded(
+    response: Any, limit: int, on_line: LineReader | None, expired: threading.Event
+) -> tuple[bytes, bool]:
+    """The body's first `limit` bytes, and whether there was more (which is not read). Each read returns
+    what has arrived (decoded), so with `on_line` every complete line is passed on at once (and a last
+    line without a newline at the end, unless the deadline cut it off)."""
     received = bytearray()
-    for chunk in response.iter_content(65536):
+    total = 0
+    while chunk := response.raw.read1(READ_BYTES, decode_content=True):
+        total += len(chunk)
         received += chunk
-        if len(received) > limit:
-            return bytes(received[:limit]), True
-    return bytes(received), False
+        if total > limit:
+            return (b"" if on_line else bytes(received[:limit])), True
+        if on_line is not None and b"\n" in chunk:
+            *lines, rest = received.split(b"\n")
+            received = bytearray(rest)
+            if any(on_line(bytes(line)) for line in lines):
+                return b"", False
+    if on_line is None:
+        return bytes(received), False
+    if received and not expired.is_set():
+        on_line(bytes(received))
+    return b"", False
 
 
 def _guarded_adapter(https: bool, allow_loopback: bool, sockets: list[socket.socket]) -> Any:

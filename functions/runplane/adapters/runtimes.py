@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from typing import Any
 
 from runplane.adapters import aws
@@ -18,13 +20,21 @@ def bedrock_client() -> Any:
     return aws.client("bedrock-runtime", read_timeout=WORKER_TIMEOUT_SECONDS)
 
 
-def invoke_function(function_arn: str, payload: bytes) -> tuple[str | None, bytes]:
-    """Invoke synchronously: (FunctionError or None, the answer). The worker stops waiting at the run's
-    deadline; the function itself runs until its own timeout."""
+@dataclass(frozen=True)
+class Invocation:
+    function_error: str | None  # Lambda's FunctionError: the answer is the error it raised
+    answer: bytes
+    log_tail: str  # the last 4 KB of the function's log (its first line may be cut)
+
+
+def invoke_function(function_arn: str, payload: bytes) -> Invocation:
+    """Invoke synchronously, with the tail of its log. The worker stops waiting at the run's deadline;
+    the function itself runs until its own timeout."""
     response = lambda_client().invoke(
-        FunctionName=function_arn, InvocationType="RequestResponse", Payload=payload
+        FunctionName=function_arn, InvocationType="RequestResponse", LogType="Tail", Payload=payload
     )
-    return response.get("FunctionError"), response["Payload"].read()
+    log_tail = base64.b64decode(response.get("LogResult", "")).decode("utf-8", "replace")
+    return Invocation(response.get("FunctionError"), response["Payload"].read(), log_tail)
 
 
 def converse(request: dict[str, Any]) -> dict[str, Any]:

@@ -41,14 +41,15 @@ class Reason(StrEnum):
     ended = "ended"  # it reached a terminal status
 
 
-Stream = Literal["stdout", "stderr", "log", "agent"]
+Stream = Literal["stdout", "stderr", "log", "agent", "lambda"]
 
 
 class LogLine(BaseModel):
     at: datetime
     stream: Stream = Field(
-        description="stdout/stderr: what the code printed; log: ctx.log; agent: what an http or lambda "
-        "runnable reported"
+        description="stdout/stderr: what the code printed; log: ctx.log (and Runplane's notes on an agent's "
+        "reports); agent: the log lines an http or lambda runnable reported; lambda: the last 4 KB of a "
+        "Lambda function's own log, once it returned"
     )
     message: str
     fields: dict[str, Any] | None = None

@@ -50,7 +50,7 @@ class ErrorCode(StrEnum):
     runnable_unavailable = "runnable_unavailable"  # the function is not registered in the worker
     invalid_config = "invalid_config"  # the runnable's stored config no longer suits its kind
     invalid_inputs = "invalid_inputs"  # inputs lack what the runnable needs (checked again when it runs)
-    invalid_reply = "invalid_reply"  # an http/lambda runnable's answer was not {outputs, usage?, metadata?}
+    invalid_reply = "invalid_reply"  # an http/lambda runnable gave no valid final report (domain/reports.py)
     http_error = "http_error"  # an http runnable could not be reached, or answered a non-2xx status
     lambda_error = "lambda_error"  # Lambda refused or failed the invocation
     function_error = "function_error"  # the Lambda function raised (message: "errorType: errorMessage")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runplane.domain.documents import MAX_DEPTH, too_deep
-from runplane.domain.events import MAX_PARTIAL_OUTPUTS_BYTES, MAX_STATE_BYTES, compact
+from runplane.domain.events import MAX_PARTIAL_OUTPUTS_BYTES, MAX_STATE_BYTES, Stream, compact
 from runplane.domain.models import ModelUsage
 from runplane.domain.states import ErrorCode, Status
 
@@ -87,8 +87,12 @@ class RunContext:
 
     def log(self, message: str, **fields: Any) -> None:
         """Add a line to the run's log, with JSON `fields` (others are turned into strings)."""
+        self.log_line("log", message, fields)
+
+    def log_line(self, stream: Stream, message: str, fields: dict[str, Any] | None = None) -> None:
+        """Add a line to the run's log on `stream` (how a kind passes on what a remote runnable logged)."""
         values = json.loads(json.dumps(fields, default=str)) if fields else None
-        self._report("log", {"stream": "log", "message": str(message), "fields": values, "at": time.time()})
+        self._report("log", {"stream": stream, "message": str(message), "fields": values, "at": time.time()})
 
     def _publish(
         self, kind: str, current: dict[str, Any], values: dict[str, Any], replace: bool, limit: int

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import ModelUsage
+from runplane.domain.reports import InvalidReport, Report, read_report
 from runplane.domain.states import ErrorCode
 from runplane.runnables.context import RunContext, RunFailed
 
@@ -65,30 +64,86 @@ def envelope(inputs: dict[str, Any], ctx: RunContext) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-class AgentReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    outputs: dict[str, Any]
-    usage: list[ModelUsage] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-def accept_reply(body: bytes, ctx: RunContext, source: str) -> dict[str, Any]:
-    """Record a remote runnable's `{outputs, usage?, metadata?}` answer and return its outputs."""
+def accept_report(body: bytes, ctx: RunContext, source: str) -> dict[str, Any]:
+    """Apply a remote runnable's whole answer, which must be one final report, and return its outputs."""
     try:
-        reply = AgentReply.model_validate_json(body)
-    except ValidationError as problem:
-        first = problem.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        report = read_report(body)
+    except InvalidReport as problem:
         raise RunFailed(
-            f"{source} answered with an invalid reply ({where}: {first['msg']}): {snippet(body)}",
-            ErrorCode.invalid_reply,
+            f"{source} answered with an invalid reply ({problem}): {snippet(body)}", ErrorCode.invalid_reply
         ) from None
-    for usage in reply.usage:
+    outputs = apply_report(report, ctx)
+    if outputs is None:
+        raise RunFailed(
+            f"{source} answered with a report that is not final (no outputs, no error): {snippet(body)}",
+            ErrorCode.invalid_reply,
+        )
+    return outputs
+
+
+class ReportStream:
+    """A streamed answer, one report per line (NDJSON), each applied as it arrives: call it with each line
+    until it returns True (the final report came), then take `result()`. Blank lines are skipped; a line
+    that is not a report is logged and skipped, the run goes on."""
+
+    def __init__(self, ctx: RunContext, source: str):
+        self.ctx = ctx
+        self.source = source
+        self.count = 0
+        self.end: dict[str, Any] | RunFailed | None = None
+
+    def __call__(self, line: bytes) -> bool:
+        self.count += 1
+        if not line.strip():
+            return False
+        try:
+            report = read_report(line)
+        except InvalidReport as problem:
+            self.ctx.log(
+                f"{self.source}: line {self.count} ignored, not a report ({problem}): {snippet(line)}"
+            )
+            return False
+        try:
+            self.end = apply_report(report, self.ctx)
+        except RunFailed as failure:
+            self.end = failure
+        return self.end is not None
+
+    def result(self) -> dict[str, Any]:
+        if isinstance(self.end, RunFailed):
+            raise self.end
+        if self.end is None:
+            raise RunFailed(
+                f"{self.source} ended its stream after {self.count} lines without a final report",
+                ErrorCode.invalid_reply,
+            )
+        return self.end
+
+
+def apply_report(report: Report, ctx: RunContext) -> dict[str, Any] | None:
+    """Pass a report on to the run: its log lines (stream `agent`), state, partial outputs, usage and
+    metadata; then, when it is final, return its outputs or raise RunFailed with its error. None for a
+    progress report. A part the run cannot keep (too large, nested too deep) is left out with a `log` line
+    saying why."""
+    for message, fields in report.lines():
+        ctx.log_line("agent", message, fields)
+    parts: list[tuple[str, Callable[[dict[str, Any]], None], dict[str, Any] | None]] = [
+        ("state", ctx.set_state, report.state),
+        ("partial outputs", ctx.set_outputs, report.partial_outputs),
+        ("metadata", lambda fields: ctx.add_metadata(**fields), report.metadata),
+    ]
+    for name, keep, values in parts:
+        if not values:
+            continue
+        try:
+            keep(values)
+        except ValueError as problem:
+            ctx.log(f"a report's {name} was dropped: {problem}")
+    for usage in report.usage:
         ctx.record_usage(**usage.model_dump())
-    if reply.metadata:
-        ctx.add_metadata(**reply.metadata)
-    return reply.outputs
+    if report.error is not None:
+        raise RunFailed(report.error.message, report.error.code or ErrorCode.runnable_error)
+    return report.final_outputs
 
 
 def snippet(body: bytes, limit: int = 300) -> str:

@@ -1,8 +1,10 @@
 """The `lambda` kind: invoke a Lambda function synchronously with the run envelope.
 
-The function answers `{"outputs": {...}, "usage"?: [...], "metadata"?: {...}}`; an error it raises becomes
-the run's error. The deployment may invoke only the functions it was given (RUNPLANE_LAMBDA_FUNCTIONS,
-the CDK context `lambda_functions`), which is also what its IAM policy allows.
+The function answers one final report (domain/reports.py), e.g. `{"outputs": {...}, "usage"?: [...],
+"metadata"?: {...}}`; an error it raises becomes the run's error. The tail of its log (the last 4 KB Lambda
+returns) becomes the run's log lines on stream `lambda`, before what its report says. The deployment may
+invoke only the functions it was given (RUNPLANE_LAMBDA_FUNCTIONS, the CDK context `lambda_functions`),
+which is also what its IAM policy allows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from runplane.domain.configs import LambdaConfig
 from runplane.domain.states import ErrorCode
 from runplane.runnables.context import RunContext, RunFailed
-from runplane.runnables.kinds import accept_reply, envelope, require_allowed, snippet
+from runplane.runnables.kinds import accept_report, envelope, require_allowed, snippet
 from runplane.settings import Settings
 
 ISOLATED = False
@@ -30,7 +32,7 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
     from runplane.adapters.runtimes import invoke_function
 
     try:
-        function_error, answer = invoke_function(config.function_arn, envelope(inputs, ctx))
+        invocation = invoke_function(config.function_arn, envelope(inputs, ctx))
     except ClientError as problem:
         error = problem.response.get("Error", {})
         raise RunFailed(
@@ -39,9 +41,11 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
         ) from None
     except BotoCoreError as problem:
         raise RunFailed(f"Lambda could not be reached: {problem}", ErrorCode.lambda_error) from None
-    if function_error:
-        raise RunFailed(_function_error(answer), ErrorCode.function_error)
-    return accept_reply(answer, ctx, "the function")
+    for line in filter(str.strip, invocation.log_tail.splitlines()):
+        ctx.log_line("lambda", line)
+    if invocation.function_error:
+        raise RunFailed(_function_error(invocation.answer), ErrorCode.function_error)
+    return accept_report(invocation.answer, ctx, "the function")
 
 
 def _function_error(answer: bytes) -> str:
