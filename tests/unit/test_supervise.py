@@ -42,8 +42,28 @@ def run(
     return execute(lambda ctx: function(inputs, ctx), limit, on_heartbeat, beat, isolated, grace, answer)
 
 
+class Kept:
+    """A ProgressSink that keeps what it is sent; nothing is ever due."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, Any]] = []
+
+    def report(self, kind: str, payload: Any) -> None:
+        self.reports.append((kind, payload))
+
+    def due(self) -> float | None:
+        return None
+
+
 def execute(
-    code, limit=5.0, on_heartbeat=lambda: Verdict.go_on, beat=1.0, isolated=True, grace=0.0, answer=None
+    code,
+    limit=5.0,
+    on_heartbeat=lambda: Verdict.go_on,
+    beat=1.0,
+    isolated=True,
+    grace=0.0,
+    answer=None,
+    progress=None,
 ):
     return supervise(
         code,
@@ -52,7 +72,32 @@ def execute(
         limits=Limits(seconds=limit, reason="too slow", heartbeat_seconds=beat, cancel_grace_seconds=grace),
         on_heartbeat=on_heartbeat,
         answer=answer,
+        progress=progress or Kept(),
     )
+
+
+def test_what_the_code_prints_reaches_the_sink_before_the_end_in_order() -> None:
+    def code(ctx):
+        import os
+        import subprocess
+
+        ctx.set_state({"step": 1})
+        print("one")
+        os.write(1, b"two, straight to the file descriptor\n")
+        subprocess.run(["sh", "-c", "echo three >&2"], check=True)
+        print("no newline at the end", end="")
+        return {}
+
+    kept = Kept()
+    outcome = execute(code, progress=kept)
+    assert outcome.status is Status.completed
+    assert kept.reports[0] == ("state", {"step": 1})
+    lines = [(p["stream"], p["message"]) for kind, p in kept.reports if kind == "log"]
+    assert ("stdout", "one") in lines
+    assert ("stdout", "two, straight to the file descriptor") in lines
+    assert ("stderr", "three") in lines
+    assert ("stdout", "no newline at the end") in lines
+    assert lines.index(("stdout", "one")) < lines.index(("stdout", "two, straight to the file descriptor"))
 
 
 @pytest.mark.parametrize("isolated", [True, False], ids=["process", "thread"])

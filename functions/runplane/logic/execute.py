@@ -179,9 +179,7 @@ def _record(outcome: Outcome, lease: Lease, *, until: float) -> None:
     """Record the outcome (after the progress that waits), trying again through transient errors while
     the lease (renewed between tries) and the invocation last; then keep it for `take_over` rather than
     lose it."""
-    for _ in range(3):  # through a transient error: the end should not be missing the last progress
-        if not (lease.reporter.pending or lease.unsure) or lease.renew() is not Verdict.unsure:
-            break
+    _write_progress(lease)
     pause = 0.2
     while True:
         record = lease.record
@@ -218,6 +216,16 @@ def _record(outcome: Outcome, lease: Lease, *, until: float) -> None:
         logger.error("outcome kept in S3; the sweeper records it", extra={"status": outcome.status})
     except Exception:
         logger.exception("outcome neither recorded nor kept; the run is executed again or fails worker_lost")
+
+
+def _write_progress(lease: Lease) -> None:
+    """Write what progress waits (a batch a write) before the end, through a few transient errors."""
+    failures = 0
+    while (lease.reporter.pending or lease.unsure) and failures < 3:
+        verdict = lease.renew()
+        if verdict is Verdict.lost:
+            return
+        failures += verdict is Verdict.unsure
 
 
 def _run(record: RunRecord, lease: Lease) -> Outcome | None:
