@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from runplane.domain.ids import intake_run_id
 from runplane.logic import services
 from runplane.logic.callbacks import delivery_id_for, replay_dead
 from runplane.logic.sweep import sweep
@@ -306,15 +307,13 @@ def test_secrets_are_per_account(api: Api, env: dict[str, str]) -> None:
         ("https://mixed.test/", "10.9.9.9"),
         ("http://hooks.example.com/", "https"),
         ("https://user:pw@hooks.example.com/", "credentials"),
-        ("https://nowhere.test/", "does not resolve"),
+        ("https://a..b/", "not a valid host name"),
     ],
 )
 def test_forbidden_callback_urls_are_refused_at_request_time(
-    api: Api, echo_id: str, dns: dict[str, list[str]], url: str, reason: str
+    api: Api, echo_id: str, dns: dict[str, list[str] | None], url: str, reason: str
 ) -> None:
-    dns.update(
-        {"internal.test": ["192.168.0.7"], "mixed.test": ["93.184.215.14", "10.9.9.9"], "nowhere.test": []}
-    )
+    dns.update({"internal.test": ["192.168.0.7"], "mixed.test": ["93.184.215.14", "10.9.9.9"]})
     reply = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": url})
     assert reply.status == 400, reply.text
     body = reply.json()
@@ -324,9 +323,41 @@ def test_forbidden_callback_urls_are_refused_at_request_time(
     assert api.get("/v1/runs").json()["items"] == []
 
 
+@pytest.mark.parametrize("addresses", [None, []], ids=["lookup-fails", "no-address"])
+def test_a_callback_url_whose_host_does_not_resolve_is_400_unresolvable(
+    api: Api, echo_id: str, dns: dict[str, list[str] | None], addresses: list[str] | None
+) -> None:
+    dns["nowhere.test"] = addresses
+    reply = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": "https://nowhere.test/hook"})
+    assert reply.status == 400, reply.text
+    assert reply.json() == {
+        "error": "callback_url cannot be used: nowhere.test does not resolve (no DNS address)",
+        "code": "unresolvable_callback_url",
+        "issues": [{"field": "body.callback_url", "message": "nowhere.test does not resolve"}],
+    }
+    assert api.get("/v1/runs").json()["items"] == []
+
+
+def test_an_intake_message_whose_callback_host_does_not_resolve_fails_its_run_unresolvable(
+    api: Api, env: dict[str, str], echo_id: str, dns: dict[str, list[str] | None]
+) -> None:
+    from tests.integration.test_delivery import intake_dead_letters, send_intake
+
+    dns["nowhere.test"] = None
+    message = {"account_id": "acme", "runnable_id": echo_id, "callback_url": "https://nowhere.test/hook"}
+    message_id = send_intake(env, message)
+    drain("intake")
+    [parked] = intake_dead_letters(env)
+    assert parked["MessageAttributes"]["runplane-error-code"]["StringValue"] == "unresolvable_callback_url"
+    run = api.get(f"/v1/run/{intake_run_id(message_id)}").json()
+    assert run["status"] == "failed"
+    assert run["result"]["error"]["code"] == "unresolvable_callback_url"
+    assert "nowhere.test does not resolve" in run["result"]["error"]["message"]
+
+
 @pytest.mark.usefixtures("fast_schedule")
 def test_a_host_that_later_resolves_to_a_forbidden_address_is_not_called(
-    api: Api, echo_id: str, dns: dict[str, list[str]]
+    api: Api, echo_id: str, dns: dict[str, list[str] | None]
 ) -> None:
     dns["rebind.test"] = ["93.184.215.14"]
     run_id = start(api, echo_id, "https://rebind.test/hook")
