@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -231,11 +232,56 @@ def test_redeliver_sends_again_with_the_same_webhook_id(api: Api, echo_id: str) 
         reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
         assert reply.status == 202
         assert reply.json()["state"] == "pending"
-        assert api.post(f"/v1/run/{run_id}/callbacks/redeliver").json()["code"] == "delivery_pending"
+        again = api.post(f"/v1/run/{run_id}/callbacks/redeliver")  # pending, not yet attempted
+        assert again.status == 202
+        assert again.json()["state"] == "pending"
         deliver_until(lambda: len(receiver.received) == 2 and settled(api, run_id)())
-    first, second = receiver.received
+        time.sleep(0.5)
+        assert pollers()["callbacks"].poll_once() == 0  # the first redelivery's message was dropped
+    first, second = receiver.received  # two redeliveries before an attempt: one attempt
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert [a["number"] for a in deliveries(api, run_id)[0]["attempts"]] == [1, 2]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_of_a_pending_delivery_attempts_it_now(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_CALLBACK_SCHEDULE", "3600")
+    services.reset()
+    with receiving(Answer(500), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(lambda: any(d["attempts"] for d in deliveries(api, run_id)))
+        [waiting] = deliveries(api, run_id)
+        assert waiting["state"] == "pending"
+        reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
+        assert reply.status == 202
+        redelivered = reply.json()
+        assert redelivered.keys() == waiting.keys()
+        assert (redelivered["state"], redelivered["attempts"]) == ("pending", waiting["attempts"])
+        assert redelivered["next_attempt_at"] < waiting["next_attempt_at"]
+        deliver_until(settled(api, run_id), seconds=5)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [redelivered["id"]] * 2
+    assert [a["status_code"] for a in deliveries(api, run_id)[0]["attempts"]] == [500, 200]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_while_an_attempt_is_being_made_is_409(api: Api, echo_id: str) -> None:
+    with receiving(Answer(200, delay=0.5)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        attempt = threading.Thread(target=pollers()["callbacks"].poll_once)
+        attempt.start()
+        deadline = time.monotonic() + 5
+        while not receiver.received:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
+        attempt.join()
+    assert reply.status == 409
+    assert reply.json()["code"] == "delivery_in_flight"
+    assert len(receiver.received) == 1
+    assert deliveries(api, run_id)[0]["state"] == "succeeded"
 
 
 @pytest.mark.usefixtures("fast_schedule")
