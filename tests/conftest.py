@@ -36,14 +36,20 @@ PUBLIC_ADDRESS = "93.184.215.14"
 
 
 @pytest.fixture(autouse=True)
-def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Name resolution under the test's control: add `name -> [addresses]`; other names resolve as usual."""
-    names = {"example.com": [PUBLIC_ADDRESS], "hooks.example.com": [PUBLIC_ADDRESS]}
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str] | None]:
+    """Name resolution under the test's control: add `name -> [addresses]` (None: the lookup fails, as
+    for a name that does not exist); other names resolve as usual."""
+    names: dict[str, list[str] | None] = {
+        "example.com": [PUBLIC_ADDRESS],
+        "hooks.example.com": [PUBLIC_ADDRESS],
+    }
     resolve = socket.getaddrinfo
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         if host not in names:
             return resolve(host, port, *args, **kwargs)
+        if names[host] is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [
             (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0))
             if ":" in ip

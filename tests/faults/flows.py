@@ -2,9 +2,10 @@
 
 A flow is what a scenario starts from (`prepare`: not recorded, may crash a worker on purpose to leave
 the run where the recorded components take over), what starts it (`start`), whose requests are its
-injection points (`components`) and how it must end (`expect`). The API → dispatch → worker → callback
-path is `api_run`; the intake path `intake_run`; the sweeper's three ways to act and the dead-letter
-handler each have a flow that leaves them something to do.
+injection points (`components`), how it must end (`expect`) and what else it must have done (`check`).
+The API → dispatch → worker → callback path is `api_run`; the intake path `intake_run`; the sweeper's
+three ways to act and the dead-letter handler each have a flow that leaves them something to do;
+`api_redeliver` asks for a pending callback to be attempted now.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from functools import cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from runplane.logic.callbacks import OVERDUE_AFTER_SECONDS
+
 from tests.faults.harness import READS, Expect, Fault, Point, Report, Stack, acting_as
+from tests.receiver import Answer
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Flow:
     start: Callable[[Stack], object]
     prepare: Callable[[Stack], object] = lambda stack: None
     settings: dict[str, str] = field(default_factory=dict)
+    check: Callable[[Stack], list[str]] = lambda stack: []
 
     def __str__(self) -> str:
         return self.name
@@ -61,12 +66,38 @@ def _dead_lettered(stack: Stack) -> None:
             client.receive_message(QueueUrl=queue, VisibilityTimeout=0, WaitTimeSeconds=0)
 
 
-def _cancel(stack: Stack) -> None:
-    run_id = stack.runs()[0]["id"]
-    for _ in range(4):
-        answer = stack.request("POST", f"/v1/run/{run_id}/cancel")
-        if answer.status is not None and answer.status < 300:
-            return
+def _asked(action: str) -> Callable[[Stack], None]:
+    """`POST /v1/run/{id}/{action}` of the flow's run, tried again as a client does until answered 2xx."""
+
+    def start(stack: Stack) -> None:
+        run_id = stack.runs()[0]["id"]
+        for _ in range(4):
+            answer = stack.request("POST", f"/v1/run/{run_id}/{action}")
+            if answer.status is not None and answer.status < 300:
+                return
+
+    return start
+
+
+RETRY_SECONDS = 3600  # api_redeliver's schedule: one retry, an hour after the first attempt
+
+
+def _retry_pending(stack: Stack) -> None:
+    """A run that ended, whose callback's first attempt failed: its retry is an hour away."""
+    _accepted(stack)
+    stack.receiver.script = [Answer(500), Answer(200)]
+    stack.deliver_visible()
+
+
+def _attempted_at_once(stack: Stack) -> list[str]:
+    """The receiver got the failed attempt and then one more, made at once: before the sweeper could have
+    had to enqueue it, let alone the old schedule (the old round's message is dropped later)."""
+    received = stack.receiver.received
+    if len(received) != 2:
+        return [f"the receiver got {len(received)} requests, expected the failed attempt and one more"]
+    if (late := received[1].at - received[0].at) >= OVERDUE_AFTER_SECONDS:
+        return [f"the redelivery was attempted {late:.0f} s after the failed attempt"]
+    return []
 
 
 def _at_payload_read(stack: Stack, point: Point) -> bool:  # after the claim, before the body starts
@@ -97,7 +128,7 @@ FLOWS = (
         "api_cancel_waiting",
         frozenset({"api", "worker"}),
         Expect(status="cancelled", code="cancelled", executions=0, accepted=True),
-        start=_cancel,
+        start=_asked("cancel"),
         prepare=_accepted,
     ),
     Flow(
@@ -129,6 +160,15 @@ FLOWS = (
         start=lambda stack: None,
         prepare=_dead_lettered,
     ),
+    Flow(
+        "api_redeliver",
+        frozenset({"api"}),
+        Expect(),
+        start=_asked("callbacks/redeliver"),
+        prepare=_retry_pending,
+        settings={"RUNPLANE_CALLBACK_SCHEDULE": str(RETRY_SECONDS)},
+        check=_attempted_at_once,
+    ),
 )
 FLOW = {flow.name: flow for flow in FLOWS}
 
@@ -146,7 +186,7 @@ def run(
             stack.injector.faults.append(fault)
         flow.start(stack)
         stack.drive()
-        violations = stack.violations(flow.expect)
+        violations = stack.violations(flow.expect) + flow.check(stack)
         fired = fault is not None and fault.times == 0
         if fault is not None and not fired:
             violations.append(f"the fault never fired: the flow made no request {point.id}")

@@ -59,6 +59,7 @@ from runplane.settings import Settings
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import TEST_PRICES, Api
+from tests.receiver import Answer as Scripted
 from tests.receiver import Receiver
 
 moto_atomic.install()
@@ -262,7 +263,7 @@ class _CachedClients:
 
 @cache
 def _receiver() -> Receiver:
-    """One loopback receiver per process (each scenario starts with its record cleared)."""
+    """One loopback receiver per process (each scenario starts with its record cleared, answering 200)."""
     return Receiver()
 
 
@@ -327,6 +328,7 @@ class Stack:
             self.clock = undo.enter_context(time_machine.travel(time.time(), tick=True))
             self.receiver = _receiver()
             self.receiver.received.clear()
+            self.receiver.script = [Scripted()]
             self.key = keys.create_key("acme", scopes=["admin"])
             self.account_id = self.key.account_id
             spec = RunnableFields(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from runplane.domain.ids import intake_run_id
 from runplane.logic import services
 from runplane.logic.callbacks import delivery_id_for, replay_dead
 from runplane.logic.sweep import sweep
@@ -230,11 +232,56 @@ def test_redeliver_sends_again_with_the_same_webhook_id(api: Api, echo_id: str) 
         reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
         assert reply.status == 202
         assert reply.json()["state"] == "pending"
-        assert api.post(f"/v1/run/{run_id}/callbacks/redeliver").json()["code"] == "delivery_pending"
+        again = api.post(f"/v1/run/{run_id}/callbacks/redeliver")  # pending, not yet attempted
+        assert again.status == 202
+        assert again.json()["state"] == "pending"
         deliver_until(lambda: len(receiver.received) == 2 and settled(api, run_id)())
-    first, second = receiver.received
+        time.sleep(0.5)
+        assert pollers()["callbacks"].poll_once() == 0  # the first redelivery's message was dropped
+    first, second = receiver.received  # two redeliveries before an attempt: one attempt
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert [a["number"] for a in deliveries(api, run_id)[0]["attempts"]] == [1, 2]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_of_a_pending_delivery_attempts_it_now(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_CALLBACK_SCHEDULE", "3600")
+    services.reset()
+    with receiving(Answer(500), Answer(200)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        deliver_until(lambda: any(d["attempts"] for d in deliveries(api, run_id)))
+        [waiting] = deliveries(api, run_id)
+        assert waiting["state"] == "pending"
+        reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
+        assert reply.status == 202
+        redelivered = reply.json()
+        assert redelivered.keys() == waiting.keys()
+        assert (redelivered["state"], redelivered["attempts"]) == ("pending", waiting["attempts"])
+        assert redelivered["next_attempt_at"] < waiting["next_attempt_at"]
+        deliver_until(settled(api, run_id), seconds=5)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [redelivered["id"]] * 2
+    assert [a["status_code"] for a in deliveries(api, run_id)[0]["attempts"]] == [500, 200]
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_redeliver_while_an_attempt_is_being_made_is_409(api: Api, echo_id: str) -> None:
+    with receiving(Answer(200, delay=0.5)) as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        drain("worker")
+        attempt = threading.Thread(target=pollers()["callbacks"].poll_once)
+        attempt.start()
+        deadline = time.monotonic() + 5
+        while not receiver.received:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        reply = api.post(f"/v1/run/{run_id}/callbacks/redeliver")
+        attempt.join()
+    assert reply.status == 409
+    assert reply.json()["code"] == "delivery_in_flight"
+    assert len(receiver.received) == 1
+    assert deliveries(api, run_id)[0]["state"] == "succeeded"
 
 
 @pytest.mark.usefixtures("fast_schedule")
@@ -306,15 +353,13 @@ def test_secrets_are_per_account(api: Api, env: dict[str, str]) -> None:
         ("https://mixed.test/", "10.9.9.9"),
         ("http://hooks.example.com/", "https"),
         ("https://user:pw@hooks.example.com/", "credentials"),
-        ("https://nowhere.test/", "does not resolve"),
+        ("https://a..b/", "not a valid host name"),
     ],
 )
 def test_forbidden_callback_urls_are_refused_at_request_time(
-    api: Api, echo_id: str, dns: dict[str, list[str]], url: str, reason: str
+    api: Api, echo_id: str, dns: dict[str, list[str] | None], url: str, reason: str
 ) -> None:
-    dns.update(
-        {"internal.test": ["192.168.0.7"], "mixed.test": ["93.184.215.14", "10.9.9.9"], "nowhere.test": []}
-    )
+    dns.update({"internal.test": ["192.168.0.7"], "mixed.test": ["93.184.215.14", "10.9.9.9"]})
     reply = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": url})
     assert reply.status == 400, reply.text
     body = reply.json()
@@ -324,9 +369,41 @@ def test_forbidden_callback_urls_are_refused_at_request_time(
     assert api.get("/v1/runs").json()["items"] == []
 
 
+@pytest.mark.parametrize("addresses", [None, []], ids=["lookup-fails", "no-address"])
+def test_a_callback_url_whose_host_does_not_resolve_is_400_unresolvable(
+    api: Api, echo_id: str, dns: dict[str, list[str] | None], addresses: list[str] | None
+) -> None:
+    dns["nowhere.test"] = addresses
+    reply = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": "https://nowhere.test/hook"})
+    assert reply.status == 400, reply.text
+    assert reply.json() == {
+        "error": "callback_url cannot be used: nowhere.test does not resolve (no DNS address)",
+        "code": "unresolvable_callback_url",
+        "issues": [{"field": "body.callback_url", "message": "nowhere.test does not resolve"}],
+    }
+    assert api.get("/v1/runs").json()["items"] == []
+
+
+def test_an_intake_message_whose_callback_host_does_not_resolve_fails_its_run_unresolvable(
+    api: Api, env: dict[str, str], echo_id: str, dns: dict[str, list[str] | None]
+) -> None:
+    from tests.integration.test_delivery import intake_dead_letters, send_intake
+
+    dns["nowhere.test"] = None
+    message = {"account_id": "acme", "runnable_id": echo_id, "callback_url": "https://nowhere.test/hook"}
+    message_id = send_intake(env, message)
+    drain("intake")
+    [parked] = intake_dead_letters(env)
+    assert parked["MessageAttributes"]["runplane-error-code"]["StringValue"] == "unresolvable_callback_url"
+    run = api.get(f"/v1/run/{intake_run_id(message_id)}").json()
+    assert run["status"] == "failed"
+    assert run["result"]["error"]["code"] == "unresolvable_callback_url"
+    assert "nowhere.test does not resolve" in run["result"]["error"]["message"]
+
+
 @pytest.mark.usefixtures("fast_schedule")
 def test_a_host_that_later_resolves_to_a_forbidden_address_is_not_called(
-    api: Api, echo_id: str, dns: dict[str, list[str]]
+    api: Api, echo_id: str, dns: dict[str, list[str] | None]
 ) -> None:
     dns["rebind.test"] = ["93.184.215.14"]
     run_id = start(api, echo_id, "https://rebind.test/hook")

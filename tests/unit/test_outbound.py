@@ -12,7 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from runplane.adapters.outbound import ForbiddenDestination, address_problem, check_destination, post
+from runplane.adapters.outbound import (
+    ForbiddenDestination,
+    UnresolvableHost,
+    address_problem,
+    check_destination,
+    post,
+)
 
 FORBIDDEN_ADDRESSES = [
     "10.0.0.1",
@@ -80,7 +86,7 @@ def test_a_host_that_does_not_resolve_is_refused(monkeypatch: pytest.MonkeyPatch
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
-    with pytest.raises(ForbiddenDestination, match="does not resolve"):
+    with pytest.raises(UnresolvableHost, match="does not resolve"):
         check_destination("https://nothing.invalid/hook", allow_loopback=False)
 
 

@@ -21,8 +21,17 @@ from runplane.adapters.run_items import run_pk
 from runplane.domain.models import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
-_NAMES = {"#state": "state", "#next": "next_attempt_at", "#lease": "lease_until", "#owner": "lease_owner"}
+_NAMES = {
+    "#state": "state",
+    "#next": "next_attempt_at",
+    "#lease": "lease_until",
+    "#owner": "lease_owner",
+    "#round": "round",
+}
 FINISHED_STATES = ("succeeded", "stopped", "dead")
+# Still in the round `:round` (a delivery stored before rounds existed has none: round 0).
+_SAME_ROUND = "(attribute_not_exists(#round) OR #round = :round)"
+_NOT_HELD = "(attribute_not_exists(#lease) OR #lease < :now)"
 
 
 def dead_day(at: float) -> str:
@@ -99,7 +108,8 @@ class DeliveryStore(TableAdapter):
     def claim(
         self, record: DeliveryRecord, owner: str, now: float, lease_until: float
     ) -> DeliveryRecord | None:
-        """Take a due, pending delivery for one attempt; None when it is not due, finished or held.
+        """Take a due, pending delivery for one attempt; None when it is not due, finished, held or in
+        another round than `record`'s.
 
         The attempt is counted here, so attempts that never finish (a crash) still use up the schedule.
         """
@@ -107,8 +117,8 @@ class DeliveryStore(TableAdapter):
             record,
             set_={"lease_owner": owner, "lease_until": lease_until},
             increment=("round_attempts",),
-            condition="#state = :pending AND #next <= :now AND (attribute_not_exists(#lease) OR #lease < :now)",
-            values={":pending": "pending", ":now": now},
+            condition=f"#state = :pending AND #next <= :now AND {_NOT_HELD} AND {_SAME_ROUND}",
+            values={":pending": "pending", ":now": now, ":round": record.round},
         )
 
     def record_attempt(
@@ -144,7 +154,7 @@ class DeliveryStore(TableAdapter):
         )
 
     def reopen(self, record: DeliveryRecord, now: float) -> DeliveryRecord | None:
-        """A finished delivery becomes pending and due now, with a fresh schedule; None unless finished."""
+        """A finished delivery becomes pending and due now, in a new round; None unless finished."""
         return self._update(
             record,
             set_={
@@ -153,9 +163,21 @@ class DeliveryStore(TableAdapter):
                 "round_attempts": 0,
                 "pending_shard": due_shard(record.id),
             },
+            increment=("round",),
             remove=("finished_at", "dead_day", "dead_at"),
             condition="#state IN (:succeeded, :stopped, :dead)",
             values={f":{state}": state for state in FINISHED_STATES},
+        )
+
+    def retry_now(self, record: DeliveryRecord, now: float) -> DeliveryRecord | None:
+        """A pending delivery becomes due now, in a new round (a fresh schedule); None when it finished,
+        moved to another round than `record`'s or is held for an attempt."""
+        return self._update(
+            record,
+            set_={"next_attempt_at": now, "round_attempts": 0},
+            increment=("round",),
+            condition=f"#state = :pending AND {_NOT_HELD} AND {_SAME_ROUND}",
+            values={":pending": "pending", ":now": now, ":round": record.round},
         )
 
     def overdue(self, shard: str, before: float, limit: int) -> list[tuple[str, str, str, float]]:
@@ -167,8 +189,10 @@ class DeliveryStore(TableAdapter):
             found.append((account_id, run_id, item["id"]["S"], float(item["next_attempt_at"]["N"])))
         return found
 
-    def touch(self, account_id: str, run_id: str, delivery_id: str, seen_due: float, now: float) -> bool:
-        """Make an overdue delivery due `now` (so it is not re-enqueued again at once); False if it moved."""
+    def touch(
+        self, account_id: str, run_id: str, delivery_id: str, seen_due: float, now: float
+    ) -> DeliveryRecord | None:
+        """Make an overdue delivery due `now` (so it is not re-enqueued again at once); None if it moved."""
         attributes = update_item(
             self.client,
             self.table,
@@ -178,7 +202,7 @@ class DeliveryStore(TableAdapter):
             names={"#state": "state", "#next": "next_attempt_at"},
             values={":pending": "pending", ":seen": seen_due},
         )
-        return attributes is not None
+        return _record(attributes) if attributes is not None else None
 
     def dead_between(self, since: datetime, until: datetime) -> Iterator[tuple[str, str, str]]:
         """(account_id, run_id, delivery_id) of deliveries that died in [since, until), by day partition."""

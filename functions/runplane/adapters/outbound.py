@@ -44,6 +44,10 @@ class ForbiddenDestination(ValueError):
     """The URL may not be called; the message says why."""
 
 
+class UnresolvableHost(ForbiddenDestination):
+    """The URL's host does not resolve (now): it cannot be checked, so it is not called either."""
+
+
 def address_problem(ip: IPAddress, *, allow_loopback: bool) -> str | None:
     """Why Runplane will not connect to `ip`, or None when it may."""
     if ip.is_loopback:
@@ -90,11 +94,13 @@ def check_destination(url: str, *, allow_loopback: bool) -> None:
 def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise ForbiddenDestination(f"{host} does not resolve") from None
+    except socket.gaierror:
+        raise UnresolvableHost(f"{host} does not resolve") from None
+    except UnicodeError:
+        raise ForbiddenDestination(f"{host} is not a valid host name") from None
     addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
     if not addresses:
-        raise ForbiddenDestination(f"{host} does not resolve")
+        raise UnresolvableHost(f"{host} does not resolve")
     return sorted(addresses, key=str)
 
 

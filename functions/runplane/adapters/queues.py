@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from runplane.adapters import aws
+from runplane.domain.models import DeliveryRecord
 
 # SQS allows 12 hours counted from when the message was received; stay well clear of it.
 MAX_VISIBILITY_SECONDS = 11 * 3600
@@ -35,11 +36,11 @@ class Queues:
         """Ask a worker to execute a run. Safe to repeat: workers claim runs with a conditional write."""
         self._send(self._dispatch_url, {"account_id": account_id, "run_id": run_id})
 
-    def send_callback(self, account_id: str, run_id: str, delivery_id: str) -> None:
-        """Ask the callbacks function to attempt a delivery. Safe to repeat: attempts are claimed."""
-        self._send(
-            self._callbacks_url, {"account_id": account_id, "run_id": run_id, "delivery_id": delivery_id}
-        )
+    def send_callback(self, delivery: DeliveryRecord) -> None:
+        """Ask the callbacks function to attempt a delivery, in its current round (a message of an earlier
+        round is stale). Safe to repeat: attempts are claimed."""
+        message = {"account_id": delivery.account_id, "run_id": delivery.run_id, "delivery_id": delivery.id}
+        self._send(self._callbacks_url, {**message, "round": delivery.round})
 
     def hide_callback(self, receipt_handle: str, seconds: float) -> None:
         """Keep a received callback message out of sight for `seconds` (at most 11 hours)."""
@@ -80,7 +81,7 @@ class Queues:
             VisibilityTimeout=max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds))),
         )
 
-    def _send(self, queue_url: str, message: dict[str, str]) -> None:
+    def _send(self, queue_url: str, message: dict[str, str | int]) -> None:
         self.client.send_message(QueueUrl=queue_url, MessageBody=json.dumps(message, separators=(",", ":")))
 
     def _park(self, queue_url: str, body: str, message_id: str, code: str, reason: str) -> None:

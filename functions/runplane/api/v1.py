@@ -255,13 +255,14 @@ def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
     "/v1/run/<run_id>/callbacks/redeliver",
     tags=TAGS,
     summary="Send a run's callback again",
-    description="The same message (same `webhook-id`) is delivered again with a fresh retry schedule.",
+    description="The same message (same `webhook-id`) is attempted now with a fresh retry schedule: a "
+    "finished delivery is sent again, a pending one does not wait for its next retry.",
     responses={
-        202: ok(CallbackDelivery, "Redelivery enqueued"),
+        202: ok(CallbackDelivery, "Redelivery enqueued: due now"),
         **_fail(
             403,
             NO_RUN,
-            (409, "The run has no `callback_url`, has not ended yet, or its callback is being delivered"),
+            (409, "The run has no `callback_url` or has not ended yet, or an attempt is being made"),
         ),
     },
 )

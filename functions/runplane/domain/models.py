@@ -619,7 +619,10 @@ class DeliveryRecord(BaseModel):
     seq: int | None = None  # the run event it tells of (all but `completed`)
     state: DeliveryState
     attempts: list[CallbackAttempt] = Field(default_factory=list)
-    round_attempts: int = 0  # attempts since the delivery was (re)opened: the position in the schedule
+    # Each (re)opening and each redelivery while pending starts a round; its queue messages carry its number,
+    # and a message of an earlier round is stale.
+    round: int = 0
+    round_attempts: int = 0  # attempts in this round: the position in the schedule
     next_attempt_at: float | None = None
     lease_owner: str | None = None
     lease_until: float | None = None

@@ -7,6 +7,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+from runplane import definitions as defs
 from runplane.domain.errors import Conflict, NotFound
 from runplane.domain.models import CallbackDelivery, CallbackSecret, DeliveryRecord, RunRecord, utcnow
 from runplane.domain.webhooks import new_secret
@@ -15,6 +16,8 @@ from runplane.observability import logger
 
 # A pending delivery this far past due has lost its queue message (a due one is received within seconds).
 OVERDUE_AFTER_SECONDS = 15 * 60
+# Conditional writes a redelivery tries, reading the delivery again after each that another writer beat.
+REDELIVER_TRIES = 3
 
 
 def delivery_id_for(run_id: str) -> str:
@@ -37,13 +40,13 @@ def start_delivery(record: RunRecord) -> None:
         created_at=utcnow(),
         expires_at=record.expires_at,
     )
-    if services().deliveries.create(delivery) or _still_pending(delivery):
-        services().queues.send_callback(record.account_id, record.id, delivery.id)
-
-
-def _still_pending(delivery: DeliveryRecord) -> bool:
-    existing = services().deliveries.get(delivery.account_id, delivery.run_id, delivery.id)
-    return existing is not None and existing.state == "pending"
+    store = services().deliveries
+    if not store.create(delivery):  # stored before: enqueued again only while pending, in its round
+        existing = store.get(delivery.account_id, delivery.run_id, delivery.id)
+        if existing is None or existing.state != "pending":
+            return
+        delivery = existing
+    services().queues.send_callback(delivery)
 
 
 def list_deliveries(account_id: str, run_id: str) -> list[CallbackDelivery]:
@@ -53,7 +56,8 @@ def list_deliveries(account_id: str, run_id: str) -> list[CallbackDelivery]:
 
 
 def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
-    """Send a finished delivery again, with the same webhook-id and a fresh schedule."""
+    """Attempt a run's delivery now, with the same webhook-id and a fresh schedule: a finished one is sent
+    again, a pending one is not left waiting for its next retry."""
     run = services().runs.get(account_id, run_id, consistent=True)
     if run is None:
         raise NotFound("Run", run_id)
@@ -68,10 +72,44 @@ def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
         if delivery is None:
             raise RuntimeError(f"the delivery of run {run_id} was not created")
         return delivery.public()
-    reopened = _reopen(delivery)
-    if reopened is None:
-        raise Conflict("the callback is being delivered; its attempts are listed", "delivery_pending")
-    return reopened.public()
+    return _attempt_now(delivery).public()
+
+
+def _attempt_now(delivery: DeliveryRecord) -> DeliveryRecord:
+    """Start a new round of `delivery`, due now, and enqueue it: reopen it if it finished, move a pending
+    one's next attempt to now (the old round's message, still hidden, is stale when it comes back).
+
+    Nothing is sent twice by accident: an attempt in progress is left to finish, and a delivery seen
+    pending that finished meanwhile is not reopened (409 `delivery_in_flight` for both). Each write is
+    conditional on the state read; one that another writer beat is decided again on a fresh read. The
+    record is written before the message is sent: if the send fails, the delivery is due and pending,
+    and the sweeper enqueues it once it is overdue."""
+    store = services().deliveries
+    seen_pending = False
+    for _ in range(REDELIVER_TRIES):
+        now = time.time()
+        if delivery.state != "pending":
+            if seen_pending:
+                break
+            if (reopened := _reopen(delivery)) is not None:
+                return reopened
+        else:
+            seen_pending = True
+            if (delivery.lease_until or 0) > now:
+                break
+            if (due := store.retry_now(delivery, now)) is not None:
+                services().queues.send_callback(due)
+                logger.info("callback made due now", extra={"run_id": due.run_id, "delivery_id": due.id})
+                return due
+        current = store.get(delivery.account_id, delivery.run_id, delivery.id)
+        if current is None:
+            raise NotFound("Run", delivery.run_id)  # expired meanwhile, with its run
+        delivery = current
+    raise Conflict(
+        "an attempt of this callback is being made or has just been made; its outcome is listed with its "
+        f"attempts within {defs.CALLBACK_TIMEOUT_SECONDS} s: ask again if it failed",
+        "delivery_in_flight",
+    )
 
 
 def replay_dead(since: datetime, until: datetime) -> list[str]:
@@ -95,16 +133,17 @@ def overdue(shard: str, now: float, limit: int) -> list[tuple[str, str, str, flo
 
 def requeue(account_id: str, run_id: str, delivery_id: str, due: float, now: float) -> bool:
     """Enqueue an `overdue` delivery again (made due `now`, so it is not re-enqueued at once)."""
-    if not services().deliveries.touch(account_id, run_id, delivery_id, due, now):
+    touched = services().deliveries.touch(account_id, run_id, delivery_id, due, now)
+    if touched is None:
         return False
-    services().queues.send_callback(account_id, run_id, delivery_id)
+    services().queues.send_callback(touched)
     return True
 
 
 def _reopen(delivery: DeliveryRecord) -> DeliveryRecord | None:
     reopened = services().deliveries.reopen(delivery, time.time())
     if reopened is not None:
-        services().queues.send_callback(delivery.account_id, delivery.run_id, delivery.id)
+        services().queues.send_callback(reopened)
         logger.info("callback reopened", extra={"run_id": delivery.run_id, "delivery_id": delivery.id})
     return reopened
 

@@ -34,8 +34,10 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
     message = json.loads(body)
     store = services().deliveries
     record = store.get(message["account_id"], message["run_id"], message["delivery_id"])
-    if record is None or record.state != "pending":
-        return  # finished (a duplicate message), or expired
+    # a message of an earlier round is stale: the delivery was redelivered since, with a message of its
+    # own (one sent before rounds existed is round 0)
+    if record is None or record.state != "pending" or message.get("round", 0) != record.round:
+        return  # finished (a duplicate message), expired, or stale
     now = time.time()
     waiting = max((record.next_attempt_at or 0) - now, (record.lease_until or 0) - now)
     if waiting > 0:

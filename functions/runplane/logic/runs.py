@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runplane.adapters.outbound import ForbiddenDestination, check_destination
+from runplane.adapters.outbound import ForbiddenDestination, UnresolvableHost, check_destination
 from runplane.domain.errors import (
     Conflict,
     InsufficientCredits,
@@ -58,17 +58,21 @@ def _effective_timeout(request: RunRequestFields, default: int | None) -> int | 
 
 
 def _check_callback_url(url: str | None) -> None:
-    """Refuse a callback URL Runplane would never call (checked again before every attempt)."""
+    """Refuse a callback URL Runplane would never call, or whose host does not resolve (checked again
+    before every attempt)."""
     if url is None:
         return
     try:
         check_destination(url, allow_loopback=services().settings.allow_loopback)
     except ForbiddenDestination as problem:
-        raise InvalidRequest(
-            f"callback_url is not allowed: {problem}",
-            "forbidden_callback_url",
-            [Issue("body.callback_url", str(problem))],
-        ) from None
+        if isinstance(problem, UnresolvableHost):
+            code, message = (
+                "unresolvable_callback_url",
+                f"callback_url cannot be used: {problem} (no DNS address)",
+            )
+        else:
+            code, message = "forbidden_callback_url", f"callback_url is not allowed: {problem}"
+        raise InvalidRequest(message, code, [Issue("body.callback_url", str(problem))]) from None
 
 
 def _check_inputs(runnable: Runnable, inputs: dict[str, Any]) -> None:
