@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 import threading
 import time
 from collections import Counter
@@ -144,22 +143,6 @@ def sse_messages(body: str) -> list[dict[str, str]]:
 
 
 @contextmanager
-def prints_on_descriptors() -> Iterator[None]:
-    """print() writing to file descriptors 1 and 2, as in Lambda and `runplane local`. A python runnable's
-    prints are read from those descriptors, and pytest's capture swaps sys.stdout and sys.stderr for
-    files of its own that bypass them (so, under pytest, they would not reach the run's log)."""
-    saved = sys.stdout, sys.stderr
-    sys.stdout = open(1, "w", buffering=1, closefd=False, encoding="utf-8")  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False, encoding="utf-8")  # noqa: SIM115
-    try:
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.close()  # flushes; the descriptors stay open
-        sys.stdout, sys.stderr = saved
-
-
-@contextmanager
 def aws_requests() -> Iterator[Counter[str]]:
     """The AWS requests this process makes meanwhile, by operation (botocore before-call events, as
     bench/aws_requests.py counts them)."""
@@ -200,7 +183,7 @@ def test_a_failing_run_shows_its_state_partial_outputs_log_and_traceback_while_a
         {"state": {"phase": "failing", "step": None}},  # merged: None removes the key
         {"raise": "boom after progress"},
     ]
-    with prints_on_descriptors(), working():
+    with working():
         run_id = start(api, scripted, {"script": script})
         running = until(
             lambda: (s := run_state(api, run_id)).get("result") and s["result"].get("outputs") and s,
@@ -344,12 +327,6 @@ def test_a_log_over_its_limit_is_cut_with_a_marker_line(
     assert record.log_bytes == 2048
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect in logic/execute.py _record: it writes what waits once (one batch, at most "
-    "MAX_BATCH_BYTES of lines) when the run returns, so a run that logs faster than a batch per second "
-    "loses the rest, and `truncated` does not say so",
-)
 def test_a_log_under_its_limit_keeps_every_line_of_a_run_that_logs_fast(
     api: Api, account: CreatedKey
 ) -> None:
