@@ -1,15 +1,20 @@
 """AWS requests per run, by function, service and operation (botocore `before-call` events, moto in-process).
 
-.venv/bin/python bench/aws_requests.py
+.venv/bin/python bench/aws_requests.py [--only progress]
+
+The watchable-runs scenario also gives DynamoDB write and read units per run (bench/capacity.py computes
+them from the items, as DynamoDB bills them on demand: moto's own ConsumedCapacity is a fixed figure).
 """
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections import Counter
 from contextvars import ContextVar
 
+from capacity import Units
 from inprocess import moto_backed
 from runplane.adapters import aws
 
@@ -107,10 +112,86 @@ def tenancy_features(token: str) -> None:
         before = total
 
 
+units = Units(lambda: component.get())
+
+
+SCENARIOS = {  # the `reporting` fixture runnable's inputs; the same size for every row
+    "no progress, 10 s": {"steps": 10, "pause": 1.0, "report": False},
+    "10 states + 100 lines over 10 s": {"steps": 10, "pause": 1.0, "report": True},
+    "10 states + 100 lines at once": {"steps": 10, "pause": 0.0, "report": True},
+    "no progress, instant": {"steps": 10, "pause": 0.0, "report": False},
+}
+
+
+def watched_runs(token: str) -> None:
+    """Requests and DynamoDB units per run of the `reporting` runnable, with and without progress: the api
+    function's submit and the worker's execution; then, apart, one reading of the whole run (GET of its
+    state, of its events and of its log: what a watcher that comes once it ended pays)."""
+    from runplane.logic import services
+
+    from tests.conftest import Api, drain, make_runnable
+
+    api = Api(token)
+    runnable = make_runnable("bench", "reporting")
+    api.post(f"/v1/runnable/{runnable}/runs", {"inputs": {"steps": 0}})  # warm: the key cache
+    drain("worker")
+    rows: dict[str, tuple[Counter, Counter, Counter, str]] = {}
+    for label, inputs in SCENARIOS.items():
+        calls.clear()
+        units.clear()
+        run_id = as_component(
+            "api", lambda i=inputs: api.post(f"/v1/runnable/{runnable}/runs", {"inputs": i}).json()["id"]
+        )
+        as_component("worker", lambda: drain("worker"))
+        for path in ("", "/events", "/logs"):
+            reply = as_component("reader", lambda p=path, r=run_id: api.get(f"/v1/run/{r}{p}"))
+            assert reply.status == 200, reply.text
+        record = services.services().runs.get("bench", run_id, consistent=True)
+        batches, _ = services.services().events.after("bench", run_id, 0, limit=1000)
+        stored = f"seq {record.seq}, log {record.log_bytes} B, {len({e.seq for e in batches})} events stored"
+        made = Counter({(f, o): n for (f, _, o), n in calls.items() if f in ("api", "worker", "reader")})
+        rows[label] = (made, Counter(units.wru), Counter(units.rru), stored)
+        calls.clear()
+
+    print("\nwatchable runs: requests / DynamoDB write units / read units per run, by function and operation")
+    print("  " + " | ".join(f"{label}: {row[3]}" for label, row in rows.items()))
+    keys = sorted({k for made, wru, _, _ in rows.values() for k in (*made, *wru)})
+    print(f"  {'':<26}" + "".join(f" | {label[:31]:>31}" for label in rows))
+
+    def cells(pick) -> str:
+        return "".join(
+            f" | {sum(made[k] for k in pick):>6} {sum(wru[k] for k in pick):>7.0f} {sum(rru[k] for k in pick):>6.1f}"
+            + " " * 9
+            for made, wru, rru, _ in rows.values()
+        )
+
+    for key in keys:
+        print(f"  {key[0] + ' ' + key[1]:<26}{cells([key])}")
+    run_keys = [k for k in keys if k[0] in ("api", "worker")]
+    print(f"  {'run (api + worker)':<26}{cells(run_keys)}")
+    print(f"  {'one reading (reader)':<26}{cells([k for k in keys if k[0] == 'reader'])}")
+    dollars = "".join(
+        f" | {'$' + format(sum(wru[k] for k in run_keys) * 0.625 + sum(rru[k] for k in run_keys) * 0.125, '.2f'):>31}"
+        for made, wru, rru, _ in rows.values()
+    )
+    print(f"  {'run, DynamoDB per 1M':<26}{dollars}")
+    print(
+        "  (columns: requests, WRU, RRU; on demand, us-east-1: $0.625 per million WRU, $0.125 per million RRU)"
+    )
+
+
 def main() -> None:
-    with moto_backed(RUNPLANE_CALLBACK_SCHEDULE="0.2"):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=["progress"], help="run one scenario")
+    only = parser.parse_args().only
+    with moto_backed(RUNPLANE_CALLBACK_SCHEDULE="0.2", RUNPLANE_RUNNABLE_PACKAGES="tests.fixtures.runnables"):
         aws.session().events.register("before-call", count)
+        units.register(aws.session().events)
         from runplane.logic.keys import create_key
+
+        if only == "progress":
+            watched_runs(create_key("bench").token)
+            return
 
         from tests.conftest import Api, drain, make_runnable
         from tests.receiver import Answer, receiving
@@ -166,6 +247,7 @@ def main() -> None:
             assert len(receiver.received) == 2
         table("callback delivery only: a failed attempt, then success")
         tenancy_features(key.token)
+        watched_runs(key.token)
         print(
             "\nesm: requests of the Lambda event source mapping (here the local poller; it also re-reads the"
         )
