@@ -445,6 +445,15 @@ class RunRecord(BaseModel):
     last_line: str | None = None
     expires_at: int | None = None
 
+    def calls_back(self, event: CallbackEvent) -> bool:
+        """The run asked for a callback on `event` (by default, on its end only)."""
+        return bool(self.callback_url) and event in (self.callback_events or ("completed",))
+
+    @property
+    def event_callbacks(self) -> set[str]:
+        """The events other than its end the run is called back for."""
+        return set(self.callback_events or ()) - {"completed"} if self.callback_url else set()
+
 
 def to_run_state(
     record: RunRecord, outcome: Outcome | None, inputs: dict[str, Any] | None = None
@@ -617,6 +626,7 @@ class DeliveryRecord(BaseModel):
     url: str
     event: CallbackEvent = "completed"
     seq: int | None = None  # the run event it tells of (all but `completed`)
+    follows_events: bool = False  # `completed` of a run with event callbacks: waits for theirs in flight
     state: DeliveryState
     attempts: list[CallbackAttempt] = Field(default_factory=list)
     # Each (re)opening and each redelivery while pending starts a round; its queue messages carry its number,

@@ -35,6 +35,7 @@ def start_delivery(record: RunRecord) -> None:
         run_id=record.id,
         id=delivery_id_for(record.id),
         url=record.callback_url or "",
+        follows_events=bool(record.event_callbacks),
         state="pending",
         next_attempt_at=time.time(),
         created_at=utcnow(),
@@ -61,8 +62,8 @@ def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
     run = services().runs.get(account_id, run_id, consistent=True)
     if run is None:
         raise NotFound("Run", run_id)
-    if not run.callback_url:
-        raise Conflict(f"run {run_id} has no callback_url", "no_callback")
+    if not run.calls_back("completed"):
+        raise Conflict(f"run {run_id} has no callback for its end", "no_callback")
     if not run.status.terminal:
         raise Conflict(f"run {run_id} has not ended; its callback is sent when it does", "run_not_terminal")
     delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))

@@ -42,6 +42,8 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
     waiting = max((record.next_attempt_at or 0) - now, (record.lease_until or 0) - now)
     if waiting > 0:
         _retry_later(receipt_handle, waiting)
+    if record.follows_events and _events_in_flight(record, now):  # the end is the last message
+        _retry_later(receipt_handle, EVENTS_BACKOFF_SECONDS)
     owner = secrets.token_hex(8)
     claimed = store.claim(record, owner, now, now + LEASE_SECONDS)
     if claimed is None:  # another copy of the message got there first
@@ -58,6 +60,18 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
         _retry_later(receipt_handle, next_at - time.time())
     if state == "dead":
         services().queues.bury_callback(body, message_id, attempt.error or "")
+
+
+EVENTS_BACKOFF_SECONDS = 2
+
+
+def _events_in_flight(record: DeliveryRecord, now: float) -> bool:
+    """Whether an event delivery of the run is being attempted: the end's waits until it is done. One that
+    starts after the run ended is dropped instead (`_post`), so the wait is short."""
+    return any(
+        other.event != "completed" and other.state == "pending" and (other.lease_until or 0) > now
+        for other in services().deliveries.for_run(record.account_id, record.run_id)
+    )
 
 
 def _retry_later(receipt_handle: str, seconds: float) -> NoReturn:
@@ -92,7 +106,7 @@ def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt
     )
     if succeeded:
         return "succeeded", None, attempt
-    if code == 410 or reply.abort or reply is RUN_GONE:
+    if code == 410 or reply.abort or reply is RUN_GONE or reply is SUPERSEDED:
         return "stopped", None, attempt
     done_before = record.round_attempts - 1
     if done_before >= len(schedule):
@@ -102,6 +116,7 @@ def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt
 
 
 RUN_GONE = outbound.Reply(None, 0, "the run no longer exists")
+SUPERSEDED = outbound.Reply(None, 0, "superseded: the run has ended, its end's callback follows")
 
 
 def _post(record: DeliveryRecord) -> outbound.Reply:
@@ -110,11 +125,14 @@ def _post(record: DeliveryRecord) -> outbound.Reply:
     run = services().runs.get(record.account_id, record.run_id, consistent=True)
     if run is None:
         return RUN_GONE
+    if record.event != "completed" and run.status.terminal:
+        return SUPERSEDED
     body = run_state(run).model_dump_json().encode()
     timestamp = int(time.time())
     headers = {
         **(run.callback_headers or {}),
         "Content-Type": "application/json",
+        "Runplane-Event": record.event,
         "webhook-id": record.id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(signing_secrets(record.account_id), record.id, timestamp, body),

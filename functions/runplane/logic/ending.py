@@ -113,7 +113,7 @@ def _end(
     # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
     # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
     unsettled = (
-        record.callback_url
+        record.calls_back("completed")
         or record.slots
         or record.status is Status.waiting
         or outcome.status is Status.cancelled
@@ -185,7 +185,7 @@ def settle_ended(record: RunRecord) -> None:
         admission.release(record)
     if record.status is Status.cancelled and record.child_runs:
         _cancel_children(record)
-    if record.callback_url:
+    if record.calls_back("completed"):
         start_delivery(record)
     if record.due_at is not None:
         services().runs.clear_due(record.account_id, record.id)

@@ -22,7 +22,7 @@ class EventCallbacks:
     """The event deliveries of one attempt, throttled per event type."""
 
     def __init__(self, record: RunRecord, interval: float):
-        self.wanted = set(record.callback_events or ()) - {"completed"} if record.callback_url else set()
+        self.wanted = record.event_callbacks
         self.interval = interval
         self.sent_at: dict[str, float] = {}  # monotonic
         self.waiting: dict[str, int] = {}  # event type -> the latest seq not sent yet
@@ -66,4 +66,4 @@ def start_event_delivery(record: RunRecord, event: str, seq: int) -> None:
         expires_at=int(time.time()) + services().settings.run_retention_days * 86400 + 86400,
     )
     if services().deliveries.create(delivery):
-        services().queues.send_callback(record.account_id, record.id, delivery.id)
+        services().queues.send_callback(delivery)
