@@ -724,9 +724,12 @@ def losing_the_batch_with(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     monkeypatch.setattr(store, "put", refusing)
 
 
-def a_run_that_lost_a_batch(api: Api, scripted: str, tmp_path: Path, last_step: dict[str, Any]) -> str:
+def a_run_that_lost_a_batch(
+    api: Api, scripted: str, tmp_path: Path, last_step: dict[str, Any], meanwhile: Any = None
+) -> str:
     """A run whose second batch (state {"n": 1, "lost": True} and a log line) was not stored; then
-    `last_step` (it runs in the working() block of the caller)."""
+    `last_step` (it runs in the working() block of the caller). `meanwhile(run_id)` is called while the
+    lost batch is the run's newest."""
     gates = [tmp_path / "lose", tmp_path / "after"]
     script = [
         {"state": {"n": 1}},
@@ -741,33 +744,42 @@ def a_run_that_lost_a_batch(api: Api, scripted: str, tmp_path: Path, last_step: 
     until(lambda: run_state(api, run_id)["state"] == {"n": 1}, "the first batch")
     gates[0].touch()
     until(lambda: run_state(api, run_id)["state"] == {"n": 1, "lost": True}, "the lost batch's run write")
+    if meanwhile is not None:
+        meanwhile(run_id)
     gates[1].touch()
     return run_id
 
 
-def test_a_batch_not_stored_is_waited_for_then_skipped_after_the_grace(
+def test_a_batch_not_stored_is_waited_for_while_newest_then_skipped(
     api: Api, account: CreatedKey, scripted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A missing seq at the end of a running run's events may yet be stored: readers wait for it until
+    the grace is over. Below a later stored batch, or once the run has ended, it is skipped at once."""
     losing_the_batch_with(monkeypatch, "lost")
+    monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 3600.0)
+    seen: dict[str, Any] = {}
+
+    def while_lost(run_id: str) -> None:
+        page = events_page(api, run_id)
+        before = page["events"]
+        assert assert_increasing(before) == list(range(1, len(before) + 1))  # in order, up to the gap
+        assert [e.get("state") for e in before if e["type"] == "state"] == [{"n": 1}]
+        assert page["done"] is False
+        held = events_page(api, run_id, f"?after={page['last_seq']}&wait=0.3")
+        assert (held["events"], held["last_seq"]) == ([], page["last_seq"])  # within the grace: it waits
+        monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 0.0)
+        skipped = events_page(api, run_id, f"?after={page['last_seq']}")
+        assert skipped["last_seq"] > page["last_seq"]  # past the grace: taken as lost
+        monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 3600.0)
+        seen["before"] = before
+
     with working():
-        run_id = a_run_that_lost_a_batch(api, scripted, tmp_path, {"log": "after the gap"})
+        run_id = a_run_that_lost_a_batch(api, scripted, tmp_path, {"log": "after the gap"}, while_lost)
         ended(api, run_id)
     record = services.services().runs.get(account.account_id, run_id, consistent=True)
     assert record is not None
-
-    monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 3600.0)  # within the grace: it may yet be stored
-    page = events_page(api, run_id)
-    before = page["events"]
-    assert assert_increasing(before) == list(range(1, len(before) + 1))  # in order, up to the gap
-    assert [e.get("state") for e in before if e["type"] == "state"] == [{"n": 1}]
-    assert page["last_seq"] == before[-1]["seq"]
-    assert page["done"] is False
-    held = events_page(api, run_id, f"?after={page['last_seq']}&wait=0.3")
-    assert held["events"] == []
-    assert held["last_seq"] == page["last_seq"]
-
-    monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 0.0)  # the grace is over: taken as lost
-    page = events_page(api, run_id)
+    before = seen["before"]
+    page = events_page(api, run_id)  # a later batch is stored, the run has ended: no wait, in the grace
     events = page["events"]
     seqs = assert_increasing(events)
     gap = set(range(1, record.seq + 1)) - set(seqs)
@@ -785,10 +797,10 @@ def test_a_batch_not_stored_is_waited_for_then_skipped_after_the_grace(
 def test_a_batch_not_stored_does_not_hold_up_a_run_that_keeps_reporting(
     api: Api, scripted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The grace runs from when the missing events were numbered, not from the run's latest progress:
-    a run that reports every second after losing a batch is followed past the gap while it runs."""
+    """A run that reports after losing a batch is followed past the gap while it runs, whatever the
+    grace: the worker stores a batch (or gives up on it) before it numbers the next."""
     losing_the_batch_with(monkeypatch, "lost")
-    monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 2.0)
+    monkeypatch.setattr(watching, "GAP_GRACE_SECONDS", 3600.0)
     stop = tmp_path / "stop"
     with working():
         run_id = a_run_that_lost_a_batch(api, scripted, tmp_path, {"tick_until": str(stop)})

@@ -90,3 +90,14 @@ def test_only_a_key_that_reads_runs_gets_a_token_and_only_for_its_own_runs(api: 
     stranger = Api(keys.create_key("someone-else").token)
     assert stranger.post(f"/v1/run/{run_id}/events/token").status == 404
     assert api.post(f"/v1/run/{run_id}/events/token?seconds=86401").status == 400
+
+
+def test_a_malformed_token_is_401_never_a_500(api: Api, echo_id: str) -> None:
+    import base64
+
+    run_id = started(api, echo_id)
+    claims = token_for(api, run_id).removeprefix("rpw_").split(".")[0]
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    for token in (f"rpw_{claims}.%C3%A9", f"rpw_{nested}.sig", "rpw_" + "a" * 600, "rpw_.", "rpw_"):
+        reply = api.get(f"/v1/run/{run_id}/events?token={token}", token=None)
+        assert reply.status == 401, (token[:40], reply.text)

@@ -11,7 +11,7 @@ from runplane.domain.states import Status
 from runplane.runnables import builtins  # noqa: F401 - registers echo, sleep, fail
 from runplane.runnables.context import RunContext
 from runplane.runnables.registry import lookup
-from runplane.runnables.supervise import Limits, Verdict, supervise
+from runplane.runnables.supervise import MIN_BEAT_SECONDS, Limits, Verdict, supervise
 
 from tests.fixtures import runnables  # noqa: F401 - registers the fixtures
 
@@ -230,3 +230,22 @@ def test_an_error_answer_fails_the_code_that_asked() -> None:
     )
     assert outcome.status is Status.failed
     assert (outcome.error.code, outcome.error.message) == ("runnable_not_found", "Runnable missing not found")
+
+
+class AlwaysDue(Kept):
+    """Progress whose write keeps failing: it is due all the time."""
+
+    def due(self) -> float | None:
+        return 0.0
+
+
+def test_progress_always_due_does_not_make_heartbeats_spin() -> None:
+    beats: list[float] = []
+    outcome = execute(
+        lambda ctx: time.sleep(1.0) or {},
+        on_heartbeat=lambda: beats.append(time.monotonic()) or Verdict.unsure,
+        beat=10.0,
+        progress=AlwaysDue(),
+    )
+    assert outcome.status is Status.completed
+    assert 2 <= len(beats) <= 1.0 / MIN_BEAT_SECONDS + 2  # about four a second, not thousands

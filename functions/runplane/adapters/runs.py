@@ -18,7 +18,7 @@ from runplane.adapters.dynamo import (
 )
 from runplane.adapters.run_items import event_json, run_item, run_record
 from runplane.adapters.run_reads import RunReads
-from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, recorded, status_event
+from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, cut, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
 
@@ -270,7 +270,8 @@ class RunStore(RunReads):
             remove += ("due_at", "due_shard")
         else:
             set_.update(due_at=due_at, due_shard=due_shard(record.id))
-        event = status_event(record, Reason.ended, status, attempt=record.attempt or None, error=error)
+        brief = error.model_copy(update={"message": cut(error.message)}) if error else None
+        event = status_event(record, Reason.ended, status, attempt=record.attempt or None, error=brief)
         arguments = _merged(
             {"set_": set_, "condition": condition, "values": values}, _numbered(record, event)
         )

@@ -19,7 +19,7 @@ MAX_PARTIAL_OUTPUTS_BYTES = 32 * 1024  # its partial `result.outputs` while it r
 MAX_LINE_CHARS = 8 * 1024  # one log line's message; longer ones are cut with a marker
 MAX_BATCH_BYTES = 64 * 1024  # log lines one stored batch holds
 FLUSH_SECONDS = 1.0  # progress is written at most once per second per run
-GAP_GRACE_SECONDS = 10.0  # a numbered event not stored by then is taken as lost (its writer crashed)
+GAP_GRACE_SECONDS = 30.0  # a numbered event not stored by then, nor followed by a stored batch, is lost
 LAST_LINE_CHARS = 200  # the latest log line kept with the run (Cotool's statusMessage)
 
 

@@ -41,6 +41,30 @@ def start_delivery(record: RunRecord) -> None:
         created_at=utcnow(),
         expires_at=record.expires_at,
     )
+    _create_and_enqueue(delivery)
+
+
+def start_event_delivery(record: RunRecord, event: str, seq: int) -> None:
+    """Create and enqueue the delivery of the run's event `seq` (`logic.event_callbacks`); its id follows
+    from the seq, so a repeat creates nothing new."""
+    now = time.time()
+    _create_and_enqueue(
+        DeliveryRecord(
+            account_id=record.account_id,
+            run_id=record.id,
+            id=f"{delivery_id_for(record.id)}_{seq}",
+            url=record.callback_url or "",
+            event=event,
+            seq=seq,
+            state="pending",
+            next_attempt_at=now,
+            created_at=utcnow(),
+            expires_at=int(now) + (services().settings.run_retention_days + 1) * 86400,
+        )
+    )
+
+
+def _create_and_enqueue(delivery: DeliveryRecord) -> None:
     store = services().deliveries
     if not store.create(delivery):  # stored before: enqueued again only while pending, in its round
         existing = store.get(delivery.account_id, delivery.run_id, delivery.id)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 
 from runplane.domain.events import RunEvent, callback_event
-from runplane.domain.models import DeliveryRecord, RunRecord, utcnow
-from runplane.logic.callbacks import delivery_id_for
-from runplane.logic.services import services
+from runplane.domain.models import RunRecord
+from runplane.logic.callbacks import start_event_delivery
 from runplane.observability import logger
 
 
@@ -42,28 +41,10 @@ class EventCallbacks:
         now = time.monotonic()
         for kind, seq in list(self.waiting.items()):
             if now >= self.sent_at.get(kind, 0.0) + self.interval:
+                self.sent_at[kind] = now  # tried: the next of its kind waits an interval either way
                 try:
                     start_event_delivery(record, kind, seq)
                 except Exception:
                     logger.warning("event callback not enqueued", exc_info=True, extra={"event": kind})
                     continue
-                self.sent_at[kind] = now
                 del self.waiting[kind]
-
-
-def start_event_delivery(record: RunRecord, event: str, seq: int) -> None:
-    """Create and enqueue the delivery of the run's event `seq` (once: its id follows from the seq)."""
-    delivery = DeliveryRecord(
-        account_id=record.account_id,
-        run_id=record.id,
-        id=f"{delivery_id_for(record.id)}_{seq}",
-        url=record.callback_url or "",
-        event=event,
-        seq=seq,
-        state="pending",
-        next_attempt_at=time.time(),
-        created_at=utcnow(),
-        expires_at=int(time.time()) + services().settings.run_retention_days * 86400 + 86400,
-    )
-    if services().deliveries.create(delivery):
-        services().queues.send_callback(delivery)

@@ -126,7 +126,7 @@ class Lease:
         try:
             self._settle()
             progress = self.reporter.take()
-            renewed = self._renew(until, progress)
+            renewed, after = self._renew(until, progress)
         except Exception:
             self.unsure = self.unsure or progress
             if self.at_risk():
@@ -139,7 +139,7 @@ class Lease:
         stored = []
         if progress is not None:
             self.reporter.written(progress)
-            stored = store_events(renewed, progress, after=renewed.seq - progress.events)
+            stored = store_events(renewed, progress, after=after)
         self.record, self.until = renewed, until
         self.callbacks.saw(renewed, stored)
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
@@ -162,17 +162,22 @@ class Lease:
         else:
             self.reporter.restore(unsure)
 
-    def _renew(self, until: float, progress: Progress | None) -> RunRecord | None:
-        """One renewal; when progress took seqs another event (a cancellation) took first, once more."""
+    def _renew(self, until: float, progress: Progress | None) -> tuple[RunRecord | None, int]:
+        """One renewal, and the seq its progress's events follow. When the condition failed, the run is
+        read: the write was applied after all (botocore retried it after a lost answer), or another event
+        (a cancellation) took the seqs first — then once more, after it."""
         runs = services().runs
+        seen = self.record.seq
         renewed = runs.renew(self.record, self.owner, until, progress)
         if renewed is not None or progress is None:
-            return renewed
+            return renewed, seen
         fresh = runs.get(self.record.account_id, self.record.id, consistent=True)
         if fresh is None or fresh.status is not Status.running or fresh.lease_owner != self.owner:
-            return None
+            return None, seen
+        if fresh.progress_at == progress.at:
+            return fresh, seen
         self.record = fresh
-        return runs.renew(fresh, self.owner, until, progress)
+        return runs.renew(fresh, self.owner, until, progress), fresh.seq
 
 
 def _record(outcome: Outcome, lease: Lease, *, until: float) -> None:

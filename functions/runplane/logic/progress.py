@@ -13,9 +13,11 @@ from runplane.domain.events import (
     FLUSH_SECONDS,
     GAP_GRACE_SECONDS,
     MAX_BATCH_BYTES,
+    MAX_LINE_CHARS,
     LogLine,
     Progress,
     RunEvent,
+    compact,
     cut,
 )
 from runplane.domain.models import RunRecord
@@ -50,10 +52,11 @@ class Reporter:
         if self._cut:
             return
         at = datetime.fromtimestamp(payload.get("at") or time.time(), UTC)
-        line = LogLine(
-            at=at, stream=payload["stream"], message=cut(payload["message"]), fields=payload.get("fields")
-        )
-        size = len(line.model_dump_json(exclude_none=True))
+        fields = payload.get("fields")
+        if fields and len(compact(fields)) > MAX_LINE_CHARS:
+            fields = {"cut": f"{len(compact(fields))} characters of fields, more than a line keeps"}
+        line = LogLine(at=at, stream=payload["stream"], message=cut(payload["message"]), fields=fields)
+        size = _size(line)
         if self._accepted_bytes + size > self._max_log_bytes:
             self._cut = True
             line = LogLine(
@@ -99,8 +102,12 @@ class Reporter:
         """Put back what a write that failed took (newer state and outputs win)."""
         self._state = self._state if self._state is not None else progress.state
         self._outputs = self._outputs if self._outputs is not None else progress.outputs
-        sizes = [len(line.model_dump_json(exclude_none=True)) for line in progress.lines]
+        sizes = [_size(line) for line in progress.lines]
         self._lines = [*zip(progress.lines, sizes, strict=True), *self._lines]
+
+
+def _size(line: LogLine) -> int:
+    return len(line.model_dump_json(exclude_none=True).encode())
 
 
 def store_events(record: RunRecord, progress: Progress, after: int) -> list[RunEvent]:

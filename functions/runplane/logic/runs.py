@@ -123,7 +123,11 @@ def store_json(document: str, key: str, beside: int = 0) -> tuple[str | None, st
 
 def item_json_bytes(record: RunRecord) -> int:
     """How much JSON the run's item holds (what an outcome stored inline must fit beside)."""
-    documents = [record.payload_json or "", json.dumps(record.runnable), json.dumps(record.metadata)]
+    documents = [
+        record.payload_json or "",
+        *(json.dumps(value) for value in (record.runnable, record.metadata, record.history)),
+        *(json.dumps(value) for value in (record.state, record.partial_outputs) if value is not None),
+    ]
     return sum(len(d.encode()) for d in documents) + len(json.dumps(record.callback_headers or {}).encode())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from runplane.domain.errors import InvalidRequest, NotFound
-from runplane.domain.events import GAP_GRACE_SECONDS, EventPage, LogPage, RunEvent
+from runplane.domain.events import GAP_GRACE_SECONDS, EventPage, EventType, LogPage, RunEvent
 from runplane.domain.models import RunRecord
 from runplane.logic.services import services
 
@@ -59,15 +59,20 @@ def _page(record: RunRecord, after: int) -> EventPage:
             until = progress[-1].seq
         found.update((event.seq, event) for event in progress if event.seq > after)
     numbered = _numbered_by(record, found, after)
+    # the worker stores a batch (or gives up on it) before it numbers the next, and before the run's end:
+    # a seq missing below a stored batch, or of an ended run, is lost for good
+    settled = max([seq for seq, e in found.items() if e.type is not EventType.status], default=0)
+    if record.status.terminal:
+        settled = record.seq
     now = time.time()
     events: list[RunEvent] = []
     last = after
     for seq in range(after + 1, until + 1):
         if seq in found:
             events.append(found[seq])
-        elif now - numbered[seq] <= GAP_GRACE_SECONDS:
+        elif seq > settled and now - numbered[seq] <= GAP_GRACE_SECONDS:
             break  # stored in a moment: the events after it wait for it
-        last = seq  # served, or missing past the grace: lost (its worker crashed), skipped
+        last = seq  # served, or lost (its worker crashed or could not store it): skipped
     return EventPage(events=events, last_seq=last, status=record.status, done=_done(record, last))
 
 

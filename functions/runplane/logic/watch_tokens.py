@@ -24,6 +24,7 @@ from runplane.logic.keys import Principal, principal_of
 from runplane.logic.services import services
 
 PREFIX = "rpw_"
+MAX_TOKEN_CHARS = 512
 DEFAULT_SECONDS = 3600
 MAX_SECONDS = 86400
 READS: frozenset[str] = frozenset({"runs:read"})
@@ -53,10 +54,12 @@ def issue(caller: Principal, run_id: str, seconds: int) -> WatchToken:
 def authenticate(token: str, run_id: str) -> Principal:
     """The caller a watch token stands for, allowed only to read `run_id`'s events; else Unauthorized."""
     claims, _, signature = token.removeprefix(PREFIX).partition(".")
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise Unauthorized()
     try:
         values = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
         key_id, run, expires = values["k"], values["r"], values["e"]
-    except (ValueError, binascii.Error, KeyError, TypeError):
+    except (ValueError, binascii.Error, KeyError, TypeError, RecursionError):
         raise Unauthorized() from None
     if not token.startswith(PREFIX) or run != run_id or not isinstance(expires, int) or expires < time.time():
         raise Unauthorized()

@@ -44,6 +44,7 @@ class ProgressSink(Protocol):
 
 
 PROGRESS = frozenset({"state", "outputs", "log"})
+MIN_BEAT_SECONDS = 0.25  # between two heartbeats, whatever is due
 
 
 class Verdict(Enum):
@@ -149,6 +150,7 @@ class _Watch:
         limits, reports = self.limits, self.reports
         deadline = reports.started + limits.seconds
         next_beat = reports.started + limits.heartbeat_seconds
+        last_beat = reports.started
         cancelled_until: float | None = None  # while cancelled code may still return
         cancelled = RunError(message="Run was cancelled on request", code=ErrorCode.cancelled)
         while True:
@@ -158,8 +160,13 @@ class _Watch:
             if now >= deadline:
                 error = RunError(message=limits.reason, code=ErrorCode.timeout)
                 return reports.outcome(Status.timeout, error=error)
-            beat = min(next_beat, self.progress.due() or next_beat)
+            # progress may call for a heartbeat before it is due, but never in a loop (a write that keeps
+            # failing leaves its progress due)
+            due = self.progress.due()
+            soonest = last_beat + min(MIN_BEAT_SECONDS, limits.heartbeat_seconds)
+            beat = max(next_beat if due is None else min(next_beat, due), soonest)
             if now >= beat:
+                last_beat = now
                 verdict = self.on_heartbeat()
                 pause = limits.retry_seconds if verdict is Verdict.unsure else limits.heartbeat_seconds
                 next_beat = time.monotonic() + pause
