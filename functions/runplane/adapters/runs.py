@@ -220,12 +220,15 @@ class RunStore(RunReads):
         return {"Update": request}
 
     def renew(
-        self, record: RunRecord, owner: str, lease_until: float, progress: Progress | None = None
+        self, record: RunRecord, owner: str, lease_until: float | None, progress: Progress | None = None
     ) -> RunRecord | None:
-        """Extend the lease, recording `progress` (what the runnable reported: it takes the seqs after
-        the run's last as read) in the same write; None when this worker no longer holds the lease or,
-        with progress, when another event took those seqs first."""
-        set_: dict[str, Any] = {"lease_until": lease_until, "due_at": lease_until}
+        """Extend the lease (unless `lease_until` is None: progress alone, which leaves the sweeper's
+        index as it is), recording `progress` (what the runnable reported: it takes the seqs after the
+        run's last as read) in the same write; None when this worker no longer holds the lease or, with
+        progress, when another event took those seqs first."""
+        set_: dict[str, Any] = (
+            {} if lease_until is None else {"lease_until": lease_until, "due_at": lease_until}
+        )
         condition = "#status = :running AND #owner = :owner"
         values: dict[str, Any] = {":running": Status.running.value, ":owner": owner}
         if progress is not None:

@@ -121,7 +121,10 @@ class Lease:
         return time.time() + margin >= self.until
 
     def renew(self) -> Verdict:
-        until = time.time() + services().settings.lease_seconds
+        settings = services().settings
+        until: float | None = time.time() + settings.lease_seconds
+        if self.reporter.pending and until - self.until < settings.heartbeat_seconds:
+            until = None  # renewed less than a heartbeat ago: write the progress alone (a cheaper write)
         progress = None
         try:
             self._settle()
@@ -140,7 +143,7 @@ class Lease:
         if progress is not None:
             self.reporter.written(progress)
             stored = store_events(renewed, progress, after=after)
-        self.record, self.until = renewed, until
+        self.record, self.until = renewed, until or self.until
         self.callbacks.saw(renewed, stored)
         return Verdict.cancel if renewed.cancel_requested else Verdict.go_on
 
@@ -162,7 +165,7 @@ class Lease:
         else:
             self.reporter.restore(unsure)
 
-    def _renew(self, until: float, progress: Progress | None) -> tuple[RunRecord | None, int]:
+    def _renew(self, until: float | None, progress: Progress | None) -> tuple[RunRecord | None, int]:
         """One renewal, and the seq its progress's events follow. When the condition failed, the run is
         read: the write was applied after all (botocore retried it after a lost answer), or another event
         (a cancellation) took the seqs first — then once more, after it."""
