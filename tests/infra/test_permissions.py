@@ -652,7 +652,9 @@ def test_the_sweeper_role_redispatches_ends_requeues_and_rechecks(
     settings = services.services().settings
     store = services.services().runs
     now = time.time()
-    assert store.claim("acme", cancelling, "doomed", now, now + settings.lease_seconds, settings.max_attempts)
+    assert store.claim(
+        run_record(cancelling), "doomed", now, now + settings.lease_seconds, settings.max_attempts
+    )
     api.post(f"/v1/run/{cancelling}/cancel")
     # a delivery whose message was lost
     called = start(api, echo, {"callback_url": "https://hooks.example.com/y"})
