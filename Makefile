@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	RUNPLANE_ALLOW_LOOPBACK=$${RUNPLANE_ALLOW_LOOPBACK:-1} $(BIN)/runplane local
 
+# pytest on every core: tests sharing a module's or folder's fixture stay on one worker (tests/conftest.py).
+# PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= auto
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The Lambda asset for `cdk deploy`: arm64 wheels and the runplane package, no Docker (infra/bundle.py).
 build: $(STAMP)

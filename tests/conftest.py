@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+try:
+    import fcntl
+except ImportError:  # Windows: there `alone` tests run beside the others
+    fcntl = None  # type: ignore[assignment]
+import functools
 import json
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from moto import mock_aws
 from runplane import definitions as defs
@@ -29,6 +39,28 @@ from runplane.logic.sweep import sweep
 from tests.contract import assert_reply, is_dialect
 
 moto_atomic.install()
+
+
+class _UniquePaths(list):
+    """A loader's search paths: boto3 adds its data folder to the loader of every session it makes."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+@functools.cache
+def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    """One botocore data loader per process: each test makes new boto3 sessions and clients (nothing of
+    one test's session reaches the next), but the AWS models, endpoints and rulesets they read are parsed
+    once instead of once per session (0.1 to 0.5 s a test, most of the `env` fixture's time)."""
+    loader = _create_loader(search_path_string)
+    loader._search_paths = _UniquePaths(loader.search_paths)
+    return loader
+
+
+_create_loader = botocore.session.create_loader
+botocore.session.create_loader = _shared_loader
 
 # A public address that test hostnames resolve to: callback URLs on them pass the SSRF policy. Nothing
 # listens there from the test machine, so an attempt to deliver to one fails (fast, see `env`).
@@ -217,3 +249,156 @@ def working(workers: int = 2, *, sweeper: bool = False) -> Iterator[None]:
         until.set()
         for thread in threads:
             thread.join()
+
+
+# --- pytest-xdist: `make test` runs `pytest -n auto --dist loadgroup --no-loadscope-reorder` ---
+
+TESTS = Path(__file__).resolve().parent
+# What the workers start first: the tests that take minutes and run local stacks, so that none of them is
+# the last one left while the other worker idles.
+FIRST = ("openapi", "e2e", "infra")
+# Tests that run while no other worker runs one (marker `alone`): the local stack's (marker `e2e`). A
+# stack, its clients and another worker's test share the cores: beside the latter, a sync run can outlast
+# its wait (2 s for the Roe SDK's, 5 s for Schemathesis' cases) and fail its check.
+ALONE = "e2e"
+SHARED = "runplane_shared"  # the workerinput key of the run's folder: the `alone` locks, the groups
+HANDED = "fault_points"  # the workerinput key of the fault matrix's points (tests/faults/conftest.py)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """The controller, for each worker it starts: the run's shared folder, and the fault matrix's points,
+    found once here from clean runs, so that every worker collects the same scenarios."""
+    config = node.config
+    node.workerinput[SHARED] = _shared_folder(config)
+    if _collects(config, TESTS / "faults"):
+        from tests.faults import flows
+
+        node.workerinput[HANDED] = flows.all_points()  # cached: made once for all workers
+
+
+def _shared_folder(config: pytest.Config) -> str:
+    if not hasattr(config, "_runplane_shared"):
+        config._runplane_shared = tempfile.mkdtemp(prefix="runplane-pytest-")
+    return config._runplane_shared
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "_runplane_shared"):
+        shutil.rmtree(config._runplane_shared, ignore_errors=True)
+
+
+def _collects(config: pytest.Config, folder: Path) -> bool:
+    """Whether the run's arguments may collect tests in `folder`."""
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+        if not path.exists() or path.is_relative_to(folder) or folder.is_relative_to(path):
+            return True
+    return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, with the groups the workers wrote: xdist's own scheduler reads a test's group
+    from a suffix of its node id, which pytest 9.2 no longer lets a plugin add."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    folder = Path(_shared_folder(config))
+
+    class Grouped(LoadScopeScheduling):
+        """Each test its own unit of work, but a group's tests one unit, sent to one worker."""
+
+        @functools.cached_property
+        def groups(self) -> dict[str, str]:
+            written = sorted(folder.glob("groups-*.json"))  # the workers' collections are the same
+            return json.loads(written[0].read_text()) if written else {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid in self.groups:
+                return self.groups[nodeid]
+            return nodeid.rsplit("@", 1)[-1] if "@" in nodeid else nodeid  # pytest < 9.2: xdist's suffix
+
+    return Grouped(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a worker: the slowest kinds of test first (every worker sorts its collection the same way), the
+    `alone` marker on the `e2e` tests, and under `--dist loadgroup` one group for the tests that share a
+    module's or a folder's fixture (a local stack, the synthesized template) or name one (xdist_group):
+    one worker runs them in their order, with one instance of the fixture, as a serial run does."""
+    if not hasattr(config, "workerinput"):
+        return
+    items.sort(key=_rank)  # stable: a module's tests keep their order
+    root = TESTS.relative_to(config.rootpath).as_posix()
+    groups: dict[str, str] = {}
+    for item in items:
+        if item.get_closest_marker(ALONE):
+            item.add_marker(pytest.mark.alone)
+        named = item.get_closest_marker("xdist_group")
+        group = (named.args or [named.kwargs.get("name", "default")])[0] if named else _sharing(item, root)
+        if group:
+            groups[item.nodeid] = str(group)
+            if not named:
+                item.add_marker(pytest.mark.xdist_group(group))
+    if config.getoption("loadgroup", False) and SHARED in config.workerinput:  # set on workers by xdist
+        folder = Path(config.workerinput[SHARED])
+        written = folder / f"groups-{config.workerinput['workerid']}.json"
+        written.with_suffix(".tmp").write_text(json.dumps(groups))
+        written.with_suffix(".tmp").replace(written)
+
+
+def _rank(item: pytest.Item) -> int:
+    return next((i for i, marker in enumerate(FIRST) if item.get_closest_marker(marker)), len(FIRST))
+
+
+def _sharing(item: pytest.Item, root: str) -> str | None:
+    """The group of a test that uses a fixture broader than a function defined under tests/ (but not in
+    this file: each worker makes those for itself): a conftest's session or package fixture groups its
+    folder, a module or class fixture the test's module."""
+    info = getattr(item, "_fixtureinfo", None)
+    groups: list[str] = []
+    for name in getattr(item, "fixturenames", ()):
+        fixturedefs = info.name2fixturedefs.get(name) if info else None
+        if not fixturedefs:
+            continue
+        fixture = fixturedefs[-1]
+        if fixture.scope == "function" or fixture.baseid in ("", root):
+            continue
+        if fixture.scope in ("session", "package"):
+            groups.append(fixture.baseid)
+        else:
+            groups.append(item.nodeid.split("::", 1)[0])
+    return min(groups, key=len) if groups else None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """On a worker, around each test (setup to teardown): an `alone` test waits until the other workers'
+    tests have ended, and theirs wait until it has."""
+    folder = getattr(item.config, "workerinput", {}).get(SHARED)
+    if folder is None or fcntl is None:
+        return (yield)
+    with _turn(Path(folder), alone=item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
+@contextmanager
+def _turn(folder: Path, *, alone: bool) -> Iterator[None]:
+    """A shared hold on `running` (an exclusive one if `alone`), taken through `turnstile` so that an
+    `alone` test waiting for the running ones to end is not passed by new ones."""
+    with open(folder / "turnstile", "a") as turnstile, open(folder / "running", "a") as running:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)

@@ -91,8 +91,21 @@ class Stack:
 def start_stack(state_dir: Path, workers: int = 2, **env: str) -> Stack:
     """Start `runplane local` with `env` added to this environment; return once it serves."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # this checkout's runplane, whichever one the environment has installed (a git worktree shares its venv)
+    environment["PYTHONPATH"] += os.pathsep + str(ROOT / "functions")
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         environment.pop(name, None)
+    for _ in range(3):  # a free port can be taken before the stack binds it (by another pytest worker)
+        started = _start(state_dir, workers, environment)
+        if isinstance(started, Stack):
+            return started
+        if "cannot listen on" not in started:
+            break
+    raise AssertionError("local stack did not start:\n" + started)
+
+
+def _start(state_dir: Path, workers: int, environment: dict[str, str]) -> Stack | str:
+    """The stack once it serves, or what it printed before it exited."""
     command = [sys.executable, "-m", "runplane.cli", "local", "--port", str(free_port())]
     command += ["--workers", str(workers), "--state-dir", str(state_dir)]
     process = subprocess.Popen(
@@ -108,4 +121,5 @@ def start_stack(state_dir: Path, workers: int = 2, **env: str) -> Stack:
         if line.startswith("Press Ctrl-C"):
             return Stack(process, state_dir, "".join(lines))
     process.kill()
-    raise AssertionError("local stack did not start:\n" + "".join(lines))
+    process.wait()
+    return "".join(lines)

@@ -1,11 +1,24 @@
-"""The fault matrix is parametrized from clean runs of each flow; `faults_full` runs only when selected."""
+"""The fault matrix is parametrized from clean runs of each flow; `faults_full` runs only when selected.
+
+Under pytest-xdist the controller makes the clean runs once and hands their points to every worker
+(tests/conftest.py `pytest_configure_node`): workers must collect the same scenarios in the same order."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.faults import flows
-from tests.faults.harness import MODES, modes_for
+from tests.faults.harness import MODES, Point, modes_for
+
+HANDED = "fault_points"  # the workerinput key of the points the xdist controller found
+
+
+def points(config: pytest.Config, flow: str) -> tuple[Point, ...]:
+    """The flow's points: those handed to this xdist worker, or from a clean run in this process."""
+    handed = getattr(config, "workerinput", {}).get(HANDED)
+    if handed is None:
+        return flows.points(flow)
+    return tuple(Point(*fields) for fields in handed[flow])
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -15,7 +28,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = [
         pytest.param((flow, point, mode), id=f"{flow.name}-{point.id}-{mode}")
         for flow in flows.FLOWS
-        for point in flows.points(flow.name)
+        for point in points(metafunc.config, flow.name)
         for mode in (m for m in MODES if (m in modes_for(point, full=False)) != full)
     ]
     metafunc.parametrize("scenario", params)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from functools import cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -201,3 +201,10 @@ def points(name: str) -> tuple[Point, ...]:
     with TemporaryDirectory() as tmp:
         _, recorded = run(FLOW[name], Path(tmp))
     return tuple(point for point in recorded if point.nth == 1 or "renew" not in point.site)
+
+
+def all_points() -> dict[str, list[list[object]]]:
+    """Every flow's points as plain data: what pytest-xdist's controller hands its workers, so that each
+    collects the same scenarios (the order of a clean run's requests can differ between two runs: the
+    sweeper reads in parallel)."""
+    return {flow.name: [list(astuple(point)) for point in points(flow.name)] for flow in FLOWS}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from runplane.logic.sweep import sweep
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import Api, drain, pollers
-from tests.receiver import Answer, Receiver, receiving
+from tests.receiver import Answer, receiving
 
 
 @pytest.fixture
@@ -174,16 +175,18 @@ def test_a_redirect_to_the_metadata_service_is_not_followed(api: Api, echo_id: s
 
 @pytest.mark.usefixtures("fast_schedule")
 def test_a_receiver_that_is_down_for_a_while_gets_every_delivery_once(api: Api, echo_id: str) -> None:
-    port_holder = Receiver()
-    port = port_holder.server.server_address[1]
-    url = port_holder.url
-    port_holder.close()  # nothing listens: connections are refused
-    run_ids = [start(api, echo_id, url, inputs={"n": n}) for n in range(5)]
-    drain("worker")
-    deadline = time.monotonic() + 0.8
-    while time.monotonic() < deadline:
-        pollers()["callbacks"].poll_once()
-        time.sleep(0.05)
+    # Bound, not listening: connections are refused, and the port stays this test's until the receiver
+    # takes it (a port closed meanwhile could be taken by a test in another pytest worker).
+    with socket.socket() as down:
+        down.bind(("127.0.0.1", 0))
+        port = down.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/hook"
+        run_ids = [start(api, echo_id, url, inputs={"n": n}) for n in range(5)]
+        drain("worker")
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            pollers()["callbacks"].poll_once()
+            time.sleep(0.05)
     with receiving(port=port) as receiver:
         deliver_until(lambda: all(settled(api, r)() for r in run_ids))
     states = {r: deliveries(api, r)[0] for r in run_ids}
