@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with moto_backed(RUNPLANE_CALLBACK_SCHEDULE="1,1,1,1,1,1,1,1,1"):
-        from runplane.domain.models import DeliveryRecord
+        from runplane.domain.deliveries import DeliveryRecord
         from runplane.logic.keys import create_key
         from runplane.logic.services import services
 

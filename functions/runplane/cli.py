@@ -46,7 +46,7 @@ def cmd_local(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    from runplane.domain.models import DEFAULT_SCOPES
+    from runplane.domain.access import DEFAULT_SCOPES
     from runplane.logic.keys import create_key
 
     key = create_key(args.account, name=args.name, scopes=args.scope or DEFAULT_SCOPES)
@@ -128,7 +128,7 @@ def _timestamp(value: str) -> datetime:
 
 
 def parser() -> argparse.ArgumentParser:
-    from runplane.domain.models import Scope
+    from runplane.domain.access import Scope
 
     root = argparse.ArgumentParser(prog="runplane", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runplane.domain.models import CallbackAttempt
+from runplane.domain.deliveries import CallbackAttempt
 from runplane.logic import services
 from standardwebhooks.webhooks import Webhook
 

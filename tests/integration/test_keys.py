@@ -6,7 +6,7 @@ from typing import Any, get_args
 
 import boto3
 import pytest
-from runplane.domain.models import DEFAULT_SCOPES, Scope
+from runplane.domain.access import DEFAULT_SCOPES, Scope
 from runplane.logic.keys import CreatedKey, create_key
 
 from tests.conftest import Api, drain

@@ -18,7 +18,7 @@ from runplane.adapters.dynamo import (
     write_if,
 )
 from runplane.adapters.run_items import run_pk
-from runplane.domain.models import CallbackAttempt, DeliveryRecord
+from runplane.domain.deliveries import CallbackAttempt, DeliveryRecord
 
 KEPT_ATTEMPTS = 50  # the newest attempts of a delivery kept on its record
 _NAMES = {

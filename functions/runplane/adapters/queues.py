@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from runplane.adapters import aws
-from runplane.domain.models import DeliveryRecord
+from runplane.domain.deliveries import DeliveryRecord
 
 # SQS allows 12 hours counted from when the message was received; stay well clear of it.
 MAX_VISIBILITY_SECONDS = 11 * 3600

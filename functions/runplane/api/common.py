@@ -18,9 +18,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
+from runplane.domain.access import Scope
 from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.files import FilePart
-from runplane.domain.models import Runnable, Scope, StartRunRequest
+from runplane.domain.models import Runnable, StartRunRequest
 from runplane.logic import runs
 from runplane.logic.keys import Principal
 

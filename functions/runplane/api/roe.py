@@ -21,8 +21,8 @@ from runplane.api import roe_shapes as shapes
 from runplane.api.common import Dialect, IdempotencyKey, absolute_url, principal, start_run_as
 from runplane.api.errors import error_response, json_response
 from runplane.api.openapi import errors, ok, request_body
+from runplane.domain.access import Scope
 from runplane.domain.errors import InvalidRequest, Issue, NotFound, WrongAccount
-from runplane.domain.models import Scope
 from runplane.logic import runnables, runs
 from runplane.logic.keys import Principal
 

@@ -22,16 +22,12 @@ from runplane.api.common import (
 )
 from runplane.api.errors import json_response
 from runplane.api.openapi import errors, no_content, ok
+from runplane.domain.access import AccountView, ApiKey, CreatedApiKey, KeyRequest
 from runplane.domain.configs import RunnableSpec
+from runplane.domain.deliveries import CallbackDelivery, CallbackSecret
 from runplane.domain.models import (
     AccountUsage,
-    AccountView,
-    ApiKey,
-    CallbackDelivery,
-    CallbackSecret,
-    CreatedApiKey,
     ErrorBody,
-    KeyRequest,
     Page,
     RunMode,
     Runnable,

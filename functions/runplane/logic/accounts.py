@@ -7,17 +7,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from runplane.domain.access import AccountView, Credits, RateLimit
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import (
-    ACCOUNT_ID_PATTERN,
-    MAX_CONCURRENCY,
-    AccountUsage,
-    AccountView,
-    Credits,
-    RateLimit,
-    UsageTotals,
-    utcnow,
-)
+from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountUsage, UsageTotals, utcnow
 from runplane.logic import admission
 from runplane.logic.services import services
 

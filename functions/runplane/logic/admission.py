@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 
 from runplane.adapters.run_items import created_key
+from runplane.domain.access import Concurrency
 from runplane.domain.events import WaitingFor
-from runplane.domain.models import Concurrency, RunRecord
+from runplane.domain.models import RunRecord
 from runplane.domain.states import Status
 from runplane.logic.services import services
 from runplane.observability import logger

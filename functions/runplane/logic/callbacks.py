@@ -8,8 +8,9 @@ import time
 from datetime import UTC, datetime
 
 from runplane import definitions as defs
+from runplane.domain.deliveries import CallbackDelivery, CallbackSecret, DeliveryRecord
 from runplane.domain.errors import Conflict, NotFound
-from runplane.domain.models import CallbackDelivery, CallbackSecret, DeliveryRecord, RunRecord, utcnow
+from runplane.domain.models import RunRecord, utcnow
 from runplane.domain.webhooks import new_secret
 from runplane.logic.services import services
 from runplane.observability import logger

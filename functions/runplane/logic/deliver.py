@@ -17,8 +17,8 @@ from typing import NoReturn
 
 from runplane import definitions as defs
 from runplane.adapters import outbound
+from runplane.domain.deliveries import CallbackAttempt, DeliveryRecord
 from runplane.domain.errors import RetryLater
-from runplane.domain.models import CallbackAttempt, DeliveryRecord
 from runplane.domain.webhooks import signature_header
 from runplane.logic.callbacks import signing_secrets
 from runplane.logic.runs import run_state

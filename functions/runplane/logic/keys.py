@@ -10,8 +10,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from runplane.domain.access import DEFAULT_SCOPES, ApiKey, RateLimit, Scope
 from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
-from runplane.domain.models import ACCOUNT_ID_PATTERN, DEFAULT_SCOPES, ApiKey, RateLimit, Scope, utcnow
+from runplane.domain.models import ACCOUNT_ID_PATTERN, utcnow
 from runplane.logic.accounts import rate_limit
 from runplane.logic.services import services
 
