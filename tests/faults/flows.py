@@ -3,7 +3,8 @@
 A flow is what a scenario starts from (`prepare`: not recorded, may crash a worker on purpose to leave
 the run where the recorded components take over), what starts it (`start`), whose requests are its
 injection points (`components`), how it must end (`expect`) and what else it must have done (`check`).
-The API → dispatch → worker → callback path is `api_run`; the intake path `intake_run`; the sweeper's
+The API → dispatch → worker → callback path is `api_run` (`api_run_progress` with a runnable that
+reports progress, its worker's requests); the intake path `intake_run`; the sweeper's
 three ways to act and the dead-letter handler each have a flow that leaves them something to do;
 `api_redeliver` asks for a pending callback to be attempted now.
 """
@@ -122,6 +123,12 @@ FLOWS = (
         frozenset({"api", "worker", "callbacks", "sweeper"}),
         Expect(accepted=True),
         start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.15)),
+    ),
+    Flow(
+        "api_run_progress",  # the worker's progress writes: the run item's, then the events'
+        frozenset({"worker"}),
+        Expect(accepted=True),
+        start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.15, report=True)),
     ),
     Flow("intake_run", frozenset({"intake"}), Expect(), start=lambda stack: stack.send_intake()),
     Flow(

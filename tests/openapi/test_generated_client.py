@@ -238,6 +238,13 @@ def test_a_flow_through_the_generated_client(
     assert synced.to_dict()["result"]["outputs"] == {"q": 2}
     state = wait(api, "/v1/run/{run_id}", lambda s: value(s.status) not in RUNNING, run_id=started.id)
     assert (value(state.status), state.to_dict()["result"]["outputs"]) == ("completed", {"q": 1})
+    events = api("GET", "/v1/run/{run_id}/events", 200, run_id=started.id, after=0, wait=1)
+    assert events.done
+    assert [value(e.reason) for e in events.events] == ["accepted", "claimed", "ended"]
+    assert [e.seq for e in events.events] == [1, 2, 3]
+    assert api("GET", "/v1/run/{run_id}/logs", 200, run_id=started.id).lines == []
+    watch = api("POST", "/v1/run/{run_id}/events/token", 201, run_id=started.id, seconds=60)
+    assert watch.token.startswith("rpw_")
     first = api("GET", "/v1/runs", 200, limit=1)
     assert len(first.items) == 1
     assert first.next_cursor
