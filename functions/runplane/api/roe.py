@@ -147,6 +147,7 @@ AGENT_INPUTS = request_body(
         "multipart/form-data": {
             "type": "object",
             "additionalProperties": {"type": "string", "format": "binary"},
+            "propertyNames": {"minLength": 1},  # a file part is a resource named after its field
         },
     },
 )
