@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from runplane.adapters.dynamo import TableAdapter, to_av
 from runplane.adapters.run_items import run_pk
-from runplane.domain.events import EventType, RunEvent
+from runplane.domain.events import RunEvent
 
 _EVENTS = TypeAdapter(list[RunEvent])
 
@@ -24,25 +24,20 @@ class RunEventStore(TableAdapter):
             "events": {"S": _EVENTS.dump_json(events, exclude_none=True).decode()},
             "expires_at": to_av(expires_at),
         }
-        if any(event.type is EventType.logs for event in events):
-            item["logs"] = {"BOOL": True}  # what /logs reads
         self.client.put_item(TableName=self.table, Item=item)
 
     def after(
-        self, account_id: str, run_id: str, seq: int, *, logs_only: bool = False, limit: int = 100
+        self, account_id: str, run_id: str, seq: int, *, limit: int = 100
     ) -> tuple[list[RunEvent], bool]:
         """The events of the batches whose last seq is above `seq`, oldest first (a batch's earlier
         events may be at or below it), from at most `limit` batches; and whether more batches follow."""
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND seq > :seq",
-            "ExpressionAttributeValues": {":pk": {"S": run_pk(account_id, run_id)}, ":seq": to_av(seq)},
-            "ConsistentRead": True,
-            "Limit": limit,
-        }
-        if logs_only:
-            request["FilterExpression"] = "attribute_exists(logs)"
-        page = self.client.query(**request)
+        page = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND seq > :seq",
+            ExpressionAttributeValues={":pk": {"S": run_pk(account_id, run_id)}, ":seq": to_av(seq)},
+            ConsistentRead=True,
+            Limit=limit,
+        )
         events = [event for item in page.get("Items", []) for event in _batch(item)]
         return events, "LastEvaluatedKey" in page
 

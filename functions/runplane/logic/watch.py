@@ -96,7 +96,7 @@ def read_logs(account_id: str, run_id: str, cursor: str | None) -> LogPage:
     ended and every line was read."""
     after = _log_cursor(cursor)
     record = _run(account_id, run_id)
-    # every batch, not just those with log lines (`logs_only`): the cursor must move past the batches a
+    # every batch, not just those with log lines: the cursor must move past the batches a
     # page reads even when none holds a line (a filter is billed for what it reads all the same)
     batches, more = services().events.after(record.account_id, record.id, after, limit=BATCHES_PER_PAGE)
     lines = [line for event in batches if event.seq > after for line in event.lines or ()]
