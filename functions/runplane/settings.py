@@ -63,6 +63,16 @@ class Settings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=20)
     lease_seconds: float = Field(30.0, ge=1)
     max_run_seconds: int = Field(840, ge=1, le=defs.WORKER_TIMEOUT_SECONDS)
+    # Asynchronous agents (http and lambda runnables with `mode: async`): how long their runs may last,
+    # how long an agent may stay silent (the runnable's `heartbeat_seconds` by default), how long a
+    # cancelled agent has to end, how often one run may report, and the API's own address (the report URL
+    # agents are given; without it, runnables cannot be async).
+    max_async_run_seconds: int = Field(86400, ge=1, le=7 * 86400)
+    agent_heartbeat_seconds: int = Field(300, ge=1, le=86400)
+    agent_cancel_grace_seconds: float = Field(30.0, ge=0, le=3600)
+    report_rate_per_second: float = Field(5.0, gt=0)
+    report_burst: int = Field(50, ge=0)
+    public_url: str = ""
     redispatch_seconds: float = Field(300.0, ge=1)
     run_retention_days: int = Field(30, ge=1)
     max_request_bytes: int = Field(1_048_576, ge=1024)

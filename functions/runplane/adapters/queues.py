@@ -32,9 +32,10 @@ class Queues:
     def client(self) -> Any:
         return self._client or aws.client("sqs")
 
-    def dispatch(self, account_id: str, run_id: str) -> None:
-        """Ask a worker to execute a run. Safe to repeat: workers claim runs with a conditional write."""
-        self._send(self._dispatch_url, {"account_id": account_id, "run_id": run_id})
+    def dispatch(self, account_id: str, run_id: str, delay_seconds: int = 0) -> None:
+        """Ask a worker to execute a run (after `delay_seconds`, at most 900). Safe to repeat: workers
+        claim runs with a conditional write."""
+        self._send(self._dispatch_url, {"account_id": account_id, "run_id": run_id}, delay_seconds)
 
     def send_callback(self, delivery: DeliveryRecord) -> None:
         """Ask the callbacks function to attempt a delivery, in its current round (a message of an earlier
@@ -81,8 +82,10 @@ class Queues:
             VisibilityTimeout=max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds))),
         )
 
-    def _send(self, queue_url: str, message: dict[str, str | int]) -> None:
-        self.client.send_message(QueueUrl=queue_url, MessageBody=json.dumps(message, separators=(",", ":")))
+    def _send(self, queue_url: str, message: dict[str, str | int], delay_seconds: int = 0) -> None:
+        body = json.dumps(message, separators=(",", ":"))
+        delay = {"DelaySeconds": min(delay_seconds, 900)} if delay_seconds > 0 else {}
+        self.client.send_message(QueueUrl=queue_url, MessageBody=body, **delay)
 
     def _park(self, queue_url: str, body: str, message_id: str, code: str, reason: str) -> None:
         attributes = {

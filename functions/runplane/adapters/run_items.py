@@ -9,7 +9,15 @@ from typing import Any
 from runplane.adapters.dynamo import due_shard, from_item, to_item
 from runplane.domain.models import RunRecord
 
-_RUN_JSON_FIELDS = ("runnable", "metadata", "callback_headers", "waiting_for", "state", "partial_outputs")
+_RUN_JSON_FIELDS = (
+    "runnable",
+    "metadata",
+    "callback_headers",
+    "waiting_for",
+    "state",
+    "partial_outputs",
+    "reported",
+)
 
 
 def run_pk(account_id: str, run_id: str) -> str:
@@ -32,7 +40,7 @@ def run_item(record: RunRecord) -> dict[str, Any]:
             values[name] = json.dumps(values[name], separators=(",", ":"))
     values["history"] = [event_json(event) for event in values["history"]]
     values["status"] = record.status.value
-    for flag in ("cancel_requested", "rejected"):
+    for flag in ("cancel_requested", "rejected", "cancel_notified"):
         if not values[flag]:
             values.pop(flag)
     values.update(

@@ -7,32 +7,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from runplane.adapters.dynamo import (
-    due_shard,
-    from_item,
-    to_av,
-    to_item,
-    update_item,
-    update_request,
-    write_if,
-)
-from runplane.adapters.run_items import event_json, run_item, run_record
-from runplane.adapters.run_reads import RunReads
+from runplane.adapters.dynamo import due_shard, from_item, to_av, to_item, update_request, write_if
+from runplane.adapters.run_agents import AgentWrites
+from runplane.adapters.run_items import run_item, run_record
+from runplane.adapters.run_writes import merged, names_in, numbered
 from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, cut, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
 
-_CONDITION_NAMES = {
-    "#pk": "pk",
-    "#status": "status",
-    "#owner": "lease_owner",
-    "#lease": "lease_until",
-    "#attempt": "attempt",
-    "#cancel": "cancel_requested",
-    "#admissions": "admissions",
-    "#due": "due_at",
-    "#seq": "seq",
-}
 # an admission write applies only to the run as read: not started, and its slots and queue unchanged
 _AS_READ = (
     "#status = :waiting AND attribute_not_exists(#cancel)"
@@ -40,35 +22,8 @@ _AS_READ = (
 )
 
 
-def _names(condition: str) -> dict[str, str]:
-    return {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
-
-
-def _numbered(record: RunRecord, event: RunEvent) -> dict[str, Any]:
-    """What a write adds to record the run's next status event: its seq and the event, on condition
-    that no other event took that seq since `record` was read (update_request's arguments)."""
-    seen = "#seq = :seen" if record.seq else "(attribute_not_exists(#seq) OR #seq = :seen)"
-    return {
-        "set_": {"seq": event.seq},
-        "append": {"history": [event_json(event.model_dump(mode="json", exclude_none=True))]},
-        "condition": seen,
-        "values": {":seen": record.seq},
-    }
-
-
-def _merged(update: dict[str, Any], numbered: dict[str, Any]) -> dict[str, Any]:
-    """An update_request's arguments with a status event's added (conditions joined by AND)."""
-    return {
-        **update,
-        "set_": {**update.get("set_", {}), **numbered["set_"]},
-        "append": numbered["append"],
-        "condition": f"{update['condition']} AND {numbered['condition']}",
-        "values": {**update["values"], **numbered["values"]},
-    }
-
-
-class RunStore(RunReads):
-    """The runs table: its reads (RunReads) and its writes."""
+class RunStore(AgentWrites):
+    """The runs table: its reads (RunReads) and its writes (the agents' in AgentWrites)."""
 
     def create_write(self, record: RunRecord) -> dict[str, Any]:
         """A transaction write storing a new run; it fails when a run with this id already exists, unless
@@ -214,9 +169,9 @@ class RunStore(RunReads):
         values = {":waiting": Status.waiting.value, ":admissions": record.admissions}
         arguments = {"condition": _AS_READ, "values": values, **update}
         if event is not None:
-            arguments = _merged(arguments, _numbered(record, event))
+            arguments = merged(arguments, numbered(record, event))
         condition = arguments["condition"]
-        request = update_request(self.table, key, names=_names(condition), **arguments)
+        request = update_request(self.table, key, names=names_in(condition), **arguments)
         return {"Update": request}
 
     def renew(
@@ -275,14 +230,12 @@ class RunStore(RunReads):
             set_.update(due_at=due_at, due_shard=due_shard(record.id))
         brief = error.model_copy(update={"message": cut(error.message)}) if error else None
         event = status_event(record, Reason.ended, status, attempt=record.attempt or None, error=brief)
-        arguments = _merged(
-            {"set_": set_, "condition": condition, "values": values}, _numbered(record, event)
-        )
+        arguments = merged({"set_": set_, "condition": condition, "values": values}, numbered(record, event))
         return update_request(
             self.table,
             self._key(record.account_id, record.id),
             remove=remove,
-            names=_names(arguments["condition"]),
+            names=names_in(arguments["condition"]),
             **arguments,
         )
 
@@ -315,16 +268,23 @@ class RunStore(RunReads):
             values={},
         )
 
-    def request_cancel(self, record: RunRecord) -> RunRecord | None:
-        """Ask a running run (as read) to end cancelled; None if it changed since it was read."""
+    def request_cancel(self, record: RunRecord, lease_until: float | None = None) -> RunRecord | None:
+        """Ask a running run (as read) to end cancelled; None if it changed since it was read. With
+        `lease_until`, its lease (an agent's) ends then, so the sweeper ends the run."""
+        set_: dict[str, Any] = {"cancel_requested": True}
+        condition, values = "#status = :running AND attribute_not_exists(#cancel)", {":running": "running"}
+        if lease_until is not None:
+            set_.update(lease_until=lease_until, due_at=lease_until, due_shard=due_shard(record.id))
+            condition += " AND #owner = :owner"
+            values[":owner"] = record.lease_owner
         return self._update(
             record.account_id,
             record.id,
             event=status_event(record, Reason.cancel_requested, attempt=record.attempt),
             record=record,
-            set_={"cancel_requested": True},
-            condition="#status = :running AND attribute_not_exists(#cancel)",
-            values={":running": Status.running.value},
+            set_=set_,
+            condition=condition,
+            values=values,
         )
 
     def reschedule(
@@ -343,33 +303,6 @@ class RunStore(RunReads):
             condition=condition,
             values=values,
         )
-
-    def _update(
-        self,
-        account_id: str,
-        run_id: str,
-        *,
-        set_: dict[str, Any],
-        condition: str,
-        values: dict[str, Any],
-        remove: tuple[str, ...] = (),
-        increment: tuple[str, ...] = (),
-        event: RunEvent | None = None,
-        record: RunRecord | None = None,  # as read: the event's seq follows its own
-    ) -> RunRecord | None:
-        arguments = {"set_": set_, "condition": condition, "values": values}
-        if event is not None and record is not None:
-            arguments = _merged(arguments, _numbered(record, event))
-        attributes = update_item(
-            self.client,
-            self.table,
-            self._key(account_id, run_id),
-            names=_names(arguments["condition"]),
-            remove=remove,
-            increment=increment,
-            **arguments,
-        )
-        return run_record(attributes) if attributes is not None else None
 
     def mark_parent(self, account_id: str, run_id: str, children: int) -> None:
         """Note that a run has started (at least) `children` child runs: cancelling it cancels them."""

@@ -37,5 +37,10 @@ def invoke_function(function_arn: str, payload: bytes) -> Invocation:
     return Invocation(response.get("FunctionError"), response["Payload"].read(), log_tail)
 
 
+def invoke_event(function_arn: str, payload: bytes) -> None:
+    """Invoke asynchronously: Lambda queues the event (answering 202) and the function runs later."""
+    lambda_client().invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
+
+
 def converse(request: dict[str, Any]) -> dict[str, Any]:
     return bedrock_client().converse(**request)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
-from runplane.api import cotool, errors, openapi, roe, roe_agents, roe_jobs, service, v1, watch
+from runplane.api import cotool, errors, openapi, reports, roe, roe_agents, roe_jobs, service, v1, watch
 from runplane.api.common import (
     REFUSALS,
     Dialect,
@@ -32,10 +32,16 @@ VERSION = "1.0.0"
 DESCRIPTION = (
     "Start runs of your runnables (code, HTTP agents, Lambda functions, Bedrock models), wait for or poll "
     "their results, and receive a signed callback when they end. Three run APIs share one core: "
-    "re-factor's (native), Roe AI's and Cotool's. Every operation but the service doors needs "
+    "re-factor's (native), Roe AI's and Cotool's. Every operation but the service doors and agents' reports needs "
     "`Authorization: Bearer rpk_…`."
 )
-SECURITY = {"security_schemes": {"bearerAuth": HTTPBearer()}, "security": [{"bearerAuth": []}]}
+SECURITY = {
+    "security_schemes": {
+        "bearerAuth": HTTPBearer(),
+        reports.SCHEME: HTTPBearer(description="An async agent's run token (`rpt_…`), for its run's reports"),
+    },
+    "security": [{"bearerAuth": []}],
+}
 TAGS = [
     Tag(
         name=Dialect.refactor,
@@ -79,7 +85,7 @@ def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
 
 def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
-    for routes in (service, v1, watch, roe, roe_jobs, roe_agents, cotool):
+    for routes in (service, v1, watch, reports, roe, roe_jobs, roe_agents, cotool):
         app.include_router(routes.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)
@@ -133,6 +139,7 @@ def _document(settings_json: str) -> str:
         lambda_functions=settings.lambda_functions,
         bedrock_models=settings.bedrock_models,
         max_run_seconds=settings.max_run_seconds,
+        max_async_run_seconds=settings.max_async_run_seconds,
     )
     return json.dumps(finished, separators=(",", ":"))
 

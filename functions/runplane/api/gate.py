@@ -17,6 +17,8 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway refuses larger payloads i
 # has found the agent, so an unknown agent is a 404 whatever the media type
 FORM_ROUTES = re.compile(r"/v1/agents/run/[^/]+(?:/versions/[^/]+)?(?:/async)?/?")
 # What a watch token (logic.watch_tokens) opens: one run's events, for a browser's EventSource
+# What an async agent calls with its run token rather than a key (logic.agent_reports)
+RUN_REPORT = re.compile(r"/v1/run/[^/]+/report/?")
 EVENT_STREAM = re.compile(r"/v1/run/(?P<run>[0-9a-fA-F-]{36})/events")
 
 
@@ -35,6 +37,10 @@ def admit(event: dict) -> Principal | None:
     if body and not json_body and not FORM_ROUTES.fullmatch(path):
         raise UnsupportedMediaType(content_type or "")
     if (path.rstrip("/") or "/") in PUBLIC_PATHS:
+        return None
+    if RUN_REPORT.fullmatch(path):  # the route checks the run token itself
+        if json_body:
+            json_object(body, encoded=encoded)
         return None
     principal = _caller(event, headers, path)
     admit_request(principal)

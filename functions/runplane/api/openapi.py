@@ -127,6 +127,7 @@ def for_deployment(
     lambda_functions: list[str],
     bedrock_models: list[str],
     max_run_seconds: int,
+    max_async_run_seconds: int,
 ) -> dict[str, Any]:
     """`document` with this deployment's limits, so that what it says is valid is accepted: the python
     functions registered, the Lambda functions and Bedrock models it may call (a kind it may not use at
@@ -144,9 +145,13 @@ def for_deployment(
             continue
         alternatives = "|".join(_shell_pattern(pattern) for pattern in patterns)
         schemas[model]["properties"][field]["allOf"] = [{"pattern": f"^(?:{alternatives})$"}]
+    # a worker executes python and bedrock runs; http and lambda ones may be async agents' (a run's
+    # limit is its runnable's)
+    longest = {"PythonRunnable": max_run_seconds, "BedrockRunnable": max_run_seconds}
     for model in ("StartRunRequest", "PythonRunnable", "HttpRunnable", "LambdaRunnable", "BedrockRunnable"):
         if model in schemas:
-            schemas[model]["properties"]["timeout_seconds"]["anyOf"][0]["maximum"] = max_run_seconds
+            maximum = longest.get(model, max(max_run_seconds, max_async_run_seconds))
+            schemas[model]["properties"]["timeout_seconds"]["anyOf"][0]["maximum"] = maximum
     return document
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runplane.domain.models import OutboundHeaders, OutboundUrl, RunnableFields, Strict, json_number
 
@@ -18,15 +18,41 @@ class PythonConfig(Strict):
     function: str = Field(min_length=1, max_length=200, description="Name of a registered python runnable")
 
 
-class HttpConfig(Strict):
+class AgentMode(Strict):
+    """How a remote runnable runs: `sync` holds a worker until it answers (at most the deployment's
+    maximum run length, 840 s by default); `async` hands the run to the agent, which reports to the run's
+    report URL until it reports the end (docs/runnables.md)."""
+
+    mode: Literal["sync", "async"] = Field("sync", description="async: the agent reports back, for hours")
+    heartbeat_seconds: json_number(int, ge=1, le=86400) | None = Field(
+        None,
+        description="async: the longest an agent may go without reporting before its run is given up "
+        "(default: the deployment's, 300 s)",
+    )
+
+    @model_validator(mode="after")
+    def _async_only(self) -> AgentMode:
+        if self.mode == "sync":
+            for name in ("heartbeat_seconds", "cancel_url"):
+                if getattr(self, name, None) is not None:
+                    raise ValueError(f"{name} is for mode async")
+        return self
+
+
+class HttpConfig(AgentMode):
     url: OutboundUrl = Field(description="Where the run is POSTed (public addresses only, unless allowed)")
     headers: OutboundHeaders = None
     timeout_seconds: json_number(float, gt=0) | None = Field(
-        None, description="Per call (default: the run's remaining time, which always bounds it)"
+        None,
+        description="Per call (default: the run's remaining time, which always bounds it; async: how long "
+        "the agent may take to accept, 10 s by default)",
+    )
+    cancel_url: OutboundUrl | None = Field(
+        None, description="async: where a cancellation is POSTed (signed, like the run), so the agent stops"
     )
 
 
-class LambdaConfig(Strict):
+class LambdaConfig(AgentMode):
     function_arn: str = Field(
         pattern=FUNCTION_ARN,
         description="The function's ARN (with an alias or version); the deployment must allow it",

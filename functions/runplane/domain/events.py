@@ -37,6 +37,7 @@ class Reason(StrEnum):
     queued = "queued"  # it waits for a concurrency slot (`waiting_for` says which)
     claimed = "claimed"  # a worker started it (running; `attempt` counts from 1)
     retried = "retried"  # a worker started it again after the previous one was lost
+    handed_off = "handed_off"  # an asynchronous agent accepted it: the agent reports from now on
     cancel_requested = "cancel_requested"  # it will end cancelled shortly
     ended = "ended"  # it reached a terminal status
 

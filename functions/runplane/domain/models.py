@@ -443,6 +443,12 @@ class RunRecord(BaseModel):
     progress_at: float | None = None
     log_bytes: int = 0
     last_line: str | None = None
+    # an asynchronous agent's run (domain/agents.py): the attempt's run token (hashed), when the run's
+    # time is up, what the agent's reports added up to (Reported), whether the agent was told to cancel
+    token_hash: str | None = None
+    deadline_at: float | None = None
+    reported: dict[str, Any] | None = None
+    cancel_notified: bool = False
     expires_at: int | None = None
 
     def calls_back(self, event: CallbackEvent) -> bool:

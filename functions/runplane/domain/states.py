@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     invalid_output = "invalid_output"  # outputs were not a JSON object
     timeout = "timeout"  # timeout_seconds (or the platform maximum) elapsed
     cancelled = "cancelled"
+    heartbeat_timeout = "heartbeat_timeout"  # an async agent sent no report for its heartbeat_seconds
     worker_lost = "worker_lost"  # the worker stopped renewing its lease RUNPLANE_MAX_ATTEMPTS times
     dispatch_failed = "dispatch_failed"  # the dispatch message was dead-lettered
     runnable_unavailable = "runnable_unavailable"  # the function is not registered in the worker

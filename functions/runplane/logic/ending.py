@@ -4,11 +4,13 @@ whose worker stopped renewing its lease."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from datetime import timedelta
 from typing import Any
 
+from runplane.domain.agents import Reported, agent_holds, heartbeat_seconds, timeout_reason
 from runplane.domain.errors import Conflict, NotFound
 from runplane.domain.ids import child_run_id
 from runplane.domain.models import Outcome, RunError, RunQuery, RunRecord, RunState, UsageTotals, utcnow
@@ -49,14 +51,16 @@ def finish_run(
     *,
     owner: str | None = None,
     lease_seen: float | None = None,
+    ended_by: str | None = None,
 ) -> RunRecord | None:
     """Record a terminal outcome with one conditional write; None if the run moved meanwhile.
 
     `owner` requires the caller to hold the run's lease, `lease_seen` that the lease is as the caller read
     it. A cancellation asked for while the run went on turns the outcome into `cancelled`. Safe to repeat
-    after an error: a write applied though its answer was lost is recognised by its `ended_by` token.
+    after an error: a write applied though its answer was lost is recognised by its `ended_by` token (by
+    default the owner, or a new one).
     """
-    token = owner or secrets.token_hex(8)
+    token = ended_by or owner or secrets.token_hex(8)
     finished = None
     for _ in range(3):  # a cancellation (or another event) may come between reading the run and ending it
         if record.cancel_requested:
@@ -159,8 +163,21 @@ def take_over(record: RunRecord) -> str | None:
     if kept is not None:
         ended = finish_run(record, Outcome.model_validate_json(kept), lease_seen=record.lease_until)
         return "recovered" if ended else "raced"
+    agent = agent_holds(record)
     if record.cancel_requested:
         outcome = fail_outcome(CANCELLED, ErrorCode.cancelled, Status.cancelled)
+    elif agent and time.time() >= (record.deadline_at or 0):
+        reason = timeout_reason(record.timeout_seconds, services().settings.max_async_run_seconds)
+        outcome = fail_outcome(reason, ErrorCode.timeout, Status.timeout)
+    elif agent and not _run_again(record):
+        silent = f"The agent sent no report for heartbeat_seconds={_heartbeat(record)}"
+        if record.runnable.get("retry_on_worker_lost", True):
+            silent += f", on each of {record.attempt} attempts"
+        else:
+            silent += " (retry_on_worker_lost: false, so it is not sent again)"
+        outcome = fail_outcome(silent, ErrorCode.heartbeat_timeout)
+    elif agent:
+        return None
     elif not record.runnable.get("retry_on_worker_lost", True):
         outcome = fail_outcome(
             "The worker executing the run stopped responding, and the runnable is not executed again "
@@ -173,8 +190,34 @@ def take_over(record: RunRecord) -> str | None:
         )
     else:
         return None
+    if agent:
+        outcome = with_reported(record, outcome)
     ended = finish_run(record, outcome, lease_seen=record.lease_until)
     return outcome.status.value if ended is not None else "raced"
+
+
+def _run_again(record: RunRecord) -> bool:
+    return (
+        record.runnable.get("retry_on_worker_lost", True)
+        and record.attempt < services().settings.max_attempts
+    )
+
+
+def _heartbeat(record: RunRecord) -> int:
+    return heartbeat_seconds(record.runnable, services().settings.agent_heartbeat_seconds)
+
+
+def with_reported(record: RunRecord, outcome: Outcome) -> Outcome:
+    """An agent's run's outcome with what its reports added up to (usage, metadata) and how long it ran."""
+    reported = Reported.model_validate(record.reported or {})
+    started = record.started_at.timestamp() if record.started_at else time.time()
+    return outcome.model_copy(
+        update={
+            "usage": [*reported.usage, *outcome.usage],
+            "metadata": {**reported.metadata, **(outcome.metadata or {})} or None,
+            "duration_seconds": outcome.duration_seconds or round(time.time() - started, 3),
+        }
+    )
 
 
 def settle_ended(record: RunRecord) -> None:
@@ -223,9 +266,28 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
                 return run_state(finished), False
         elif record.cancel_requested:
             return run_state(record), True
+        elif agent_holds(record):
+            if (requested := _cancel_agent_run(record)) is not None:
+                return run_state(requested), True
         elif (requested := services().runs.request_cancel(record)) is not None:
             return run_state(requested), True
     raise Conflict(f"run {run_id} is changing state; try again", "run_busy")
+
+
+def _cancel_agent_run(record: RunRecord) -> RunRecord | None:
+    """Ask an agent's run to end cancelled: its lease ends after the grace period, a worker tells the
+    agent now (its `cancel_url`), and another ends the run once the grace has passed, whatever the agent
+    does (else the sweeper does)."""
+    grace = services().settings.agent_cancel_grace_seconds
+    grace_until = time.time() + grace
+    requested = services().runs.request_cancel(record, min(record.lease_until or grace_until, grace_until))
+    if requested is not None:
+        try:
+            services().queues.dispatch(record.account_id, record.id)
+            services().queues.dispatch(record.account_id, record.id, delay_seconds=math.ceil(grace) + 1)
+        except Exception:  # the agent learns it from its next report's answer
+            logger.warning("cancellation not sent to the agent", exc_info=True, extra={"run_id": record.id})
+    return requested
 
 
 MAX_CANCEL_ALL = 200  # runs one request cancels (a few writes each): the rest wait for the next request

@@ -172,12 +172,17 @@ def admit_request(principal: Principal, now: float | None = None) -> None:
     """Rate limit per key: `burst` requests per window of burst/rate seconds (the account's limit, read
     with the key and cached as long), counted in DynamoDB so every API function instance shares the
     count. Raises TooManyRequests."""
-    limit = principal.rate_limit or rate_limit({})
+    count_or_refuse(principal.key_id, principal.rate_limit or rate_limit({}), now)
+
+
+def count_or_refuse(counter: str, limit: RateLimit, now: float | None = None) -> None:
+    """Count one request on `counter` (a key, a run) in its window of `limit`; TooManyRequests when the
+    window is full."""
     if limit.burst == 0:
         return
     now = time.time() if now is None else now
     window_seconds = limit.burst / limit.per_second
     window = int(now // window_seconds)
     window_end = (window + 1) * window_seconds
-    if not services().keys.count_request(principal.key_id, window, limit.burst, int(window_end) + 60):
+    if not services().keys.count_request(counter, window, limit.burst, int(window_end) + 60):
         raise TooManyRequests(max(1, math.ceil(window_end - now)))

@@ -72,6 +72,11 @@ class Reporter:
     def pending(self) -> bool:
         return self._state is not None or self._outputs is not None or bool(self._lines)
 
+    @property
+    def waiting_bytes(self) -> int:
+        """The size of the log lines waiting, as they are stored."""
+        return sum(size for _, size in self._lines)
+
     def due(self) -> float | None:
         """When (monotonic) the next write is due; None while nothing waits."""
         return self._written + FLUSH_SECONDS if self.pending else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runplane.domain.agents import is_async
 from runplane.domain.errors import InvalidRequest, Issue, NotFound
 from runplane.domain.ids import new_id
 from runplane.domain.models import Page, Runnable, RunnableFields, utcnow
@@ -31,14 +32,34 @@ def _validated(fields: RunnableFields) -> RunnableFields:
     module.check(config, settings)
     for name in ("input_schema", "output_schema"):
         _check_schema(name, getattr(fields, name))
-    if fields.timeout_seconds is not None and fields.timeout_seconds > settings.max_run_seconds:
-        raise InvalidRequest(
-            f"timeout_seconds may be at most {settings.max_run_seconds} on this deployment",
-            "timeout_too_long",
-            [Issue("body.timeout_seconds", f"at most {settings.max_run_seconds}")],
-        )
     normalised = config.model_dump(mode="json", exclude_none=True)
+    if normalised.get("mode") == "async" and not settings.public_url:
+        raise InvalidRequest(
+            "this deployment cannot run async agents: it does not know its own URL (RUNPLANE_PUBLIC_URL), "
+            "which agents report to",
+            "async_unavailable",
+            [Issue("body.config.mode", "async needs RUNPLANE_PUBLIC_URL")],
+        )
+    check_timeout(fields.timeout_seconds, {"kind": fields.kind, "config": normalised})
     return RunnableFields(**fields.model_dump(exclude={"config"}), config=normalised)
+
+
+def check_timeout(seconds: int | None, runnable: dict) -> None:
+    """400 when `seconds` is longer than the runnable's runs may last: a worker executes python, bedrock
+    and sync runs (at most RUNPLANE_MAX_RUN_SECONDS), an async agent reports back (at most
+    RUNPLANE_MAX_ASYNC_RUN_SECONDS)."""
+    settings = services().settings
+    limit = settings.max_async_run_seconds if is_async(runnable) else settings.max_run_seconds
+    if seconds is None or seconds <= limit:
+        return
+    raise InvalidRequest(
+        f"timeout_seconds may be at most {limit} for this runnable on this deployment: python and bedrock "
+        f"runnables, and http and lambda ones in mode sync, run inside a worker (at most "
+        f"{settings.max_run_seconds} s); http and lambda runnables in mode async may run up to "
+        f"{settings.max_async_run_seconds} s",
+        "timeout_too_long",
+        [Issue("body.timeout_seconds", f"at most {limit}")],
+    )
 
 
 def _check_schema(name: str, schema: dict | None) -> None:

@@ -36,24 +36,22 @@ from runplane.domain.models import (
 )
 from runplane.domain.pricing import add_up
 from runplane.domain.states import Status
-from runplane.logic.runnables import get_runnable
+from runplane.logic.runnables import check_timeout, get_runnable
 from runplane.logic.services import services
 from runplane.logic.uploads import store_files
 from runplane.observability import count_created, logger
 
 
-def _effective_timeout(request: RunRequestFields, default: int | None) -> int | None:
-    """Omitted: the runnable's default. Null or < 1: no timeout (the platform maximum still applies)."""
-    value = request.timeout_seconds if "timeout_seconds" in request.model_fields_set else default
+def _effective_timeout(request: RunRequestFields, runnable: Runnable) -> int | None:
+    """Omitted: the runnable's default. Null or < 1: no timeout of its own (the deployment's maximum for
+    the runnable still applies: RUNPLANE_MAX_RUN_SECONDS, or RUNPLANE_MAX_ASYNC_RUN_SECONDS for an async
+    agent)."""
+    value = (
+        request.timeout_seconds if "timeout_seconds" in request.model_fields_set else runnable.timeout_seconds
+    )
     if value is None or value < 1:
         return None
-    limit = services().settings.max_run_seconds
-    if value > limit:
-        raise InvalidRequest(
-            f"timeout_seconds may be at most {limit} on this deployment",
-            "timeout_too_long",
-            [Issue("body.timeout_seconds", f"at most {limit}")],
-        )
+    check_timeout(value, {"kind": runnable.kind, "config": runnable.config})
     return value
 
 
@@ -313,7 +311,7 @@ def create_run(
         experiment_id=request.experiment_id,
         experiment_candidate_id=request.experiment_candidate_id,
         traced=_traced(request, runnable),
-        timeout_seconds=_effective_timeout(request, runnable.timeout_seconds),
+        timeout_seconds=_effective_timeout(request, runnable),
         callback_url=request.callback_url,
         callback_headers=request.callback_headers,
         payload_json=payload_json,

@@ -6,7 +6,10 @@ A kind is a module with
   (kinds that wait on a remote service);
 - `check(config, settings)`: what the model cannot check alone (raises InvalidRequest);
 - `invoke(config, inputs, ctx)`: execute one run, returning its outputs or raising RunFailed, with usage
-  recorded through `ctx.record_usage`.
+  recorded through `ctx.record_usage`;
+- for kinds whose config may say `mode: async` (http, lambda), `hand_off(config, inputs, ctx, agent)`:
+  send the run to its agent with the `agent` fields (report URL, run token), returning once it accepted,
+  and `cancel(config, ctx)`: tell the agent the run is cancelled, if the kind can.
 Adding a kind is adding its module here. Modules import their heavy dependencies when they execute.
 """
 
@@ -50,8 +53,9 @@ def require_allowed(value: str, patterns: list[str], field: str, what: str) -> N
 # --- what http and lambda runnables are sent and answer ---
 
 
-def envelope(inputs: dict[str, Any], ctx: RunContext) -> bytes:
-    """The request a remote runnable receives: the run's inputs and what it needs to know about the run."""
+def envelope(inputs: dict[str, Any], ctx: RunContext, **agent: Any) -> bytes:
+    """The request a remote runnable receives: the run's inputs and what it needs to know about the run
+    (an async agent, where and how to report: `agent`)."""
     document = {
         "run_id": ctx.run_id,
         "runnable_id": ctx.runnable_id,
@@ -60,6 +64,7 @@ def envelope(inputs: dict[str, Any], ctx: RunContext) -> bytes:
         "resources": ctx.resources,
         "metadata": ctx.metadata,
         "deadline": datetime.fromtimestamp(ctx.deadline, UTC).isoformat().replace("+00:00", "Z"),
+        **agent,
     }
     return json.dumps(document, separators=(",", ":")).encode()
 
@@ -120,19 +125,27 @@ class ReportStream:
         return self.end
 
 
-def apply_report(report: Report, ctx: RunContext) -> dict[str, Any] | None:
+def apply_report(report: Report, ctx: RunContext, *, strict: bool = False) -> dict[str, Any] | None:
     """Pass a report on to the run: its log lines (stream `agent`), state, partial outputs, usage and
     metadata; then, when it is final, return its outputs or raise RunFailed with its error. None for a
     progress report. A part the run cannot keep (too large, nested too deep) is left out with a `log` line
-    saying why."""
+    saying why, or with `strict` refused (InvalidRequest naming it) before anything is passed on."""
+    parts: list[tuple[str, str, Callable[[dict[str, Any]], None], dict[str, Any] | None]] = [
+        ("state", "state", ctx.set_state, report.state),
+        ("partial outputs", "outputs", ctx.set_outputs, report.partial_outputs),
+        ("metadata", "metadata", lambda fields: ctx.add_metadata(**fields), report.metadata),
+    ]
+    if strict:
+        for name, field, _, values in parts:
+            if problem := unkeepable(ctx, field, values):
+                raise InvalidRequest(
+                    f"the report's {name} cannot be kept: {problem}",
+                    "invalid_report",
+                    [Issue(f"body.{field}", problem)],
+                )
     for message, fields in report.lines():
         ctx.log_line("agent", message, fields)
-    parts: list[tuple[str, Callable[[dict[str, Any]], None], dict[str, Any] | None]] = [
-        ("state", ctx.set_state, report.state),
-        ("partial outputs", ctx.set_outputs, report.partial_outputs),
-        ("metadata", lambda fields: ctx.add_metadata(**fields), report.metadata),
-    ]
-    for name, keep, values in parts:
+    for name, _, keep, values in parts:
         if not values:
             continue
         try:
@@ -144,6 +157,29 @@ def apply_report(report: Report, ctx: RunContext) -> dict[str, Any] | None:
     if report.error is not None:
         raise RunFailed(report.error.message, report.error.code or ErrorCode.runnable_error)
     return report.final_outputs
+
+
+def unkeepable(ctx: RunContext, field: str, values: dict[str, Any] | None) -> str | None:
+    """Why a report's `field` could not be kept by the run (as it is now), or None."""
+    if not values:
+        return None
+    trial = RunContext(
+        ctx.run_id,
+        ctx.account_id,
+        ctx.runnable_id,
+        ctx.attempt,
+        ctx.deadline,
+        state=dict(ctx.state),
+        partial_outputs=dict(ctx.partial_outputs),
+    )
+    keep = {"state": trial.set_state, "outputs": trial.set_outputs}.get(
+        field, lambda v: trial.add_metadata(**v)
+    )
+    try:
+        keep(values)
+    except ValueError as problem:
+        return str(problem)
+    return None
 
 
 def snippet(body: bytes, limit: int = 300) -> str:
