@@ -38,6 +38,12 @@ def count_finished(status: str, duration_seconds: float | None) -> None:
         _add("RunDuration", MetricUnit.Seconds, duration_seconds)
 
 
+def count_agent_lost(code: str) -> None:
+    """`AgentHeartbeatTimeouts` (an async agent went silent: its run ended or is sent again) and
+    `AgentTimeouts` (an async agent's run reached its deadline)."""
+    _add("AgentTimeouts" if code == "timeout" else "AgentHeartbeatTimeouts", MetricUnit.Count, 1)
+
+
 def count_sweep_error() -> None:
     """`SweepErrors`: an item the sweeper could not handle (it is skipped, and tried again later)."""
     _add("SweepErrors", MetricUnit.Count, 1)

@@ -20,7 +20,7 @@ from runplane.logic import admission
 from runplane.logic.callbacks import start_delivery
 from runplane.logic.runs import item_json_bytes, run_state, store_json
 from runplane.logic.services import services
-from runplane.observability import count_finished, logger
+from runplane.observability import count_agent_lost, count_finished, logger
 
 # How long an ended run waits in the sweeper's index for `settle_ended` before the sweeper does it.
 SETTLE_GRACE_SECONDS = 60
@@ -177,6 +177,7 @@ def take_over(record: RunRecord) -> str | None:
             silent += " (retry_on_worker_lost: false, so it is not sent again)"
         outcome = fail_outcome(silent, ErrorCode.heartbeat_timeout)
     elif agent:
+        count_agent_lost(ErrorCode.heartbeat_timeout)
         return None
     elif not record.runnable.get("retry_on_worker_lost", True):
         outcome = fail_outcome(
@@ -192,6 +193,8 @@ def take_over(record: RunRecord) -> str | None:
         return None
     if agent:
         outcome = with_reported(record, outcome)
+        if outcome.error is not None and outcome.error.code != ErrorCode.cancelled:
+            count_agent_lost(outcome.error.code)
     ended = finish_run(record, outcome, lease_seen=record.lease_until)
     return outcome.status.value if ended is not None else "raced"
 
