@@ -104,3 +104,256 @@ def test_an_async_agent_finishes_long_after_the_worker_returned(api: Api, agent:
     assert reasons[:3] == ["accepted", "claimed", "handed_off"]
     assert reasons[-1] == "ended"
     assert "webhook-signature" in headers
+
+
+def silent_run(api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch, **fields: Any) -> str:
+    runnable = create(api, "http", {"url": agent.url, "mode": "async", "heartbeat_seconds": 1}, **fields)
+    run_id = start(api, runnable)
+    drain("worker")
+    assert len(agent.received) == 1
+    return run_id
+
+
+def test_a_silent_agent_is_given_up_after_its_heartbeat(
+    api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = silent_run(api, agent, monkeypatch, retry_on_worker_lost=False)
+    assert "failed" not in sweep()  # the agent's lease still holds
+    time.sleep(1.2)
+    assert sweep()["failed"] == 1
+    ended = state(api, run_id)
+    assert ended["status"] == "failed"
+    assert ended["result"]["error"]["code"] == "heartbeat_timeout"
+    assert "heartbeat_seconds=1" in ended["result"]["error"]["message"]
+    assert report(api, envelope(agent)).status == 409  # too late: the run has ended
+
+
+def test_a_silent_agent_is_sent_the_run_again_with_a_new_token(
+    api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_MAX_ATTEMPTS", "2")
+    services.reset()
+    run_id = silent_run(api, agent, monkeypatch)
+    time.sleep(1.2)
+    assert sweep()["redispatched"] == 1
+    drain("worker")
+    first, second = envelope(agent, 0), envelope(agent, 1)
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["run_token"] != second["run_token"]
+    assert report(api, first).status == 401  # the earlier attempt's token opens nothing now
+    assert report(api, second, {"outputs": {"ok": True}}).status == 200
+    assert state(api, run_id)["status"] == "completed"
+    assert state(api, run_id)["result"]["metadata"]["attempts"] == 2
+
+
+def test_reports_keep_a_silent_agent_alive_past_many_heartbeats(api: Api, agent: Receiver) -> None:
+    runnable = create(api, "http", {"url": agent.url, "mode": "async", "heartbeat_seconds": 1})
+    run_id = start(api, runnable)
+    drain("worker")
+    sent = envelope(agent)
+    for _ in range(6):  # 3 s: three heartbeats' time
+        assert report(api, sent).status == 200
+        time.sleep(0.5)
+        sweep()
+    assert state(api, run_id)["status"] == "running"
+    assert report(api, sent, {"outputs": {"n": 1}}).status == 200
+    assert state(api, run_id)["status"] == "completed"
+
+
+def test_the_first_end_wins_and_a_repeated_final_report_is_answered_again(api: Api, agent: Receiver) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    sent = envelope(agent)
+    final = {"outputs": {"answer": 1}}
+    assert report(api, sent, final).json()["status"] == "completed"
+    again = report(api, sent, final)  # its answer was lost: the agent sends it again
+    assert again.status == 200
+    assert again.json()["status"] == "completed"
+    other = report(api, sent, {"error": {"message": "changed my mind"}})
+    assert other.status == 409
+    assert other.json()["code"] == "run_terminal"
+    assert report(api, sent, {"state": {"late": True}}).status == 409
+    shown = state(api, run_id)
+    assert shown["result"]["outputs"] == {"answer": 1}
+    assert shown.get("state") is None
+
+
+def test_an_error_report_fails_the_run_with_its_code(api: Api, agent: Receiver) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    answer = report(api, envelope(agent), {"error": {"message": "no sources", "code": "nothing_found"}})
+    assert answer.json()["status"] == "failed"
+    assert state(api, run_id)["result"]["error"] == {"message": "no sources", "code": "nothing_found"}
+
+
+def test_an_agent_that_refuses_the_run_fails_it(api: Api) -> None:
+    with receiving(Answer(status=503, body=b"busy")) as refusing:
+        run_id = start(api, async_http(api, refusing))
+        drain("worker")
+    error = state(api, run_id)["result"]["error"]
+    assert error["code"] == "http_error"
+    assert "503" in error["message"]
+
+
+def test_a_cancelled_agent_is_told_and_its_end_is_cancelled(api: Api, agent: Receiver) -> None:
+    with receiving() as cancels:
+        run_id = start(api, async_http(api, agent, cancel_url=cancels.url))
+        drain("worker")
+        assert api.post(f"/v1/run/{run_id}/cancel").status == 202
+        drain("worker")  # a worker tells the agent
+        assert len(cancels.received) == 1
+        told = json.loads(cancels.received[0].body)
+        assert told == {"run_id": run_id, "attempt": 1, "type": "cancel"}
+        assert cancels.received[0].headers["webhook-id"] == f"{run_id}.1.cancel"
+        sent = envelope(agent)
+        assert report(api, sent, {"state": {"stopping": True}}).json()["cancel_requested"] is True
+        assert report(api, sent, {"outputs": {"partial_answer": 7}}).json()["status"] == "cancelled"
+        drain("worker")
+        assert len(cancels.received) == 1  # told once
+    ended = state(api, run_id)
+    assert ended["status"] == "cancelled"
+    assert ended["result"]["outputs"] == {"partial_answer": 7}
+
+
+def test_a_cancelled_agent_that_does_nothing_ends_cancelled_after_the_grace(
+    api: Api, agent: Receiver
+) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    assert api.post(f"/v1/run/{run_id}/cancel").status == 202
+    assert state(api, run_id)["status"] == "running"
+    time.sleep(2.2)  # the grace (1 s) and the delayed dispatch
+    drain("worker")
+    assert state(api, run_id)["status"] == "cancelled"
+
+
+def test_tokens_open_their_own_run_only(api: Api, agent: Receiver, account: Any) -> None:
+    runnable = async_http(api, agent)
+    first, second = start(api, runnable), start(api, runnable)
+    drain("worker")
+    by_run = {envelope(agent, i)["run_id"]: envelope(agent, i) for i in range(2)}
+    mine, theirs = by_run[first], by_run[second]
+    crossed = api.post(f"/v1/run/{first}/report", {"outputs": {}}, token=theirs["run_token"])
+    assert crossed.status == 401
+    forged = "rpt_" + "0" * 64 + "_" + account.account_id
+    assert api.post(f"/v1/run/{first}/report", {}, token=forged).status == 401
+    assert api.post(f"/v1/run/{first}/report", {}, token=account.token).status == 401  # an API key
+    assert api.post(f"/v1/run/{first}/report", {}, token=None).status == 401
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert api.post(f"/v1/run/{unknown}/report", {}, token=mine["run_token"]).status == 404
+    assert {state(api, first)["status"], state(api, second)["status"]} == {"running"}
+    assert report(api, mine, {"outputs": {"mine": True}}).status == 200
+    assert state(api, second)["status"] == "running"
+
+
+def test_a_run_past_its_deadline_refuses_reports_and_times_out(api: Api, agent: Receiver) -> None:
+    runnable = async_http(api, agent, heartbeat_seconds=60)
+    run_id = start(api, runnable, timeout_seconds=1)
+    drain("worker")
+    time.sleep(1.2)
+    late = report(api, envelope(agent), {"outputs": {"late": True}})
+    assert late.status == 401
+    assert sweep()["timeout"] == 1
+    ended = state(api, run_id)
+    assert ended["status"] == "timeout"
+    assert ended["result"]["error"]["message"] == "Run exceeded timeout_seconds=1"
+
+
+def test_an_async_run_outlives_the_workers_maximum(
+    api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_MAX_RUN_SECONDS", "1")  # what a worker may hold a run
+    services.reset()
+    python = api.post(
+        "/v1/runnables", {"name": "p", "kind": "python", "config": {"function": "echo"}, "timeout_seconds": 3}
+    )
+    assert python.status == 400
+    assert python.json()["code"] == "timeout_too_long"
+    assert "mode async" in python.json()["error"]
+    runnable = async_http(api, agent, heartbeat_seconds=1)
+    run_id = start(api, runnable, timeout_seconds=6)
+    drain("worker")
+    for _ in range(5):
+        time.sleep(0.5)
+        still = report(api, envelope(agent), {"logs": ["still here"]})
+        assert still.status == 200, still.text
+        sweep()
+    assert report(api, envelope(agent), {"outputs": {"after": 2.5}}).status == 200
+    ended = state(api, run_id)
+    assert ended["status"] == "completed"
+    assert ended["result"]["metadata"]["duration_seconds"] > 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"state": {"blob": "x" * 20000}}, "body.state"),
+        ({"outputs": {"blob": "x" * 40000}, "partial": True}, "body.outputs"),
+        ({"logs": [{"no_message": 1}]}, "body.logs.0"),
+        ({"usage": [{"provider": "openai"}]}, "body.usage.0.model"),
+        ({"outputs": {"a": 1}, "error": {"message": "both"}}, "body"),
+        ({"logs": ["x" * 8000] * 20}, "body.logs"),
+    ],
+)
+def test_a_bad_report_is_a_400_naming_it_and_records_nothing(
+    api: Api, agent: Receiver, body: dict[str, Any], field: str
+) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    before = api.get(f"/v1/run/{run_id}/events").json()["last_seq"]
+    refused = report(api, envelope(agent), body)
+    assert refused.status == 400, refused.text
+    assert any(issue["field"].startswith(field) for issue in refused.json()["issues"]), refused.text
+    assert api.get(f"/v1/run/{run_id}/events").json()["last_seq"] == before
+    assert report(api, envelope(agent), {"outputs": {"fine": True}}).status == 200
+
+
+def test_malformed_and_oversized_reports_are_refused(api: Api, agent: Receiver) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    sent = envelope(agent)
+    path = urlsplit(sent["report_url"]).path
+    assert api.post(path, raw="{not json", token=sent["run_token"]).status == 400
+    assert api.post(path, raw="[1]", token=sent["run_token"]).status == 400
+    assert api.post(path, {"logs": ["x" * 300_000]}, token=sent["run_token"]).status == 413
+    assert state(api, run_id)["status"] == "running"
+
+
+def test_reports_are_rate_limited_per_run(api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNPLANE_REPORT_BURST", "3")
+    monkeypatch.setenv("RUNPLANE_REPORT_RATE_PER_SECOND", "0.1")
+    services.reset()
+    runnable = async_http(api, agent)
+    first, second = start(api, runnable), start(api, runnable)
+    drain("worker")
+    by_run = {envelope(agent, i)["run_id"]: envelope(agent, i) for i in range(2)}
+    answers = [report(api, by_run[first]).status for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    assert report(api, by_run[second]).status == 200  # another run has its own count
+
+
+def test_timeouts_say_which_kinds_run_longer(api: Api, agent: Receiver) -> None:
+    sync = create(api, "http", {"url": agent.url})
+    refused = api.post(f"/v1/runnable/{sync}/runs", {"timeout_seconds": 3600})
+    assert refused.status == 400
+    assert refused.json()["code"] == "timeout_too_long"
+    assert "mode async" in refused.json()["error"]
+    long = async_http(api, agent)
+    assert api.post(f"/v1/runnable/{long}/runs", {"timeout_seconds": 3600}).status == 202
+    assert api.post(f"/v1/runnable/{long}/runs", {"timeout_seconds": 86401}).status == 400
+    mixed = api.post(
+        "/v1/runnables", {"name": "m", "kind": "http", "config": {"url": agent.url, "heartbeat_seconds": 5}}
+    )
+    assert mixed.status == 400
+
+
+def test_async_needs_the_deployments_own_url(
+    api: Api, agent: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPLANE_PUBLIC_URL", "")
+    services.reset()
+    refused = api.post(
+        "/v1/runnables", {"name": "a", "kind": "http", "config": {"url": agent.url, "mode": "async"}}
+    )
+    assert refused.status == 400
+    assert refused.json()["code"] == "async_unavailable"
