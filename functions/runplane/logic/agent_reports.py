@@ -48,17 +48,16 @@ def receive(run_id: str, authorization: str | None, report: Report) -> ReportAns
     if account_id is None:
         raise Unauthorized("Missing or invalid run token (Authorization: Bearer rpt_…)")
     settings = services().settings
-    count_or_refuse(
-        f"run#{account_id}#{run_id}",
-        RateLimit(per_second=settings.report_rate_per_second, burst=settings.report_burst),
-    )
     ending = f"report:{hashlib.sha256(report.model_dump_json().encode()).hexdigest()[:16]}"
-    for _ in range(4):  # another report, the hand-off or a cancellation may change the run meanwhile
+    for tried in range(4):  # another report, the hand-off or a cancellation may change the run meanwhile
         record = services().runs.get(account_id, run_id, consistent=True)
         if record is None:
             raise NotFound("Run", run_id)
         if not opens(record, token):
             raise Unauthorized(NOT_OPENED)
+        if not tried:  # counted once the token is the run's: a forged one cannot use up the run's rate
+            limit = RateLimit(per_second=settings.report_rate_per_second, burst=settings.report_burst)
+            count_or_refuse(f"run#{account_id}#{run_id}", limit)
         if record.status.terminal:
             if record.ended_by == ending:  # this very report ended it; its answer was lost
                 return _answer(record)
