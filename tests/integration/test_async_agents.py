@@ -357,3 +357,23 @@ def test_async_needs_the_deployments_own_url(
     )
     assert refused.status == 400
     assert refused.json()["code"] == "async_unavailable"
+
+
+def test_an_async_run_holds_its_slot_and_counts_its_usage_until_it_ends(api: Api, agent: Receiver) -> None:
+    runnable = create(
+        api, "http", {"url": agent.url, "mode": "async", "heartbeat_seconds": 30}, max_concurrency=1
+    )
+    first = start(api, runnable)
+    drain("worker")
+    second = start(api, runnable)
+    drain("worker")
+    assert len(agent.received) == 1  # the agent's run holds the one slot, though no worker does
+    assert state(api, second)["state"]["waiting_for"]["limit"] == 1
+    assert report(api, envelope(agent), {"usage": [LLM_USAGE]}).status == 200
+    assert report(api, envelope(agent), {"outputs": {"n": 1}, "usage": [LLM_USAGE]}).status == 200
+    drain("worker")
+    assert len(agent.received) == 2  # the slot went to the waiting run
+    assert envelope(agent)["run_id"] == second
+    usage = api.get("/v1/account/usage").json()
+    assert usage["total_input_tokens"] == 2 * LLM_USAGE["prompt_tokens"]
+    assert state(api, first)["total_input_tokens"] == 2 * LLM_USAGE["prompt_tokens"]
