@@ -3,7 +3,7 @@ logs."""
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -49,3 +49,8 @@ class Api(Construct):
             ),
         )
         CfnOutput(self, "url", value=self.rest_api.url, description="Runplane API base URL")
+        # The same URL built from the RestApi's id alone, for the functions' environment (the URL agents
+        # report to). `rest_api.url` names the stage, which depends on the deployment, the methods and so
+        # on the api function: in that function's environment it would be a circular dependency.
+        stack = Stack.of(self)
+        self.base_url = f"https://{self.rest_api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}/{config.stage}"

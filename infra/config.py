@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_cdk import RemovalPolicy
 from constructs import Node
@@ -25,7 +26,15 @@ DEFAULTS: dict[str, Any] = {
     "bedrock_models": ["*"],
     "model_prices": {},
     "trace_runs": True,
+    "public_url": "",
+    "max_async_run_seconds": 86400,
+    "agent_heartbeat_seconds": 300,
+    "agent_heartbeat_alarm_count": 3,
 }
+
+# What the functions' settings accept (runplane.settings.Settings): checked at synth, not at the first run.
+MAX_ASYNC_RUN_SECONDS = 7 * 86400
+MAX_AGENT_HEARTBEAT_SECONDS = 86400
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,28 @@ class Config:
     bedrock_models: list[str] = field(default_factory=lambda: ["*"])
     model_prices: dict[str, dict[str, float]] = field(default_factory=dict)  # USD per 1M tokens by model
     trace_runs: bool = DEFAULTS["trace_runs"]
+    # The API's base URL as agents reach it (a custom domain); empty: the API Gateway stage's own URL
+    public_url: str = ""
+    max_async_run_seconds: int = DEFAULTS["max_async_run_seconds"]
+    agent_heartbeat_seconds: int = DEFAULTS["agent_heartbeat_seconds"]
+    # The alarm on silent agents fires when at least this many are given up within 15 minutes
+    agent_heartbeat_alarm_count: int = DEFAULTS["agent_heartbeat_alarm_count"]
+
+    def __post_init__(self) -> None:
+        for name, high in (
+            ("max_async_run_seconds", MAX_ASYNC_RUN_SECONDS),
+            ("agent_heartbeat_seconds", MAX_AGENT_HEARTBEAT_SECONDS),
+            ("agent_heartbeat_alarm_count", 10_000),
+        ):
+            # `-c name=value` gives a string: the number it spells
+            object.__setattr__(self, name, _whole(name, getattr(self, name), 1, high))
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(
+                    f"public_url must be an https URL without query or fragment (the API's base URL, "
+                    f"e.g. https://runplane.example.com), not {self.public_url!r}"
+                )
 
     @classmethod
     def from_context(cls, node: Node) -> Config:
@@ -54,6 +85,18 @@ class Config:
         return cls(**{name: DEFAULTS[name] if value is None else value for name, value in values.items()})
 
     @property
+    def custom_public_url(self) -> str | None:
+        """The deployer's base URL without its trailing slash; None: the stage's own URL is used."""
+        return self.public_url.rstrip("/") or None
+
+    @property
     def removal_policy(self) -> RemovalPolicy:
         """Data outlives a stack outside dev: tables, queues and the bucket are retained on delete."""
         return RemovalPolicy.DESTROY if self.stage == "dev" else RemovalPolicy.RETAIN
+
+
+def _whole(name: str, value: object, low: int, high: int) -> int:
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return number

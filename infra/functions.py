@@ -47,7 +47,7 @@ ACCESS = {
             "callbacks": "rw",
             "accounts": "rw",
             "concurrency": "rw",
-            "run_events": "r",
+            "run_events": "rw",  # an async agent's reports add events (logic/agent_reports.py)
         },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
@@ -114,6 +114,8 @@ class Functions(Construct):
             "RUNPLANE_BEDROCK_MODELS": ",".join(config.bedrock_models),
             "RUNPLANE_MODEL_PRICES": json.dumps(config.model_prices, separators=(",", ":")),
             "RUNPLANE_TRACE_RUNS": str(config.trace_runs).lower(),
+            "RUNPLANE_MAX_ASYNC_RUN_SECONDS": str(config.max_async_run_seconds),
+            "RUNPLANE_AGENT_HEARTBEAT_SECONDS": str(config.agent_heartbeat_seconds),
             "POWERTOOLS_SERVICE_NAME": "runplane",
             "POWERTOOLS_METRICS_NAMESPACE": "Runplane",
         }
@@ -140,6 +142,12 @@ class Functions(Construct):
                     targets=[targets.LambdaFunction(function)],
                 )
             self.by_name[spec.name] = function
+
+    def add_environment(self, name: str, value: str) -> None:
+        """Give every function one more variable: one known only once other resources exist (the API's
+        URL), so that it cannot be in the environment the functions are created with."""
+        for function in self.by_name.values():
+            function.add_environment(name, value)
 
     def _function(
         self, spec: defs.Function, config: Config, code: lambda_.Code, environment: dict[str, str]

@@ -1,4 +1,5 @@
-"""Alarms on what needs a human (dead letters, stuck queues, errors, throttles, API 5xx) and a dashboard."""
+"""Alarms on what needs a human (dead letters, stuck queues, errors, throttles, API 5xx, agents going
+silent) and a dashboard."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from infra.config import Config
 
 # A message older than this on a working queue means its consumer is not keeping up (or is failing).
 OLDEST_MESSAGE_ALARM_SECONDS = {defs.DISPATCH.name: 15 * 60, defs.CALLBACKS_QUEUE.name: 26 * 3600}
+# Silent async agents are counted over this window: one is that agent's failure (its run says so, or it is
+# sent again), `agent_heartbeat_alarm_count` of them in a quarter of an hour is something they share.
+AGENT_HEARTBEAT_ALARM_PERIOD = Duration.minutes(15)
 
 
 class Monitoring(Construct):
@@ -61,6 +65,14 @@ class Monitoring(Construct):
             0,
             "The sweeper could not handle a run, delivery or concurrency scope (skipped, tried again later)",
         )
+        count = config.agent_heartbeat_alarm_count
+        self._alarm(
+            "agent-heartbeat-timeouts",
+            _runplane_metric("AgentHeartbeatTimeouts", period=AGENT_HEARTBEAT_ALARM_PERIOD),
+            count - 1,
+            f"At least {count} async agents sent no report within their heartbeat_seconds in 15 minutes "
+            "(their runs failed heartbeat_timeout or were sent again): can agents reach RUNPLANE_PUBLIC_URL?",
+        )
         self.dashboard = cloudwatch.Dashboard(self, "dashboard", dashboard_name=f"runplane-{config.stage}")
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -74,6 +86,10 @@ class Monitoring(Construct):
                 ],
             ),
             cloudwatch.GraphWidget(title="API", left=[api.metric_count(), api.metric_server_error()]),
+            cloudwatch.GraphWidget(
+                title="Async agents given up (silent) and timed out",
+                left=[_runplane_metric(n) for n in ("AgentHeartbeatTimeouts", "AgentTimeouts")],
+            ),
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
         )
 
@@ -101,11 +117,11 @@ class Monitoring(Construct):
         self.alarms.append(alarm)
 
 
-def _runplane_metric(name: str) -> cloudwatch.Metric:
+def _runplane_metric(name: str, period: Duration | None = None) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace="Runplane",
         metric_name=name,
         dimensions_map={"service": "runplane"},
         statistic="Sum",
-        period=Duration.minutes(5),
+        period=period or Duration.minutes(5),
     )

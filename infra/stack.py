@@ -34,6 +34,8 @@ class RunplaneStack(Stack):
             bucket=storage.bucket,
         )
         api = Api(self, "api", config=config, handler=functions.by_name["api"])
+        # where async agents report (runplane.settings.Settings.public_url): a custom domain, or the stage
+        functions.add_environment("RUNPLANE_PUBLIC_URL", config.custom_public_url or api.base_url)
         Monitoring(
             self,
             "monitoring",

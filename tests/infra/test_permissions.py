@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -715,6 +716,64 @@ def test_the_callbacks_role_delivers_retries_and_buries(roles: Roles, account: C
     [buried] = queued("RUNPLANE_CALLBACKS_DLQ_URL")
     assert json.loads(buried["Body"])["run_id"] == dead
     assert ("sqs:ChangeMessageVisibility", roles.arn("RUNPLANE_CALLBACKS_QUEUE_URL")) in phase.used("sqs")
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_roles_carry_async_agents_runs_from_hand_off_to_their_end(
+    roles: Roles, account: CreatedKey, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker hands runs to an agent and tells it of a cancellation; the api records the agent's
+    reports (their events in the run events table) and ends the run; the sweeper gives up a silent one."""
+    monkeypatch.setenv("RUNPLANE_PUBLIC_URL", "https://runplane.example")
+    monkeypatch.setenv("RUNPLANE_MAX_ATTEMPTS", "1")
+    services.reset()
+    api = Api(account.token)
+
+    def agent_runnable(name: str, **config: Any) -> str:
+        body = {"name": name, "kind": "http", "config": {"url": agent.url, "mode": "async", **config}}
+        created = api.post("/v1/runnables", body)
+        assert created.status == 201, created.text
+        return created.json()["id"]
+
+    with receiving(Answer(status=202, body=b"")) as agent, receiving() as cancels:
+        reporting = start(api, agent_runnable("reporting", heartbeat_seconds=60), {"inputs": LARGE})
+        cancelled = start(api, agent_runnable("cancelled", cancel_url=cancels.url))
+        silent = start(api, agent_runnable("silent", heartbeat_seconds=1))
+        with roles.acting("worker"):
+            assert consume("worker") == 3
+        sent = {json.loads(r.body)["run_id"]: json.loads(r.body) for r in agent.received}
+        assert set(sent) == {reporting, cancelled, silent}
+
+        def report(run_id: str, body: dict[str, Any]) -> dict[str, Any]:
+            path = urlsplit(sent[run_id]["report_url"]).path
+            assert path == f"/v1/run/{run_id}/report"
+            reply = api.post(path, body, token=sent[run_id]["run_token"])
+            assert reply.status == 200, reply.text
+            return reply.json()
+
+        usage = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 10, "completion_tokens": 2}
+        with roles.acting("api") as phase:
+            report(reporting, {"state": {"step": 1}, "logs": ["reading"], "usage": [usage]})
+            report(reporting, {"outputs": {"draft": "a"}, "partial": True})
+            report(reporting, {})  # a heartbeat
+            assert report(reporting, {"outputs": LARGE, "metadata": {"pages": 3}})["status"] == "completed"
+            assert api.get(f"/v1/run/{reporting}/logs").json()["lines"][0]["message"] == "reading"
+            assert api.post(f"/v1/run/{cancelled}/cancel").status == 202
+        events_table = roles.arn("RUNPLANE_EVENTS_TABLE")
+        assert ("dynamodb:PutItem", events_table) in phase.used("dynamodb")
+        assert ("sqs:SendMessage", roles.arn("RUNPLANE_DISPATCH_QUEUE_URL")) in phase.used("sqs")
+        with roles.acting("worker"):
+            consume("worker")  # tells the agent (the delayed message ends it after the grace)
+        assert len(cancels.received) == 1
+        with roles.acting("api"):
+            assert report(cancelled, {"outputs": {"stopped": True}})["status"] == "cancelled"
+    time.sleep(1.2)  # the silent agent's heartbeat passes
+    with roles.acting("sweeper"):
+        actions = sweep()
+    assert actions["failed"] == 1, actions
+    assert state(api, reporting)["result"]["outputs"] == LARGE
+    assert state(api, cancelled)["status"] == "cancelled"
+    assert error_code(api, silent) == "heartbeat_timeout"
 
 
 # --- what each role must be refused ---

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: 
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_and_sweep_errors(
+def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_sweep_errors_and_agents(
     template: dict[str, Any],
 ) -> None:
     alarms = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()]
@@ -206,7 +207,17 @@ def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_and_
     assert by_metric["5XXError"] == 1
     [sweep] = [a for a in alarms if a["MetricName"] == "SweepErrors"]
     assert (sweep["Namespace"], sweep["Threshold"]) == ("Runplane", 0)
-    assert resources(template, "AWS::CloudWatch::Dashboard")
+    [silent] = [a for a in alarms if a["MetricName"] == "AgentHeartbeatTimeouts"]
+    # three silent agents within 15 minutes (one is that agent's own failure, shown on its run)
+    assert (silent["Namespace"], silent["Statistic"], silent["Period"]) == ("Runplane", "Sum", 900)
+    assert (silent["Threshold"], silent["ComparisonOperator"]) == (2, "GreaterThanThreshold")
+    assert (silent["EvaluationPeriods"], silent["TreatMissingData"]) == (1, "notBreaching")
+    assert silent["Dimensions"] == [{"Name": "service", "Value": "runplane"}]
+    assert "AgentTimeouts" not in by_metric  # a run reaching its deadline is that run's timeout
+    [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for metric in ("RunsCreated", "CallbacksDead", "AgentHeartbeatTimeouts", "AgentTimeouts"):
+        assert f'\\"{metric}\\"' in body, metric
 
 
 def test_the_api_stage_is_throttled_traced_and_access_logged(template: dict[str, Any]) -> None:
@@ -233,6 +244,10 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
         bedrock_models=["amazon.nova-*", "us.anthropic.claude-*"],
         model_prices={"house-model": {"input": 1, "output": 2}},
         trace_runs=False,
+        public_url="https://runplane.example.com/",
+        max_async_run_seconds=7 * 86400,
+        agent_heartbeat_seconds="120",  # as `-c agent_heartbeat_seconds=120` gives it
+        agent_heartbeat_alarm_count=1,
     )
     tables = resources(template, "AWS::DynamoDB::Table").values()
     assert {t["DeletionPolicy"] for t in tables} == {"Retain"}
@@ -249,6 +264,11 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     assert {e["RUNPLANE_BEDROCK_MODELS"] for e in environments} == {"amazon.nova-*,us.anthropic.claude-*"}
     assert {e["RUNPLANE_MODEL_PRICES"] for e in environments} == {'{"house-model":{"input":1,"output":2}}'}
     assert {e["RUNPLANE_TRACE_RUNS"] for e in environments} == {"false"}
+    assert {e["RUNPLANE_PUBLIC_URL"] for e in environments} == {"https://runplane.example.com"}
+    assert {e["RUNPLANE_MAX_ASYNC_RUN_SECONDS"] for e in environments} == {"604800"}
+    assert {e["RUNPLANE_AGENT_HEARTBEAT_SECONDS"] for e in environments} == {"120"}
+    [silent] = [a for a in alarms if a["Properties"]["MetricName"] == "AgentHeartbeatTimeouts"]
+    assert silent["Properties"]["Threshold"] == 0  # every silent agent
     assert runtime_grants(template) == {
         "worker": {
             "lambda:InvokeFunction": {AGENTS},
@@ -305,3 +325,157 @@ def test_by_default_only_the_worker_may_invoke_models_and_no_lambda_function(
 def test_outputs_name_every_table_and_queue_for_the_cli(template: dict[str, Any]) -> None:
     described = {o.get("Description") for o in template["Outputs"].values()}
     assert {t.env_var for t in defs.TABLES} | {q.env_var for q in defs.QUEUES} <= described
+
+
+# --- the API's own URL in the functions' environment, without a circular dependency ---
+
+
+def dependencies(template: dict[str, Any]) -> dict[str, set[str]]:
+    """Resource -> the resources it needs first: its DependsOn, and whatever its Ref, Fn::GetAtt and
+    Fn::Sub name (what CloudFormation orders creation by)."""
+    names = set(template["Resources"])
+
+    def named(node: Any) -> set[str]:
+        if isinstance(node, list):
+            return set().union(*map(named, node)) if node else set()
+        if not isinstance(node, dict):
+            return set()
+        found: set[str] = set()
+        for key, value in node.items():
+            if key == "Ref" and value in names:
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!][^}]*)\}", text)} & names
+                found |= named(value)
+            else:
+                found |= named(value)
+        return found
+
+    graph = {}
+    for name, resource in template["Resources"].items():
+        after = resource.get("DependsOn", [])
+        graph[name] = named(resource.get("Properties", {})) | set(
+            [after] if isinstance(after, str) else after
+        )
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One circular chain of dependencies (a resource needing itself through others), or []."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        path.append(node)
+        for needed in sorted(graph.get(node, ())):
+            if found := visit(needed):
+                return found
+        path.pop()
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        if found := visit(node):
+            return found
+    return []
+
+
+def needs(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every resource `start` needs, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for needed in graph.get(todo.pop(), ()):
+            if needed not in seen:
+                seen.add(needed)
+                todo.append(needed)
+    return seen
+
+
+def test_every_function_is_told_the_apis_url_built_from_the_rest_api_id(template: dict[str, Any]) -> None:
+    [rest_api] = resources(template, "AWS::ApiGateway::RestApi")
+    url = {
+        "Fn::Join": [
+            "",
+            [
+                "https://",
+                {"Ref": rest_api},
+                ".execute-api.",
+                {"Ref": "AWS::Region"},
+                ".",
+                {"Ref": "AWS::URLSuffix"},
+                "/dev",
+            ],
+        ]
+    }
+    functions = by_handler(template)
+    assert {
+        spec.name: functions[spec.handler]["Environment"]["Variables"]["RUNPLANE_PUBLIC_URL"]
+        for spec in defs.FUNCTIONS
+    } == dict.fromkeys((f.name for f in defs.FUNCTIONS), url)
+    for spec in defs.FUNCTIONS:
+        env = functions[spec.handler]["Environment"]["Variables"]
+        assert (env["RUNPLANE_MAX_ASYNC_RUN_SECONDS"], env["RUNPLANE_AGENT_HEARTBEAT_SECONDS"]) == (
+            "86400",
+            "300",
+        )
+    # the RestApi needs no function: the functions may need it
+    graph = dependencies(template)
+    lambdas = set(resources(template, "AWS::Lambda::Function"))
+    assert needs(graph, rest_api) & lambdas == set()
+    [stage] = resources(template, "AWS::ApiGateway::Stage")
+    assert {f for f in lambdas if stage in needs(graph, f)} == set()
+
+
+def test_the_template_has_no_circular_dependency(template: dict[str, Any]) -> None:
+    graph = dependencies(template)
+    assert cycle(graph) == []
+    # what the check would see had the api function been given `rest_api.url` (it names the stage)
+    [api] = [
+        k
+        for k, f in resources(template, "AWS::Lambda::Function").items()
+        if f["Properties"]["Handler"] == defs.function("api").handler
+    ]
+    [stage] = resources(template, "AWS::ApiGateway::Stage")
+    broken = json.loads(json.dumps(template))
+    broken["Resources"][api]["Properties"]["Environment"]["Variables"]["RUNPLANE_PUBLIC_URL"] = {"Ref": stage}
+    found = cycle(dependencies(broken))
+    assert found[0] == found[-1]
+    assert {api, stage} <= set(found)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_async_run_seconds", 7 * 86400 + 1),
+        ("max_async_run_seconds", 0),
+        ("max_async_run_seconds", "a day"),
+        ("agent_heartbeat_seconds", 86401),
+        ("agent_heartbeat_seconds", True),
+        ("agent_heartbeat_alarm_count", 0),
+        ("public_url", "http://runplane.example.com"),
+        ("public_url", "runplane.example.com"),
+        ("public_url", "https://runplane.example.com/?stage=prod"),
+    ],
+)
+def test_context_the_functions_would_refuse_fails_the_synth(name: str, value: Any) -> None:
+    from infra.config import Config
+
+    with pytest.raises(ValueError, match=name):
+        Config(**{name: value})
+
+
+def test_async_agent_context_is_read_as_the_functions_read_it() -> None:
+    from infra.config import Config
+
+    assert Config(max_async_run_seconds="3600").max_async_run_seconds == 3600
+    assert Config(public_url="https://runplane.example.com/prod/").custom_public_url == (
+        "https://runplane.example.com/prod"
+    )
+    assert Config().custom_public_url is None
