@@ -69,7 +69,7 @@ class Settings(BaseModel):
     # agents are given; without it, runnables cannot be async).
     max_async_run_seconds: int = Field(86400, ge=1, le=7 * 86400)
     agent_heartbeat_seconds: int = Field(300, ge=1, le=86400)
-    agent_cancel_grace_seconds: float = Field(30.0, ge=0, le=3600)
+    agent_cancel_grace_seconds: float = Field(30.0, ge=0, le=900)  # an SQS delay's maximum
     report_rate_per_second: float = Field(5.0, gt=0)
     report_burst: int = Field(50, ge=0)
     public_url: str = ""

@@ -177,8 +177,7 @@ def take_over(record: RunRecord) -> str | None:
             silent += " (retry_on_worker_lost: false, so it is not sent again)"
         outcome = fail_outcome(silent, ErrorCode.heartbeat_timeout)
     elif agent:
-        count_agent_lost(ErrorCode.heartbeat_timeout)
-        return None
+        return None  # sent again: counted when a worker claims it (logic.execute)
     elif not record.runnable.get("retry_on_worker_lost", True):
         outcome = fail_outcome(
             "The worker executing the run stopped responding, and the runnable is not executed again "

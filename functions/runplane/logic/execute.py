@@ -21,7 +21,7 @@ from runplane.logic.hand_off import hand_off_run, tell_cancel
 from runplane.logic.lease import FINISH_MARGIN_SECONDS, Lease, read_payload, record_outcome, run_context
 from runplane.logic.progress import Reporter
 from runplane.logic.services import services
-from runplane.observability import logger, run_span
+from runplane.observability import count_agent_lost, logger, run_span
 from runplane.runnables import registry
 from runplane.runnables.kinds import kind
 from runplane.runnables.supervise import Limits, supervise
@@ -62,6 +62,8 @@ def process_dispatch(body: str) -> None:
         return
     else:  # it keeps the slots it started with
         record = _claim(found, owner)
+        if record is not None and agent_holds(found):
+            count_agent_lost(ErrorCode.heartbeat_timeout)  # its agent went silent: sent again
     if record is None:  # queued for a slot, or another worker got there first
         logger.info("run not claimed", extra={"run_id": run_id, "status": found.status})
         return

@@ -120,7 +120,8 @@ def store_events(record: RunRecord, progress: Progress, after: int) -> list[RunE
     error: the events stored, or none if that fails too — then readers skip their seqs after
     GAP_GRACE_SECONDS."""
     settings = services().settings
-    expires_at = int(time.time()) + settings.run_retention_days * 86400 + settings.max_run_seconds + 86400
+    longest = max(settings.max_run_seconds, settings.max_async_run_seconds)  # an event outlives its run
+    expires_at = int(time.time()) + settings.run_retention_days * 86400 + longest + 86400
     events = progress.numbered(after)
     for attempt in range(2):
         try:
