@@ -7,6 +7,10 @@ rule is tested by hand elsewhere (tests/integration/test_request_rules.py, test_
 - `invalid_period`: `GET /v1/account/usage` spans at most 366 days (a rule across two parameters);
 - `page_too_deep`: Roe AI's `page` goes past 100 only with a `cursor` (a rule across two parameters);
 - `callback_events_without_url`: `callback_events` needs a `callback_url` (a rule across two fields);
+- `timeout_too_long`: how long a run may last depends on its runnable's kind and `config.mode` (a rule across
+  two fields, or two resources for a run), and the document gives the longest any may (async agents');
+- `validation_error` for `heartbeat_seconds` or `cancel_url` without `mode: async`, and for a report with
+  both final `outputs` and an `error` (rules across two fields; tests/integration/test_async_agents.py);
 - `unresolvable_callback_url`, and `forbidden_url` for a name that does not resolve: the test stack may
   look up no name but localhost;
 - `forbidden_url`, `forbidden_callback_url` for a host name DNS cannot encode (an empty label, one over 63
@@ -29,6 +33,7 @@ EXCUSED = {
     (400, "invalid_period"),
     (400, "page_too_deep"),
     (400, "callback_events_without_url"),
+    (400, "timeout_too_long"),
     (422, "run_failed"),
     (422, "run_timeout"),
     (422, "run_cancelled"),
@@ -54,5 +59,6 @@ def filter_failure(context, failure, case, response) -> bool:
         or (code == "forbidden_url" and "does not resolve" in text)
         or (code in ("forbidden_url", "forbidden_callback_url") and "not a valid host name" in text)
         or (code == "validation_error" and "distinct fileId" in text)
+        or (code == "validation_error" and ("is for mode async" in text or "not both" in text))
     )
     return not excused
