@@ -5,7 +5,7 @@ A report is recorded with one conditional write on the run as read (its progress
 the agent's lease extended), its events then stored as a batch; a final report then ends the run with the
 one terminal write every end is. Nothing of a report that is refused (a bad token, bad input, a run that
 changed) is recorded. A report that changes nothing and leaves the lease fresh (a heartbeat soon after
-the last) writes nothing."""
+the last) writes nothing to the run (only its report-rate counter)."""
 
 from __future__ import annotations
 
