@@ -82,6 +82,8 @@ class LocalStack:
         self.moto.start()
         host, moto_port = self.moto.get_host_and_port()
         env = self._environment(f"http://{host}:{moto_port}")
+        if "RUNPLANE_PUBLIC_URL" not in os.environ:  # where async agents report: this gateway
+            env["RUNPLANE_PUBLIC_URL"] = self.gateway.url
         os.environ.update(env)
 
         import boto3
