@@ -147,11 +147,11 @@ def test_a_silent_agent_is_sent_the_run_again_with_a_new_token(
 
 
 def test_reports_keep_a_silent_agent_alive_past_many_heartbeats(api: Api, agent: Receiver) -> None:
-    runnable = create(api, "http", {"url": agent.url, "mode": "async", "heartbeat_seconds": 1})
+    runnable = create(api, "http", {"url": agent.url, "mode": "async", "heartbeat_seconds": 2})
     run_id = start(api, runnable)
     drain("worker")
     sent = envelope(agent)
-    for _ in range(6):  # 3 s: three heartbeats' time
+    for _ in range(10):  # 5 s: two and a half heartbeats' time
         assert report(api, sent).status == 200
         time.sleep(0.5)
         sweep()
@@ -270,8 +270,8 @@ def test_an_async_run_outlives_the_workers_maximum(
     assert python.status == 400
     assert python.json()["code"] == "timeout_too_long"
     assert "mode async" in python.json()["error"]
-    runnable = async_http(api, agent, heartbeat_seconds=1)
-    run_id = start(api, runnable, timeout_seconds=6)
+    runnable = async_http(api, agent, heartbeat_seconds=5)
+    run_id = start(api, runnable, timeout_seconds=10)
     drain("worker")
     for _ in range(5):
         time.sleep(0.5)
