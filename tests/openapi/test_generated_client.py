@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from tests.local_stack import Stack
+from tests.openapi.conftest import start_guarded_stack
+from tests.receiver import Answer, receiving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.openapi]
 
@@ -166,10 +168,14 @@ def value(field: Any) -> Any:
 class Api:
     """Calls through the generated client by (method, path); each answer must be parsed into its type."""
 
-    def __init__(self, generated: Generated, document: dict[str, Any], stack: Stack):
+    def __init__(
+        self, generated: Generated, document: dict[str, Any], stack: Stack, token: str | None = None
+    ):
         self.generated, self.document = generated, document
         self.client = generated.client.AuthenticatedClient(
-            base_url=stack.info["api_url"], token=stack.info["api_key"], raise_on_unexpected_status=True
+            base_url=stack.info["api_url"],
+            token=token or stack.info["api_key"],
+            raise_on_unexpected_status=True,
         )
         self.client = self.client.with_timeout(generated.client.httpx.Timeout(30))
 
@@ -223,6 +229,16 @@ def wait(api: Api, path: str, done: Any, seconds: float = 30, **arguments: Any) 
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's stack also calls an agent on loopback (the async agent of the flow)."""
+    started = start_guarded_stack(
+        tmp_path_factory.mktemp("stack"), RUNPLANE_SYNC_WAIT_SECONDS="5", RUNPLANE_ALLOW_LOOPBACK="1"
+    )
+    yield started
+    started.stop()
+
+
 def test_a_flow_through_the_generated_client(
     stack: Stack, document: dict[str, Any], generated: Generated
 ) -> None:
@@ -250,6 +266,29 @@ def test_a_flow_through_the_generated_client(
     assert first.next_cursor
     second = api("GET", "/v1/runs", 200, limit=1, cursor=first.next_cursor)
     assert [run.id for run in second.items] != [run.id for run in first.items]
+
+    # an async agent: handed the run, it reports with its run token through the generated client too
+    with receiving(Answer(status=202, body=b"")) as agent:
+        spec = {"name": "openapi-agent", "kind": "http", "config": {"url": agent.url, "mode": "async"}}
+        agent_runnable = api("POST", "/v1/runnables", 201, body=spec).id
+        handed = api("POST", "/v1/runnable/{id}/runs", 202, id=agent_runnable, body={"inputs": {"q": 5}}).id
+        deadline = time.monotonic() + 30
+        while not agent.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    envelope = json.loads(agent.received[0].body)
+    assert envelope["report_url"] == f"{stack.info['api_url']}/v1/run/{handed}/report"
+    reporter = Api(generated, document, stack, token=envelope["run_token"])
+    path = "/v1/run/{run_id}/report"
+    going = reporter("POST", path, 200, run_id=handed, body={"state": {"step": 1}, "logs": ["reading"]})
+    assert value(going.status) == "running"
+    assert going.cancel_requested is False
+    ended = reporter("POST", path, 200, run_id=handed, body={"outputs": {"q": 5}})
+    assert value(ended.status) == "completed"
+    reporter("POST", path, 409, run_id=handed, body={"error": {"message": "too late"}})
+    api("POST", path, 401, run_id=handed, body={})  # an API key is no run token
+    shown = api("GET", "/v1/run/{run_id}", 200, run_id=handed)
+    assert shown.to_dict()["result"]["outputs"] == {"q": 5}
+    assert shown.to_dict()["state"] == {"step": 1}
 
     # cancel: a waiting run (200), a running one (202), one that ended (409)
     spec = {"name": "openapi-sleep", "kind": "python", "config": {"function": "sleep"}, "max_concurrency": 1}
