@@ -26,6 +26,7 @@ from runplane.domain.agents import (
 from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound, Unauthorized
 from runplane.domain.events import MAX_BATCH_BYTES, Progress, callback_event
 from runplane.domain.models import ModelUsage, Outcome, RunError, RunRecord
+from runplane.domain.outputs import checked_outputs
 from runplane.domain.reports import Report
 from runplane.domain.states import Status
 from runplane.logic.callbacks import start_event_delivery
@@ -134,7 +135,9 @@ def _record(record: RunRecord, report: Report, ending: str) -> RunRecord | None:
     status = Status.completed if error is None else Status.failed
     outcome = with_reported(
         written.model_copy(update={"reported": reported.model_dump(mode="json")}),
-        Outcome(status=status, outputs=outputs, error=error),
+        checked_outputs(
+            Outcome(status=status, outputs=outputs, error=error), record.runnable.get("output_schema")
+        ),
     )
     finished = finish_run(written, outcome, owner=written.lease_owner, ended_by=ending)
     if finished is None:

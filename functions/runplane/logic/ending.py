@@ -277,12 +277,11 @@ def cancel_run(account_id: str, run_id: str) -> tuple[RunState, bool]:
 
 
 def _cancel_agent_run(record: RunRecord) -> RunRecord | None:
-    """Ask an agent's run to end cancelled: its lease ends after the grace period, a worker tells the
+    """Ask an agent's run to end cancelled: its lease ends after the grace period (from now), a worker tells the
     agent now (its `cancel_url`), and another ends the run once the grace has passed, whatever the agent
     does (else the sweeper does)."""
     grace = services().settings.agent_cancel_grace_seconds
-    grace_until = time.time() + grace
-    requested = services().runs.request_cancel(record, min(record.lease_until or grace_until, grace_until))
+    requested = services().runs.request_cancel(record, time.time() + grace)
     if requested is not None:
         try:
             services().queues.dispatch(record.account_id, record.id)

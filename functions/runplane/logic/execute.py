@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from runplane import definitions as defs
 from runplane.domain.agents import agent_holds, is_async
 from runplane.domain.events import RunEvent
-from runplane.domain.models import Outcome, RunError, RunRecord
+from runplane.domain.models import Outcome, RunRecord
+from runplane.domain.outputs import checked_outputs
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import children
 from runplane.logic.admission import admit
@@ -134,26 +135,9 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
         )
     if outcome is None:
         return None
-    return _checked_outputs(outcome, spec.get("output_schema")).model_copy(
+    return checked_outputs(outcome, spec.get("output_schema")).model_copy(
         update={"telemetry_span_id": span_id}
     )
-
-
-def _checked_outputs(outcome: Outcome, schema: dict | None) -> Outcome:
-    """A completed run's outputs must match the runnable's output_schema, else the run fails."""
-    if schema is None or outcome.status is not Status.completed:
-        return outcome
-    from jsonschema import Draft202012Validator
-
-    problem = next(iter(Draft202012Validator(schema).iter_errors(outcome.outputs)), None)
-    if problem is None:
-        return outcome
-    where = ".".join(["outputs", *map(str, problem.absolute_path)])
-    error = RunError(
-        message=f"outputs do not match the output_schema: {where}: {problem.message}",
-        code=ErrorCode.invalid_output,
-    )
-    return outcome.model_copy(update={"status": Status.failed, "error": error})
 
 
 def fail_dead_lettered(body: str) -> None:
