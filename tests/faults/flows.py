@@ -6,11 +6,14 @@ injection points (`components`), how it must end (`expect`) and what else it mus
 The API → dispatch → worker → callback path is `api_run` (`api_run_progress` with a runnable that
 reports progress, its worker's requests); the intake path `intake_run`; the sweeper's
 three ways to act and the dead-letter handler each have a flow that leaves them something to do;
-`api_redeliver` asks for a pending callback to be attempted now.
+`api_redeliver` asks for a pending callback to be attempted now. `api_run_async` is a run of an async
+http runnable: its worker sends it to the agent and hands it over, the agent's reports end it
+(tests/faults/agent.py); `sweeper_agent_silent` ends a run whose agent never reports.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
@@ -18,8 +21,11 @@ from functools import cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from runplane.domain.models import RunnableFields
 from runplane.logic.callbacks import OVERDUE_AFTER_SECONDS
+from runplane.logic.runnables import create_runnable
 
+from tests.faults.agent import ScriptedAgent, agent_of
 from tests.faults.harness import READS, Expect, Fault, Point, Report, Stack, acting_as
 from tests.receiver import Answer
 
@@ -117,6 +123,109 @@ def _at_end(stack: Stack, point: Point) -> bool:
     )
 
 
+# --- asynchronous agents ---
+
+PUBLIC_URL = "https://runplane.example"  # the report URL's origin: the agent posts to its path
+AGENT_SETTINGS = {"RUNPLANE_PUBLIC_URL": PUBLIC_URL}
+AGENT_HEARTBEAT = 60  # virtual seconds: the scripted agent reports at once, well within it
+SILENT_HEARTBEAT = 5
+PROGRESS_USAGE = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 100, "completion_tokens": 20}
+FINAL_USAGE = {"provider": "anthropic", "model": "claude", "prompt_tokens": 50, "completion_tokens": 10}
+PROGRESS = {"state": {"step": 1}, "logs": ["reading the sources"], "usage": [PROGRESS_USAGE]}
+
+
+def _final(envelope: dict[str, object]) -> dict[str, object]:
+    """The agent's final report on the run it was sent (its outputs name the attempt, as tally's do)."""
+    outputs = {"answer": 42, "attempt": envelope["attempt"]}
+    return {"outputs": outputs, "usage": [FINAL_USAGE], "metadata": {"pages": 3}}
+
+
+def _async_runnable(stack: Stack, heartbeat: int, **fields: object) -> None:
+    """The flow's runnable: an http one in async mode whose agent is the harness's agent receiver."""
+    config = {"url": stack.agent.url, "mode": "async", "heartbeat_seconds": heartbeat}
+    spec = RunnableFields(name="agent", kind="http", config=config, **fields)
+    with acting_as(None):
+        stack.runnable_id = create_runnable(stack.account_id, spec).id
+
+
+def _sent_to_a_reporting_agent(stack: Stack) -> None:
+    """A run of an async runnable accepted over the API; the agent it is sent to reports progress (state,
+    a log line, usage) and then its end (outputs, more usage, metadata), at once.
+
+    What "nothing runs twice" means here: the agent is sent the run exactly once. The crash rule allows
+    one more execution for each worker lost after the body ran, because such a worker leaves a run that
+    nobody else would finish. Not so for an async run: a worker lost once the envelope went out had either
+    handed the run to the agent already (the agent holds its lease) or still holds the lease itself (30 s),
+    and reports are recorded whoever holds the run, so the scripted agent, reporting at once, ends the run
+    well within that lease. A second envelope is then the run executed twice (Expect retried_when_lost=
+    False). An agent slower than a lost worker's lease would be sent the run again, legitimately (attempt
+    2, a new token, the old one refused: the agent drops that run): not this flow."""
+    _async_runnable(stack, AGENT_HEARTBEAT)
+    stack.actors.append(ScriptedAgent(stack, lambda envelope: [PROGRESS, _final(envelope)]))
+    _accepted(stack)
+
+
+def _agent_ended_it(stack: Stack) -> list[str]:
+    """What the agent reported is the run's, each report counted once: the outputs of the attempt that
+    ended it, its state, the usage of each progress report answered 200 once and of the final report once, its log
+    line once per progress report answered 200, its metadata; and no report was refused or answered 5xx
+    unless the scenario's fault hit that very request (agent.ScriptedAgent)."""
+    agent = agent_of(stack)
+    problems = list(agent.problems)
+    run = stack.only_run()
+    if run is None or not agent.jobs:
+        return [*problems, "no run, or its agent was never sent it"]
+    progressed = len(agent.reported(0))
+    with acting_as(None):
+        state = stack.api.get(f"/v1/run/{run['id']}").json()
+        lines = stack.api.get(f"/v1/run/{run['id']}/logs").json()["lines"]
+    ending = [job for job in agent.jobs if job.envelope["attempt"] == run.get("attempt")]
+    wanted = _final(ending[-1].envelope)["outputs"] if ending else None
+    if (state.get("result") or {}).get("outputs") != wanted:
+        problems.append(f"outputs {(state.get('result') or {}).get('outputs')}, the agent reported {wanted}")
+    if state.get("state") != PROGRESS["state"]:
+        problems.append(f"the run's state is {state.get('state')}, the agent reported {PROGRESS['state']}")
+    if ((state.get("result") or {}).get("metadata") or {}).get("pages") != 3:
+        problems.append(f"metadata {(state.get('result') or {}).get('metadata')} lacks the agent's")
+    document = stack.outcome_document(run)
+    usage = json.loads(document).get("usage", []) if document else []
+    tokens = {entry["model"]: entry.get("prompt_tokens", 0) for entry in usage}
+    expected = {
+        "gpt-4o": progressed * PROGRESS_USAGE["prompt_tokens"],
+        "claude": FINAL_USAGE["prompt_tokens"],
+    }
+    if {model: count for model, count in tokens.items() if count} != {m: n for m, n in expected.items() if n}:
+        problems.append(
+            f"the outcome's usage is {tokens} prompt tokens, the agent reported {expected}"
+            f" ({progressed} progress report(s) answered 200)"
+        )
+    logged = [line["message"] for line in lines]
+    if logged != PROGRESS["logs"] * progressed:
+        problems.append(f"the run's log is {logged}, the agent sent it {progressed} time(s)")
+    return problems
+
+
+def _handed_to_a_silent_agent(stack: Stack) -> None:
+    """A run of an async runnable that is not sent again, handed to an agent that never reports."""
+    _async_runnable(stack, SILENT_HEARTBEAT, retry_on_worker_lost=False)
+    _accepted(stack)
+    stack.deliver_visible("worker")
+    run = stack.only_run() or {}
+    if not str(run.get("lease_owner", "")).startswith("agent:"):
+        stack.errors.append(
+            f"the run was not handed to its agent: {run.get('status')} {run.get('lease_owner')}"
+        )
+
+
+def _given_up(stack: Stack) -> list[str]:
+    run = stack.only_run()
+    document = stack.outcome_document(run) if run else None
+    message = ((json.loads(document) if document else {}).get("error") or {}).get("message", "")
+    if f"heartbeat_seconds={SILENT_HEARTBEAT}" not in message:
+        return [f"the error does not say the agent was silent: {message!r}"]
+    return []
+
+
 FLOWS = (
     Flow(
         "api_run",
@@ -176,8 +285,53 @@ FLOWS = (
         settings={"RUNPLANE_CALLBACK_SCHEDULE": str(RETRY_SECONDS)},
         check=_attempted_at_once,
     ),
+    Flow(
+        # the worker's requests and the report endpoint's: sent to the agent once (see its prepare)
+        "api_run_async",
+        frozenset({"worker", "api"}),
+        Expect(accepted=True, retried_when_lost=False),
+        start=lambda stack: None,
+        prepare=_sent_to_a_reporting_agent,
+        settings=AGENT_SETTINGS,
+        check=_agent_ended_it,
+    ),
+    Flow(
+        "sweeper_agent_silent",
+        frozenset({"sweeper"}),
+        Expect(status="failed", code="heartbeat_timeout", retried_when_lost=False, accepted=True),
+        start=lambda stack: None,
+        prepare=_handed_to_a_silent_agent,
+        settings=AGENT_SETTINGS,
+        check=_given_up,
+    ),
 )
 FLOW = {flow.name: flow for flow in FLOWS}
+
+# A non-final report is recorded again when it is sent again: nothing recognises a report already
+# recorded (logic/agent_reports.receive and _record; adapters/run_agents.AgentWrites.record_report).
+_REPORT_AGAIN = (
+    "a progress report whose record_report write was applied, but whose answer did not reach the agent,"
+    " is recorded again when the agent sends it again (its usage twice in the run's reported usage, so in"
+    " the outcome and the account's usage)"
+)
+_REPORT_DUPLICATED = (
+    "record_report's UpdateItem sent twice by the SDK (its first answer lost): the second fails its"
+    " condition, _record returns None as if another report came first, and receive records the same report"
+    " a second time within the one request, answered 200 (its usage twice)"
+)
+_RECORD, _EVENTS = (
+    "api:dynamodb.UpdateItem@_record>AgentWrites.record_report#1",
+    "api:dynamodb.PutItem@store_events>RunEventStore.put#1",
+)
+# Scenarios that show a defect not fixed yet (scenario id -> what goes wrong): they run, expected to fail
+# (strict: once the defect is fixed they pass, and their entry must go).
+KNOWN_DEFECTS = {
+    f"api_run_async-{_RECORD}-applied_then_error": f"{_REPORT_AGAIN}: answered 500 the first time",
+    f"api_run_async-{_RECORD}-crash_after": f"{_REPORT_AGAIN}: the first request never answered",
+    f"api_run_async-{_RECORD}-duplicated": _REPORT_DUPLICATED,
+    f"api_run_async-{_EVENTS}-crash_after": f"{_REPORT_AGAIN}, and its log line is stored twice",
+    f"api_run_async-{_EVENTS}-crash_before": f"{_REPORT_AGAIN}: the invocation died before its events",
+}
 
 
 def run(

@@ -267,6 +267,17 @@ def _receiver() -> Receiver:
     return Receiver()
 
 
+@cache
+def _agent_receiver() -> Receiver:
+    """One loopback agent per process for async http runnables (each scenario clears its record): it
+    accepts each run it is sent with a 202, a little slowly, so that the worker renews its lease while it
+    waits (the renewal is one of the points)."""
+    return Receiver()
+
+
+AGENT_ACCEPTS = Scripted(status=202, body=b"", delay=0.15)
+
+
 @dataclass
 class Answer:
     """What an API client saw: a status and body, none (the request died), or an escaped exception."""
@@ -307,6 +318,8 @@ class Stack:
         self.crashes: list[Crashed] = []
         self.history: dict[str, list[tuple[str, str]]] = {}  # run -> (status, outcome digest) observed
         self.errors: list[str] = []  # what the harness itself saw go wrong (escapes, a stuck drive)
+        # what acts between deliveries, before time passes (a scripted agent): each returns whether it did
+        self.actors: list[Callable[[], bool]] = []
 
     # --- set-up ---
 
@@ -329,6 +342,9 @@ class Stack:
             self.receiver = _receiver()
             self.receiver.received.clear()
             self.receiver.script = [Scripted()]
+            self.agent = _agent_receiver()
+            self.agent.received.clear()
+            self.agent.script = [AGENT_ACCEPTS]
             self.key = keys.create_key("acme", scopes=["admin"])
             self.account_id = self.key.account_id
             spec = RunnableFields(
@@ -463,10 +479,11 @@ class Stack:
         """Deliver, sweep and let time pass until nothing is left to do (or note that it never ends).
 
         Time jumps to the next moment anything is due; the sweeper runs whenever it has something due
-        (a sweep with nothing due only reads, so the minutes in between are skipped)."""
+        (a sweep with nothing due only reads, so the minutes in between are skipped). The actors act
+        whenever nothing is left to deliver, before time jumps."""
         start = time.time()
         for _ in range(max_steps):
-            if self.deliver():
+            if self.deliver() or any(actor() for actor in self.actors):
                 continue
             messages, sweeps = self.next_events()
             if not messages and not sweeps:
@@ -518,10 +535,16 @@ class Stack:
         return len(self.execution_attempts(run_id))
 
     def execution_attempts(self, run_id: str | None = None) -> list[int]:
-        if not self.executions_file.exists():
-            return []
-        lines = [line.split() for line in self.executions_file.read_text().splitlines()]
-        return [int(attempt) for rid, attempt in lines if run_id is None or rid == run_id]
+        """The attempts that executed: the `tally` body's, and the envelopes sent to the agent (an async
+        run executes when its agent is sent it)."""
+        lines = self.executions_file.read_text().splitlines() if self.executions_file.exists() else []
+        executed = [(rid, int(attempt)) for rid, attempt in (line.split() for line in lines)]
+        executed += [(sent["run_id"], sent["attempt"]) for sent in self.envelopes()]
+        return [attempt for rid, attempt in executed if run_id is None or rid == run_id]
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        """What the agent was sent, in order."""
+        return [json.loads(request.body) for request in list(self.agent.received)]
 
     def hidden_until(self, queue: str) -> list[float]:
         """When the queue's messages are (or become) receivable: moto's own state, on the virtual clock."""
