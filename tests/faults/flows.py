@@ -307,31 +307,9 @@ FLOWS = (
 )
 FLOW = {flow.name: flow for flow in FLOWS}
 
-# A non-final report is recorded again when it is sent again: nothing recognises a report already
-# recorded (logic/agent_reports.receive and _record; adapters/run_agents.AgentWrites.record_report).
-_REPORT_AGAIN = (
-    "a progress report whose record_report write was applied, but whose answer did not reach the agent,"
-    " is recorded again when the agent sends it again (its usage twice in the run's reported usage, so in"
-    " the outcome and the account's usage)"
-)
-_REPORT_DUPLICATED = (
-    "record_report's UpdateItem sent twice by the SDK (its first answer lost): the second fails its"
-    " condition, _record returns None as if another report came first, and receive records the same report"
-    " a second time within the one request, answered 200 (its usage twice)"
-)
-_RECORD, _EVENTS = (
-    "api:dynamodb.UpdateItem@_record>AgentWrites.record_report#1",
-    "api:dynamodb.PutItem@store_events>RunEventStore.put#1",
-)
 # Scenarios that show a defect not fixed yet (scenario id -> what goes wrong): they run, expected to fail
 # (strict: once the defect is fixed they pass, and their entry must go).
-KNOWN_DEFECTS = {
-    f"api_run_async-{_RECORD}-applied_then_error": f"{_REPORT_AGAIN}: answered 500 the first time",
-    f"api_run_async-{_RECORD}-crash_after": f"{_REPORT_AGAIN}: the first request never answered",
-    f"api_run_async-{_RECORD}-duplicated": _REPORT_DUPLICATED,
-    f"api_run_async-{_EVENTS}-crash_after": f"{_REPORT_AGAIN}, and its log line is stored twice",
-    f"api_run_async-{_EVENTS}-crash_before": f"{_REPORT_AGAIN}: the invocation died before its events",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def run(

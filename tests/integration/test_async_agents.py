@@ -377,3 +377,17 @@ def test_an_async_run_holds_its_slot_and_counts_its_usage_until_it_ends(api: Api
     usage = api.get("/v1/account/usage").json()
     assert usage["total_input_tokens"] == 2 * LLM_USAGE["prompt_tokens"]
     assert state(api, first)["total_input_tokens"] == 2 * LLM_USAGE["prompt_tokens"]
+
+
+def test_a_report_sent_again_is_recorded_once(api: Api, agent: Receiver) -> None:
+    run_id = start(api, async_http(api, agent))
+    drain("worker")
+    sent = envelope(agent)
+    progress = {"logs": ["read page 1"], "usage": [LLM_USAGE]}
+    assert report(api, sent, progress).status == 200
+    assert report(api, sent, progress).status == 200  # its answer was lost: the agent sends it again
+    assert report(api, sent, {"logs": ["read page 2"]}).status == 200
+    assert report(api, sent, {"outputs": {"pages": 2}}).status == 200
+    lines = api.get(f"/v1/run/{run_id}/logs").json()["lines"]
+    assert [line["message"] for line in lines] == ["read page 1", "read page 2"]
+    assert state(api, run_id)["total_input_tokens"] == LLM_USAGE["prompt_tokens"]

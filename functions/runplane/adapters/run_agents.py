@@ -56,12 +56,18 @@ class AgentWrites(RunWrites):
         *,
         lease_until: float | None,
         reported: dict[str, Any] | None,
+        digest: str,
     ) -> RunRecord | None:
         """Record an agent's report on the run as read (whoever holds it then, the same attempt): its
         progress (taking the seqs after the run's last), what it adds up to for the end, and with
-        `lease_until` the agent's lease extended. None when the run changed since it was read: another
+        `lease_until` the agent's lease extended, and the report's `digest` (a repeat is known by it). None
+        when the run changed since it was read: another
         report came first, or the run ended, or another attempt began."""
-        set_: dict[str, Any] = {**progress.fields(), "seq": record.seq + progress.events}
+        set_: dict[str, Any] = {
+            **progress.fields(),
+            "seq": record.seq + progress.events,
+            "last_report": digest,
+        }
         if reported is not None:
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:

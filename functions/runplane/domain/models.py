@@ -448,6 +448,7 @@ class RunRecord(BaseModel):
     token_hash: str | None = None
     deadline_at: float | None = None
     reported: dict[str, Any] | None = None
+    last_report: str | None = None  # the digest of the report recorded last
     cancel_notified: bool = False
     expires_at: int | None = None
 

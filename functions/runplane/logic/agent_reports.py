@@ -113,19 +113,30 @@ def _record(record: RunRecord, report: Report, ending: str) -> RunRecord | None:
             "report_too_large",
             [Issue("body.logs", f"at most {MAX_BATCH_BYTES} bytes of lines")],
         )
-    reported = Reported.model_validate(record.reported or {}).plus(collected.usage, collected.metadata)
-    progress = collected.reporter.take()
     final = outputs is not None or error is not None
+    # the report the run recorded last, sent again (its answer was lost): its parts are not recorded twice
+    repeat = record.last_report == ending
+    reported = Reported.model_validate(record.reported or {})
+    if final or not repeat:
+        reported = reported.plus(collected.usage, collected.metadata)
+    progress = collected.reporter.take()
+    if repeat and progress is not None:  # its events again, in case their put was lost (same seqs)
+        store_events(record, progress, after=record.seq - progress.events)
+        progress = None
     lease_until = None if final else _lease(record)
     changed = reported.model_dump() != (record.reported or Reported().model_dump())
     written = record
     if progress is not None or lease_until is not None or (changed and not final):
+        sent = progress or Progress(at=time.time())
         written = services().runs.record_report(
             record,
-            progress or Progress(at=time.time()),
+            sent,
             lease_until=lease_until,
             reported=None if final else reported.model_dump(mode="json"),
+            digest=ending,
         )
+        if written is None:
+            written = _applied(record, sent, ending)
         if written is None:
             return None
         if progress is not None:
@@ -145,6 +156,15 @@ def _record(record: RunRecord, report: Report, ending: str) -> RunRecord | None:
             "a final report did not end the run: it changed meanwhile", extra={"run_id": record.id}
         )
     return finished
+
+
+def _applied(record: RunRecord, sent: Progress, digest: str) -> RunRecord | None:
+    """The run, when the write that failed its condition was applied after all (botocore sent it again
+    after a lost answer): its `progress_at` and report digest are this report's."""
+    fresh = services().runs.get(record.account_id, record.id, consistent=True)
+    if fresh is not None and fresh.progress_at == sent.at and fresh.last_report == digest:
+        return fresh
+    return None
 
 
 def _lease(record: RunRecord) -> float | None:
