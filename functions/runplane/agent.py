@@ -135,13 +135,19 @@ def lambda_handler_for(work: Callable[[AgentRun], dict[str, Any] | None]) -> Cal
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run = AgentRun(event)
         try:
-            outputs = work(run)
-        except Exception as problem:
+            try:
+                outputs = work(run)
+            except ReportError:
+                raise
+            except Exception as problem:
+                if not run.ended:
+                    run.fail(f"{type(problem).__name__}: {problem}")
+                return run.answer
             if not run.ended:
-                run.fail(f"{type(problem).__name__}: {problem}")
-            return run.answer
-        if not run.ended:
-            run.complete(outputs or {})
+                run.complete(outputs or {})
+        except ReportError as refused:  # the run has ended, or its token is stale: nothing to retry
+            if refused.status is None or refused.status >= 500:
+                raise
         return run.answer
 
     return handler

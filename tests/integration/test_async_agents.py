@@ -291,6 +291,12 @@ def test_an_async_run_outlives_the_workers_maximum(
         ({"outputs": {"blob": "x" * 40000}, "partial": True}, "body.outputs"),
         ({"logs": [{"no_message": 1}]}, "body.logs.0"),
         ({"usage": [{"provider": "openai"}]}, "body.usage.0.model"),
+        (
+            {"usage": [{"provider": "openai", "model": "m", "prompt_tokens": -1}]},
+            "body.usage.0.prompt_tokens",
+        ),
+        ({"usage": [{"provider": "openai", "model": "m", "prompt_tokens": 10**400}]}, "body.usage.0"),
+        ({"usage": [{"provider": "p", "model": f"m{i}"} for i in range(51)]}, "body.usage"),
         ({"outputs": {"a": 1}, "error": {"message": "both"}}, "body"),
         ({"logs": ["x" * 8000] * 20}, "body.logs"),
     ],

@@ -72,7 +72,8 @@ class AgentWrites(RunWrites):
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:
             set_.update(lease_until=lease_until, due_at=lease_until, due_shard=due_shard(record.id))
-        condition, values = _HELD, _held(record)
+        condition = f"{_HELD} AND token_hash = :token"
+        values = {**_held(record), ":token": record.token_hash}
         if record.progress_at is None:
             condition += " AND attribute_not_exists(#progress)"
         else:

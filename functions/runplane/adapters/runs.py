@@ -96,6 +96,7 @@ class RunStore(AgentWrites):
                 "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
             },
             increment=("attempt",),
+            remove=("token_hash",),  # an earlier attempt's agent's token opens nothing from now on
             condition="attribute_exists(#pk) AND attribute_not_exists(#cancel) AND #attempt < :max"
             " AND (#status = :waiting OR (#status = :running AND #lease < :now))",
             values={

@@ -275,12 +275,15 @@ class Runnable(RunnableFields):
 # --- run state (seed: RunState, RunResult, ModelUsage) ---
 
 
+MAX_TOKENS = 10**12  # in one usage entry: more is a mistake, and would overflow the cost
+
+
 class ModelUsage(BaseModel):
-    provider: str
-    model: str
-    cached_tokens: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    provider: str = Field(max_length=200)
+    model: str = Field(max_length=200)
+    cached_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
+    prompt_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
+    completion_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
 
 
 class RunError(Shape):

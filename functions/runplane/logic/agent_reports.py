@@ -10,6 +10,7 @@ the last) writes nothing to the run (only its report-rate counter)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from runplane.domain.agents import (
 )
 from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound, Unauthorized
 from runplane.domain.events import MAX_BATCH_BYTES, Progress, callback_event
-from runplane.domain.models import ModelUsage, Outcome, RunError, RunRecord
+from runplane.domain.models import MAX_METADATA_BYTES, ModelUsage, Outcome, RunError, RunRecord
 from runplane.domain.outputs import checked_outputs
 from runplane.domain.reports import Report
 from runplane.domain.states import Status
@@ -119,9 +120,12 @@ def _record(record: RunRecord, report: Report, ending: str) -> RunRecord | None:
     reported = Reported.model_validate(record.reported or {})
     if final or not repeat:
         reported = reported.plus(collected.usage, collected.metadata)
+    _check_totals(reported)
     progress = collected.reporter.take()
-    if repeat and progress is not None:  # its events again, in case their put was lost (same seqs)
-        store_events(record, progress, after=record.seq - progress.events)
+    if repeat and progress is not None:  # its events again, in case their put was lost (same seqs),
+        after = record.seq - progress.events  # unless a status event came since (then they are not last)
+        if all(event["seq"] <= after for event in record.history):
+            store_events(record, progress, after=after)
         progress = None
     lease_until = None if final else _lease(record)
     changed = reported.model_dump() != (record.reported or Reported().model_dump())
@@ -156,6 +160,24 @@ def _record(record: RunRecord, report: Report, ending: str) -> RunRecord | None:
             "a final report did not end the run: it changed meanwhile", extra={"run_id": record.id}
         )
     return finished
+
+
+MAX_MODELS = 50  # models one run's usage names
+
+
+def _check_totals(reported: Reported) -> None:
+    """400 when what a run's reports add up to would outgrow the run: too many models, too much metadata."""
+    metadata = len(json.dumps(reported.metadata, separators=(",", ":"), default=str).encode())
+    for field, too_much, limit in (
+        ("usage", len(reported.usage) > MAX_MODELS, f"{MAX_MODELS} models a run"),
+        ("metadata", metadata > MAX_METADATA_BYTES, f"{MAX_METADATA_BYTES} bytes of metadata a run"),
+    ):
+        if too_much:
+            raise InvalidRequest(
+                f"the run's reports may add up to at most {limit}",
+                "report_too_large",
+                [Issue(f"body.{field}", limit)],
+            )
 
 
 def _applied(record: RunRecord, sent: Progress, digest: str) -> RunRecord | None:

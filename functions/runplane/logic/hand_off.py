@@ -6,6 +6,7 @@ that its run was cancelled."""
 
 from __future__ import annotations
 
+import math
 import time
 from functools import partial
 
@@ -78,8 +79,8 @@ def _hand_over(lease: Lease, heartbeat: int, deadline: float) -> None:
     the run is sent again (a new attempt, a new token)."""
     settings, runs = services().settings, services().runs
     record, handed = lease.record, None
-    for pause in (0.0, 0.2, 0.5, 1.0, 2.0):
-        time.sleep(pause)
+    pause = 0.2
+    for _ in range(10):
         seconds = settings.agent_cancel_grace_seconds if record.cancel_requested else heartbeat
         try:
             handed = runs.hand_off(record, min(time.time() + seconds, deadline))
@@ -88,6 +89,8 @@ def _hand_over(lease: Lease, heartbeat: int, deadline: float) -> None:
             fresh = runs.get(record.account_id, record.id, consistent=True)
         except Exception:
             logger.warning("run not handed to its agent yet; trying again", exc_info=True)
+            time.sleep(pause)
+            pause *= 2
             continue
         if fresh is None or fresh.status.terminal:
             logger.info("the agent ended the run before it was handed over")
@@ -105,6 +108,8 @@ def _hand_over(lease: Lease, heartbeat: int, deadline: float) -> None:
     logger.info("run handed to its agent", extra={"until": handed.lease_until, "deadline": deadline})
     if handed.cancel_requested:
         tell_cancel(handed)
+        grace = math.ceil(settings.agent_cancel_grace_seconds) + 1
+        services().queues.dispatch(handed.account_id, handed.id, delay_seconds=grace)
 
 
 def tell_cancel(record: RunRecord) -> None:

@@ -30,6 +30,7 @@ ISOLATED = False
 MAX_REPLY_BYTES = 6 * 1024 * 1024  # an answer, or a whole stream
 ACCEPT = f"application/json, {outbound.NDJSON}"
 ACCEPT_SECONDS = 10.0  # how long an async agent may take to accept a run, unless its config says
+MAX_ACCEPT_SECONDS = 300.0  # whatever it says: the worker's invocation must outlast the wait
 
 
 Config = HttpConfig
@@ -65,7 +66,7 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
 def hand_off(config: Config, inputs: dict[str, Any], ctx: RunContext, agent: dict[str, Any]) -> None:
     """Send an async run to its agent (the envelope with the `agent` fields: report URL, run token);
     returns once the agent accepted it, else raises RunFailed."""
-    seconds = min(config.timeout_seconds or ACCEPT_SECONDS, ctx.remaining_seconds() + 1)
+    seconds = min(config.timeout_seconds or ACCEPT_SECONDS, MAX_ACCEPT_SECONDS, ctx.remaining_seconds() + 1)
     _post(config, config.url, envelope(inputs, ctx, **agent), ctx, seconds, outbound.MAX_RESPONSE_BYTES)
 
 
