@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from types import ModuleType
@@ -163,15 +164,7 @@ def unkeepable(ctx: RunContext, field: str, values: dict[str, Any] | None) -> st
     """Why a report's `field` could not be kept by the run (as it is now), or None."""
     if not values:
         return None
-    trial = RunContext(
-        ctx.run_id,
-        ctx.account_id,
-        ctx.runnable_id,
-        ctx.attempt,
-        ctx.deadline,
-        state=dict(ctx.state),
-        partial_outputs=dict(ctx.partial_outputs),
-    )
+    trial = replace(ctx, state=dict(ctx.state), partial_outputs=dict(ctx.partial_outputs), send=None)
     keep = {"state": trial.set_state, "outputs": trial.set_outputs}.get(
         field, lambda v: trial.add_metadata(**v)
     )
