@@ -14,6 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "sync_wait_seconds": 25,
     "callback_schedule": "5,300,1800,7200,18000,36000,50400,72000,86400",
     "run_retention_days": 30,
+    "resource_retention_days": 30,
     "intake_producer_principals": [],
     "log_retention_days": 30,
     "alarm_email": "",
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
 # What the functions' settings accept (runplane.settings.Settings): checked at synth, not at the first run.
 MAX_ASYNC_RUN_SECONDS = 7 * 86400
 MAX_AGENT_HEARTBEAT_SECONDS = 86400
+MAX_RESOURCE_RETENTION_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Config:
     sync_wait_seconds: int = DEFAULTS["sync_wait_seconds"]
     callback_schedule: str = DEFAULTS["callback_schedule"]
     run_retention_days: int = DEFAULTS["run_retention_days"]
+    # How long a resource is kept unless pinned: its item's TTL, and (a day later) its bytes' lifecycle rule
+    resource_retention_days: int = DEFAULTS["resource_retention_days"]
     intake_producer_principals: list[str] = field(default_factory=list)
     log_retention_days: int = DEFAULTS["log_retention_days"]
     alarm_email: str = ""
@@ -68,6 +72,7 @@ class Config:
             ("max_async_run_seconds", MAX_ASYNC_RUN_SECONDS),
             ("agent_heartbeat_seconds", MAX_AGENT_HEARTBEAT_SECONDS),
             ("agent_heartbeat_alarm_count", 10_000),
+            ("resource_retention_days", MAX_RESOURCE_RETENTION_DAYS),
         ):
             # `-c name=value` gives a string: the number it spells
             object.__setattr__(self, name, _whole(name, getattr(self, name), 1, high))

@@ -1,5 +1,6 @@
 """The Lambda functions of `runplane.definitions`: arm64, JSON logs with retention, X-Ray, a role each
-with exactly the access its code needs, SQS event sources that report partial batch failures."""
+with exactly the access its code needs, SQS event sources that report partial batch failures; and the
+role presigned resource URLs are signed with."""
 
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ from infra.config import Config
 RUNTIME = lambda_.Runtime(f"python{defs.LAMBDA_PYTHON}", lambda_.RuntimeFamily.PYTHON)
 READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
 WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+# Objects are put with their expiry tag (`defs.EXPIRY_TAG`): a PutObject with tags needs both actions.
+PUT_OBJECT = ("s3:PutObject", "s3:PutObjectTagging")
+# A resource's bytes: `{account_id}/resources/{resource_id}` (runplane.adapters.presigner.resource_prefix).
+RESOURCE_OBJECTS = "*/resources/*"
+# The presign role (runplane.settings.Settings.presign_role_arn) and what its sessions may sign: reading a
+# resource's bytes (GET) and uploading them with their expiry tag (POST policy). Each session is assumed
+# with a policy narrowing it to one account's `{account_id}/resources/*`.
+PRESIGN_ROLE_ENV = "RUNPLANE_PRESIGN_ROLE_ARN"
+PRESIGN_ACTIONS = ("s3:GetObject", *PUT_OBJECT)
+# A role assumed with another role's credentials (a function's) is "role chaining": AWS caps that session
+# at 1 h whatever this allows, so a presigned URL lives at most an hour.
+PRESIGN_MAX_SESSION_HOURS = 12
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,9 @@ class Access:
 
     tables: dict[str, str]
     sends_to: tuple[str, ...] = ()
-    bucket: str = ""  # "r" or "rw"
+    bucket: str = ""  # "r" or "rw" ("rw" puts objects with their expiry tag)
+    deletes_resources: bool = False  # deletes resources' bytes (and no other object)
+    presigns: bool = False  # assumes the presign role to sign resources' URLs
     executes_runs: bool = False  # invokes the deployment's allowed Lambda functions and Bedrock models
 
 
@@ -48,14 +63,21 @@ ACCESS = {
             "accounts": "rw",
             "concurrency": "rw",
             "run_events": "rw",  # an async agent's reports add events (logic/agent_reports.py)
+            "resources": "rw",  # /v1/resources, and runs naming or carrying resources (logic/resources.py)
         },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
+        deletes_resources=True,  # DELETE /v1/resources/{id}, and an upload that breaks its limits
+        presigns=True,  # upload forms and download URLs
     ),
     "intake": Access(
-        tables={"runs": "rw", "runnables": "r", "accounts": "rw"},
+        # a run request may name resources or carry them (logic/run_resources.py)
+        tables={"runs": "rw", "runnables": "r", "accounts": "rw", "resources": "rw"},
         sends_to=(defs.DISPATCH.name, defs.INTAKE_DLQ.name),
         bucket="rw",
+        # a named resource's pending upload is checked when a run uses it, and deleted if it breaks its
+        # limits (resources.found_resources -> finish_upload), as the api does
+        deletes_resources=True,
     ),
     "worker": Access(
         tables={
@@ -67,7 +89,8 @@ ACCESS = {
             "run_events": "rw",
         },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
-        bucket="rw",
+        bucket="rw",  # reads the run's resources' bytes with the payloads
+        presigns=True,  # download URLs of a run's resources
         executes_runs=True,
     ),
     "dead_letters": Access(
@@ -101,6 +124,12 @@ class Functions(Construct):
         bucket: s3.Bucket,
     ) -> None:
         super().__init__(scope, id)
+        roles = {spec.name: self._role(spec) for spec in defs.FUNCTIONS}
+        # Trusts the function roles by ARN and is named in every function's environment: the functions
+        # need it first, and it needs only their roles (not the functions), so there is no cycle.
+        self.presigner = self._presigner(
+            bucket, [roles[n] for n, access in ACCESS.items() if access.presigns]
+        )
         environment = {
             **{t.env_var: tables[t.name].table_name for t in defs.TABLES},
             **{q.env_var: queues[q.name].queue_url for q in defs.QUEUES},
@@ -108,6 +137,8 @@ class Functions(Construct):
             "RUNPLANE_SYNC_WAIT_SECONDS": str(config.sync_wait_seconds),
             "RUNPLANE_CALLBACK_SCHEDULE": config.callback_schedule,
             "RUNPLANE_RUN_RETENTION_DAYS": str(config.run_retention_days),
+            "RUNPLANE_RESOURCE_RETENTION_DAYS": str(config.resource_retention_days),
+            PRESIGN_ROLE_ENV: self.presigner.role_arn,
             "RUNPLANE_RUNNABLE_PACKAGES": config.runnable_packages,
             "RUNPLANE_ACCOUNT_MAX_CONCURRENCY": str(config.account_max_concurrency),
             "RUNPLANE_LAMBDA_FUNCTIONS": ",".join(config.lambda_functions),
@@ -121,8 +152,12 @@ class Functions(Construct):
         }
         self.by_name: dict[str, lambda_.Function] = {}
         for spec in defs.FUNCTIONS:
-            function = self._function(spec, config, code, environment)
+            function = self._function(spec, config, code, environment, roles[spec.name])
             self._grant(function, ACCESS[spec.name], tables, queues, bucket)
+            if ACCESS[spec.name].presigns:
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[self.presigner.role_arn])
+                )
             if ACCESS[spec.name].executes_runs:
                 self._grant_runtimes(function, config)
             if spec.queue:
@@ -149,20 +184,43 @@ class Functions(Construct):
         for function in self.by_name.values():
             function.add_environment(name, value)
 
+    def _role(self, spec: defs.Function) -> iam.Role:
+        return iam.Role(
+            self,
+            f"{spec.name}-role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runplane {spec.name} function",
+        )
+
+    def _presigner(self, bucket: s3.Bucket, assumed_by: list[iam.Role]) -> iam.Role:
+        """The role resources' presigned URLs are signed with: only `assumed_by` may assume it."""
+        role = iam.Role(
+            self,
+            "presigner",
+            assumed_by=iam.CompositePrincipal(*(iam.ArnPrincipal(r.role_arn) for r in assumed_by)),
+            description="Runplane presigned resource URLs (sessions narrowed to one account's resources)",
+            max_session_duration=Duration.hours(PRESIGN_MAX_SESSION_HOURS),
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=list(PRESIGN_ACTIONS), resources=[bucket.arn_for_objects(RESOURCE_OBJECTS)]
+            )
+        )
+        return role
+
     def _function(
-        self, spec: defs.Function, config: Config, code: lambda_.Code, environment: dict[str, str]
+        self,
+        spec: defs.Function,
+        config: Config,
+        code: lambda_.Code,
+        environment: dict[str, str],
+        role: iam.Role,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(
             self,
             f"{spec.name}-logs",
             retention=_retention(config.log_retention_days),
             removal_policy=config.removal_policy,
-        )
-        role = iam.Role(
-            self,
-            f"{spec.name}-role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Runplane {spec.name} function",
         )
         log_group.grant_write(role)
         return lambda_.Function(
@@ -201,9 +259,15 @@ class Functions(Construct):
                 iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[queues[name].queue_arn])
             )
         if access.bucket:
-            actions = ["s3:GetObject"] + (["s3:PutObject"] if access.bucket == "rw" else [])
+            actions = ["s3:GetObject", *(PUT_OBJECT if access.bucket == "rw" else ())]
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects("*")])
+            )
+        if access.deletes_resources:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects(RESOURCE_OBJECTS)]
+                )
             )
 
     @staticmethod

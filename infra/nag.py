@@ -37,7 +37,12 @@ REVIEWED_API = [
 
 
 def suppress_reviewed_findings(
-    stack: Stack, *, roles: list[iam.Role], bucket: s3.Bucket, rest_api: apigateway.RestApi
+    stack: Stack,
+    *,
+    roles: list[iam.Role],
+    presigner: iam.Role,
+    bucket: s3.Bucket,
+    rest_api: apigateway.RestApi,
 ) -> None:
     NagSuppressions.add_resource_suppressions(rest_api, REVIEWED_API, apply_to_children=True)
     NagSuppressions.add_resource_suppressions(
@@ -51,6 +56,15 @@ def suppress_reviewed_findings(
         ],
     )
     bucket_id = stack.get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
+    # `{account_id}/resources/{resource_id}`: one role serves every account
+    resource_objects = NagPackSuppression(
+        id="AwsSolutions-IAM5",
+        reason="Resources' bytes are keyed {account_id}/resources/{resource_id} and one role serves every "
+        "account: the api and intake delete only such objects, and each presign session is assumed with a "
+        "session policy narrowing it to one account's {account_id}/resources/*.",
+        applies_to=[f"Resource::<{bucket_id}.Arn>/*/resources/*"],
+    )
+    NagSuppressions.add_resource_suppressions(presigner, [resource_objects], apply_to_children=True)
     for role in roles:
         NagSuppressions.add_resource_suppressions(
             role,
@@ -71,6 +85,7 @@ def suppress_reviewed_findings(
                         RegexAppliesTo(regex="/^Resource::arn:aws[a-z-]*:lambda:.*$/g"),
                     ],
                 ),
+                resource_objects,
             ],
             apply_to_children=True,
         )

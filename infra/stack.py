@@ -52,6 +52,7 @@ class RunplaneStack(Stack):
         suppress_reviewed_findings(
             self,
             roles=[f.role for f in functions.by_name.values()],  # type: ignore[misc]
+            presigner=functions.presigner,
             bucket=storage.bucket,
             rest_api=api.rest_api,
         )

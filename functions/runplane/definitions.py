@@ -122,7 +122,17 @@ RUN_EVENTS = Table(
     sort_key=Key("seq", "N"),
     ttl_attribute="expires_at",
 )
-TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY, RUN_EVENTS)
+# Files runs can use (`POST /v1/resources`): one item per resource, its bytes in the payload bucket. The
+# sort key is the resource's UUIDv7, so a listing is newest first without an index; an expiring resource
+# carries `expires_at`, a pinned one does not.
+RESOURCES = Table(
+    name="resources",
+    env_var="RUNPLANE_RESOURCES_TABLE",
+    partition_key=Key("account_id"),
+    sort_key=Key("id"),
+    ttl_attribute="expires_at",
+)
+TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY, RUN_EVENTS, RESOURCES)
 
 DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
 
@@ -174,6 +184,10 @@ CALLBACKS_QUEUE = Queue(
 QUEUES = (INTAKE_DLQ, DISPATCH_DLQ, INTAKE, DISPATCH, CALLBACKS_DLQ, CALLBACKS_QUEUE)
 
 PAYLOAD_BUCKET_ENV = "RUNPLANE_PAYLOAD_BUCKET"
+# The bucket's objects carry the tag EXPIRY_TAG: "run" (payloads and outcomes, kept with their run) or
+# "resource" (an expiring resource's bytes); a lifecycle rule per value deletes them. Untagged objects
+# (pinned resources) are kept until deleted.
+EXPIRY_TAG = "runplane-expiry"
 
 FUNCTIONS = (
     Function("api", "runplane.handlers.api.lambda_handler", timeout_seconds=30),

@@ -40,6 +40,7 @@ class Settings(BaseModel):
     accounts_table: str = "runplane-accounts"
     concurrency_table: str = "runplane-concurrency"
     events_table: str = "runplane-run-events"
+    resources_table: str = "runplane-resources"
     intake_queue_url: str = ""
     dispatch_queue_url: str = ""
     intake_dlq_url: str = ""
@@ -47,6 +48,9 @@ class Settings(BaseModel):
     callbacks_queue_url: str = ""
     callbacks_dlq_url: str = ""
     payload_bucket: str = "runplane-payloads"
+    # The role presigned resource URLs are signed with, assumed with a session policy that admits only
+    # the account's own resources (empty: the function's own credentials sign them).
+    presign_role_arn: str = ""
 
     runnable_packages: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
     # What lambda and bedrock runnables may call (shell-style patterns; the IAM policy grants the same).
@@ -75,6 +79,16 @@ class Settings(BaseModel):
     public_url: str = ""
     redispatch_seconds: float = Field(300.0, ge=1)
     run_retention_days: int = Field(30, ge=1)
+    # Resources: how long one is kept unless pinned, the largest one (an upload; content and fetched
+    # URIs are bounded by the request and the fetch limit), how long an upload URL and a download URL
+    # stay valid, and how much and how long a `uri` may take to fetch.
+    resource_retention_days: int = Field(30, ge=1, le=3650)
+    max_resource_bytes: int = Field(5 * 1024**3, ge=1024, le=5 * 1024**3)  # one S3 POST's maximum
+    # (URLs are signed by a one-hour role session: adapters/presigner.py)
+    resource_upload_seconds: int = Field(900, ge=60, le=3000)
+    resource_url_seconds: int = Field(900, ge=60, le=3000)
+    resource_fetch_bytes: int = Field(25 * 1024**2, ge=1024, le=200 * 1024**2)
+    resource_fetch_seconds: float = Field(20.0, gt=0, le=25)
     max_request_bytes: int = Field(1_048_576, ge=1024)
     inline_limit_bytes: int = Field(100_000, ge=1024, le=300_000)
     key_cache_seconds: float = Field(60.0, ge=0)

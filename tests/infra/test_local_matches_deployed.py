@@ -63,7 +63,31 @@ def local() -> dict[str, Any]:
                 int(attributes["MaximumMessageSize"]),
                 redrive.get("maxReceiveCount"),
             )
-        return {"tables": tables, "queues": queues}
+        iam = session.client("iam")
+        role = created["RUNPLANE_PRESIGN_ROLE_ARN"].rsplit("/", 1)[-1]
+        bucket = f"arn:aws:s3:::{created[defs.PAYLOAD_BUCKET_ENV]}"
+        statements = [
+            statement
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+            for statement in iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"][
+                "Statement"
+            ]
+        ]
+        presigner = {
+            "max_session": iam.get_role(RoleName=role)["Role"]["MaxSessionDuration"],
+            "grants": _grants(statements, lambda r: r.replace(bucket, "<bucket>")),
+        }
+        return {"tables": tables, "queues": queues, "presigner": presigner, "env": set(created)}
+
+
+def _grants(statements: list[dict[str, Any]], rendered: Any) -> set[tuple[str, str, str]]:
+    """(effect, action, resource) of each statement's every action and resource."""
+    found = set()
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        listed = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        found |= {(statement["Effect"], a, rendered(r)) for a in actions for r in listed}
+    return found
 
 
 def test_tables_match(template: dict[str, Any], local: dict[str, Any]) -> None:
@@ -102,3 +126,37 @@ def test_the_local_gateway_base64_encodes_the_deployed_apis_binary_media_types(
     [api] = resources(template, "AWS::ApiGateway::RestApi").values()
     assert "multipart/form-data" in api["Properties"]["BinaryMediaTypes"]  # file uploads arrive intact
     assert sorted(api["Properties"]["BinaryMediaTypes"]) == sorted(BINARY_MEDIA_TYPES)
+
+
+def test_the_presign_role_signs_what_the_deployed_one_does(
+    template: dict[str, Any], local: dict[str, Any]
+) -> None:
+    """Local mode assumes a presign role as the deployed functions do: one that reaches what the stack's
+    does (its trust differs: locally, the account's own credentials assume it)."""
+    [(role, properties)] = [
+        (k, r["Properties"])
+        for k, r in resources(template, "AWS::IAM::Role").items()
+        if r["Metadata"]["aws:cdk:path"].endswith("/functions/presigner/Resource")
+    ]
+    [bucket] = resources(template, "AWS::S3::Bucket")
+
+    def rendered(value: Any) -> str:
+        separator, parts = value["Fn::Join"]
+        bucket_arn = {"Fn::GetAtt": [bucket, "Arn"]}
+        return separator.join("<bucket>" if part == bucket_arn else part for part in parts)
+
+    statements = [
+        statement
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    deployed = {"max_session": properties["MaxSessionDuration"], "grants": _grants(statements, rendered)}
+    assert deployed == local["presigner"]
+
+
+def test_local_mode_sets_only_variables_the_stack_gives_every_function(
+    template: dict[str, Any], local: dict[str, Any]
+) -> None:
+    for function in resources(template, "AWS::Lambda::Function").values():
+        assert local["env"] <= set(function["Properties"]["Environment"]["Variables"])

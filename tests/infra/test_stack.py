@@ -186,10 +186,152 @@ def test_the_bucket_is_private_tls_only_encrypted_and_expires_objects(template: 
         "RestrictPublicBuckets": True,
     }
     assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert properties["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 30 + 7
+    assert lifecycle(template) == {
+        # payloads and outcomes a week past their run; expiring resources' bytes a day past their record
+        "run": 30 + 7,
+        "resource": 30 + 1,
+        # untagged objects (pinned resources) are kept; S3 allows no tag filter on this action
+        "incomplete multipart uploads": 1,
+    }
     [policy] = resources(template, "AWS::S3::BucketPolicy").values()
     [deny] = policy["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def lifecycle(template: dict[str, Any]) -> dict[str, int]:
+    """The bucket's lifecycle rules: days to expiry by expiry tag value, and the multipart upload abort."""
+    [bucket] = resources(template, "AWS::S3::Bucket").values()
+    rules: dict[str, int] = {}
+    for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]:
+        assert rule["Status"] == "Enabled"
+        assert "Prefix" not in rule
+        assert "Filter" not in rule
+        if "AbortIncompleteMultipartUpload" in rule:
+            assert set(rule) == {"Id", "Status", "AbortIncompleteMultipartUpload"}
+            rules["incomplete multipart uploads"] = rule["AbortIncompleteMultipartUpload"][
+                "DaysAfterInitiation"
+            ]
+            continue
+        assert set(rule) == {"Id", "Status", "TagFilters", "ExpirationInDays"}
+        [tag] = rule["TagFilters"]
+        assert tag["Key"] == defs.EXPIRY_TAG
+        rules[tag["Value"]] = rule["ExpirationInDays"]
+    return rules
+
+
+def test_the_resources_table_is_keyed_by_account_and_expires_by_ttl(template: dict[str, Any]) -> None:
+    [table] = [
+        t["Properties"]
+        for t in resources(template, "AWS::DynamoDB::Table").values()
+        if t["Metadata"]["aws:cdk:path"].endswith("/tables/resources/Resource")
+    ]
+    assert table["KeySchema"] == [
+        {"AttributeName": "account_id", "KeyType": "HASH"},
+        {"AttributeName": "id", "KeyType": "RANGE"},
+    ]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert "GlobalSecondaryIndexes" not in table
+    grants = role_grants(template)
+    table_actions = {
+        role: {a for a, found in actions.items() if any("tablesresources" in r for r in found)}
+        for role, actions in grants.items()
+    }
+    read_write = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+    read_write |= {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    assert {role: actions for role, actions in table_actions.items() if actions} == {
+        "api": read_write,
+        "intake": read_write,
+    }
+
+
+def role_grants(template: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
+    """By role (a function's name, or `presigner`): each action its policies allow, on what (rendered:
+    `{"Fn::GetAtt":[...]}` and joined strings)."""
+    grants: dict[str, dict[str, set[str]]] = {}
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        path = policy["Metadata"]["aws:cdk:path"]
+        role = path.split("/functions/")[1].split("/")[0].removesuffix("-role")
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            found = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            rendered = {_rendered(r) for r in found}
+            for action in listed:
+                grants.setdefault(role, {}).setdefault(action, set()).update(rendered)
+    return grants
+
+
+def _rendered(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        return _joined(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def logical_id(template: dict[str, Any], path_suffix: str) -> str:
+    [found] = [
+        k for k, r in template["Resources"].items() if r["Metadata"]["aws:cdk:path"].endswith(path_suffix)
+    ]
+    return found
+
+
+def test_objects_are_put_with_their_expiry_tag_and_only_resources_deleted(template: dict[str, Any]) -> None:
+    """A PutObject with tags (the expiry tag) needs s3:PutObjectTagging too; the api and intake delete
+    resources' bytes (a deleted resource, a bad upload), nothing else; no role lists or deletes tags."""
+    bucket = _rendered({"Fn::GetAtt": [logical_id(template, "/storage/payloads/Resource"), "Arn"]})
+    objects, resource_objects = f"{bucket}/*", f"{bucket}/*/resources/*"
+    s3_grants = {
+        role: {a: found for a, found in actions.items() if a.startswith("s3:")}
+        for role, actions in role_grants(template).items()
+    }
+    for role, actions in s3_grants.items():
+        assert actions.get("s3:PutObjectTagging") == actions.get("s3:PutObject"), role
+    put = {"s3:GetObject": {objects}, "s3:PutObject": {objects}, "s3:PutObjectTagging": {objects}}
+    assert s3_grants == {
+        "api": {**put, "s3:DeleteObject": {resource_objects}},
+        "intake": {**put, "s3:DeleteObject": {resource_objects}},
+        "worker": put,
+        "dead_letters": put,
+        "sweeper": put,
+        "callbacks": {"s3:GetObject": {objects}},
+        "presigner": {a: {resource_objects} for a in ("s3:GetObject", "s3:PutObject", "s3:PutObjectTagging")},
+    }
+
+
+def test_only_the_api_and_worker_may_assume_the_presign_role_which_reaches_only_resources(
+    template: dict[str, Any],
+) -> None:
+    presigner = logical_id(template, "/functions/presigner/Resource")
+    properties = template["Resources"][presigner]["Properties"]
+    role_of = {name: logical_id(template, f"/functions/{name}-role/Resource") for name in ("api", "worker")}
+    [trust] = properties["AssumeRolePolicyDocument"]["Statement"]
+    assert (trust["Effect"], trust["Action"], set(trust)) == (
+        "Allow",
+        "sts:AssumeRole",
+        {"Effect", "Action", "Principal"},
+    )
+    assert list(trust["Principal"]) == ["AWS"]
+    admitted = sorted(p["Fn::GetAtt"] for p in trust["Principal"]["AWS"])
+    assert admitted == sorted([[role_of["api"], "Arn"], [role_of["worker"], "Arn"]])
+    assert properties["MaxSessionDuration"] == 12 * 3600
+    assert not properties.get("ManagedPolicyArns")
+    assert not properties.get("Policies")
+    grants = role_grants(template)
+    assert set(grants["presigner"]) == {"s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"}
+    assumers = {
+        role: actions["sts:AssumeRole"] for role, actions in grants.items() if "sts:AssumeRole" in actions
+    }
+    arn = _rendered({"Fn::GetAtt": [presigner, "Arn"]})
+    assert assumers == {"api": {arn}, "worker": {arn}}
+    # every function is told the role (the environment is shared); its ARN, not a name built by hand
+    functions = by_handler(template)
+    assert {
+        spec.name: functions[spec.handler]["Environment"]["Variables"]["RUNPLANE_PRESIGN_ROLE_ARN"]
+        for spec in defs.FUNCTIONS
+    } == {f.name: {"Fn::GetAtt": [presigner, "Arn"]} for f in defs.FUNCTIONS}
 
 
 def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_sweep_errors_and_agents(
@@ -248,6 +390,8 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
         max_async_run_seconds=7 * 86400,
         agent_heartbeat_seconds="120",  # as `-c agent_heartbeat_seconds=120` gives it
         agent_heartbeat_alarm_count=1,
+        run_retention_days=10,
+        resource_retention_days="90",
     )
     tables = resources(template, "AWS::DynamoDB::Table").values()
     assert {t["DeletionPolicy"] for t in tables} == {"Retain"}
@@ -267,6 +411,9 @@ def test_configuration_comes_from_context(tmp_path: Path) -> None:
     assert {e["RUNPLANE_PUBLIC_URL"] for e in environments} == {"https://runplane.example.com"}
     assert {e["RUNPLANE_MAX_ASYNC_RUN_SECONDS"] for e in environments} == {"604800"}
     assert {e["RUNPLANE_AGENT_HEARTBEAT_SECONDS"] for e in environments} == {"120"}
+    assert {e["RUNPLANE_RUN_RETENTION_DAYS"] for e in environments} == {"10"}
+    assert {e["RUNPLANE_RESOURCE_RETENTION_DAYS"] for e in environments} == {"90"}
+    assert lifecycle(template) == {"run": 10 + 7, "resource": 90 + 1, "incomplete multipart uploads": 1}
     [silent] = [a for a in alarms if a["Properties"]["MetricName"] == "AgentHeartbeatTimeouts"]
     assert silent["Properties"]["Threshold"] == 0  # every silent agent
     assert runtime_grants(template) == {
@@ -425,6 +572,7 @@ def test_every_function_is_told_the_apis_url_built_from_the_rest_api_id(template
             "86400",
             "300",
         )
+        assert env["RUNPLANE_RESOURCE_RETENTION_DAYS"] == "30"
     # the RestApi needs no function: the functions may need it
     graph = dependencies(template)
     lambdas = set(resources(template, "AWS::Lambda::Function"))
@@ -459,6 +607,9 @@ def test_the_template_has_no_circular_dependency(template: dict[str, Any]) -> No
         ("agent_heartbeat_seconds", 86401),
         ("agent_heartbeat_seconds", True),
         ("agent_heartbeat_alarm_count", 0),
+        ("resource_retention_days", 0),
+        ("resource_retention_days", 3651),
+        ("resource_retention_days", "a month"),
         ("public_url", "http://runplane.example.com"),
         ("public_url", "runplane.example.com"),
         ("public_url", "https://runplane.example.com/?stage=prod"),
@@ -475,6 +626,7 @@ def test_async_agent_context_is_read_as_the_functions_read_it() -> None:
     from infra.config import Config
 
     assert Config(max_async_run_seconds="3600").max_async_run_seconds == 3600
+    assert Config(resource_retention_days="3650").resource_retention_days == 3650
     assert Config(public_url="https://runplane.example.com/prod/").custom_public_url == (
         "https://runplane.example.com/prod"
     )

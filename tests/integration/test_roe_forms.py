@@ -15,7 +15,7 @@ from runplane.domain.errors import Conflict, InvalidRequest, PayloadTooLarge, Un
 from runplane.domain.files import FilePart
 from runplane.domain.models import RunQuery, StartRunRequest
 from runplane.local.gateway import proxy_event
-from runplane.logic import keys, runs, services
+from runplane.logic import keys, resources, runs, services
 from runplane.logic.runnables import get_runnable
 
 from tests.conftest import Api, drain, make_runnable
@@ -147,7 +147,7 @@ def start(account_id: str, runnable_id: str, files: list[FilePart], key: str | N
     return runs.start_run(account_id, runnable_id, request, created_by=None, idempotency_key=key, files=files)
 
 
-def test_each_file_is_stored_under_the_run_and_reaches_the_runnable_as_a_resource(
+def test_each_file_is_a_resource_of_the_account_that_reaches_the_runnable_by_its_field(
     account: keys.CreatedKey,
 ) -> None:
     describe = make_runnable(account.account_id, "describe_files")
@@ -158,10 +158,26 @@ def test_each_file_is_stored_under_the_run_and_reaches_the_runnable_as_a_resourc
     ]
     record = start(account.account_id, describe, files).record
     assert made == ["PutObject", "PutObject"]  # one request per file, none else (the payload is inline)
+    [doc, note] = runs.load_payload(record)["resources"]
+    assert [doc["name"], note["name"]] == ["doc", "note"]
+    stored = resources.get_resource(account.account_id, doc["resource"]["id"])
+    assert stored.model_dump(
+        include={"name", "directory_path", "size", "content_type", "source", "sha256"}
+    ) == {
+        "name": "résumé.pdf",
+        "directory_path": "files",
+        "size": len(PDF),
+        "content_type": "application/pdf",
+        "source": "file",
+        "sha256": hashlib.sha256(PDF).hexdigest(),
+    }
     s3 = aws.client("s3")
     bucket = services.services().settings.payload_bucket
-    stored = s3.get_object(Bucket=bucket, Key=f"{account.account_id}/{record.id}/files/0")
-    assert (stored["Body"].read(), stored["ContentType"]) == (PDF, "application/pdf")
+    key = f"{account.account_id}/resources/{stored.id}"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == PDF
+    assert s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"] == [
+        {"Key": "runplane-expiry", "Value": "resource"}
+    ]
     drain("worker")
     state = runs.get_run(account.account_id, record.id)
     assert state.status == "completed", state.result
@@ -169,33 +185,25 @@ def test_each_file_is_stored_under_the_run_and_reaches_the_runnable_as_a_resourc
         "inputs": {"topic": "files"},
         "doc": {
             "name": "résumé.pdf",
+            "directory_path": "files",
             "size": len(PDF),
             "sha256": hashlib.sha256(PDF).hexdigest(),
             "content_type": "application/pdf",
+            "metadata": {"field": "doc", "filename": "résumé.pdf"},
             "text": None,
+            "path": "files/résumé.pdf",
+            "same": True,
         },
         "note": {
             "name": "note.txt",
+            "directory_path": "files",
             "size": 7,
             "sha256": hashlib.sha256("héllo\n".encode()).hexdigest(),
-            "content_type": "text/plain; charset=utf-8",
+            "content_type": "text/plain",
+            "metadata": {"field": "note", "filename": "note.txt"},
             "text": "héllo\n",
-        },
-    }
-    [doc, _] = runs.load_payload(record)["resources"]
-    assert doc == {
-        "name": "doc",
-        "resource": {
-            "name": "résumé.pdf",
-            "directory_path": "files",
-            "content": None,
-            "uri": f"s3://{bucket}/{account.account_id}/{record.id}/files/0",
-            "tags": [],
-            "metadata": {
-                "content_type": "application/pdf",
-                "size": len(PDF),
-                "sha256": hashlib.sha256(PDF).hexdigest(),
-            },
+            "path": "files/note.txt",
+            "same": True,
         },
     }
 
@@ -239,7 +247,7 @@ def test_a_file_may_not_take_the_name_of_another_resource_or_an_invalid_one(
 ) -> None:
     made = s3_requests()
     request = StartRunRequest(
-        resources=[{"name": "doc", "resource": {"name": "x", "directory_path": "/", "content": "x"}}]
+        resources=[{"name": "doc", "resource": {"name": "x", "directory_path": "", "content": "data:,x"}}]
     )
     for files, field in [
         (

@@ -91,6 +91,15 @@ class AccountStore(TableAdapter):
         }
         return [*writes, {"Update": day_counters}]
 
+    def count_resource(self, account_id: str, day: date, size: int) -> None:
+        """One more resource of `size` bytes created on `day`."""
+        self.client.update_item(
+            TableName=self.table,
+            Key={"account_id": {"S": _day_key(account_id, day)}},
+            UpdateExpression="ADD resources_created :one, resource_bytes_created :size",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":size": to_av(size)},
+        )
+
     def usage_by_day(self, account_id: str, start: date, end: date) -> list[DayUsage]:
         """The days from `start` to `end` (inclusive) that have usage, oldest first."""
         days = [start + timedelta(days=n) for n in range((end - start).days + 1)]

@@ -1,15 +1,35 @@
-"""S3: payloads and outcomes too large to keep inline in a DynamoDB item, and the files sent with runs."""
+"""S3: payloads and outcomes too large to keep inline in a DynamoDB item, and the bytes of resources.
+
+Every object carries the expiry tag its lifecycle rule deletes it by (`definitions.EXPIRY_TAG`): `run`
+objects go with their run, `resource` objects after the resource retention; pinned resources have none.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import quote
 
+from runplane import definitions as defs
 from runplane.adapters import aws
+
+
+@dataclass(frozen=True)
+class Head:
+    """An object's first bytes, its size and stored media type."""
+
+    data: bytes
+    size: int
+    content_type: str | None
+
+
+def expiry_tagging(expiry: str | None) -> str:
+    return f"{defs.EXPIRY_TAG}={quote(expiry)}" if expiry else ""
 
 
 class Blobs:
     def __init__(self, bucket: str, client: Any = None):
-        self._bucket = bucket
+        self.bucket = bucket
         self._client = client
 
     @property
@@ -17,18 +37,23 @@ class Blobs:
         return self._client or aws.client("s3")
 
     def put(self, key: str, text: str) -> str:
+        """A run's JSON document, expiring with the run."""
         self.client.put_object(
-            Bucket=self._bucket, Key=key, Body=text.encode(), ContentType="application/json"
+            Bucket=self.bucket,
+            Key=key,
+            Body=text.encode(),
+            ContentType="application/json",
+            Tagging=expiry_tagging("run"),
         )
         return key
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
-        """Stores `data` under `key`; its `s3://` URI."""
-        self.client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
-        return f"s3://{self._bucket}/{key}"
+    def put_bytes(self, key: str, data: bytes, content_type: str, *, expiry: str | None) -> None:
+        """Stores `data` under `key`, tagged to expire by `expiry`'s rule (None: kept until deleted)."""
+        extra = {"Tagging": expiry_tagging(expiry)} if expiry else {}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **extra)
 
     def get(self, key: str) -> str:
-        return self.client.get_object(Bucket=self._bucket, Key=key)["Body"].read().decode()
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
 
     def find(self, key: str) -> str | None:
         """The object's text, or None when there is none."""
@@ -36,3 +61,28 @@ class Blobs:
             return self.get(key)
         except self.client.exceptions.NoSuchKey:
             return None
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def stream(self, key: str) -> IO[bytes]:
+        """The object's body, to be read as it arrives."""
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def head(self, key: str, length: int) -> Head | None:
+        """The object's first `length` bytes with its size (one ranged GET), or None when it is not there."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            return Head(b"", 0, None)  # an empty object has no first byte to ask for
+        data = answer["Body"].read()
+        total = answer.get("ContentRange", "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else answer.get("ContentLength", len(data))
+        return Head(data, size, answer.get("ContentType"))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -1,10 +1,12 @@
-"""Outbound HTTP to caller-chosen URLs (callbacks, http runnables): SSRF-safe, bounded in time and size.
+"""Outbound HTTP to caller-chosen URLs (callbacks, http runnables, resources' files): SSRF-safe, bounded
+in time and size.
 
 `check_destination` is the policy: https only, no credentials in the URL, and every address the host
-resolves to must be publicly routable. `post` checks again on every attempt, then sends through
-requests-hardened, which resolves once more, refuses a non-public answer itself, pins the connection to
-the address it checked (a second DNS answer cannot win) and never follows redirects. A 2xx answer of type
-application/x-ndjson can be read a line at a time as it arrives, under the same limits.
+resolves to must be publicly routable. `post` and `fetch` (a GET) check again on every attempt, then send
+through requests-hardened, which resolves once more, refuses a non-public answer itself, pins the
+connection to the address it checked (a second DNS answer cannot win) and never follows redirects. A 2xx
+answer to a POST of type application/x-ndjson can be read a line at a time as it arrives, under the same
+limits.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "Runplane-Webhooks/1.0"
+FETCH_USER_AGENT = "Runplane/1.0"
 NDJSON = "application/x-ndjson"
 READ_BYTES = 65536  # at most, per read of the response
 
@@ -28,6 +31,8 @@ READ_BYTES = 65536  # at most, per read of the response
 LineReader = Callable[[bytes], bool]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+T = TypeVar("T")
 
 # Ranges named in refusals; anything else that is not globally routable is refused too.
 _NAMED_NETWORKS = (
@@ -118,6 +123,20 @@ class Reply:
     streamed: bool = False  # the body's lines went to `on_line`
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """What one GET came to: the body (all of it, at most `max_bytes`) and its media type, or why not."""
+
+    status_code: int | None
+    # The response's Content-Type media type, lower-cased, without parameters; None when absent.
+    content_type: str | None
+    body: bytes = b""
+    # Why there is no body, a sentence: forbidden destination: ..., timed out after N s, connection
+    # failed: X, answered HTTP 404, larger than N bytes, redirects are not followed (answered 301 to L).
+    error: str | None = None
+    too_large: bool = False  # the body is longer than `max_bytes` (and was not read beyond that)
+
+
 def post(
     url: str,
     body: bytes,
@@ -136,23 +155,105 @@ def post(
     size limits counting the whole stream. Never raises for the receiver's behaviour or the caller's
     input: it is all in the Reply.
     """
+    started = time.monotonic()
+
+    def read(response: Any, expired: threading.Event) -> Reply:
+        streamed = on_line is not None and 200 <= response.status_code < 300 and _is_ndjson(response)
+        received, too_large = _read_bounded(
+            response, max_response_bytes, on_line if streamed else None, expired
+        )
+        return Reply(
+            response.status_code,
+            0,
+            retry_after=response.headers.get("Retry-After"),
+            abort=response.headers.get("webhook-delivery", "").strip().lower() == "abort",
+            body=received,
+            too_large=too_large,
+            streamed=streamed,
+        )
+
+    reply, error = _send(
+        "POST",
+        url,
+        read,
+        data=body,
+        headers=headers,
+        user_agent=USER_AGENT,
+        allow_loopback=allow_loopback,
+        connect_timeout=connect_timeout,
+        total_timeout=total_timeout,
+    )
+    latency_ms = round((time.monotonic() - started) * 1000)
+    return Reply(None, latency_ms, error) if reply is None else replace(reply, latency_ms=latency_ms)
+
+
+def fetch(
+    url: str, *, allow_loopback: bool, connect_timeout: float, total_timeout: float, max_bytes: int
+) -> Fetched:
+    """GET `url` once under `post`'s destination policy and time limit (DNS aside): a 2xx body of at
+    most `max_bytes`, or an error. A redirect is not followed but reported (with its Location); any other
+    non-2xx answer is an error too, and so is a body longer than `max_bytes`, which is not read beyond
+    that (nor at all when its Content-Length says so). Never raises for the server's behaviour or the
+    caller's input: it is all in the Fetched.
+    """
+
+    def read(response: Any, expired: threading.Event) -> Fetched:
+        status, content_type = response.status_code, _media_type(response)
+        location = response.headers.get("Location")
+        if 300 <= status < 400 and location:
+            return Fetched(
+                status, content_type, error=f"redirects are not followed (answered {status} to {location})"
+            )
+        if not 200 <= status < 300:
+            return Fetched(status, content_type, error=f"answered HTTP {status}")
+        too_large = Fetched(status, content_type, error=f"larger than {max_bytes} bytes", too_large=True)
+        if _declared_length(response) > max_bytes:
+            return too_large
+        received, over = _read_bounded(response, max_bytes, None, expired)
+        return too_large if over else Fetched(status, content_type, received)
+
+    # identity: the bytes stored are the resource's own, and its Content-Length can be checked up front
+    fetched, error = _send(
+        "GET",
+        url,
+        read,
+        headers={"Accept-Encoding": "identity"},
+        user_agent=FETCH_USER_AGENT,
+        allow_loopback=allow_loopback,
+        connect_timeout=connect_timeout,
+        total_timeout=total_timeout,
+    )
+    return Fetched(None, None, error=error) if fetched is None else fetched
+
+
+def _send(
+    method: str,
+    url: str,
+    read: Callable[[Any, threading.Event], T],
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str],
+    user_agent: str,
+    allow_loopback: bool,
+    connect_timeout: float,
+    total_timeout: float,
+) -> tuple[T, None] | tuple[None, str]:
+    """Check `url`, send one request to the address checked (no redirects) and hand the streamed response
+    to `read` (with the event set when the deadline cut the connection): `read`'s result, or a sentence
+    saying why there is none. `total_timeout` counts from the first byte sent to the last read."""
     import requests
     import urllib3
     from requests_hardened import Config, HTTPSession
     from requests_hardened.ip_filter import InvalidIPAddress
-
-    started = time.monotonic()
-
-    def elapsed_ms() -> int:
-        return round((time.monotonic() - started) * 1000)
 
     config = Config(
         ip_filter_enable=True,
         ip_filter_allow_loopback_ips=allow_loopback,
         never_redirect=True,
         default_timeout=(connect_timeout, total_timeout),
-        user_agent_override=USER_AGENT,
+        user_agent_override=user_agent,
     )
+    timed_out = f"timed out after {total_timeout:g} s"
     sockets: list[socket.socket] = []
     expired = threading.Event()
     watchdog = threading.Timer(total_timeout, _shut, args=(sockets, expired))
@@ -163,41 +264,32 @@ def post(
             for scheme in ("http://", "https://"):
                 session.mount(scheme, _guarded_adapter(scheme == "https://", allow_loopback, sockets))
             watchdog.start()
-            response = session.post(
+            response = session.request(
+                method,
                 url,
-                data=body,
+                data=data,
                 headers=headers,
                 timeout=(connect_timeout, total_timeout),
                 allow_redirects=False,
                 stream=True,
             )
             with response:
-                streamed = on_line is not None and 200 <= response.status_code < 300 and _is_ndjson(response)
-                lines = on_line if streamed else None
-                body, too_large = _read_bounded(response, max_response_bytes, lines, expired)
+                result = read(response, expired)
     except ForbiddenDestination as error:
-        return Reply(None, elapsed_ms(), f"forbidden destination: {error}")
+        return None, f"forbidden destination: {error}"
     except InvalidIPAddress as error:
-        return Reply(None, elapsed_ms(), f"forbidden destination: resolved to {error}")
+        return None, f"forbidden destination: resolved to {error}"
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
         if expired.is_set() or isinstance(error, requests.Timeout | urllib3.exceptions.TimeoutError):
-            return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
-        return Reply(None, elapsed_ms(), f"connection failed: {type(error).__name__}")
+            return None, timed_out
+        return None, f"connection failed: {type(error).__name__}"
     except (ValueError, UnicodeError) as error:  # e.g. a header value http.client refuses
-        return Reply(None, elapsed_ms(), f"invalid request: {type(error).__name__}: {error}")
+        return None, f"invalid request: {type(error).__name__}: {error}"
     finally:
         watchdog.cancel()
     if expired.is_set():  # the body was cut off by the deadline
-        return Reply(None, elapsed_ms(), f"timed out after {total_timeout:g} s")
-    return Reply(
-        response.status_code,
-        elapsed_ms(),
-        retry_after=response.headers.get("Retry-After"),
-        abort=response.headers.get("webhook-delivery", "").strip().lower() == "abort",
-        body=body,
-        too_large=too_large,
-        streamed=streamed,
-    )
+        return None, timed_out
+    return result, None
 
 
 def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
@@ -208,8 +300,21 @@ def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def _media_type(response: Any) -> str | None:
+    """The Content-Type's media type, lower-cased, without parameters; None when there is none."""
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower() or None
+
+
 def _is_ndjson(response: Any) -> bool:
-    return response.headers.get("Content-Type", "").split(";")[0].strip().lower() == NDJSON
+    return _media_type(response) == NDJSON
+
+
+def _declared_length(response: Any) -> int:
+    """The Content-Length the response declares, or -1 when it declares none (or nonsense)."""
+    try:
+        return int(response.headers.get("Content-Length", "-1"))
+    except ValueError:
+        return -1
 
 
 def _read_bounded(

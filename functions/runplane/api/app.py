@@ -13,7 +13,19 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
-from runplane.api import cotool, errors, openapi, reports, roe, roe_agents, roe_jobs, service, v1, watch
+from runplane.api import (
+    cotool,
+    errors,
+    openapi,
+    reports,
+    resources,
+    roe,
+    roe_agents,
+    roe_jobs,
+    service,
+    v1,
+    watch,
+)
 from runplane.api.common import (
     REFUSALS,
     Dialect,
@@ -85,7 +97,7 @@ def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
 
 def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
-    for routes in (service, v1, watch, reports, roe, roe_jobs, roe_agents, cotool):
+    for routes in (service, v1, resources, watch, reports, roe, roe_jobs, roe_agents, cotool):
         app.include_router(routes.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)

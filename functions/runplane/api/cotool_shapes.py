@@ -1,21 +1,23 @@
 """Cotool's shapes and the mappers between them and the core's models. No I/O.
 
 An agent is a runnable and an organization is an account (`organizationId`: its organization id).
-Attachments reach the runnable as the run's resources (directory `attachments`); the result's
+Attachments name resources (`fileId` is a resource id) the runnable sees under that id; the result's
 `structuredOutputResult` is the run's outputs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runplane.api.common import parsed
+from runplane.domain.errors import InvalidRequest, Issue
 from runplane.domain.models import (
     ErrorBody,
-    ResourceCreate,
+    ResourceReference,
     Runnable,
     RunResource,
     RunState,
@@ -146,18 +148,20 @@ class Agent(Shape):
 
 
 def run_request(body: AgentRunRequest) -> StartRunRequest:
-    resources = [
-        RunResource(
-            name=item.fileId,
-            resource=ResourceCreate(
-                name=item.fileName,
-                directory_path="attachments",
-                content=item.previewText,
-                metadata=item.model_dump(exclude_none=True, exclude={"previewText"}),
-            ),
-        )
-        for item in body.attachments
-    ]
+    """Each attachment names a resource by its `fileId` (one made by `POST /v1/resources` or an upload): the
+    run sees it under that id, with the attachment's other fields over the resource's metadata."""
+    resources = []
+    for i, item in enumerate(body.attachments):
+        try:
+            reference = ResourceReference(id=item.fileId)
+        except ValidationError:
+            raise InvalidRequest(
+                f"No file {item.fileId!r}: upload it as a resource first",
+                "resource_not_found",
+                [Issue(f"body.attachments.{i}.fileId", "no such file")],
+            ) from None
+        metadata = item.model_dump(exclude_none=True, exclude={"fileId"})
+        resources.append(RunResource(name=item.fileId, resource=reference, metadata=metadata))
     return parsed(StartRunRequest, inputs=body.inputs, resources=resources)
 
 
@@ -236,10 +240,16 @@ def agent(runnable: Runnable, organization_id: str) -> Agent:
 
 
 # Cotool's words for what the core calls a runnable
+_RESOURCE_ID = re.compile(r"^body\.resources\.(\d+)\.resource\.id$")
 _TEXT_BY_CODE = {"runnable_not_found": "Agent not found", "run_not_found": "Run not found"}
 
 
 def error_body(status: int, error: ErrorBody, started: list[str]) -> ErrorBody:
     """`ValidationError {error, issues}`, `Error {error}`, `PermissionError {error, missingPerms}`:
-    the core's error body already has that shape; only the vocabulary changes."""
-    return error.model_copy(update={"error": _TEXT_BY_CODE.get(error.code, error.error)})
+    the core's error body already has that shape; only the vocabulary changes (a run's resource is an
+    attachment, its id the `fileId`)."""
+    issues = [
+        {**issue, "field": _RESOURCE_ID.sub(r"body.attachments.\1.fileId", issue.get("field", ""))}
+        for issue in error.issues
+    ]
+    return error.model_copy(update={"error": _TEXT_BY_CODE.get(error.code, error.error), "issues": issues})

@@ -17,8 +17,10 @@ from pydantic import (
     Field,
     StringConstraints,
     model_serializer,
+    model_validator,
 )
 
+from runplane.domain import files
 from runplane.domain.states import Status
 
 ACCOUNT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -59,27 +61,6 @@ class Strict(BaseModel):
     """Request bodies: unknown fields are errors, so typos are caught instead of ignored."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-# --- resources (seed: ResourceCreate, or a reference to an existing resource) ---
-
-
-class ResourceReference(Strict):
-    id: UUID
-
-
-class ResourceCreate(Strict):
-    name: str
-    directory_path: str
-    content: str | None = None
-    uri: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class RunResource(Strict):
-    name: str = Field(min_length=1, max_length=256)
-    resource: ResourceReference | ResourceCreate
 
 
 # --- starting a run ---
@@ -193,6 +174,69 @@ def _unique_events(events: list[str]) -> list[str]:
     if len(set(events)) != len(events):
         raise ValueError("names an event twice")
     return events
+
+
+# --- resources (seed: ResourceCreate, or a reference to an existing resource) ---
+
+
+class ResourceReference(Strict):
+    id: UUID = Field(description="The pre-existing ID of the resource, if you've already created it.")
+
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=files.MAX_TAG)]
+
+
+class ResourceFields(Strict):
+    """What a resource is called and carries, however its bytes arrive."""
+
+    name: Annotated[str, AfterValidator(files.check_name)] = Field(
+        description="Name of the resource: its file name (no '/')", max_length=files.MAX_NAME
+    )
+    directory_path: Annotated[str, AfterValidator(files.check_directory)] = Field(
+        description="Path to the directory where the resource should be stored, relative to the run's "
+        "directory (no '..', not absolute)",
+        max_length=files.MAX_DIRECTORY,
+    )
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=files.MAX_TAGS, description="Tags for the resource"
+    )
+    metadata: RunMetadata = Field(default_factory=dict, description="Additional metadata for the resource")
+    pinned: bool = Field(
+        False,
+        description="Kept until deleted; otherwise the resource expires after the deployment's retention",
+    )
+
+
+class ResourceCreate(ResourceFields):
+    content: str | None = Field(
+        None,
+        description="The file to upload. This can be provided instead of `uri`. It should be a "
+        "base64-encoded string of the format `data:<MIME_TYPE>;base64,<BASE64_ENCODED_CONTENT>`.",
+    )
+    uri: OutboundUrl | None = Field(
+        None,
+        description="The URI of the file to upload. This can be provided instead of `content`: it is "
+        "fetched once, when the resource is created (https; no redirects followed)",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ResourceCreate:
+        if (self.content is None) == (self.uri is None):
+            raise ValueError("give either content (a data: URI) or uri, not both or neither")
+        if self.content is not None and not self.content.startswith("data:"):
+            raise ValueError("content must be a data URI: data:<MIME type>;base64,<base64 data>")
+        return self
+
+
+class RunResource(Strict):
+    name: str = Field(min_length=1, max_length=256, description="Name of the resource")
+    resource: ResourceReference | ResourceCreate = Field(
+        description="Resource to use under the `name` key for the run. Can be a string ID or a full "
+        "resource object."
+    )
+    metadata: RunMetadata = Field(
+        default_factory=dict, description="Merged over the resource's own metadata in what this run sees"
+    )
 
 
 class RunRequestFields(Strict):
@@ -359,11 +403,18 @@ class RunPage(Page[RunState]):
     totals: UsageTotals = Field(description="Sums over the runs of this page")
 
 
-class DayUsage(UsageTotals):
+class ResourceUsage(BaseModel):
+    """Resources created (`POST /v1/resources`, uploads, and inline with runs) and their bytes."""
+
+    resources_created: int = 0
+    resource_bytes_created: int = 0
+
+
+class DayUsage(ResourceUsage, UsageTotals):
     date: date
 
 
-class AccountUsage(UsageTotals):
+class AccountUsage(ResourceUsage, UsageTotals):
     """The account's usage from `start` to `end` (UTC days, inclusive), as recorded when runs end."""
 
     account_id: str

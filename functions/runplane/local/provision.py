@@ -1,4 +1,5 @@
-"""Create every table, queue and the bucket from `runplane.definitions`, as the CDK stack does."""
+"""Create every table, queue, the bucket and the presign role from `runplane.definitions`, as the CDK
+stack does."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import json
 from typing import Any
 
 from runplane import definitions as defs
+
+# The presign role (infra/functions.py): what its sessions may sign, on every account's resources' bytes.
+PRESIGN_ROLE_ENV = "RUNPLANE_PRESIGN_ROLE_ARN"
+PRESIGN_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:PutObjectTagging")
+RESOURCE_OBJECTS = "*/resources/*"
+PRESIGN_MAX_SESSION_SECONDS = 12 * 3600
 
 
 def _table_request(table: defs.Table, name: str) -> dict[str, Any]:
@@ -76,4 +83,40 @@ def provision(session: Any, prefix: str) -> dict[str, str]:
     bucket = f"{prefix}-payloads"
     s3.create_bucket(Bucket=bucket)
     env[defs.PAYLOAD_BUCKET_ENV] = bucket
+    env[PRESIGN_ROLE_ENV] = _presign_role(session, f"{prefix}-presigner", bucket)
     return env
+
+
+def _presign_role(session: Any, name: str, bucket: str) -> str:
+    """The presign role, its ARN. Deployed, it trusts the api and worker roles; here the account's own
+    credentials (those local mode runs with) may assume it, so presigned URLs take the same AssumeRole path."""
+    iam, sts = session.client("iam"), session.client("sts")
+    account = sts.get_caller_identity()["Account"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    arn = iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Description="Runplane presigned resource URLs (local)",
+        MaxSessionDuration=PRESIGN_MAX_SESSION_SECONDS,
+    )["Role"]["Arn"]
+    signs = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": list(PRESIGN_ACTIONS),
+                "Resource": f"arn:aws:s3:::{bucket}/{RESOURCE_OBJECTS}",
+            }
+        ],
+    }
+    iam.put_role_policy(RoleName=name, PolicyName="presign", PolicyDocument=json.dumps(signs))
+    return arn

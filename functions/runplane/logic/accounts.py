@@ -9,7 +9,7 @@ from typing import Any
 
 from runplane.domain.access import AccountView, Credits, RateLimit
 from runplane.domain.errors import InvalidRequest, Issue
-from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountUsage, UsageTotals, utcnow
+from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountUsage, DayUsage, utcnow
 from runplane.logic import admission
 from runplane.logic.services import services
 
@@ -77,11 +77,10 @@ def account_usage(account_id: str, start: date | None, end: date | None) -> Acco
             [Issue("query.start", "too early")],
         )
     days = services().accounts.usage_by_day(account_id, start, end)
-    totals = UsageTotals()
-    for day in days:
-        for name in UsageTotals.model_fields:
-            setattr(totals, name, getattr(totals, name) + getattr(day, name))
-    return AccountUsage(account_id=account_id, start=start, end=end, days=days, **totals.model_dump())
+    totals = {
+        name: sum(getattr(day, name) for day in days) for name in DayUsage.model_fields if name != "date"
+    }
+    return AccountUsage(account_id=account_id, start=start, end=end, days=days, **totals)
 
 
 def set_concurrency(account_id: str, limit: int | None) -> AccountView:

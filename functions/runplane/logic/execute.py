@@ -25,6 +25,7 @@ from runplane.logic.services import services
 from runplane.observability import count_agent_lost, logger, run_span
 from runplane.runnables import registry
 from runplane.runnables.kinds import kind
+from runplane.runnables.resources import remove_run_files
 from runplane.runnables.supervise import Limits, supervise
 
 
@@ -124,15 +125,18 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
         cancel_grace_seconds=settings.cancel_grace_seconds if module.ISOLATED else 0.0,
     )
     with run_span(record.id, record.runnable_id, spec["kind"], record.traced) as span_id:
-        outcome = supervise(
-            lambda ctx: module.invoke(config, inputs, ctx),
-            context,
-            isolated=module.ISOLATED,
-            limits=limits,
-            on_heartbeat=lease.renew,
-            answer=partial(children.answer, record),
-            progress=lease,
-        )
+        try:
+            outcome = supervise(
+                lambda ctx: module.invoke(config, inputs, ctx),
+                context,
+                isolated=module.ISOLATED,
+                limits=limits,
+                on_heartbeat=lease.renew,
+                answer=partial(children.answer, record),
+                progress=lease,
+            )
+        finally:
+            remove_run_files(record.id)
     if outcome is None:
         return None
     return checked_outputs(outcome, spec.get("output_schema")).model_copy(

@@ -4,6 +4,8 @@ how an outcome is recorded under it through transient errors."""
 from __future__ import annotations
 
 import time
+from functools import partial
+from typing import Any
 
 from runplane.adapters.aws import is_permanent
 from runplane.domain.events import Progress
@@ -13,10 +15,12 @@ from runplane.logic.callbacks import signing_secrets
 from runplane.logic.ending import fail_outcome, finish_run, keep_outcome
 from runplane.logic.event_callbacks import EventCallbacks
 from runplane.logic.progress import Reporter, store_events
+from runplane.logic.resources import download_url
 from runplane.logic.runs import load_payload
 from runplane.logic.services import services
 from runplane.observability import logger
 from runplane.runnables.context import RunContext
+from runplane.runnables.resources import ResourceFile, load_model
 from runplane.runnables.supervise import Verdict
 
 # Time the worker keeps for itself: to keep an outcome it could not record before its lease (or the
@@ -178,6 +182,15 @@ def read_payload(record: RunRecord, lease: Lease) -> dict:
         pause = min(pause * 2, 2.0)
 
 
+def run_resource(run_id: str, seen: dict[str, Any]) -> ResourceFile:
+    """A resource as the run's code sees it."""
+    load_model()
+    settings = services().settings
+    return ResourceFile(
+        run_id, settings.payload_bucket, seen, partial(download_url, seen, settings.resource_url_seconds)
+    )
+
+
 def run_context(record: RunRecord, payload: dict, deadline: float) -> RunContext:
     """What the run's code (or its agent's envelope) sees of the run."""
     return RunContext(
@@ -186,7 +199,7 @@ def run_context(record: RunRecord, payload: dict, deadline: float) -> RunContext
         runnable_id=record.runnable_id,
         attempt=record.attempt,
         deadline=deadline,
-        resources={r["name"]: r["resource"] for r in payload.get("resources", [])},
+        resources={r["name"]: run_resource(record.id, r["resource"]) for r in payload.get("resources", [])},
         metadata=record.metadata,
         output_schema=record.runnable.get("output_schema"),
         state=record.state or {},

@@ -36,9 +36,9 @@ from runplane.domain.models import (
 )
 from runplane.domain.pricing import add_up
 from runplane.domain.states import Status
+from runplane.logic.run_resources import resolve as resolve_resources
 from runplane.logic.runnables import check_timeout, get_runnable
 from runplane.logic.services import services
-from runplane.logic.uploads import store_files
 from runplane.observability import count_created, logger
 
 
@@ -271,7 +271,7 @@ def create_run(
     run is charged once, and never without being stored). With a caller-chosen `run_id`, repeating is
     harmless: an existing run is returned. A `runnable` passed in was fetched, and the inputs checked
     against it, by the caller. `files` are stored in S3 under the new run, each the resource its field
-    names (see `uploads.store_files`)."""
+    names (see `run_resources.resolve`)."""
     chosen_id = run_id is not None
     existing = services().runs.get(account_id, run_id, consistent=True) if chosen_id else None
     if existing is not None and not existing.rejected:  # a rejected message's placeholder is replaced
@@ -290,11 +290,8 @@ def create_run(
     settings = services().settings
     run_id = run_id or new_id()
     now = utcnow()
-    resources = [*request.resources, *store_files(account_id, run_id, files, request.resources)]
-    payload = json.dumps(
-        {"inputs": request.inputs, "resources": [r.model_dump(mode="json") for r in resources]},
-        separators=(",", ":"),
-    )
+    resources = resolve_resources(account_id, run_id, request.resources, files)
+    payload = json.dumps({"inputs": request.inputs, "resources": resources}, separators=(",", ":"))
     payload_json, payload_ref = store_json(payload, f"{account_id}/{run_id}/payload.json")
     record = RunRecord(
         account_id=account_id,

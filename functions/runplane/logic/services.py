@@ -10,7 +10,9 @@ from runplane.adapters.blobs import Blobs
 from runplane.adapters.concurrency import ConcurrencyStore
 from runplane.adapters.deliveries import DeliveryStore
 from runplane.adapters.keys import KeyStore
+from runplane.adapters.presigner import Presigner
 from runplane.adapters.queues import Queues
+from runplane.adapters.resources import ResourceStore
 from runplane.adapters.run_events import RunEventStore
 from runplane.adapters.runnables import RunnableStore
 from runplane.adapters.runs import RunStore
@@ -29,6 +31,8 @@ class Services:
     accounts: AccountStore
     concurrency: ConcurrencyStore
     events: RunEventStore
+    resources: ResourceStore
+    presigner: Presigner
 
 
 @cache
@@ -50,6 +54,8 @@ def services() -> Services:
         accounts=AccountStore(settings.accounts_table),
         concurrency=ConcurrencyStore(settings.concurrency_table),
         events=RunEventStore(settings.events_table),
+        resources=ResourceStore(settings.resources_table),
+        presigner=Presigner(settings.payload_bucket, settings.presign_role_arn),
     )
 
 

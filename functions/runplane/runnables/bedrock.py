@@ -3,6 +3,8 @@
 `{{ name }}` (or `{{ a.b }}` for a nested value) in `prompt` and `system` is replaced by that input: text
 as is, anything else as JSON. Outputs are `{"text": ...}`, or, when the runnable declares an
 `output_schema`, the object the model returns through a tool with that schema (validated against it).
+The run's resources that the Converse API takes (images; PDF, CSV, Word, Excel, HTML, text and Markdown
+documents, within its sizes and counts) go with the prompt; others are left out, with a log line.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
     if missing := check_inputs(config, inputs):
         raise RunFailed(f"inputs lack {', '.join(i.field for i in missing)}", ErrorCode.invalid_inputs)
     try:
-        response = converse(_request(config, inputs, ctx.output_schema))
+        response = converse(_request(config, inputs, ctx.output_schema, _attachments(ctx)))
     except ClientError as problem:
         error = problem.response.get("Error", {})
         raise RunFailed(
@@ -80,10 +82,15 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
     return answer
 
 
-def _request(config: Config, inputs: dict[str, Any], output_schema: dict[str, Any] | None) -> dict[str, Any]:
+def _request(
+    config: Config,
+    inputs: dict[str, Any],
+    output_schema: dict[str, Any] | None,
+    attachments: list[dict[str, Any]],
+) -> dict[str, Any]:
     request: dict[str, Any] = {
         "modelId": config.model_id,
-        "messages": [{"role": "user", "content": [{"text": _fill(config.prompt, inputs)}]}],
+        "messages": [{"role": "user", "content": [{"text": _fill(config.prompt, inputs)}, *attachments]}],
     }
     if config.system:
         request["system"] = [{"text": _fill(config.system, inputs)}]
@@ -101,6 +108,57 @@ def _request(config: Config, inputs: dict[str, Any], output_schema: dict[str, An
             "toolChoice": {"tool": {"name": RESPOND_TOOL}},
         }
     return request
+
+
+# What Converse takes as content blocks: media type -> (block, format), and its limits.
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
+MAX_IMAGES, MAX_IMAGE_BYTES = 20, 3_932_160  # 3.75 MB
+MAX_DOCUMENTS, MAX_DOCUMENT_BYTES = 5, 4_718_592  # 4.5 MB
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9\s\-()\[\]]+")
+
+
+def _attachments(ctx: RunContext) -> list[dict[str, Any]]:
+    """The run's resources as Converse content blocks, in the order the run names them."""
+    blocks: list[dict[str, Any]] = []
+    counts = {"image": 0, "document": 0}
+    for name, resource in ctx.resources.items():
+        if resource.content_type in IMAGE_FORMATS:
+            block, form, limit, most = (
+                "image",
+                IMAGE_FORMATS[resource.content_type],
+                MAX_IMAGE_BYTES,
+                MAX_IMAGES,
+            )
+        elif resource.content_type in DOCUMENT_FORMATS:
+            block, form = "document", DOCUMENT_FORMATS[resource.content_type]
+            limit, most = MAX_DOCUMENT_BYTES, MAX_DOCUMENTS
+        else:
+            ctx.log(f"resource {name!r} ({resource.content_type}) is not a type Bedrock takes: not sent")
+            continue
+        if (resource.size or 0) > limit or counts[block] >= most:
+            ctx.log(
+                f"resource {name!r} is over Bedrock's limits ({most} {block}s of {limit} bytes): not sent"
+            )
+            continue
+        counts[block] += 1
+        content: dict[str, Any] = {"format": form, "source": {"bytes": resource.read_bytes()}}
+        if block == "document":  # a document needs a name of letters, digits, spaces, -()[]
+            content["name"] = (
+                " ".join(_NOT_IN_A_NAME.sub(" ", name).split())[:200] or f"document {counts[block]}"
+            )
+        blocks.append({block: content})
+    return blocks
 
 
 _MISSING = object()

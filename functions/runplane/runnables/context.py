@@ -12,6 +12,7 @@ from runplane.domain.documents import MAX_DEPTH, too_deep
 from runplane.domain.events import MAX_PARTIAL_OUTPUTS_BYTES, MAX_STATE_BYTES, Stream, compact
 from runplane.domain.models import ModelUsage
 from runplane.domain.states import ErrorCode, Status
+from runplane.runnables.resources import ResourceFile
 
 
 class RunFailed(Exception):
@@ -36,7 +37,7 @@ class RunContext:
     runnable_id: str
     attempt: int
     deadline: float
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, ResourceFile] = field(default_factory=dict)  # by the name the run gave it
     metadata: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] | None = None  # the runnable's, when it declares one
     state: dict[str, Any] = field(default_factory=dict)  # as last set (by an earlier attempt too)

@@ -62,7 +62,7 @@ def envelope(inputs: dict[str, Any], ctx: RunContext, **agent: Any) -> bytes:
         "runnable_id": ctx.runnable_id,
         "attempt": ctx.attempt,
         "inputs": inputs,
-        "resources": ctx.resources,
+        "resources": {name: resource.described() for name, resource in ctx.resources.items()},
         "metadata": ctx.metadata,
         "deadline": datetime.fromtimestamp(ctx.deadline, UTC).isoformat().replace("+00:00", "Z"),
         **agent,

@@ -1,0 +1,327 @@
+"""Resources: files of an account, their bytes in S3 under `{account}/resources/{id}`, their record in the
+resources table. Created from a data URI, a fetched URI, a file of a run request, or an upload the caller
+makes to a presigned S3 POST (the resource is `pending` until its object is there and checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from runplane.adapters import outbound
+from runplane.adapters.blobs import expiry_tagging
+from runplane.adapters.presigner import resource_prefix
+from runplane.domain import files
+from runplane.domain.errors import InvalidRequest, Issue, NotFound
+from runplane.domain.ids import new_id
+from runplane.domain.models import Page, ResourceCreate, ResourceFields, utcnow
+from runplane.domain.resources import (
+    CreatedUpload,
+    Resource,
+    ResourceQuery,
+    ResourceRecord,
+    ResourceSource,
+    UploadForm,
+    UploadRequest,
+)
+from runplane.logic.services import services
+
+logger = logging.getLogger(__name__)
+RESOURCE_NAMESPACE = uuid.UUID("0c8f4b8e-61c2-4f0e-9a55-3e2f7d9b1a64")  # resources made with a run
+
+
+def resource_key(account_id: str, resource_id: str) -> str:
+    return f"{resource_prefix(account_id)}{resource_id}"
+
+
+def run_resource_id(run_id: str, name: str) -> str:
+    """The id of the resource a run creates under `name`: the same on every retry of its creation."""
+    return str(uuid.uuid5(RESOURCE_NAMESPACE, f"{run_id}/{name}"))
+
+
+# --- creating ---
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A resource's bytes, decoded or fetched and checked, not stored yet."""
+
+    fields: ResourceFields
+    data: bytes
+    content_type: str
+    source: ResourceSource
+    uri: str | None
+    field: str
+
+
+def create_resource(account_id: str, body: ResourceCreate) -> ResourceRecord:
+    return store(account_id, prepare(body, "body"))
+
+
+def prepare(body: ResourceCreate, field: str) -> Prepared:
+    """Decode `content` or fetch `uri` and check the bytes against their media type (400 naming `field`'s
+    part that is wrong); nothing is stored."""
+    if body.content is not None:
+        content_type, data = _decoded(body.content, f"{field}.content")
+        source: ResourceSource = "content"
+    else:
+        content_type, data = _fetched(body.uri or "", f"{field}.uri")
+        source = "uri"
+    if problem := files.type_problem(content_type, data, whole=True):
+        raise InvalidRequest(
+            f"The resource's content is not what its media type says: {problem}",
+            "content_type_mismatch",
+            [Issue(f"{field}.{source if source == 'uri' else 'content'}", problem)],
+        )
+    return Prepared(body, data, content_type, source, _without_query(body.uri), field)
+
+
+def store(account_id: str, prepared: Prepared, resource_id: str | None = None) -> ResourceRecord:
+    """The bytes, then the record. With a `resource_id` (one a run derives), doing it again returns the
+    resource made the first time."""
+    if resource_id is not None and (existing := services().resources.get(account_id, resource_id)):
+        return existing
+    record = _record(
+        account_id, prepared.fields, prepared.content_type, prepared.source, resource_id=resource_id
+    )
+    data = prepared.data
+    record = record.model_copy(
+        update={"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "uri": prepared.uri}
+    )
+    services().blobs.put_bytes(record.key, data, record.content_type, expiry=_expiry(record))
+    if not services().resources.put(record):  # made meanwhile by the same request repeated
+        return services().resources.get(account_id, record.id) or record
+    _count(record)
+    return record
+
+
+def prepare_files(parts: Sequence[files.FilePart]) -> list[Prepared]:
+    """The files of a run request, each to be a resource named by its filename in the directory `files`."""
+    prepared = []
+    for part in parts:
+        field = f"body.{part.field}"
+        try:
+            draft = ResourceFields(
+                name=part.filename,
+                directory_path="files",
+                metadata={"field": part.field, "filename": part.filename},
+            )
+            content_type = files.check_media_type(part.content_type or files.OCTET_STREAM)
+        except ValueError as error:  # pydantic's ValidationError is one
+            raise InvalidRequest(
+                f"The file field {part.field!r} cannot be a resource: {error}",
+                "validation_error",
+                [Issue(field, str(error))],
+            ) from None
+        if problem := files.type_problem(content_type, part.data, whole=True):
+            raise InvalidRequest(
+                f"The file {part.field!r} is not what its media type says: {problem}",
+                "content_type_mismatch",
+                [Issue(field, problem)],
+            )
+        prepared.append(Prepared(draft, part.data, content_type, "file", None, field))
+    return prepared
+
+
+def start_upload(account_id: str, body: UploadRequest) -> CreatedUpload:
+    """A pending resource and the S3 POST policy its bytes go to (at most the deployment's limit, or
+    exactly the declared `size`). The resource is ready once the object is there (`finish_upload`)."""
+    settings = services().settings
+    if body.size is not None and body.size > settings.max_resource_bytes:
+        raise InvalidRequest(
+            f"A resource may be at most {settings.max_resource_bytes} bytes",
+            "resource_too_large",
+            [Issue("body.size", f"more than {settings.max_resource_bytes}")],
+        )
+    record = _record(account_id, body, body.content_type, "upload").model_copy(
+        update={
+            "status": "pending",
+            "max_bytes": body.size if body.size is not None else settings.max_resource_bytes,
+        }
+    )
+    seconds = settings.resource_upload_seconds
+    form = services().presigner.post_form(
+        account_id,
+        record.key,
+        content_type=record.content_type,
+        sizes=(body.size or 0, record.max_bytes or 0),
+        tagging=expiry_tagging(_expiry(record)),
+        seconds=seconds,
+    )
+    services().resources.put(record)
+    return CreatedUpload(
+        resource=record.served(),
+        upload=UploadForm(
+            url=form["url"],
+            fields=form["fields"],
+            expires_at=utcnow() + timedelta(seconds=seconds),
+            max_bytes=record.max_bytes or 0,
+        ),
+    )
+
+
+def finish_upload(record: ResourceRecord) -> ResourceRecord:
+    """`record` made ready if its upload arrived (one ranged GET), checked against its limit and media
+    type; an object that breaks them is deleted and the resource stays pending, saying why."""
+    if record.status != "pending":
+        return record
+    head = services().blobs.head(record.key, files.SNIFF_BYTES)
+    if head is None:
+        return record
+    problem = None
+    if record.max_bytes is not None and head.size > record.max_bytes:
+        problem = f"the upload was {head.size} bytes; at most {record.max_bytes} are allowed"
+    elif type_problem := files.type_problem(
+        record.content_type, head.data, whole=head.size <= len(head.data)
+    ):
+        problem = f"the upload is not what its media type says: {type_problem}"
+    if problem:
+        services().blobs.delete(record.key)
+        updated = record.model_copy(update={"problem": problem})
+    else:
+        updated = record.model_copy(update={"status": "ready", "size": head.size, "problem": None})
+    if not services().resources.replace(updated, status="pending"):  # finished meanwhile by another read
+        return services().resources.get(record.account_id, record.id) or updated
+    if updated.status == "ready":
+        _count(updated)
+    return updated
+
+
+# --- reading, listing, deleting ---
+
+
+def get_resource(account_id: str, resource_id: str) -> Resource:
+    """The resource with a presigned GET of its bytes (when ready)."""
+    record = finish_upload(_live(account_id, resource_id))
+    if record.status != "ready":
+        return record.served()
+    seconds = services().settings.resource_url_seconds
+    return record.served(
+        download_url=download_url(record, seconds),
+        download_url_expires_at=utcnow() + timedelta(seconds=seconds),
+    )
+
+
+def download_url(record: ResourceRecord | dict, seconds: int) -> str:
+    """A presigned GET of the bytes of `record` (a record, or what a run keeps of one)."""
+    seen = record if isinstance(record, dict) else record.seen_by_run()
+    account_id = seen["key"].split("/", 1)[0]
+    return services().presigner.get_url(account_id, seen["key"], seconds, filename=seen["name"])
+
+
+def list_resources(account_id: str, query: ResourceQuery, limit: int, cursor: str | None) -> Page[Resource]:
+    records, next_cursor = services().resources.list(
+        account_id, query, limit=limit, cursor=cursor, now=utcnow().timestamp()
+    )
+    return Page(items=[r.served() for r in records], next_cursor=next_cursor)
+
+
+def delete_resource(account_id: str, resource_id: str) -> None:
+    """The bytes first, then the record: a failure in between leaves a resource to delete again, never
+    bytes nothing points at. Runs already accepted that use it fail to read it."""
+    record = _live(account_id, resource_id)
+    services().blobs.delete(record.key)
+    services().resources.delete(account_id, resource_id)
+
+
+def _live(account_id: str, resource_id: str) -> ResourceRecord:
+    record = services().resources.get(account_id, resource_id)
+    if record is None or _expired(record):
+        raise NotFound("Resource", resource_id)
+    return record
+
+
+# --- for runs ---
+
+
+def found_resources(account_id: str, ids: list[str]) -> dict[str, ResourceRecord]:
+    """The account's live resources among `ids` (pending uploads finished where they arrived)."""
+    found = services().resources.get_many(account_id, ids)
+    return {i: finish_upload(r) for i, r in found.items() if not _expired(r)}
+
+
+# --- helpers ---
+
+
+def _record(
+    account_id: str,
+    fields: ResourceFields,
+    content_type: str,
+    source: ResourceSource,
+    *,
+    resource_id: str | None = None,
+) -> ResourceRecord:
+    now = utcnow()
+    resource_id = resource_id or new_id()
+    retention = timedelta(days=services().settings.resource_retention_days)
+    return ResourceRecord(
+        account_id=account_id,
+        id=resource_id,
+        name=fields.name,
+        directory_path=fields.directory_path,
+        tags=fields.tags,
+        metadata=fields.metadata,
+        content_type=content_type,
+        created_at=now,
+        expires_at=None if fields.pinned else now + retention,
+        pinned=fields.pinned,
+        source=source,
+        key=resource_key(account_id, resource_id),
+    )
+
+
+def _expiry(record: ResourceRecord) -> str | None:
+    return None if record.pinned else "resource"
+
+
+def _expired(record: ResourceRecord, now: datetime | None = None) -> bool:
+    return record.expires_at is not None and record.expires_at <= (now or utcnow())
+
+
+def _count(record: ResourceRecord) -> None:
+    """Count the resource in its day's usage: after it is stored, so a failure here loses a count (logged),
+    never a resource."""
+    try:
+        services().accounts.count_resource(record.account_id, record.created_at.date(), record.size or 0)
+    except Exception:
+        logger.exception("resource stored but not counted in usage", extra={"resource_id": record.id})
+
+
+def _without_query(uri: str | None) -> str | None:
+    """The URI as kept with the resource: its query and fragment may hold credentials (a signed URL)."""
+    if uri is None:
+        return None
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _decoded(content: str, field: str) -> tuple[str, bytes]:
+    try:
+        return files.parse_data_uri(content, services().settings.max_resource_bytes)
+    except ValueError as error:
+        raise InvalidRequest(
+            f"content is not a valid data URI: {error}", "invalid_content", [Issue(field, str(error))]
+        ) from None
+
+
+def _fetched(uri: str, field: str) -> tuple[str, bytes]:
+    settings = services().settings
+    answer = outbound.fetch(
+        uri,
+        allow_loopback=settings.allow_loopback,
+        connect_timeout=min(5.0, settings.resource_fetch_seconds),
+        total_timeout=settings.resource_fetch_seconds,
+        max_bytes=settings.resource_fetch_bytes,
+    )
+    if answer.error is not None:
+        code = "resource_too_large" if answer.too_large else "fetch_failed"
+        raise InvalidRequest(f"uri could not be fetched: {answer.error}", code, [Issue(field, answer.error)])
+    try:
+        content_type = files.check_media_type(answer.content_type or files.OCTET_STREAM)
+    except ValueError:
+        content_type = files.OCTET_STREAM
+    return content_type, answer.body
