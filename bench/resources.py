@@ -81,10 +81,11 @@ def bench_read(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 def bench_read_timed(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Seconds to make this process's S3 client, then for each resource `read_bytes()` (into memory) and
     `path` (a second GET, streamed to the run's directory), with the sizes read."""
+    from runplane.logic.services import services
     from runplane.runnables import resources as run_files
 
     began = time.perf_counter()
-    run_files._s3()  # the first read of a run makes it: this process is a fresh fork
+    run_files._blobs_here(services().settings.payload_bucket)  # made by a run's first read: a fresh fork
     timings: dict[str, Any] = {"client": time.perf_counter() - began}
     for name, resource in ctx.resources.items():
         began = time.perf_counter()
@@ -113,20 +114,20 @@ def count_child(model: Any, **_: Any) -> None:
 
 
 def count_run_code() -> None:
-    """Hook `count_child` onto the S3 client a run's process makes (runnables/resources._s3)."""
+    """Hook `count_child` onto the S3 client a run's process makes (runnables/resources._blobs_here)."""
     from runplane.runnables import resources as run_files
 
-    make = run_files._s3
+    make = run_files._blobs_here
     hooked: set[int] = set()
 
-    def hooked_s3() -> Any:
-        client = make()
-        if id(client) not in hooked:
-            client.meta.events.register("before-call", count_child)
-            hooked.add(id(client))
-        return client
+    def hooked_blobs(bucket: str) -> Any:
+        blobs = make(bucket)
+        if id(blobs) not in hooked:
+            blobs.client.meta.events.register("before-call", count_child)
+            hooked.add(id(blobs))
+        return blobs
 
-    run_files._s3 = hooked_s3
+    run_files._blobs_here = hooked_blobs
 
 
 def run_code_calls() -> Counter[tuple[str, str, str]]:

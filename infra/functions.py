@@ -48,6 +48,9 @@ class Access:
     sends_to: tuple[str, ...] = ()
     bucket: str = ""  # "r" or "rw" ("rw" puts objects with their expiry tag)
     deletes_resources: bool = False  # deletes resources' bytes (and no other object)
+    # reads objects that may be missing (a pending upload, a deleted resource): without s3:ListBucket S3
+    # answers such a GetObject 403 AccessDenied, not 404 NoSuchKey
+    finds_missing: bool = False
     presigns: bool = False  # assumes the presign role to sign resources' URLs
     executes_runs: bool = False  # invokes the deployment's allowed Lambda functions and Bedrock models
 
@@ -68,6 +71,7 @@ ACCESS = {
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
         deletes_resources=True,  # DELETE /v1/resources/{id}, and an upload that breaks its limits
+        finds_missing=True,
         presigns=True,  # upload forms and download URLs
     ),
     "intake": Access(
@@ -78,6 +82,7 @@ ACCESS = {
         # a named resource's pending upload is checked when a run uses it, and deleted if it breaks its
         # limits (resources.found_resources -> finish_upload), as the api does
         deletes_resources=True,
+        finds_missing=True,
     ),
     "worker": Access(
         tables={
@@ -90,6 +95,7 @@ ACCESS = {
         },
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",  # reads the run's resources' bytes with the payloads
+        finds_missing=True,  # a resource deleted after its run was accepted
         presigns=True,  # download URLs of a run's resources
         executes_runs=True,
     ),
@@ -262,6 +268,10 @@ class Functions(Construct):
             actions = ["s3:GetObject", *(PUT_OBJECT if access.bucket == "rw" else ())]
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects("*")])
+            )
+        if access.finds_missing:
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
             )
         if access.deletes_resources:
             function.add_to_role_policy(

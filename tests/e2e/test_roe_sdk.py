@@ -33,6 +33,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+import requests
 import roe
 from roe._generated.models.agent_datum import AgentDatum
 from roe._generated.models.agent_job_cancel_all_response import AgentJobCancelAllResponse
@@ -280,7 +281,7 @@ def file_described(described: dict[str, Any], data: bytes, name: str, content_ty
 
 
 def test_files_become_run_resources_named_by_their_field(
-    client: roe.RoeClient, agent, tmp_path: Path
+    client: roe.RoeClient, agent, stack: Stack, tmp_path: Path
 ) -> None:
     """The SDK's three ways to send a file: a FileUpload, a path, a file object. (FileUpload(file_obj=...)
     cannot be built in roe-ai 1.1.19: pydantic checks isinstance(value, typing.BinaryIO), which no real
@@ -301,11 +302,60 @@ def test_files_become_run_resources_named_by_their_field(
     file_described(got["blob"], blob, "sample.bin", "application/octet-stream")
     assert got["inputs"]["q"] == "beside the files"
 
+    assert (got["notes"]["directory_path"], got["notes"]["path"]) == ("files", "files/notes.txt")
+    assert got["notes"]["metadata"] == {"field": "notes", "filename": "notes.txt"}
+    assert got["blob"]["path"] == "files/sample.bin"
+
     with (tmp_path / "report.json").open("rb") as opened:
         job = client.agents.run(describe, report=opened)
     result = job.wait(**WAIT)
     assert result["status"] == 3
     file_described(values(result.outputs)["report"], report, "report.json", "application/json")
+
+    # each file is a resource of the account, in the directory `files`, with its bytes
+    listed = stack.call("GET", "/v1/resources?directory_path=files&limit=100").json()["items"]
+    for name, data, field, content_type in (
+        ("notes.txt", notes, "notes", "text/plain"),
+        ("sample.bin", blob, "blob", "application/octet-stream"),
+        ("report.json", report, "report", "application/json"),
+    ):
+        [resource] = [
+            r for r in listed if r["name"] == name and r["sha256"] == hashlib.sha256(data).hexdigest()
+        ]
+        assert (resource["source"], resource["status"], resource["size"]) == ("file", "ready", len(data))
+        assert (resource["content_type"], resource["directory_path"]) == (content_type, "files")
+        assert resource["metadata"] == {"field": field, "filename": name}
+        shown = stack.call("GET", f"/v1/resources/{resource['id']}").json()
+        assert requests.get(shown["download_url"], timeout=30).content == data
+
+
+def test_a_file_that_is_not_of_its_media_type_is_a_bad_request_naming_its_field(
+    client: roe.RoeClient, agent, tmp_path: Path
+) -> None:
+    (tmp_path / "fake.png").write_bytes(b"plain text, not a png")
+    describe = agent("describe_files")
+    upload = FileUpload(path=str(tmp_path / "fake.png"), filename="fake.png", mime_type="image/png")
+    with pytest.raises(BadRequestError) as refused:
+        client.agents.run_sync(describe, picture=upload)
+    assert refused.value.status_code == 400
+    assert "picture" in refused.value.message
+    with pytest.raises(BadRequestError):
+        client.agents.run(describe, picture=str(tmp_path / "fake.png"))  # the SDK guesses image/png too
+
+
+def test_two_files_with_the_same_filename_are_refused(client: roe.RoeClient, agent, tmp_path: Path) -> None:
+    """Both would be the run's files/image.txt: the second would replace the first on disk."""
+    for folder, data in (("one", b"first file"), ("two", b"second file")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "image.txt").write_bytes(data)
+    with pytest.raises(BadRequestError) as refused:
+        client.agents.run_sync(
+            agent("describe_files"),
+            front=str(tmp_path / "one" / "image.txt"),
+            back=str(tmp_path / "two" / "image.txt"),
+        )
+    assert refused.value.status_code == 400
+    assert "image.txt" in refused.value.message
 
 
 def test_metadata_reaches_the_job(client: roe.RoeClient, agent) -> None:

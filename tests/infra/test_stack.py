@@ -280,9 +280,11 @@ def logical_id(template: dict[str, Any], path_suffix: str) -> str:
 
 def test_objects_are_put_with_their_expiry_tag_and_only_resources_deleted(template: dict[str, Any]) -> None:
     """A PutObject with tags (the expiry tag) needs s3:PutObjectTagging too; the api and intake delete
-    resources' bytes (a deleted resource, a bad upload), nothing else; no role lists or deletes tags."""
+    resources' bytes (a deleted resource, a bad upload), nothing else; those that read objects that may be
+    missing may list the bucket (so S3 answers 404); no role deletes tags."""
     bucket = _rendered({"Fn::GetAtt": [logical_id(template, "/storage/payloads/Resource"), "Arn"]})
     objects, resource_objects = f"{bucket}/*", f"{bucket}/*/resources/*"
+    lists = {"s3:ListBucket": {bucket}}  # a missing object is then 404, not 403
     s3_grants = {
         role: {a: found for a, found in actions.items() if a.startswith("s3:")}
         for role, actions in role_grants(template).items()
@@ -291,9 +293,9 @@ def test_objects_are_put_with_their_expiry_tag_and_only_resources_deleted(templa
         assert actions.get("s3:PutObjectTagging") == actions.get("s3:PutObject"), role
     put = {"s3:GetObject": {objects}, "s3:PutObject": {objects}, "s3:PutObjectTagging": {objects}}
     assert s3_grants == {
-        "api": {**put, "s3:DeleteObject": {resource_objects}},
-        "intake": {**put, "s3:DeleteObject": {resource_objects}},
-        "worker": put,
+        "api": {**put, **lists, "s3:DeleteObject": {resource_objects}},
+        "intake": {**put, **lists, "s3:DeleteObject": {resource_objects}},
+        "worker": {**put, **lists},
         "dead_letters": put,
         "sweeper": put,
         "callbacks": {"s3:GetObject": {objects}},

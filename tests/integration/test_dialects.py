@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from runplane.logic import keys, services
 from runplane.logic.accounts import set_credits
 from runplane.logic.keys import CreatedKey
@@ -441,14 +442,59 @@ def test_cotool_runs_that_do_not_succeed(
     assert result.json()["code"] == f"run_{state}"
 
 
-def test_cotool_attachments_reach_the_runnable_as_resources(api: Api) -> None:
-    agent = make_runnable("acme", "llm")
-    second = {"fileId": "file-2", "fileName": "notes.txt", "size": 3}
-    run_id = api.post(
-        f"/api/agents/{agent}/run-async", {"inputs": {}, "attachments": [ATTACHMENT, second], "ignored": 1}
-    ).json()["runId"]
+def uploaded(api: Api, data: bytes, name: str, content_type: str, **fields: Any) -> str:
+    """A resource made through an upload form (as a Cotool file is), ready: its id."""
+    started = api.post(
+        "/v1/resources/uploads",
+        {"name": name, "directory_path": "uploads", "content_type": content_type, **fields},
+    )
+    assert started.status == 201, started.text
+    form = started.json()["upload"]
+    requests.post(form["url"], data=form["fields"], files={"file": (name, data)}, timeout=10)
+    resource_id = started.json()["resource"]["id"]
+    assert api.get(f"/v1/resources/{resource_id}").json()["status"] == "ready"
+    return resource_id
+
+
+def test_cotool_attachments_name_resources_that_reach_the_runnable_under_their_file_id(api: Api) -> None:
+    agent = make_runnable("acme", "describe_files")
+    notes = uploaded(api, b"hi, notes!\n", "notes.txt", "text/plain", metadata={"origin": "crm"})
+    sheet = uploaded(api, b"a,b\n", "sheet.csv", "text/csv")
+    first = {**ATTACHMENT, "fileId": notes}
+    second = {"fileId": sheet, "fileName": "renamed.csv", "size": 4}
+    reply = api.post(
+        f"/api/agents/{agent}/run-async", {"inputs": {}, "attachments": [first, second], "ignored": 1}
+    )
+    assert reply.status == 200, reply.text
     drain("worker")
-    assert refactor_outputs(api, run_id)["resources"] == ["file-1", "file-2"]
+    outputs = refactor_outputs(api, reply.json()["runId"])
+    assert set(outputs) == {"inputs", notes, sheet}
+    assert outputs[notes]["metadata"] == {
+        "origin": "crm",  # the resource's own, under the attachment's fields
+        "fileName": "notes.txt",
+        "size": 12,
+        "fileType": "document",
+        "previewText": "hi",
+    }
+    assert outputs[notes]["text"] == "hi, notes!\n"
+    assert (outputs[notes]["name"], outputs[notes]["path"]) == ("notes.txt", "uploads/notes.txt")
+    assert outputs[sheet]["metadata"] == {"fileName": "renamed.csv", "size": 4}
+    assert (outputs[sheet]["name"], outputs[sheet]["text"]) == ("sheet.csv", "a,b\n")
+
+
+@pytest.mark.parametrize("file_id", [UNKNOWN, "file-1"], ids=["unknown-uuid", "not-a-uuid"])
+def test_cotool_an_attachment_naming_no_resource_is_a_validation_error_naming_its_file_id(
+    api: Api, file_id: str
+) -> None:
+    agent = make_runnable("acme", "echo")
+    known = uploaded(api, b"hi", "a.txt", "text/plain")
+    attachments = [{**ATTACHMENT, "fileId": known}, {**ATTACHMENT, "fileId": file_id}]
+    for route in ("run-async", "run-sync"):
+        reply = api.post(f"/api/agents/{agent}/{route}", {"inputs": {}, "attachments": attachments})
+        assert reply.status == 400, reply.text
+        assert [issue["field"] for issue in reply.json()["issues"]] == ["body.attachments.1.fileId"]
+        assert "resources" not in json.dumps(reply.json())  # Cotool's words, not the core's
+    assert api.get(f"/v1/runs?runnable_id={agent}").json()["items"] == []
 
 
 @pytest.mark.parametrize(

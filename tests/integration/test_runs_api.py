@@ -76,10 +76,9 @@ def test_failed_run_carries_the_error_and_failed_at(api: Api, account) -> None:
 
 def test_usage_reported_by_the_runnable_is_totalled(api: Api, account) -> None:
     agent = make_runnable(account.account_id, "llm")
-    body = {
-        "inputs": {},
-        "resources": [{"name": "doc", "resource": {"id": "7c1f7a9e-8e1a-4a39-9a53-5b8e4f0f1d11"}}],
-    }
+    doc = api.post("/v1/resources", {"name": "doc.txt", "directory_path": "", "content": "data:,hi"})
+    assert doc.status == 201, doc.text
+    body = {"inputs": {}, "resources": [{"name": "doc", "resource": {"id": doc.json()["id"]}}]}
     run_id = start(api, agent, body).json()["id"]
     drain("worker")
     state = assert_run_state(api.get(f"/v1/run/{run_id}").json())

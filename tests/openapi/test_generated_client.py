@@ -7,7 +7,9 @@ are found by (method, path), read from each generated module, so a renamed opera
 from __future__ import annotations
 
 import ast
+import base64
 import enum
+import hashlib
 import importlib
 import json
 import os
@@ -19,11 +21,13 @@ import typing
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 
 from tests.local_stack import Stack
 from tests.openapi.conftest import start_guarded_stack
@@ -324,3 +328,74 @@ def test_a_flow_through_the_generated_client(
     result = api("GET", "/api/agents/{agentId}/run-async/{runId}/result", 200, agent_id=echo, run_id=run)
     assert result.to_dict()["structuredOutputResult"] == {"q": 4}
     assert echo in {agent.id for agent in api("GET", "/api/agents", 200)}
+
+
+def test_resources_through_the_generated_client(
+    stack: Stack, document: dict[str, Any], generated: Generated
+) -> None:
+    """Create, upload (to the presigned POST, outside the client), list, get, use in a run and delete a
+    resource; every answer, the 400 and 404 error bodies too, is parsed into its type."""
+    api = Api(generated, document, stack)
+    directory = f"openapi/{uuid.uuid4().hex[:8]}"
+    text = "hello, resources ✓\n".encode()
+    content = "data:text/plain;base64," + base64.b64encode(text).decode()
+    body = {"name": "hello.txt", "directory_path": directory, "content": content, "tags": ["t"]}
+    created = api("POST", "/v1/resources", 201, body={**body, "metadata": {"n": 1}})
+    assert (value(created.status), value(created.source)) == ("ready", "content")
+    assert (created.size, created.sha256) == (len(text), hashlib.sha256(text).hexdigest())
+    assert created.metadata.to_dict() == {"n": 1}
+    assert isinstance(created.created_at, datetime)
+
+    started = api(
+        "POST",
+        "/v1/resources/uploads",
+        201,
+        body={"name": "data.bin", "directory_path": directory, "content_type": "application/octet-stream"},
+    )
+    assert value(started.resource.status) == "pending"
+    assert isinstance(started.upload.expires_at, datetime)
+    assert started.upload.max_bytes > 0
+    data = os.urandom(4096)
+    sent = requests.post(
+        started.upload.url,
+        data=started.upload.fields.to_dict(),
+        files={"file": ("data.bin", data)},
+        timeout=60,
+    )
+    assert sent.status_code in (200, 201, 204), sent.text[:500]
+    uploaded = api("GET", "/v1/resources/{id}", 200, id=started.resource.id)
+    assert (value(uploaded.status), uploaded.size) == ("ready", len(data))
+    assert isinstance(uploaded.download_url_expires_at, datetime)
+    assert requests.get(uploaded.download_url, timeout=30).content == data
+
+    page = api("GET", "/v1/resources", 200, directory_path=directory)
+    assert [r.id for r in page.items] == [started.resource.id, created.id]
+    assert [r.id for r in api("GET", "/v1/resources", 200, directory_path=directory, tag="t").items] == [
+        created.id
+    ]
+    first = api("GET", "/v1/resources", 200, directory_path=directory, limit=1)
+    assert [r.id for r in first.items] == [started.resource.id]
+    shown = api("GET", "/v1/resources/{id}", 200, id=created.id)
+    assert requests.get(shown.download_url, timeout=30).content == text
+
+    spec = {"name": "openapi-resources-echo", "kind": "python", "config": {"function": "echo"}}
+    echo = api("POST", "/v1/runnables", 201, body=spec).id
+    run = {"inputs": {"q": 1}, "resources": [{"name": "doc", "resource": {"id": created.id}}]}
+    state = api("POST", "/v1/runnable/{id}/runs", 200, id=echo, mode="sync", body=run)
+    assert value(state.status) == "completed"
+
+    mismatch = {**body, "content": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}
+    error = api("POST", "/v1/resources", 400, body=mismatch)
+    assert error.code == "content_type_mismatch"
+    assert [issue.to_dict()["field"] for issue in error.issues] == ["body.content"]
+    huge = {"name": "huge.bin", "directory_path": directory, "size": 5 * 1024**3 + 1}
+    assert api("POST", "/v1/resources/uploads", 400, body=huge).code == "resource_too_large"
+    unknown = {"inputs": {}, "resources": [{"name": "doc", "resource": {"id": str(uuid.uuid4())}}]}
+    assert api("POST", "/v1/runnable/{id}/runs", 400, id=echo, body=unknown).code == "resource_not_found"
+
+    api("DELETE", "/v1/resources/{id}", 204, id=created.id)
+    assert api("GET", "/v1/resources/{id}", 404, id=created.id).code == "resource_not_found"
+    assert api("DELETE", "/v1/resources/{id}", 404, id=created.id).code == "resource_not_found"
+    assert [r.id for r in api("GET", "/v1/resources", 200, directory_path=directory).items] == [
+        started.resource.id
+    ]

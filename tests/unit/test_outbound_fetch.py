@@ -45,9 +45,9 @@ def test_a_2xx_answer_is_its_body_and_media_type(serve: Serve) -> None:
     assert seen["Accept-Encoding"] == "identity"
 
 
-def test_the_media_type_is_lower_cased_without_parameters(serve: Serve) -> None:
+def test_the_content_type_is_given_as_sent_with_its_parameters(serve: Serve) -> None:
     fetched = get(serve(answer(200, {"Content-Type": "Text/CSV ; charset=UTF-8"}, b"a,b\n")).url)
-    assert (fetched.content_type, fetched.body, fetched.error) == ("text/csv", b"a,b\n", None)
+    assert (fetched.content_type, fetched.body, fetched.error) == ("Text/CSV ; charset=UTF-8", b"a,b\n", None)
 
 
 def test_an_answer_without_a_content_type_has_none(serve: Serve) -> None:

@@ -28,6 +28,12 @@ def client(service: str, *, read_timeout: int = 25, max_attempts: int = 4) -> An
 
 @cache
 def _client(service: str, read_timeout: int, max_attempts: int) -> Any:
+    return own_client(service, read_timeout=read_timeout, max_attempts=max_attempts)
+
+
+def own_client(service: str, *, read_timeout: int = 25, max_attempts: int = 4) -> Any:
+    """A client of the caller's alone, made from the shared session (whose parsed models it reuses): for a
+    forked process, which must not use its parent's connections."""
     from botocore.config import Config
 
     config = Config(

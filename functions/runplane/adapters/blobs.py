@@ -16,11 +16,11 @@ from runplane.adapters import aws
 
 @dataclass(frozen=True)
 class Head:
-    """An object's first bytes, its size and stored media type."""
+    """An object's first bytes, its size and its ETag (what a copy of exactly this object names)."""
 
     data: bytes
     size: int
-    content_type: str | None
+    etag: str
 
 
 def expiry_tagging(expiry: str | None) -> str:
@@ -62,12 +62,12 @@ class Blobs:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
     def stream(self, key: str) -> IO[bytes]:
-        """The object's body, to be read as it arrives."""
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        """The object's body, to be read as it arrives; FileNotFoundError when there is none."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(key) from None
 
     def head(self, key: str, length: int) -> Head | None:
         """The object's first `length` bytes with its size (one ranged GET), or None when it is not there."""
@@ -78,11 +78,32 @@ class Blobs:
         except self.client.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") != "InvalidRange":
                 raise
-            return Head(b"", 0, None)  # an empty object has no first byte to ask for
+            # an empty object has no first byte to ask for
+            return Head(b"", 0, self.client.head_object(Bucket=self.bucket, Key=key)["ETag"])
         data = answer["Body"].read()
         total = answer.get("ContentRange", "").rpartition("/")[2]
         size = int(total) if total.isdigit() else answer.get("ContentLength", len(data))
-        return Head(data, size, answer.get("ContentType"))
+        return Head(data, size, answer["ETag"])
+
+    def copy(self, source: Head, source_key: str, key: str, content_type: str, *, expiry: str | None) -> bool:
+        """Copy the object `source` was read from to `key`, with its media type and expiry tag; False when
+        the object changed since (another ETag)."""
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                CopySourceIfMatch=source.etag,
+                MetadataDirective="REPLACE",
+                ContentType=content_type,
+                TaggingDirective="REPLACE",
+                Tagging=expiry_tagging(expiry),
+            )
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "412"):
+                return False
+            raise
+        return True
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -128,7 +128,7 @@ class Fetched:
     """What one GET came to: the body (all of it, at most `max_bytes`) and its media type, or why not."""
 
     status_code: int | None
-    # The response's Content-Type media type, lower-cased, without parameters; None when absent.
+    # The response's Content-Type as sent (its parameters, a charset, with it); None when absent.
     content_type: str | None
     body: bytes = b""
     # Why there is no body, a sentence: forbidden destination: ..., timed out after N s, connection
@@ -198,11 +198,12 @@ def fetch(
     """
 
     def read(response: Any, expired: threading.Event) -> Fetched:
-        status, content_type = response.status_code, _media_type(response)
+        status, content_type = response.status_code, response.headers.get("Content-Type") or None
         location = response.headers.get("Location")
         if 300 <= status < 400 and location:
+            where = location.split("?", 1)[0].split("#", 1)[0]  # a query may hold credentials
             return Fetched(
-                status, content_type, error=f"redirects are not followed (answered {status} to {location})"
+                status, content_type, error=f"redirects are not followed (answered {status} to {where})"
             )
         if not 200 <= status < 300:
             return Fetched(status, content_type, error=f"answered HTTP {status}")

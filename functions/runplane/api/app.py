@@ -117,11 +117,12 @@ def create_app() -> APIGatewayRestResolver:
 
 def _unrouted(app: APIGatewayRestResolver, method: str, path: str) -> Response:
     """404 for a path no route serves; for a known path, OPTIONS lists its methods and any other
-    method is 405, both with `Allow`. The routes are matched as the resolver matches them."""
-    routes = app._static_routes + app._dynamic_routes  # the resolver keeps no public list of them
-    allowed = sorted(
-        {route.method for route in routes if route.rule.match(path) and route.func not in REFUSALS}
-    )
+    method is 405, both with `Allow`. The routes are matched as the resolver matches them: a path a static
+    route serves (`/v1/resources/uploads`) is not also a dynamic route's (`/v1/resources/{id}`)."""
+    # the resolver keeps no public list of its routes
+    static = [route for route in app._static_routes if route.rule.match(path)]
+    routes = static or [route for route in app._dynamic_routes if route.rule.match(path)]
+    allowed = sorted({route.method for route in routes if route.func not in REFUSALS})
     if not allowed:
         return errors.error_response(404, "No such route", "route_not_found")
     allow = ", ".join([*allowed, *(["HEAD"] if "GET" in allowed else []), "OPTIONS"])

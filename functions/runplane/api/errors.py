@@ -25,7 +25,7 @@ from runplane.domain.errors import (
     UnsupportedMediaType,
     WrongAccount,
 )
-from runplane.domain.models import ErrorBody, RunnableKind
+from runplane.domain.models import RESOURCE_FORMS, ErrorBody, RunnableKind
 from runplane.observability import logger
 
 RUNNABLE_KINDS = frozenset(get_args(RunnableKind))  # the union members a runnable body is validated as
@@ -133,7 +133,8 @@ def from_validation(error: RequestValidationError) -> Response:
 
 def _issue(problem: dict[str, Any]) -> dict[str, str]:
     """A validation problem as an issue. A body with a discriminator (a runnable's `kind`) names the
-    discriminator when it is missing or unknown, and never the union member in the location."""
+    discriminator when it is missing or unknown, and never the union member in the location (nor a run
+    resource's form)."""
     parts = [str(part) for part in problem.get("loc", ())]
     if len(parts) > 1 and parts[0] == "body" and parts[1] in ("body", "request"):
         parts.pop(1)  # Powertools nests the body model's own name in the location
@@ -142,6 +143,7 @@ def _issue(problem: dict[str, Any]) -> dict[str, str]:
         return {"field": ".".join([*parts, discriminator]), "message": problem.get("msg", "invalid")}
     if len(parts) > 1 and parts[0] == "body" and parts[1] in RUNNABLE_KINDS:
         parts.pop(1)
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "resource" and p in RESOURCE_FORMS)]
     return {"field": ".".join(parts), "message": problem.get("msg", "invalid")}
 
 

@@ -9,8 +9,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
-from runplane.api.common import Dialect, account
-from runplane.api.errors import json_response
+from runplane.api.common import Dialect, account, refusal
+from runplane.api.errors import error_response, json_response
 from runplane.api.openapi import errors, no_content, ok
 from runplane.api.v1 import Cursor, Limit
 from runplane.domain.models import ErrorBody, Page, ResourceCreate
@@ -58,6 +58,15 @@ def create_resource(body: Annotated[ResourceCreate, Body()]):
 def start_upload(body: Annotated[UploadRequest, Body()]):
     created = resources.start_upload(account("runs:write"), body)
     return json_response(201, created.model_dump_json())
+
+
+@router.route("/v1/resources/uploads", method=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@refusal
+def not_an_upload_method():
+    """`uploads` is not a resource id: only POST is served there."""
+    response = error_response(405, "Only POST starts an upload; use POST, OPTIONS", "method_not_allowed")
+    response.headers["Allow"] = "POST, OPTIONS"
+    return response
 
 
 @router.get(

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import hashlib
 import re
 from dataclasses import dataclass
 
-MAX_NAME = 256
+MAX_NAME = 255
+MAX_SEGMENT_BYTES = 255  # of a file or directory name, as file systems count it
 MAX_DIRECTORY = 1024
 MAX_TAGS = 50
 MAX_TAG = 128
@@ -37,6 +39,47 @@ _ALIASES = {
 _ZIP_CONTAINERS = re.compile(
     r"^application/(vnd\.openxmlformats-|vnd\.oasis\.opendocument\.|epub\+zip|java-archive)"
 )
+# What a more specific type filetype names is an instance of, where its magic numbers are the same.
+_PARENT = {
+    "image/apng": "image/png",
+    **dict.fromkeys(
+        (
+            "application/epub+zip",
+            "application/vnd.oasis.opendocument.presentation",
+            "application/vnd.oasis.opendocument.spreadsheet",
+            "application/vnd.oasis.opendocument.text",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/x-google-chrome-extension",
+        ),
+        "application/zip",
+    ),
+}
+# Signatures long or distinctive enough that text does not begin with them by chance.
+_STRONG = frozenset(
+    {
+        "image/png",
+        "image/apng",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/heic",
+        "application/pdf",
+        "application/zip",
+        *_PARENT,
+        "application/gzip",
+        "application/x-7z-compressed",
+        "application/x-rar-compressed",
+        "application/x-xz",
+        "application/x-bzip2",
+        "application/zstd",
+        "application/x-sqlite3",
+        "application/wasm",
+        "application/x-executable",
+    }
+)
 _TEXTUAL = re.compile(
     r"^(text/|application/(json|xml|yaml|x-yaml|x-ndjson|javascript|ld\+json)$|.*\+(json|xml)$)"
 )
@@ -60,6 +103,8 @@ def check_name(name: str) -> str:
     """A resource's file name: one path segment (no `/`, `\\`, NUL, `.` or `..`)."""
     if not name or len(name) > MAX_NAME:
         raise ValueError(f"must be 1 to {MAX_NAME} characters")
+    if len(name.encode()) > MAX_SEGMENT_BYTES:
+        raise ValueError(f"must be at most {MAX_SEGMENT_BYTES} bytes as UTF-8 (a file name's limit)")
     if any(c in name for c in "/\\\x00") or name in (".", ".."):
         raise ValueError("must be a file name: no '/', '\\\\' or NUL, and not '.' or '..'")
     return name
@@ -77,15 +122,35 @@ def check_directory(path: str) -> str:
     segments = [segment for segment in path.split("/") if segment not in ("", ".")]
     if ".." in segments:
         raise ValueError("must not contain '..' (it would leave the run's directory)")
+    if any(len(segment.encode()) > MAX_SEGMENT_BYTES for segment in segments):
+        raise ValueError(f"each directory must be at most {MAX_SEGMENT_BYTES} bytes as UTF-8")
     return "/".join(segments)
 
 
 def check_media_type(value: str) -> str:
-    """`type/subtype`, lower-cased and without parameters."""
-    media = value.split(";")[0].strip().lower()
+    """`type/subtype`, lower-cased, with its `charset` when that is not UTF-8 (`text/csv;
+    charset=iso-8859-1`): other parameters are dropped."""
+    media, *params = (part.strip() for part in value.split(";"))
+    media = media.lower()
     if not _MEDIA_TYPE.fullmatch(media):
         raise ValueError(f"{value!r} is not a media type (type/subtype)")
-    return media
+    charset = _charset(params)
+    if charset is None:
+        return media
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise ValueError(f"{charset!r} is not a character set this service knows") from None
+    return f"{media}; charset={charset}"
+
+
+def _charset(params: list[str]) -> str | None:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            return None if charset in ("utf-8", "utf8", "us-ascii", "ascii") else charset or None
+    return None
 
 
 def parse_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
@@ -94,8 +159,9 @@ def parse_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
     match = _DATA_URI.match(uri)
     if not match:
         raise ValueError("must be a data URI: data:<MIME type>;base64,<base64 data>")
-    media = check_media_type(match["type"]) if match["type"] else "text/plain"
-    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
+    params = [p.strip() for p in match["params"].split(";") if p.strip()]
+    media = check_media_type(";".join([match["type"] or "text/plain", *params]))
+    params = [p.lower() for p in params]
     data = match["data"]
     if "base64" in params:
         if len(data) * 3 // 4 > max_bytes + 3:
@@ -115,31 +181,38 @@ def parse_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
 
 def type_problem(content_type: str, head: bytes, *, whole: bool) -> str | None:
     """Why `head` (a file's first SNIFF_BYTES, or all of it when `whole`) cannot be of `content_type`, or
-    None. A type magic numbers identify must match them; a textual type must be UTF-8; other types (and
-    application/octet-stream) are taken as declared."""
+    None. A type magic numbers identify must match them (or be what they are an instance of: a .docx is a
+    zip archive); a textual type must decode in its charset (UTF-8 by default) and not start with a
+    format's strong signature (two-byte ones such as `BM` or `MZ` begin ordinary text too); other types,
+    and application/octet-stream, are taken as declared."""
     import filetype
 
-    declared = _ALIASES.get(content_type, content_type)
+    media, *params = content_type.split(";")
+    declared = _ALIASES.get(media, media)
     guess = filetype.guess_mime(head) if head else None
     if _TEXTUAL.match(declared):
-        if guess is not None:
-            return f"the bytes are {guess}, not {content_type}"
-        return None if _is_utf8(head, whole=whole) else f"the bytes are not UTF-8 text, so not {content_type}"
-    if declared == OCTET_STREAM or guess == declared:
+        if guess in _STRONG:
+            return f"the bytes are {guess}, not {media}"
+        charset = _charset(params) or "utf-8"
+        return (
+            None
+            if _decodes(head, charset, whole=whole)
+            else f"the bytes are not {charset.upper()} text, so not {media}"
+        )
+    if declared == OCTET_STREAM or guess == declared or _PARENT.get(guess or "") == declared:
         return None
     if guess == "application/zip" and _ZIP_CONTAINERS.match(declared):
         return None
-    known = declared in {t.mime for t in filetype.types}
-    if known:
-        return f"the bytes are {guess or 'not of a type recognised'}, not {content_type}"
+    if declared in {t.mime for t in filetype.types}:
+        return f"the bytes are {guess or 'not of a type recognised'}, not {media}"
     return None
 
 
-def _is_utf8(head: bytes, *, whole: bool) -> bool:
-    """UTF-8 throughout (a cut-off head may end inside a character)."""
+def _decodes(head: bytes, charset: str, *, whole: bool) -> bool:
+    """Text in `charset` throughout (a cut-off head may end inside a character)."""
     for cut in range(1 if whole else 4):
         try:
-            head[: len(head) - cut].decode()
+            head[: len(head) - cut].decode(charset)
             return True
         except UnicodeDecodeError:
             continue

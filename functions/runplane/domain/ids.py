@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -32,3 +33,15 @@ def batch_run_id(batch_id: str, index: int) -> str:
 def child_run_id(parent_run_id: str, sequence: int) -> str:
     """The `sequence`-th child of a run: a retried parent finds the children it already started."""
     return str(uuid.uuid5(CHILD_NAMESPACE, f"{parent_run_id}/{sequence}"))
+
+
+def derived_id(parent_id: str, name: str) -> str:
+    """A UUIDv7 derived from `parent_id` and `name`: the same on every retry, and sorted at the parent's
+    creation time when the parent is a UUIDv7 (else at the start of time)."""
+    parent = uuid.UUID(parent_id)
+    millis = parent.int >> 80 if parent.version == 7 else 0
+    digest = int.from_bytes(hashlib.sha256(f"{parent_id}/{name}".encode()).digest()[:10])
+    value = millis << 80 | digest & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return str(uuid.UUID(int=value))

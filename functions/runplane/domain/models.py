@@ -14,10 +14,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_serializer,
-    model_validator,
+)
+from pydantic import (
+    Tag as Choice,
 )
 
 from runplane.domain import files
@@ -190,18 +195,25 @@ class ResourceFields(Strict):
     """What a resource is called and carries, however its bytes arrive."""
 
     name: Annotated[str, AfterValidator(files.check_name)] = Field(
-        description="Name of the resource: its file name (no '/')", max_length=files.MAX_NAME
+        description="Name of the resource: its file name (no '/', '\\' or NUL; not '.' or '..'; at most "
+        f"{files.MAX_SEGMENT_BYTES} bytes as UTF-8)",
+        min_length=1,
+        max_length=files.MAX_NAME,
+        pattern=r"^[^/\\\x00]+$",
+        json_schema_extra={"not": {"enum": [".", ".."]}},
     )
     directory_path: Annotated[str, AfterValidator(files.check_directory)] = Field(
         description="Path to the directory where the resource should be stored, relative to the run's "
-        "directory (no '..', not absolute)",
+        f"directory (no '..', not absolute, no '\\' or NUL; each segment at most {files.MAX_SEGMENT_BYTES} "
+        "bytes as UTF-8)",
         max_length=files.MAX_DIRECTORY,
+        pattern=r"^[^\\\x00]*$",
     )
     tags: list[Tag] = Field(
         default_factory=list, max_length=files.MAX_TAGS, description="Tags for the resource"
     )
     metadata: RunMetadata = Field(default_factory=dict, description="Additional metadata for the resource")
-    pinned: bool = Field(
+    pinned: Flag = Field(
         False,
         description="Kept until deleted; otherwise the resource expires after the deployment's retention",
     )
@@ -210,27 +222,50 @@ class ResourceFields(Strict):
 class ResourceCreate(ResourceFields):
     content: str | None = Field(
         None,
+        pattern=r"^[Dd][Aa][Tt][Aa]:",
         description="The file to upload. This can be provided instead of `uri`. It should be a "
         "base64-encoded string of the format `data:<MIME_TYPE>;base64,<BASE64_ENCODED_CONTENT>`.",
     )
     uri: OutboundUrl | None = Field(
         None,
+        validate_default=True,
         description="The URI of the file to upload. This can be provided instead of `content`: it is "
         "fetched once, when the resource is created (https; no redirects followed)",
     )
 
-    @model_validator(mode="after")
-    def _one_source(self) -> ResourceCreate:
-        if (self.content is None) == (self.uri is None):
+    @field_validator("content")
+    @classmethod
+    def _data_uri(cls, content: str | None) -> str | None:
+        if content is not None and content[:5].lower() != "data:":
+            raise ValueError("must be a data URI: data:<MIME type>;base64,<base64 data>")
+        return content
+
+    @field_validator("uri")
+    @classmethod
+    def _one_source(cls, uri: str | None, info: ValidationInfo) -> str | None:
+        if "content" not in info.data:  # content was invalid: that error says enough
+            return uri
+        if (info.data["content"] is None) == (uri is None):
             raise ValueError("give either content (a data: URI) or uri, not both or neither")
-        if self.content is not None and not self.content.startswith("data:"):
-            raise ValueError("content must be a data URI: data:<MIME type>;base64,<base64 data>")
-        return self
+        return uri
+
+
+RESOURCE_FORMS = ("reference", "create")  # the forms of a run's resource, as validation errors name them
+
+
+def _resource_kind(value: Any) -> str:
+    """Which form of a run's resource `value` is: a reference has an `id`, anything else is a creation."""
+    if isinstance(value, ResourceReference) or (isinstance(value, dict) and "id" in value):
+        return "reference"
+    return "create"
 
 
 class RunResource(Strict):
     name: str = Field(min_length=1, max_length=256, description="Name of the resource")
-    resource: ResourceReference | ResourceCreate = Field(
+    resource: Annotated[
+        Annotated[ResourceReference, Choice("reference")] | Annotated[ResourceCreate, Choice("create")],
+        Discriminator(_resource_kind),
+    ] = Field(
         description="Resource to use under the `name` key for the run. Can be a string ID or a full "
         "resource object."
     )

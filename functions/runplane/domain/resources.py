@@ -13,7 +13,13 @@ from runplane.domain.models import Page, ResourceFields, Shape, json_number
 ResourceStatus = Literal["pending", "ready"]
 # How the bytes came: a data URI, a fetched URI, an upload to a presigned POST, a file of a run request.
 ResourceSource = Literal["content", "uri", "upload", "file"]
-MediaType = Annotated[str, AfterValidator(files.check_media_type)]
+MediaType = Annotated[
+    str,
+    AfterValidator(files.check_media_type),
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\s*(;.*)?$"
+    ),
+]
 
 
 class Resource(Shape):
@@ -60,10 +66,13 @@ class ResourceRecord(BaseModel):
     uri: str | None = None
     problem: str | None = None
     key: str  # the object's key in the payload bucket
-    max_bytes: int | None = None  # a pending upload's limit
+    min_bytes: int | None = None  # a pending upload's limits (both its declared size, when it has one)
+    max_bytes: int | None = None
 
     def served(self, **download: Any) -> Resource:
-        return Resource(**self.model_dump(exclude={"account_id", "key", "max_bytes"}), **download)
+        return Resource(
+            **self.model_dump(exclude={"account_id", "key", "min_bytes", "max_bytes"}), **download
+        )
 
     def seen_by_run(self) -> dict[str, Any]:
         """What a run keeps of the resource when it is accepted (its payload): enough to read the bytes

@@ -56,5 +56,6 @@ class ErrorCode(StrEnum):
     lambda_error = "lambda_error"  # Lambda refused or failed the invocation
     function_error = "function_error"  # the Lambda function raised (message: "errorType: errorMessage")
     bedrock_error = "bedrock_error"  # Bedrock refused or failed the call
+    resource_missing = "resource_missing"  # a resource of the run was deleted before it was read
     child_runs_unavailable = "child_runs_unavailable"  # ctx.run called outside a worker
     unstorable_outcome = "unstorable_outcome"  # DynamoDB refused the outcome (a request no retry cures)

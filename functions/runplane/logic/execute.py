@@ -136,7 +136,7 @@ def _run(record: RunRecord, lease: Lease) -> Outcome | None:
                 progress=lease,
             )
         finally:
-            remove_run_files(record.id)
+            remove_run_files(record.id, record.attempt)
     if outcome is None:
         return None
     return checked_outputs(outcome, spec.get("output_schema")).model_copy(

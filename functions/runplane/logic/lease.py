@@ -20,7 +20,7 @@ from runplane.logic.runs import load_payload
 from runplane.logic.services import services
 from runplane.observability import logger
 from runplane.runnables.context import RunContext
-from runplane.runnables.resources import ResourceFile, load_model
+from runplane.runnables.resources import ResourceFile, load_model, run_directory
 from runplane.runnables.supervise import Verdict
 
 # Time the worker keeps for itself: to keep an outcome it could not record before its lease (or the
@@ -182,12 +182,15 @@ def read_payload(record: RunRecord, lease: Lease) -> dict:
         pause = min(pause * 2, 2.0)
 
 
-def run_resource(run_id: str, seen: dict[str, Any]) -> ResourceFile:
-    """A resource as the run's code sees it."""
+def run_resource(record: RunRecord, seen: dict[str, Any]) -> ResourceFile:
+    """A resource as the attempt's code sees it."""
     load_model()
     settings = services().settings
     return ResourceFile(
-        run_id, settings.payload_bucket, seen, partial(download_url, seen, settings.resource_url_seconds)
+        run_directory(record.id, record.attempt),
+        settings.payload_bucket,
+        seen,
+        partial(download_url, seen, settings.resource_url_seconds),
     )
 
 
@@ -199,7 +202,7 @@ def run_context(record: RunRecord, payload: dict, deadline: float) -> RunContext
         runnable_id=record.runnable_id,
         attempt=record.attempt,
         deadline=deadline,
-        resources={r["name"]: run_resource(record.id, r["resource"]) for r in payload.get("resources", [])},
+        resources={r["name"]: run_resource(record, r["resource"]) for r in payload.get("resources", [])},
         metadata=record.metadata,
         output_schema=record.runnable.get("output_schema"),
         state=record.state or {},

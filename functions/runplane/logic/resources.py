@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +17,7 @@ from runplane.adapters.blobs import expiry_tagging
 from runplane.adapters.presigner import resource_prefix
 from runplane.domain import files
 from runplane.domain.errors import InvalidRequest, Issue, NotFound
-from runplane.domain.ids import new_id
+from runplane.domain.ids import derived_id, new_id
 from runplane.domain.models import Page, ResourceCreate, ResourceFields, utcnow
 from runplane.domain.resources import (
     CreatedUpload,
@@ -31,16 +31,21 @@ from runplane.domain.resources import (
 from runplane.logic.services import services
 
 logger = logging.getLogger(__name__)
-RESOURCE_NAMESPACE = uuid.UUID("0c8f4b8e-61c2-4f0e-9a55-3e2f7d9b1a64")  # resources made with a run
 
 
 def resource_key(account_id: str, resource_id: str) -> str:
     return f"{resource_prefix(account_id)}{resource_id}"
 
 
+def upload_key(record: ResourceRecord) -> str:
+    """Where an upload's form puts the bytes: beside the resource's key, so a form still valid after the
+    resource is ready cannot replace what was checked."""
+    return f"{record.key}.upload"
+
+
 def run_resource_id(run_id: str, name: str) -> str:
     """The id of the resource a run creates under `name`: the same on every retry of its creation."""
-    return str(uuid.uuid5(RESOURCE_NAMESPACE, f"{run_id}/{name}"))
+    return derived_id(run_id, name)
 
 
 # --- creating ---
@@ -58,33 +63,62 @@ class Prepared:
     field: str
 
 
+class FetchBudget:
+    """What the `uri`s of one request may take together: the deployment's fetch time and bytes, once (a
+    request naming several cannot outlast API Gateway's 29 s or the function's memory)."""
+
+    def __init__(self) -> None:
+        settings = services().settings
+        self.deadline = time.monotonic() + settings.resource_fetch_seconds
+        self.bytes_left = settings.resource_fetch_bytes
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
 def create_resource(account_id: str, body: ResourceCreate) -> ResourceRecord:
-    return store(account_id, prepare(body, "body"))
+    record, created = store(account_id, prepare(body, "body", FetchBudget()))
+    if created:
+        count(record)
+    return record
 
 
-def prepare(body: ResourceCreate, field: str) -> Prepared:
-    """Decode `content` or fetch `uri` and check the bytes against their media type (400 naming `field`'s
-    part that is wrong); nothing is stored."""
+def prepare(body: ResourceCreate, field: str, budget: FetchBudget) -> Prepared:
+    """Decode `content` or fetch `uri` (within `budget`) and check the bytes against their media type (400
+    naming `field`'s part that is wrong); nothing is stored."""
     if body.content is not None:
         content_type, data = _decoded(body.content, f"{field}.content")
         source: ResourceSource = "content"
     else:
-        content_type, data = _fetched(body.uri or "", f"{field}.uri")
+        content_type, data = _fetched(body.uri or "", f"{field}.uri", budget)
         source = "uri"
-    if problem := files.type_problem(content_type, data, whole=True):
-        raise InvalidRequest(
-            f"The resource's content is not what its media type says: {problem}",
-            "content_type_mismatch",
-            [Issue(f"{field}.{source if source == 'uri' else 'content'}", problem)],
-        )
+    _check_type(content_type, data, f"{field}.{source}")
     return Prepared(body, data, content_type, source, _without_query(body.uri), field)
 
 
-def store(account_id: str, prepared: Prepared, resource_id: str | None = None) -> ResourceRecord:
-    """The bytes, then the record. With a `resource_id` (one a run derives), doing it again returns the
-    resource made the first time."""
-    if resource_id is not None and (existing := services().resources.get(account_id, resource_id)):
-        return existing
+def prepare_file(part: files.FilePart) -> Prepared:
+    """A file of a run request, to be a resource named by its filename in the directory `files`."""
+    field = f"body.{part.field}"
+    try:
+        draft = ResourceFields(
+            name=_basename(part.filename),
+            directory_path="files",
+            metadata={"field": part.field, "filename": part.filename},
+        )
+        content_type = files.check_media_type(part.content_type or files.OCTET_STREAM)
+    except ValueError as error:  # pydantic's ValidationError is one
+        raise InvalidRequest(
+            f"The file field {part.field!r} cannot be a resource: {error}",
+            "validation_error",
+            [Issue(field, str(error))],
+        ) from None
+    _check_type(content_type, part.data, field)
+    return Prepared(draft, part.data, content_type, "file", None, field)
+
+
+def store(account_id: str, prepared: Prepared, resource_id: str | None = None) -> tuple[ResourceRecord, bool]:
+    """The bytes, then the record; with whether this call made it (and should `count` it). With a
+    `resource_id` (one a run derives), doing it again returns the resource made the first time."""
     record = _record(
         account_id, prepared.fields, prepared.content_type, prepared.source, resource_id=resource_id
     )
@@ -93,38 +127,21 @@ def store(account_id: str, prepared: Prepared, resource_id: str | None = None) -
         update={"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "uri": prepared.uri}
     )
     services().blobs.put_bytes(record.key, data, record.content_type, expiry=_expiry(record))
-    if not services().resources.put(record):  # made meanwhile by the same request repeated
-        return services().resources.get(account_id, record.id) or record
-    _count(record)
-    return record
+    if services().resources.put(record):
+        return record, True
+    # made meanwhile, or this put's answer was lost and botocore sent it again
+    stored = services().resources.get(account_id, record.id) or record
+    return stored, stored.created_at == record.created_at
 
 
-def prepare_files(parts: Sequence[files.FilePart]) -> list[Prepared]:
-    """The files of a run request, each to be a resource named by its filename in the directory `files`."""
-    prepared = []
-    for part in parts:
-        field = f"body.{part.field}"
+def discard(records: Sequence[ResourceRecord]) -> None:
+    """Delete resources made for a run that was not created (best effort: what remains expires)."""
+    for record in records:
         try:
-            draft = ResourceFields(
-                name=part.filename,
-                directory_path="files",
-                metadata={"field": part.field, "filename": part.filename},
-            )
-            content_type = files.check_media_type(part.content_type or files.OCTET_STREAM)
-        except ValueError as error:  # pydantic's ValidationError is one
-            raise InvalidRequest(
-                f"The file field {part.field!r} cannot be a resource: {error}",
-                "validation_error",
-                [Issue(field, str(error))],
-            ) from None
-        if problem := files.type_problem(content_type, part.data, whole=True):
-            raise InvalidRequest(
-                f"The file {part.field!r} is not what its media type says: {problem}",
-                "content_type_mismatch",
-                [Issue(field, problem)],
-            )
-        prepared.append(Prepared(draft, part.data, content_type, "file", None, field))
-    return prepared
+            services().blobs.delete(record.key)
+            services().resources.delete(record.account_id, record.id)
+        except Exception:
+            logger.exception("a refused run's resource not deleted", extra={"resource_id": record.id})
 
 
 def start_upload(account_id: str, body: UploadRequest) -> CreatedUpload:
@@ -137,19 +154,17 @@ def start_upload(account_id: str, body: UploadRequest) -> CreatedUpload:
             "resource_too_large",
             [Issue("body.size", f"more than {settings.max_resource_bytes}")],
         )
+    most = body.size if body.size is not None else settings.max_resource_bytes
     record = _record(account_id, body, body.content_type, "upload").model_copy(
-        update={
-            "status": "pending",
-            "max_bytes": body.size if body.size is not None else settings.max_resource_bytes,
-        }
+        update={"status": "pending", "min_bytes": body.size or 0, "max_bytes": most}
     )
     seconds = settings.resource_upload_seconds
     form = services().presigner.post_form(
         account_id,
-        record.key,
+        upload_key(record),
         content_type=record.content_type,
-        sizes=(body.size or 0, record.max_bytes or 0),
-        tagging=expiry_tagging(_expiry(record)),
+        sizes=(record.min_bytes or 0, most),
+        tagging=expiry_tagging("resource"),  # never kept: copied to the resource's key, or it expires
         seconds=seconds,
     )
     services().resources.put(record)
@@ -159,35 +174,45 @@ def start_upload(account_id: str, body: UploadRequest) -> CreatedUpload:
             url=form["url"],
             fields=form["fields"],
             expires_at=utcnow() + timedelta(seconds=seconds),
-            max_bytes=record.max_bytes or 0,
+            max_bytes=most,
         ),
     )
 
 
 def finish_upload(record: ResourceRecord) -> ResourceRecord:
     """`record` made ready if its upload arrived (one ranged GET), checked against its limit and media
-    type; an object that breaks them is deleted and the resource stays pending, saying why."""
+    type, and copied (exactly the object checked) to the resource's key; an object that breaks them is
+    deleted and the resource stays pending, saying why."""
     if record.status != "pending":
         return record
-    head = services().blobs.head(record.key, files.SNIFF_BYTES)
+    blobs, staged = services().blobs, upload_key(record)
+    head = blobs.head(staged, files.SNIFF_BYTES)
     if head is None:
         return record
     problem = None
-    if record.max_bytes is not None and head.size > record.max_bytes:
-        problem = f"the upload was {head.size} bytes; at most {record.max_bytes} are allowed"
+    if not (record.min_bytes or 0) <= head.size <= (record.max_bytes or head.size):
+        expected = (
+            f"exactly {record.max_bytes}"
+            if record.min_bytes == record.max_bytes
+            else f"at most {record.max_bytes}"
+        )
+        problem = f"the upload was {head.size} bytes; {expected} are allowed"
     elif type_problem := files.type_problem(
         record.content_type, head.data, whole=head.size <= len(head.data)
     ):
         problem = f"the upload is not what its media type says: {type_problem}"
     if problem:
-        services().blobs.delete(record.key)
+        blobs.delete(staged)
         updated = record.model_copy(update={"problem": problem})
+    elif not blobs.copy(head, staged, record.key, record.content_type, expiry=_expiry(record)):
+        return record  # uploaded again meanwhile: the next read checks the new object
     else:
         updated = record.model_copy(update={"status": "ready", "size": head.size, "problem": None})
     if not services().resources.replace(updated, status="pending"):  # finished meanwhile by another read
         return services().resources.get(record.account_id, record.id) or updated
     if updated.status == "ready":
-        _count(updated)
+        blobs.delete(staged)
+        count(updated)
     return updated
 
 
@@ -214,6 +239,13 @@ def download_url(record: ResourceRecord | dict, seconds: int) -> str:
 
 
 def list_resources(account_id: str, query: ResourceQuery, limit: int, cursor: str | None) -> Page[Resource]:
+    if query.directory_path is not None:  # compared as resources keep it
+        try:
+            query = query.model_copy(update={"directory_path": files.check_directory(query.directory_path)})
+        except ValueError as error:
+            raise InvalidRequest(
+                f"directory_path {error}", "invalid_request", [Issue("query.directory_path", str(error))]
+            ) from None
     records, next_cursor = services().resources.list(
         account_id, query, limit=limit, cursor=cursor, now=utcnow().timestamp()
     )
@@ -282,13 +314,27 @@ def _expired(record: ResourceRecord, now: datetime | None = None) -> bool:
     return record.expires_at is not None and record.expires_at <= (now or utcnow())
 
 
-def _count(record: ResourceRecord) -> None:
+def count(record: ResourceRecord) -> None:
     """Count the resource in its day's usage: after it is stored, so a failure here loses a count (logged),
     never a resource."""
     try:
         services().accounts.count_resource(record.account_id, record.created_at.date(), record.size or 0)
     except Exception:
         logger.exception("resource stored but not counted in usage", extra={"resource_id": record.id})
+
+
+def _check_type(content_type: str, data: bytes, field: str) -> None:
+    if problem := files.type_problem(content_type, data, whole=True):
+        raise InvalidRequest(
+            f"The resource's content is not what its media type says: {problem}",
+            "content_type_mismatch",
+            [Issue(field, problem)],
+        )
+
+
+def _basename(filename: str) -> str:
+    """A file part's name without the folders a browser or an SDK may send with it."""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _without_query(uri: str | None) -> str | None:
@@ -308,15 +354,19 @@ def _decoded(content: str, field: str) -> tuple[str, bytes]:
         ) from None
 
 
-def _fetched(uri: str, field: str) -> tuple[str, bytes]:
-    settings = services().settings
+def _fetched(uri: str, field: str, budget: FetchBudget) -> tuple[str, bytes]:
+    seconds = budget.seconds_left()
+    if seconds <= 0.5 or budget.bytes_left <= 0:
+        problem = "the request's other uris took all the time and bytes one request may fetch"
+        raise InvalidRequest(f"uri could not be fetched: {problem}", "fetch_failed", [Issue(field, problem)])
     answer = outbound.fetch(
         uri,
-        allow_loopback=settings.allow_loopback,
-        connect_timeout=min(5.0, settings.resource_fetch_seconds),
-        total_timeout=settings.resource_fetch_seconds,
-        max_bytes=settings.resource_fetch_bytes,
+        allow_loopback=services().settings.allow_loopback,
+        connect_timeout=min(5.0, seconds),
+        total_timeout=seconds,
+        max_bytes=budget.bytes_left,
     )
+    budget.bytes_left -= len(answer.body)
     if answer.error is not None:
         code = "resource_too_large" if answer.too_large else "fetch_failed"
         raise InvalidRequest(f"uri could not be fetched: {answer.error}", code, [Issue(field, answer.error)])

@@ -36,6 +36,9 @@ from runplane.domain.models import (
 )
 from runplane.domain.pricing import add_up
 from runplane.domain.states import Status
+from runplane.logic.resources import count as count_resource
+from runplane.logic.resources import discard as discard_resources
+from runplane.logic.run_resources import Resolved
 from runplane.logic.run_resources import resolve as resolve_resources
 from runplane.logic.runnables import check_timeout, get_runnable
 from runplane.logic.services import services
@@ -287,11 +290,35 @@ def create_run(
             "callback_events_without_url",
             [Issue("body.callback_events", "given without callback_url")],
         )
-    settings = services().settings
     run_id = run_id or new_id()
+    resolved = resolve_resources(account_id, run_id, request.resources, files)
+    try:
+        record = _store_run(
+            account_id, run_id, runnable_id, runnable, request, resolved, created_by, parent_run_id
+        )
+    except Exception:
+        discard_resources(resolved.made)  # the run was not stored: what was made for it goes too
+        raise
+    for made in resolved.made:
+        count_resource(made)
+    _dispatch_if_waiting(record)
+    return record
+
+
+def _store_run(
+    account_id: str,
+    run_id: str,
+    runnable_id: str,
+    runnable: Runnable,
+    request: RunRequestFields,
+    resolved: Resolved,
+    created_by: str | None,
+    parent_run_id: str | None,
+) -> RunRecord:
+    """The run, charged to the account in the same transaction; the stored run when a duplicate made it."""
+    settings = services().settings
     now = utcnow()
-    resources = resolve_resources(account_id, run_id, request.resources, files)
-    payload = json.dumps({"inputs": request.inputs, "resources": resources}, separators=(",", ":"))
+    payload = json.dumps({"inputs": request.inputs, "resources": resolved.seen}, separators=(",", ":"))
     payload_json, payload_ref = store_json(payload, f"{account_id}/{run_id}/payload.json")
     record = RunRecord(
         account_id=account_id,
@@ -336,7 +363,6 @@ def create_run(
         raise RuntimeError(f"the run was not created: {failed}")
     else:
         count_created()
-    _dispatch_if_waiting(record)
     return record
 
 

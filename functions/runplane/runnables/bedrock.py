@@ -48,8 +48,9 @@ def invoke(config: Config, inputs: dict[str, Any], ctx: RunContext) -> dict[str,
 
     if missing := check_inputs(config, inputs):
         raise RunFailed(f"inputs lack {', '.join(i.field for i in missing)}", ErrorCode.invalid_inputs)
+    request = _request(config, inputs, ctx.output_schema, _attachments(ctx))
     try:
-        response = converse(_request(config, inputs, ctx.output_schema, _attachments(ctx)))
+        response = converse(request)
     except ClientError as problem:
         error = problem.response.get("Error", {})
         raise RunFailed(
@@ -132,6 +133,7 @@ def _attachments(ctx: RunContext) -> list[dict[str, Any]]:
     """The run's resources as Converse content blocks, in the order the run names them."""
     blocks: list[dict[str, Any]] = []
     counts = {"image": 0, "document": 0}
+    names: set[str] = set()
     for name, resource in ctx.resources.items():
         if resource.content_type in IMAGE_FORMATS:
             block, form, limit, most = (
@@ -152,11 +154,14 @@ def _attachments(ctx: RunContext) -> list[dict[str, Any]]:
             )
             continue
         counts[block] += 1
-        content: dict[str, Any] = {"format": form, "source": {"bytes": resource.read_bytes()}}
-        if block == "document":  # a document needs a name of letters, digits, spaces, -()[]
-            content["name"] = (
-                " ".join(_NOT_IN_A_NAME.sub(" ", name).split())[:200] or f"document {counts[block]}"
-            )
+        try:
+            content: dict[str, Any] = {"format": form, "source": {"bytes": resource.read_bytes()}}
+        except FileNotFoundError as missing:
+            raise RunFailed(str(missing), ErrorCode.resource_missing) from None
+        if block == "document":  # a document needs a name of letters, digits, spaces, -()[]; unique
+            title = " ".join(_NOT_IN_A_NAME.sub(" ", name).split())[:190] or "document"
+            content["name"] = title if title not in names else f"{title} ({counts[block]})"
+            names.add(content["name"])
         blocks.append({block: content})
     return blocks
 

@@ -10,35 +10,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-_clients: dict[int, Any] = {}
+from runplane.adapters import aws
+from runplane.adapters.blobs import Blobs
+
+_blobs: dict[int, Blobs] = {}
 _lock = threading.Lock()
 
 
-def _s3() -> Any:
-    """An S3 client of this process: a python runnable runs in a forked child, which must not share the
-    worker's connections. It is made from the worker's boto3 session, whose parsed S3 model the child
-    inherits (`load_model`; reading it again costs about 80 ms a run)."""
-    from runplane.adapters import aws
-
+def _blobs_here(bucket: str) -> Blobs:
+    """The bucket through an S3 client of this process: a python runnable runs in a forked child, which
+    must not share the worker's connections. The client reuses the session's parsed S3 model, which the
+    child inherits (`load_model`; reading it again costs about 80 ms a run)."""
     with _lock:
-        if os.getpid() not in _clients:
-            _clients[os.getpid()] = aws.session().client("s3")
-        return _clients[os.getpid()]
+        if os.getpid() not in _blobs:
+            _blobs[os.getpid()] = Blobs(bucket, aws.own_client("s3"))
+        return _blobs[os.getpid()]
 
 
-def run_directory(run_id: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"runplane-{run_id}"
+def run_directory(run_id: str, attempt: int) -> Path:
+    """Where an attempt of a run keeps its downloaded resources (an attempt's own: one taken over may
+    still be ending on the same machine)."""
+    return Path(tempfile.gettempdir()) / f"runplane-{run_id}-{attempt}"
 
 
-def remove_run_files(run_id: str) -> None:
-    """Delete what the run downloaded: a warm worker's temporary storage is shared by the runs it executes."""
-    shutil.rmtree(run_directory(run_id), ignore_errors=True)
+def remove_run_files(run_id: str, attempt: int) -> None:
+    """Delete what the attempt downloaded: a warm worker's temporary storage is shared by the runs it
+    executes."""
+    shutil.rmtree(run_directory(run_id, attempt), ignore_errors=True)
 
 
 def load_model() -> None:
     """Parse S3's model into the worker's boto3 session once, before runs' processes are forked."""
-    from runplane.adapters import aws
-
     aws.client("s3")
 
 
@@ -47,7 +49,7 @@ class ResourceFile:
     `tags`, `id`; its bytes by `read_bytes()`, `text()`, `open()`, or a local `path` (downloaded on first
     use into the worker's temporary storage, under `directory_path`); `url`, a presigned GET to pass on."""
 
-    def __init__(self, run_id: str, bucket: str, seen: dict[str, Any], sign: Callable[[], str]):
+    def __init__(self, directory: Path, bucket: str, seen: dict[str, Any], sign: Callable[[], str]):
         self.id: str = seen["id"]
         self.name: str = seen["name"]
         self.directory_path: str = seen["directory_path"]
@@ -58,7 +60,8 @@ class ResourceFile:
         self.tags: list[str] = seen.get("tags") or []
         self._key: str = seen["key"]
         self._bucket = bucket
-        self._run_id = run_id
+        self._directory = directory
+        self._downloading = threading.Lock()
         self._sign = sign
         self._path: Path | None = None
 
@@ -81,20 +84,17 @@ class ResourceFile:
 
     @property
     def path(self) -> Path:
-        """`<tmp>/runplane-<run>/<directory_path>/<name>`, downloaded the first time it is asked for."""
-        if self._path is None:
-            base = run_directory(self._run_id)
-            target = (
-                base.joinpath(*self.directory_path.split("/"), self.name)
-                if self.directory_path
-                else base / self.name
-            )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.part")
-            with self._body() as body, partial.open("wb") as out:
-                shutil.copyfileobj(body, out, 1024 * 1024)
-            partial.replace(target)
-            self._path = target
+        """`<tmp>/runplane-<run>-<attempt>/<directory_path>/<name>`, downloaded the first time it is asked
+        for (once, whichever thread asks)."""
+        with self._downloading:
+            if self._path is None:
+                target = self._directory.joinpath(*self.directory_path.split("/"), self.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle, partial = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+                with self._body() as body, os.fdopen(handle, "wb") as out:
+                    shutil.copyfileobj(body, out, 1024 * 1024)
+                os.replace(partial, target)
+                self._path = target
         return self._path
 
     @property
@@ -118,8 +118,6 @@ class ResourceFile:
 
     def _body(self) -> Any:
         try:
-            return _s3().get_object(Bucket=self._bucket, Key=self._key)["Body"]
-        except Exception as error:
-            if getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"resource {self.id} ({self.name}) was deleted") from None
-            raise
+            return _blobs_here(self._bucket).stream(self._key)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"resource {self.id} ({self.name}) was deleted") from None
