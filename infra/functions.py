@@ -103,11 +103,13 @@ ACCESS = {
         tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
+        finds_missing=True,  # a run taken over looks for an outcome its worker kept (usually none)
     ),
     "sweeper": Access(
         tables={"runs": "rw", "runnables": "r", "callbacks": "rw", "accounts": "rw", "concurrency": "rw"},
         sends_to=(defs.DISPATCH.name, defs.CALLBACKS_QUEUE.name),
         bucket="rw",
+        finds_missing=True,  # as dead_letters: ending.take_over
     ),
     "callbacks": Access(
         tables={"runs": "r", "callbacks": "rw", "accounts": "rw"},

@@ -770,7 +770,7 @@ def test_a_cotool_attachment_names_an_uploaded_resource_by_its_file_id(stack: St
     assert seen[resource["id"]]["text"] == NOTES.decode()
 
 
-@pytest.mark.parametrize("file_id", [str(uuid.uuid4()), "file-123", "pending"])
+@pytest.mark.parametrize("file_id", ["0190a8a0-5f3c-7d2e-9b41-6c8e2f1a7b93", "file-123", "pending"])
 def test_a_cotool_attachment_of_an_unknown_file_is_a_validation_error(stack: Stack, file_id: str) -> None:
     echo = stack.runnable("echo")
     if file_id == "pending":

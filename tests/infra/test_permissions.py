@@ -11,42 +11,82 @@ moto enforces IAM once `INITIAL_NO_AUTH_ACTION_COUNT` requests have been served 
 `Roles.acting`), but in moto 5.2 it checks DynamoDB requests against the resource "*" (so a table-scoped
 grant never matches), authorizes transactions and SQS batch calls by their API names (AWS authorizes
 each item of TransactWriteItems as PutItem/UpdateItem/DeleteItem/ConditionCheckItem on its table, and
-DeleteMessageBatch as DeleteMessage), and answers a refused DynamoDB or SQS call with an XML body the
-JSON protocol cannot parse (the code sees a ClientError "403"). `enforce_like_aws` closes the first two
-gaps with AWS's documented rules; the third is why refusals are recorded where moto decides them, not
-where the code sees them (an AccessDenied the code logs and swallows still fails the test).
+DeleteMessageBatch as DeleteMessage), authorizes a PutObject with tags as PutObject alone (AWS also
+requires s3:PutObjectTagging) and a CopyObject as a PutObject of its destination alone (AWS also requires
+s3:GetObject on its source), answers a GetObject of a missing key 404 whatever the caller may list (AWS
+answers 403 AccessDenied unless the caller has s3:ListBucket on the bucket), ignores the session policy a role was assumed with (AWS allows only what
+both the role's policies and the session policy allow), matches a trust policy's principals against a
+role session's own ARN (AWS admits a role's sessions by the role's ARN), lets a role session assume a
+role for up to its MaxSessionDuration (AWS caps such "role chaining" at one hour, failing AssumeRole with
+a longer DurationSeconds), reads a request's credentials from its Authorization header only (a presigned
+URL, signed in its query string, and a presigned POST, signed by its form, fail inside moto with a
+KeyError; AWS authorizes them as GetObject, and PutObject plus PutObjectTagging for a tagged form, of the
+credentials that signed them), and answers a refused DynamoDB or SQS call with an XML body the JSON
+protocol cannot parse (the code sees a ClientError "403").
+`enforce_like_aws` closes the first eight gaps with AWS's documented rules; the last is why refusals are
+recorded where moto decides them, not where the code sees them (an AccessDenied the code logs and
+swallows still fails the test). A python run's code runs in a forked child: the decisions moto takes there
+are spooled to a file and gathered by the phase. The presign role is the template's too: its trust policy
+and policies.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import boto3
 import pytest
+import requests
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.client import BaseClient
+from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.core.authorization import enable_iam_authentication
+from moto import settings as moto_settings
+from moto.core.authorization import ActionAuthenticatorMixin, enable_iam_authentication
 from moto.dynamodb.responses import DynamoHandler
-from moto.iam.access_control import IAMRequest, IAMRequestBase
+from moto.iam.access_control import (
+    AssumedRoleAccessKey,
+    IAMPolicy,
+    IAMRequest,
+    IAMRequestBase,
+    PermissionResult,
+    S3IAMRequest,
+    format_incoming_conditional_values,
+)
+from moto.s3.responses import S3Response
 from moto.sqs.responses import SQSResponse
+from moto.sts.exceptions import STSValidationError
+from moto.sts.models import sts_backends
+from moto.sts.responses import TokenResponse
 from runplane import definitions as defs
 from runplane.adapters import aws
 from runplane.domain.ids import intake_run_id
 from runplane.handlers import sweeper
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import Poller
-from runplane.logic import admission, services
+from runplane.logic import admission, keys, services
 from runplane.logic.callbacks import delivery_id_for
 from runplane.logic.keys import CreatedKey
+from runplane.logic.resources import resource_key
 from runplane.logic.sweep import sweep
+from runplane.runnables import resources as resource_files
 
 from tests.conftest import Api, make_runnable
 from tests.infra.conftest import resources
@@ -63,6 +103,9 @@ PSEUDO = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+PRESIGN_ROLE_ENV = "RUNPLANE_PRESIGN_ROLE_ARN"
+PRESIGNER = "presigner"  # Roles.grant's name for the presign role
+CHAINED_SESSION_SECONDS = 3600  # a role session assuming a role: AWS's cap, whatever the role allows
 
 
 # --- moto, deciding as IAM does for the calls Runplane makes ---
@@ -123,13 +166,125 @@ class Decision:
 
 @dataclass
 class Record:
+    spool: Path  # where forked children (a python run's code) write what they decided and were refused
     decisions: list[Decision] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # 403s a boto3 call raised
+    owner: int = field(default_factory=os.getpid)
+
+    def decided(self, decision: Decision) -> None:
+        if os.getpid() == self.owner:
+            self.decisions.append(decision)
+        else:
+            self._spool({"decision": dataclasses.asdict(decision)})
+
+    def refused(self, refusal: str) -> None:
+        if os.getpid() == self.owner:
+            self.refusals.append(refusal)
+        else:
+            self._spool({"refusal": refusal})
+
+    def gather(self) -> None:
+        """Take in what forked children spooled."""
+        if not self.spool.exists():
+            return
+        lines = self.spool.read_text().splitlines()
+        self.spool.unlink()
+        for line in lines:
+            entry = json.loads(line)
+            if "decision" in entry:
+                self.decisions.append(Decision(**entry["decision"]))
+            else:
+                self.refusals.append(entry["refusal"])
+
+    def _spool(self, entry: dict[str, Any]) -> None:
+        with self.spool.open("a") as out:  # one short line a write, appended: children may write together
+            out.write(json.dumps(entry) + "\n")
 
 
-def enforce_like_aws(monkeypatch: pytest.MonkeyPatch) -> Record:
+class SignedInS3Request(S3IAMRequest):
+    """An S3 request signed in its query string (a presigned URL: X-Amz-Credential, X-Amz-Signature, ...)
+    or by its form (a presigned POST: x-amz-credential, policy, x-amz-signature), which moto 5 cannot
+    read. Its signature and expiry are checked as AWS checks them, then its action is authorized for the
+    credentials that signed it (a role session: the role's policies and the session policy)."""
+
+    def __init__(self, handler: Any, action: str, signed: dict[str, str]):
+        self._signed = signed
+        self._url = handler.uri
+        headers = {
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={signed['credential']}, SignedHeaders=host, "
+            f"Signature={signed['signature']}"
+        }
+        if signed.get("token"):
+            headers["X-Amz-Security-Token"] = signed["token"]
+        super().__init__(
+            account_id=handler.current_account,
+            method=handler.method,
+            path=handler.raw_path,
+            data=handler.data,
+            body=b"",
+            headers=headers,
+            action=action,
+        )
+
+    @staticmethod
+    def of(handler: Any) -> dict[str, str] | None:
+        """The credentials a request without an Authorization header is signed with, if any."""
+        if "Authorization" in handler.headers:
+            return None
+
+        def one(name: str) -> str:
+            value = handler.querystring.get(name)
+            return (value[0] if isinstance(value, list) else value) or ""
+
+        if one("X-Amz-Credential"):
+            names = {"credential": "X-Amz-Credential", "signature": "X-Amz-Signature"}
+            names |= {"token": "X-Amz-Security-Token", "date": "X-Amz-Date", "expires": "X-Amz-Expires"}
+        elif handler.method == "POST" and one("x-amz-credential"):
+            names = {"credential": "x-amz-credential", "signature": "x-amz-signature"}
+            names |= {"token": "x-amz-security-token", "policy": "policy", "tagging": "tagging", "key": "key"}
+        else:
+            return None
+        return {name: one(field) for name, field in names.items()}
+
+    def check_signature(self) -> None:
+        if time.time() > self._expires_at():
+            self._raise_access_denied()  # AWS: AccessDenied, "Request has expired"
+        expected = self._policy_signature() if "policy" in self._signed else self._query_signature()
+        if not hmac.compare_digest(expected, self._signed["signature"]):
+            self._raise_signature_does_not_match()
+
+    def _expires_at(self) -> float:
+        if "policy" in self._signed:
+            expiration = json.loads(base64.b64decode(self._signed["policy"])).get("expiration")
+            if not isinstance(expiration, str):
+                return 0.0  # AWS: a policy must say when it expires
+            return datetime.fromisoformat(expiration.replace("Z", "+00:00")).timestamp()
+        signed_at = datetime.strptime(self._signed["date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return signed_at.timestamp() + int(self._signed["expires"])
+
+    def _policy_signature(self) -> str:
+        """SigV4 of a POST policy: the base64 policy document, signed with the credential scope's key."""
+        _, date, region, service, _ = self._signed["credential"].split("/")
+        key = ("AWS4" + self._access_key.create_credentials().secret_key).encode()
+        for part in (date, region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        return hmac.new(key, self._signed["policy"].encode(), hashlib.sha256).hexdigest()
+
+    def _query_signature(self) -> str:
+        """SigV4 of a presigned URL, computed by botocore's own query signer over the URL as sent."""
+        parts = urlsplit(self._url)
+        query = "&".join(p for p in parts.query.split("&") if not p.startswith("X-Amz-Signature="))
+        request = AWSRequest(method=self._method, url=urlunsplit((*parts[:3], query, "")))
+        request.context["timestamp"] = self._signed["date"]
+        auth = S3SigV4QueryAuth(
+            self._access_key.create_credentials(), "s3", self._region, expires=int(self._signed["expires"])
+        )
+        return auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+
+
+def enforce_like_aws(monkeypatch: pytest.MonkeyPatch, spool: Path) -> Record:
     """moto's IAM checks with DynamoDB and SQS authorized as AWS does, every decision recorded."""
-    record = Record()
+    record = Record(spool)
 
     def authorize_dynamodb(handler: Any, resource: str = "*") -> None:
         body = getattr(handler, "body", None) or {}
@@ -142,16 +297,81 @@ def enforce_like_aws(monkeypatch: pytest.MonkeyPatch) -> Record:
         action = handler._get_action()
         handler._authenticate_and_authorize_action(_acting_as(SQS_BATCHES.get(action, action)), resource)
 
+    authorize_s3_as_moto = S3Response._authenticate_and_authorize_s3_action
+
+    def authorize_s3(handler: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        signed = SignedInS3Request.of(handler)
+        enforced = ActionAuthenticatorMixin.request_count >= moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
+        action = handler._get_action()
+        if signed is None or not enforced:
+            authorize_s3_as_moto(handler, bucket_name=bucket_name, key_name=key_name)
+            if not enforced:
+                return
+        key = key_name or (signed or {}).get("key")  # a presigned POST names its key in its form
+        also = []  # what AWS authorizes besides the request's own action (moto authorizes that alone)
+        if signed is not None:
+            also.append((action, bucket_name, key))
+        if action == "PutObject" and key:
+            if handler.headers.get("x-amz-tagging") or (signed or {}).get("tagging"):
+                also.append(("PutObjectTagging", bucket_name, key))  # tags set with the object
+            if source := handler.headers.get("x-amz-copy-source"):  # a CopyObject reads its source
+                source_bucket, _, source_key = unquote(urlsplit(source).path).lstrip("/").partition("/")
+                also.append(("GetObject", source_bucket, source_key))
+        missing = action == "GetObject" and key and handler.method in ("GET", "HEAD")
+        if missing and handler.backend.get_object(bucket_name, key) is None:
+            also.append(("ListBucket", bucket_name, None))  # a missing key: 404 only with ListBucket
+        for also_action, bucket, also_key in also:
+            resource = f"arn:aws:s3:::{bucket}" + (f"/{also_key}" if also_key else "")
+            if signed is not None:
+                request = SignedInS3Request(handler, also_action, signed)
+                request.check_signature()
+                request.check_action_permitted(resource)
+                continue
+            handler.data["Action"] = also_action
+            try:
+                authorize_s3_as_moto(handler, bucket_name=bucket, key_name=also_key)
+            finally:
+                handler.data["Action"] = action
+
+    def trusted(request: Any, role_arn: str) -> bool:
+        key = request._access_key
+        callers = [key.arn]
+        if isinstance(key, AssumedRoleAccessKey):
+            callers.insert(0, f"arn:{key.partition}:iam::{key.account_id}:role/{key._owner_role_name}")
+        trust = IAMPolicy(request.backend.get_role_by_arn(role_arn).assume_role_policy_document)
+        conditions = format_incoming_conditional_values(request._data)
+        return any(
+            trust.is_action_permitted(request._action, role_arn, caller, conditions)
+            == PermissionResult.PERMITTED
+            for caller in callers
+        )
+
+    assume_as_moto = TokenResponse.assume_role
+
+    def assume_role(handler: Any) -> Any:
+        credential = handler.headers.get("Authorization", "").partition("Credential=")[2].split("/")[0]
+        chained = handler.backend.get_assumed_role_from_access_key(credential) is not None
+        if chained and handler._get_int_param("DurationSeconds", 3600) > CHAINED_SESSION_SECONDS:
+            raise STSValidationError(
+                "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."
+            )
+        return assume_as_moto(handler)
+
     checked = IAMRequestBase.check_action_permitted
 
     def check_action_permitted(request: Any, resource: str) -> None:
         role = request._access_key.arn.split(":assumed-role/")[-1].split("/")[0]
         try:
             checked(request, resource)
+            policy = session_policy(request._access_key)
+            if policy and IAMPolicy(policy).is_action_permitted(request._action, resource) != (
+                PermissionResult.PERMITTED
+            ):
+                request._raise_access_denied()
         except Exception:
-            record.decisions.append(Decision(role, request._action, resource, False))
+            record.decided(Decision(role, request._action, resource, False))
             raise
-        record.decisions.append(Decision(role, request._action, resource, True))
+        record.decided(Decision(role, request._action, resource, True))
 
     call = BaseClient._make_api_call
 
@@ -160,14 +380,26 @@ def enforce_like_aws(monkeypatch: pytest.MonkeyPatch) -> Record:
             return call(client, operation, params)
         except ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
-                record.refusals.append(f"{client.meta.service_model.service_name}.{operation}: {error}")
+                record.refused(f"{client.meta.service_model.service_name}.{operation}: {error}")
             raise
 
     monkeypatch.setattr(DynamoHandler, "_authenticate_and_authorize_normal_action", authorize_dynamodb)
     monkeypatch.setattr(SQSResponse, "_authenticate_and_authorize_normal_action", authorize_sqs)
+    monkeypatch.setattr(S3Response, "_authenticate_and_authorize_s3_action", authorize_s3)
+    monkeypatch.setattr(IAMRequestBase, "_check_role_trust_relationship", trusted)
+    monkeypatch.setattr(TokenResponse, "assume_role", assume_role)
     monkeypatch.setattr(IAMRequestBase, "check_action_permitted", check_action_permitted)
     monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
     return record
+
+
+def session_policy(access_key: Any) -> str | None:
+    """The policy a role session was assumed with (AssumeRole's `Policy`), if any."""
+    if not isinstance(access_key, AssumedRoleAccessKey):
+        return None
+    backend = sts_backends[access_key.account_id][access_key.partition]
+    assumed = backend.get_assumed_role_from_access_key(access_key._access_key_id)
+    return assumed.policy if assumed else None
 
 
 # --- the template's roles, resolved to the local resources ---
@@ -199,10 +431,16 @@ def local_attributes(template: dict[str, Any], env: dict[str, str]) -> dict[str,
     """Logical id -> {"Ref": ..., "Arn": ...} of the local table, queue or bucket it is (through the
     environment variable the template gives the functions), and of each log group."""
     referenced: dict[str, str] = {}
+    roles: dict[str, str] = {}  # the presign role, by its ARN
     for function in resources(template, "AWS::Lambda::Function").values():
         for name, value in function["Properties"].get("Environment", {}).get("Variables", {}).items():
             if isinstance(value, dict) and list(value) == ["Ref"]:
                 referenced[value["Ref"]] = name
+            elif (
+                isinstance(value, dict) and list(value) == ["Fn::GetAtt"] and value["Fn::GetAtt"][1] == "Arn"
+            ):
+                assert template["Resources"][value["Fn::GetAtt"][0]]["Type"] == "AWS::IAM::Role", name
+                roles[value["Fn::GetAtt"][0]] = name
     root = boto3.session.Session()
     dynamodb, sqs = root.client("dynamodb"), root.client("sqs")
     found: dict[str, dict[str, str]] = {}
@@ -221,6 +459,8 @@ def local_attributes(template: dict[str, Any], env: dict[str, str]) -> dict[str,
         found[logical] = {"Ref": local, "Arn": arn}
     for kind in ("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket"):
         assert set(resources(template, kind)) <= set(found), f"a {kind} the functions are not told about"
+    for logical, variable in roles.items():  # provisioned locally (runplane.local.provision)
+        found[logical] = {"Ref": env[variable].rsplit("/", 1)[-1], "Arn": env[variable]}
     for logical in resources(template, "AWS::Logs::LogGroup"):  # written by Lambda itself, not the code
         name = f"/aws/lambda/{logical}"
         found[logical] = {"Ref": name, "Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"}
@@ -266,8 +506,12 @@ def resolve(node: Any, attributes: dict[str, dict[str, str]]) -> Any:
 
 
 def _fresh_clients() -> None:
+    """A cold start: the adapters' clients, a run's own S3 clients and the presign sessions made anew,
+    from the credentials in the environment (a Lambda function's are its role's)."""
     aws.session.cache_clear()
     aws._client.cache_clear()
+    resource_files._blobs.clear()  # (a run's S3 client, one a process)
+    services.reset()
 
 
 @dataclass
@@ -291,19 +535,37 @@ class Roles:
         self.documents: dict[str, dict[str, dict[str, Any]]] = {}
         self.credentials: dict[str, dict[str, str]] = {}
         iam, sts = boto3.client("iam"), boto3.client("sts")
+        arns = {}
         for function, role in function_roles(template).items():
             properties = template["Resources"][role]["Properties"]
-            arn = iam.create_role(
+            arns[function] = iam.create_role(
                 RoleName=self.role_name(function),
                 AssumeRolePolicyDocument=json.dumps(properties["AssumeRolePolicyDocument"]),
                 Description=properties.get("Description", ""),
             )["Role"]["Arn"]
+            self.attributes[role] = {"Ref": self.role_name(function), "Arn": arns[function]}
+        # the presign role local mode provisions, given the template's trust and policies
+        self.presigner = env[PRESIGN_ROLE_ENV].rsplit("/", 1)[-1]
+        [presigner] = [k for k, a in self.attributes.items() if a["Arn"] == env[PRESIGN_ROLE_ENV]]
+        properties = template["Resources"][presigner]["Properties"]
+        iam.update_assume_role_policy(
+            RoleName=self.presigner,
+            PolicyDocument=json.dumps(resolve(properties["AssumeRolePolicyDocument"], self.attributes)),
+        )
+        for name in iam.list_role_policies(RoleName=self.presigner)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=self.presigner, PolicyName=name)
+        self.documents[PRESIGNER] = {
+            name: resolve(document, self.attributes)
+            for name, document in role_policies(template, presigner).items()
+        }
+        self.grant(PRESIGNER)
+        for function, role in function_roles(template).items():
             self.documents[function] = {
                 name: resolve(document, self.attributes)
                 for name, document in role_policies(template, role).items()
             }
             self.grant(function)
-            assumed = sts.assume_role(RoleArn=arn, RoleSessionName=function)["Credentials"]
+            assumed = sts.assume_role(RoleArn=arns[function], RoleSessionName=function)["Credentials"]
             self.credentials[function] = {
                 "AWS_ACCESS_KEY_ID": assumed["AccessKeyId"],
                 "AWS_SECRET_ACCESS_KEY": assumed["SecretAccessKey"],
@@ -316,8 +578,10 @@ class Roles:
         return f"runplane-{function}"
 
     def grant(self, function: str, *, without: str = "") -> None:
-        """Put the role's policies in place; `without`: drop every resource starting with that ARN."""
+        """Put the role's policies in place (`function` PRESIGNER: the presign role's); `without`: drop
+        every resource starting with that ARN (a policy left with no statement is removed)."""
         iam = boto3.client("iam")
+        role = self.presigner if function == PRESIGNER else self.role_name(function)
         for name, document in self.documents[function].items():
             statements = []
             for statement in document["Statement"]:
@@ -331,8 +595,12 @@ class Roles:
                 ]
                 if kept:
                     statements.append({**statement, "Resource": kept})
+            if not statements:
+                if name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=role, PolicyName=name)
+                continue
             iam.put_role_policy(
-                RoleName=self.role_name(function),
+                RoleName=role,
                 PolicyName=name,
                 PolicyDocument=json.dumps({**document, "Statement": statements}),
             )
@@ -361,19 +629,23 @@ class Roles:
                 else:
                     os.environ[name] = value
             _fresh_clients()
+            self.record.gather()
             phase.decisions = self.record.decisions[decisions:]
             phase.refusals = self.record.refusals[refusals:]
         if not refusals_expected:
             denied = [d for d in phase.decisions if not d.allowed]
             assert denied == [], f"{function} was refused: {denied}"
             assert phase.refusals == [], f"{function} was refused: {phase.refusals}"
-            others = {d.principal for d in phase.decisions} - {self.role_name(function)}
+            # (sessions of the presign role sign resources' URLs: their requests are checked as well)
+            others = {d.principal for d in phase.decisions} - {self.role_name(function), self.presigner}
             assert others == set(), f"requests signed by {others} while {function} was acting"
 
 
 @pytest.fixture
-def roles(template: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Roles:
-    record = enforce_like_aws(monkeypatch)
+def roles(
+    template: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Roles:
+    record = enforce_like_aws(monkeypatch, tmp_path / "decisions.jsonl")
     return Roles(template, env, record)
 
 
@@ -443,7 +715,9 @@ def start(api: Api, runnable_id: str, body: dict[str, Any] | None = None, **kw: 
 
 def test_moto_decides_dynamodb_sqs_and_s3_requests_by_the_policy(roles: Roles, env: dict[str, str]) -> None:
     """The callbacks role may read runs, not write them; send to its DLQ, not to dispatch; read payloads,
-    not write them. If moto stopped enforcing any of it, every other test here would prove nothing."""
+    not write them (nor learn that one is missing: it may not list the bucket). If moto stopped enforcing
+    any of it, every other test here would prove nothing."""
+    boto3.client("s3").put_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/some", Body=b"{}")
     with roles.acting("callbacks", refusals_expected=True) as phase:
         dynamodb, sqs, s3 = (aws.client(s) for s in ("dynamodb", "sqs", "s3"))
         key = {"pk": {"S": "acme#none"}}
@@ -455,8 +729,7 @@ def test_moto_decides_dynamodb_sqs_and_s3_requests_by_the_policy(roles: Roles, e
             ExpressionAttributeValues={":a": {"S": "acme"}},
         )
         sqs.send_message(QueueUrl=env["RUNPLANE_CALLBACKS_DLQ_URL"], MessageBody="{}")
-        with pytest.raises(ClientError):
-            s3.get_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/none")  # allowed: 404, not 403
+        s3.get_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/some")
         for refused in (
             lambda: dynamodb.put_item(TableName=env["RUNPLANE_RUNS_TABLE"], Item=key),
             lambda: dynamodb.query(
@@ -470,6 +743,8 @@ def test_moto_decides_dynamodb_sqs_and_s3_requests_by_the_policy(roles: Roles, e
             ),
             lambda: sqs.send_message(QueueUrl=env["RUNPLANE_DISPATCH_QUEUE_URL"], MessageBody="{}"),
             lambda: s3.put_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/x", Body=b"{}"),
+            # allowed to get it, but not to list the bucket: a missing key is 403, not 404
+            lambda: s3.get_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/none"),
         ):
             with pytest.raises(ClientError) as caught:
                 refused()
@@ -479,14 +754,53 @@ def test_moto_decides_dynamodb_sqs_and_s3_requests_by_the_policy(roles: Roles, e
         ("dynamodb:GetItem", "table/test-runs", True),
         ("dynamodb:Query", "table/test-runs/index/by_account", True),
         ("sqs:SendMessage", "test-callbacks-dlq", True),
-        ("s3:GetObject", "test-payloads/acme/none", True),
+        ("s3:GetObject", "test-payloads/acme/some", True),
         ("dynamodb:PutItem", "table/test-runs", False),
         ("dynamodb:Query", "table/test-api_keys/index/by_account", False),
         ("dynamodb:PutItem", "table/test-runs", False),  # the transaction's Put
         ("sqs:SendMessage", "test-dispatch", False),
         ("s3:PutObject", "test-payloads/acme/x", False),
+        ("s3:GetObject", "test-payloads/acme/none", True),
+        ("s3:ListBucket", "test-payloads", False),
     }
-    assert len(phase.refusals) == 5
+    assert len(phase.refusals) == 6
+
+
+def test_moto_decides_presigned_urls_and_forms_by_their_signer_and_signature(
+    roles: Roles, env: dict[str, str]
+) -> None:
+    """A presigned GET and a presigned POST are authorized for the session that signed them (here: allowed
+    acme's resources, with a tagged form needing PutObjectTagging too); one whose signature does not match,
+    or that expired, is refused before any policy is read."""
+    bucket = env["RUNPLANE_PAYLOAD_BUCKET"]
+    boto3.client("s3").put_object(Bucket=bucket, Key="acme/resources/r", Body=b"x")
+    with roles.acting("api", refusals_expected=True) as phase:
+        signer = _presign_session(env, "acme")
+        url = signer.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "acme/resources/r"}
+        )
+        assert requests.get(url, timeout=10).content == b"x"
+        tampered = url.replace("acme/resources/r", "acme/resources/s")
+        assert requests.get(tampered, timeout=10).status_code == 403  # signed for another key
+        brief = signer.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "acme/resources/r"}, ExpiresIn=1
+        )
+        form = signer.generate_presigned_post(
+            bucket, "acme/resources/f", Fields={"tagging": TAGGING_XML}, Conditions=[{"tagging": TAGGING_XML}]
+        )
+        assert upload(form, b"y").status_code == 204
+        policy = json.loads(base64.b64decode(form["fields"]["policy"]))
+        loosened = base64.b64encode(json.dumps({**policy, "conditions": []}).encode()).decode()
+        forged = {**form, "fields": {**form["fields"], "policy": loosened}}
+        assert upload(forged, b"y").status_code == 403  # its policy changed: the signature no longer matches
+        time.sleep(2.1)  # (X-Amz-Date has whole seconds)
+        assert requests.get(brief, timeout=10).status_code == 403
+    assert [(d.principal, d.action, d.resource.rsplit(":::", 1)[-1], d.allowed) for d in phase.decisions] == [
+        (Roles.role_name("api"), "sts:AssumeRole", env[PRESIGN_ROLE_ENV], True),
+        (roles.presigner, "s3:GetObject", f"{bucket}/acme/resources/r", True),
+        (roles.presigner, "s3:PutObject", f"{bucket}/acme/resources/f", True),
+        (roles.presigner, "s3:PutObjectTagging", f"{bucket}/acme/resources/f", True),
+    ]
 
 
 # --- each function's path, as its role ---
@@ -607,7 +921,8 @@ def test_the_worker_role_executes_every_kind_of_run(roles: Roles, account: Creat
     assert len(queued("RUNPLANE_CALLBACKS_QUEUE_URL")) == 1
     tables = {r.split(":table/")[-1].split("/")[0] for _, r in phase.used("dynamodb")}
     assert tables == {"test-runs", "test-runnables", "test-callbacks", "test-accounts", "test-concurrency"}
-    assert {a for a, _ in phase.used("s3")} == {"s3:GetObject", "s3:PutObject"}
+    # outcomes are put with their expiry tag: PutObjectTagging, as AWS authorizes a PutObject with tags
+    assert {a for a, _ in phase.used("s3")} == {"s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"}
 
 
 @pytest.mark.usefixtures("settings")
@@ -776,13 +1091,301 @@ def test_the_roles_carry_async_agents_runs_from_hand_off_to_their_end(
     assert error_code(api, silent) == "heartbeat_timeout"
 
 
+# --- resources: their routes, runs naming them, their bytes read and presigned, as each role ---
+
+TEXT = b"resource bytes\n"
+CSV = b"a,b\n1,2\n"
+
+
+def data_uri(data: bytes, media_type: str = "text/plain") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def inline(name: str, data: bytes = TEXT) -> dict[str, Any]:
+    """A resource made with a run: `{name, directory_path, content}`."""
+    return {"name": name, "directory_path": "", "content": data_uri(data)}
+
+
+def created(api: Api, body: dict[str, Any]) -> dict[str, Any]:
+    reply = api.post("/v1/resources", body)
+    assert reply.status == 201, reply.text
+    return reply.json()
+
+
+def upload(form: dict[str, Any], data: bytes) -> requests.Response:
+    """What a caller does with an upload form: its fields, then the file, as multipart/form-data."""
+    return requests.post(form["url"], data=form["fields"], files={"file": ("file", data)}, timeout=10)
+
+
+@contextmanager
+def serving(data: bytes, content_type: str) -> Iterator[str]:
+    """A file server on loopback (the `settings` fixture allows loopback destinations): its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/table.csv"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_resources(run_id: str) -> dict[str, dict[str, Any]]:
+    """What the run keeps of its resources (its payload), by the name the run gave each."""
+    from runplane.logic.runs import load_payload
+
+    return {r["name"]: r["resource"] for r in load_payload(run_record(run_id))["resources"]}
+
+
+def resource_decisions(phase: Phase) -> set[tuple[str, str, str, bool]]:
+    """(principal, action, what, allowed) of the phase's decisions on resources: their table (`table`),
+    their objects (`<account>/resources/<id>`), the bucket listed (`bucket`: to learn an object is missing)
+    and the presign role (`presigner`)."""
+    found = set()
+    for d in phase.decisions:
+        if ":table/test-resources" in d.resource:
+            what = "table"
+        elif d.action.startswith("s3:") and "/resources/" in d.resource:
+            what = d.resource.split(":::", 1)[1].split("/", 1)[1]
+        elif d.action == "sts:AssumeRole":
+            what = "presigner"
+        elif d.action == "s3:ListBucket":
+            what = "bucket"
+        else:
+            continue
+        found.add((d.principal, d.action, what, d.allowed))
+    return found
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_api_role_serves_every_resources_route(roles: Roles, account: CreatedKey) -> None:
+    """Made from content, from a uri (a loopback file server) and by an upload the caller POSTs to S3
+    (signed by a presign session: the presign role's policies and the session's policy authorize it), read
+    while pending and once its bytes arrived, listed, read (its download URL fetched), deleted; a run
+    naming one and carrying another."""
+    api = Api(account.token)
+    echo = make_runnable("acme", "echo")
+    with serving(CSV, "text/csv") as uri, roles.acting("api") as phase:
+        made = created(api, {"name": "note.txt", "directory_path": "in", "content": data_uri(TEXT)})
+        fetched = created(api, {"name": "table.csv", "directory_path": "in", "uri": uri})
+        assert (fetched["source"], fetched["size"]) == ("uri", len(CSV))
+        started = api.post(
+            "/v1/resources/uploads", {"name": "up.csv", "directory_path": "in", "content_type": "text/csv"}
+        )
+        assert started.status == 201, started.text
+        uploaded = started.json()["resource"]
+        pending = api.get(f"/v1/resources/{uploaded['id']}")  # nothing arrived: a missing key, 404
+        assert (pending.status, pending.json()["status"]) == (200, "pending"), pending.text
+        sent = upload(started.json()["upload"], CSV)
+        assert sent.status_code in (200, 201, 204), sent.text
+        finished = api.get(f"/v1/resources/{uploaded['id']}")  # finishes the upload
+        assert (finished.status, finished.json()["status"]) == (200, "ready"), finished.text
+        listed = api.get("/v1/resources?directory_path=in")
+        assert listed.status == 200, listed.text
+        assert {r["id"] for r in listed.json()["items"]} == {made["id"], fetched["id"], uploaded["id"]}
+        got = api.get(f"/v1/resources/{made['id']}")
+        assert got.status == 200, got.text
+        download = requests.get(got.json()["download_url"], timeout=10)
+        assert (download.status_code, download.content) == (200, TEXT)
+        resources = [
+            {"name": "named", "resource": {"id": fetched["id"]}},
+            {"name": "carried", "resource": inline("carried.txt")},
+        ]
+        run_id = start(api, echo, {"resources": resources})
+        assert api.call("DELETE", f"/v1/resources/{made['id']}").status == 204
+    carried = run_resources(run_id)["carried"]["id"]
+    api_role, presigner = Roles.role_name("api"), roles.presigner
+    made_key, upload_key = (f"acme/resources/{i}" for i in (made["id"], uploaded["id"]))
+    table = {
+        (api_role, f"dynamodb:{action}", "table", True)
+        for action in ("PutItem", "GetItem", "Query", "BatchGetItem", "DeleteItem")
+    }
+    stored = {  # content, a fetched uri, a resource carried by a run: put with their expiry tag
+        (api_role, action, f"acme/resources/{i}", True)
+        for i in (made["id"], fetched["id"], carried)
+        for action in ("s3:PutObject", "s3:PutObjectTagging")
+    }
+    staged = f"{upload_key}.upload"  # where the form puts the bytes (logic.resources.upload_key)
+    assert resource_decisions(phase) == table | stored | {
+        (api_role, "sts:AssumeRole", "presigner", True),
+        (api_role, "s3:ListBucket", "bucket", True),  # the pending upload's missing object: 404, not 403
+        (presigner, "s3:PutObject", staged, True),  # the upload, with its expiry tag
+        (presigner, "s3:PutObjectTagging", staged, True),
+        (api_role, "s3:GetObject", staged, True),  # its head, checked; then copied to the resource's key
+        (api_role, "s3:PutObject", upload_key, True),
+        (api_role, "s3:PutObjectTagging", upload_key, True),
+        (api_role, "s3:DeleteObject", staged, True),
+        (presigner, "s3:GetObject", made_key, True),  # the download URL
+        (api_role, "s3:DeleteObject", made_key, True),
+    }
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_intake_role_accepts_a_message_naming_and_carrying_resources(
+    roles: Roles, account: CreatedKey
+) -> None:
+    """Named resources are checked, an upload that arrived finished (checked, copied to its key, its staged
+    object deleted: as the api does), a carried resource stored; a message naming an upload that has not
+    arrived is parked."""
+    api = Api(account.token)
+    echo = make_runnable("acme", "echo")
+    named = created(api, {"name": "n.txt", "directory_path": "", "content": data_uri(TEXT)})
+    started = api.post(
+        "/v1/resources/uploads", {"name": "u.csv", "directory_path": "", "content_type": "text/csv"}
+    )
+    assert started.status == 201, started.text
+    uploaded = started.json()["resource"]
+    assert upload(started.json()["upload"], CSV).status_code in (200, 201, 204)
+    message = {
+        "account_id": "acme",
+        "runnable_id": echo,
+        "resources": [
+            {"name": "named", "resource": {"id": named["id"]}},
+            {"name": "uploaded", "resource": {"id": uploaded["id"]}},
+            {"name": "carried", "resource": inline("carried.txt", CSV)},
+        ],
+    }
+    waiting = api.post("/v1/resources/uploads", {"name": "w.txt", "directory_path": ""}).json()["resource"]
+    early = {**message, "resources": [{"name": "waiting", "resource": {"id": waiting["id"]}}]}
+    sqs = boto3.client("sqs")
+    sent = sqs.send_message(QueueUrl=os.environ["RUNPLANE_INTAKE_QUEUE_URL"], MessageBody=json.dumps(message))
+    sqs.send_message(QueueUrl=os.environ["RUNPLANE_INTAKE_QUEUE_URL"], MessageBody=json.dumps(early))
+    with roles.acting("intake") as phase:
+        assert consume("intake") == 2
+    [parked] = queued("RUNPLANE_INTAKE_DLQ_URL")  # its upload has not arrived
+    assert parked["MessageAttributes"]["runplane-error-code"]["StringValue"] == "resource_not_found"
+    run_id = intake_run_id(sent["MessageId"])
+    assert run_record(run_id).status.value == "waiting"
+    seen = run_resources(run_id)
+    assert (seen["named"]["id"], seen["uploaded"]["id"]) == (named["id"], uploaded["id"])
+    assert api.get(f"/v1/resources/{uploaded['id']}").json()["status"] == "ready"
+    carried, finished = (f"acme/resources/{seen[n]['id']}" for n in ("carried", "uploaded"))
+    intake = Roles.role_name("intake")
+    assert resource_decisions(phase) == {
+        (intake, "dynamodb:BatchGetItem", "table", True),  # the named ones, checked
+        (intake, "dynamodb:PutItem", "table", True),  # the carried one, and the upload made ready
+        (intake, "s3:GetObject", f"{finished}.upload", True),  # the upload: its head, its copy's source
+        (intake, "s3:PutObject", finished, True),
+        (intake, "s3:PutObjectTagging", finished, True),
+        (intake, "s3:DeleteObject", f"{finished}.upload", True),
+        (intake, "s3:GetObject", f"acme/resources/{waiting['id']}.upload", True),  # missing: 404, not 403
+        (intake, "s3:ListBucket", "bucket", True),
+        (intake, "s3:PutObject", carried, True),
+        (intake, "s3:PutObjectTagging", carried, True),
+    }
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_worker_role_reads_resources_and_presigns_them_for_agents(
+    roles: Roles, account: CreatedKey
+) -> None:
+    """A python run reads its resources' bytes (in the forked child that runs its code, with its own S3
+    client), and one whose resource was deleted fails saying so; an http run's envelope carries presigned
+    URLs, signed by a session of the presign role the worker assumes, and the agent can fetch them."""
+    api = Api(account.token)
+    named = created(api, {"name": "n.txt", "directory_path": "in", "content": data_uri(TEXT)})
+    resources = [
+        {"name": "named", "resource": {"id": named["id"]}},
+        {"name": "carried", "resource": inline("carried.csv", CSV)},
+    ]
+    describe = make_runnable("acme", "describe_files")
+    final = json.dumps({"outputs": {"seen": True}}).encode()
+    with receiving(Answer(200, {"Content-Type": "application/json"}, body=final)) as agent:
+        body = {"name": "agent", "kind": "http", "config": {"url": agent.url}}
+        reply = api.post("/v1/runnables", body)
+        assert reply.status == 201, reply.text
+        python = start(api, describe, {"resources": resources})
+        http = start(api, reply.json()["id"], {"resources": resources})
+        doomed = created(api, {"name": "d.txt", "directory_path": "", "content": data_uri(TEXT)})
+        late = start(api, describe, {"resources": [{"name": "doomed", "resource": {"id": doomed["id"]}}]})
+        assert api.call("DELETE", f"/v1/resources/{doomed['id']}").status == 204
+        with roles.acting("worker") as phase:
+            assert consume("worker") == 3
+            [envelope] = [json.loads(r.body) for r in agent.received]
+            fetched = {
+                name: requests.get(described["url"], timeout=10).content
+                for name, described in envelope["resources"].items()
+            }
+    assert fetched == {"named": TEXT, "carried": CSV}
+    assert state(api, http)["status"] == "completed"
+    outputs = state(api, python)["result"]["outputs"]
+    assert (outputs["named"]["text"], outputs["named"]["path"], outputs["named"]["same"]) == (
+        TEXT.decode(),
+        "in/n.txt",
+        True,
+    )
+    assert (outputs["carried"]["text"], outputs["carried"]["same"]) == (CSV.decode(), True)
+    assert state(api, late)["status"] == "failed"
+    assert doomed["id"] in state(api, late)["result"]["error"]["message"]  # deleted: 404, not 403
+    worker, presigner = Roles.role_name("worker"), roles.presigner
+    read, signed = ({f"acme/resources/{r['id']}" for r in run_resources(i).values()} for i in (python, http))
+    assert resource_decisions(phase) == {
+        *((worker, "s3:GetObject", key, True) for key in read),  # by the python run's code, forked
+        (worker, "s3:GetObject", f"acme/resources/{doomed['id']}", True),
+        (worker, "s3:ListBucket", "bucket", True),  # which learns it was deleted
+        (worker, "sts:AssumeRole", "presigner", True),
+        *((presigner, "s3:GetObject", key, True) for key in signed),  # the agent, with the envelope's URLs
+    }
+
+
+@pytest.mark.usefixtures("settings")
+@pytest.mark.parametrize("function", ["api", "worker"])
+def test_a_presign_session_reaches_its_accounts_resources_only(
+    roles: Roles, account: CreatedKey, env: dict[str, str], function: str
+) -> None:
+    """The URLs the application signs for account A (its Presigner, as the api and the worker use it),
+    whatever key they name: B's resource cannot be read nor uploaded to, nor A's run payloads read."""
+    mine = created(Api(account.token), {"name": "a.txt", "directory_path": "", "content": data_uri(TEXT)})
+    other = Api(keys.create_key("other", scopes=["admin"]).token)
+    theirs = created(other, {"name": "b.txt", "directory_path": "", "content": data_uri(TEXT)})
+    run_id = start(Api(account.token), make_runnable("acme", "echo"), {"inputs": LARGE})
+    payload = run_record(run_id).payload_ref
+    assert payload is not None, "the run's inputs are kept in the payload bucket"
+    assert not payload.startswith("acme/resources/")
+    mine_key, theirs_key = resource_key("acme", mine["id"]), resource_key("other", theirs["id"])
+    with roles.acting(function, refusals_expected=True) as phase:
+        presigner = services.services().presigner
+        assert requests.get(presigner.get_url("acme", mine_key, 60), timeout=10).content == TEXT
+        for key in (theirs_key, payload):
+            assert requests.get(presigner.get_url("acme", key, 60), timeout=10).status_code == 403
+        form = presigner.post_form(
+            "acme", theirs_key, content_type="text/plain", sizes=(0, 100), tagging="", seconds=60
+        )
+        assert upload(form, b"overwritten").status_code == 403
+    assert (
+        boto3.client("s3").get_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key=theirs_key)["Body"].read()
+        == TEXT
+    )
+    assert _s3_decisions(phase, env["RUNPLANE_PAYLOAD_BUCKET"]) == {
+        (roles.presigner, "s3:GetObject", mine_key, True),
+        (roles.presigner, "s3:GetObject", theirs_key, False),
+        (roles.presigner, "s3:GetObject", payload, False),
+        (roles.presigner, "s3:PutObject", theirs_key, False),
+    }
+    assert {d.action for d in phase.decisions if d.principal == Roles.role_name(function)} == {
+        "sts:AssumeRole"
+    }
+
+
 # --- what each role must be refused ---
 
 
 def _dynamodb(operation: str, env_var: str, **extra: Any) -> Callable[[dict[str, str]], Any]:
     def call(env: dict[str, str]) -> Any:
         key = {"pk": {"S": "acme#x"}} if env_var != "RUNPLANE_KEYS_TABLE" else {"id": {"S": "k"}}
-        if env_var == "RUNPLANE_RUNNABLES_TABLE":
+        if env_var in ("RUNPLANE_RUNNABLES_TABLE", "RUNPLANE_RESOURCES_TABLE"):
             key = {"account_id": {"S": "acme"}, "id": {"S": "r"}}
         client = aws.client("dynamodb")
         if operation == "PutItem":
@@ -794,6 +1397,10 @@ def _dynamodb(operation: str, env_var: str, **extra: Any) -> Callable[[dict[str,
                 UpdateExpression="SET x = :x",
                 ExpressionAttributeValues={":x": {"S": "1"}},
             )
+        if operation == "DeleteItem":
+            return client.delete_item(TableName=env[env_var], Key=key)
+        if operation == "BatchGetItem":  # as a run naming resources reads them
+            return client.batch_get_item(RequestItems={env[env_var]: {"Keys": [key]}})
         return client.get_item(TableName=env[env_var], Key=key)
 
     call.__name__ = f"dynamodb.{operation} {env_var}"
@@ -822,10 +1429,35 @@ def _delete_payload(env: dict[str, str]) -> Any:
     return aws.client("s3").delete_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/x.json")
 
 
+def _delete_resource_bytes(env: dict[str, str]) -> Any:
+    return aws.client("s3").delete_object(Bucket=env["RUNPLANE_PAYLOAD_BUCKET"], Key="acme/resources/r")
+
+
+def _assume_presigner(env: dict[str, str]) -> Any:
+    return aws.client("sts").assume_role(RoleArn=env[PRESIGN_ROLE_ENV], RoleSessionName="presign-acme")
+
+
 REFUSED = [
     ("api", "send to the intake DLQ", _send("RUNPLANE_INTAKE_DLQ_URL")),
     ("api", "receive from dispatch", _receive("RUNPLANE_DISPATCH_QUEUE_URL")),
     ("api", "delete a payload", _delete_payload),
+    ("intake", "delete a payload", _delete_payload),
+    ("intake", "assume the presign role", _assume_presigner),
+    ("worker", "write the resources table", _dynamodb("PutItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("worker", "read the resources table", _dynamodb("GetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("worker", "delete from the resources table", _dynamodb("DeleteItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("worker", "batch-read the resources table", _dynamodb("BatchGetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("worker", "delete a resource's bytes", _delete_resource_bytes),
+    ("dead_letters", "read the resources table", _dynamodb("GetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("dead_letters", "batch-read the resources table", _dynamodb("BatchGetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("dead_letters", "assume the presign role", _assume_presigner),
+    ("sweeper", "read the resources table", _dynamodb("GetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("sweeper", "batch-read the resources table", _dynamodb("BatchGetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("sweeper", "delete a resource's bytes", _delete_resource_bytes),
+    ("sweeper", "assume the presign role", _assume_presigner),
+    ("callbacks", "read the resources table", _dynamodb("GetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("callbacks", "batch-read the resources table", _dynamodb("BatchGetItem", "RUNPLANE_RESOURCES_TABLE")),
+    ("callbacks", "assume the presign role", _assume_presigner),
     ("intake", "write the keys table", _dynamodb("PutItem", "RUNPLANE_KEYS_TABLE")),
     ("intake", "read callbacks", _dynamodb("GetItem", "RUNPLANE_CALLBACKS_TABLE")),
     ("intake", "write runnables", _dynamodb("PutItem", "RUNPLANE_RUNNABLES_TABLE")),
@@ -856,6 +1488,164 @@ def test_a_role_is_refused_what_its_function_does_not_need(
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     [decision] = phase.decisions
     assert (decision.principal, decision.allowed) == (Roles.role_name(function), False)
+
+
+# --- resources: presign sessions, tagged objects (static probes: the resource code paths come next) ---
+
+
+def _presign_session(
+    env: dict[str, str], account_id: str, actions: list[str] | None = None, seconds: int = 3600
+) -> BaseClient:
+    """An S3 client signing as the presign role, assumed (with the acting role's credentials) with a
+    session policy for `account_id`'s resources, as runplane.adapters.presigner does."""
+    resource = f"arn:aws:s3:::{env['RUNPLANE_PAYLOAD_BUCKET']}/{account_id}/resources/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": actions or ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
+                "Resource": resource,
+            }
+        ],
+    }
+    credentials = aws.client("sts").assume_role(
+        RoleArn=env[PRESIGN_ROLE_ENV],
+        RoleSessionName=f"presign-{account_id}",
+        Policy=json.dumps(policy),
+        DurationSeconds=seconds,
+    )["Credentials"]
+    return boto3.client(
+        "s3",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        config=Config(signature_version="s3v4"),  # as the presigner signs: SigV4 in the query string
+    )
+
+
+def _s3_decisions(phase: Phase, bucket: str) -> set[tuple[str, str, str, bool]]:
+    """(principal, action, key, allowed) of the phase's S3 decisions."""
+    prefix = f"arn:aws:s3:::{bucket}/"
+    return {
+        (d.principal, d.action, d.resource.removeprefix(prefix), d.allowed)
+        for d in phase.decisions
+        if d.action.startswith("s3:")
+    }
+
+
+EXPIRING = f"{defs.EXPIRY_TAG}=resource"
+TAGGING_XML = (  # EXPIRING, as an upload form carries it
+    f"<Tagging><TagSet><Tag><Key>{defs.EXPIRY_TAG}</Key><Value>resource</Value></Tag></TagSet></Tagging>"
+)
+
+
+@pytest.mark.parametrize("function", ["api", "worker"])
+def test_the_api_and_worker_presign_with_sessions_reaching_only_the_accounts_resources(
+    roles: Roles, env: dict[str, str], function: str
+) -> None:
+    bucket = env["RUNPLANE_PAYLOAD_BUCKET"]
+    with roles.acting(function, refusals_expected=True) as phase:
+        signer = _presign_session(env, "acme")
+        signer.put_object(Bucket=bucket, Key="acme/resources/r1", Body=b"x", Tagging=EXPIRING)
+        assert signer.get_object(Bucket=bucket, Key="acme/resources/r1")["Body"].read() == b"x"
+        for refused in (
+            lambda: signer.put_object(Bucket=bucket, Key="other/resources/r1", Body=b"x"),  # the session
+            lambda: signer.get_object(Bucket=bucket, Key="other/resources/r1"),
+            lambda: signer.put_object(Bucket=bucket, Key="acme/resources", Body=b"x"),
+            lambda: signer.delete_object(Bucket=bucket, Key="acme/resources/r1"),  # the role
+        ):
+            with pytest.raises(ClientError) as caught:
+                refused()
+            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    [assumed] = [d for d in phase.decisions if d.action == "sts:AssumeRole"]
+    assert (assumed.principal, assumed.resource, assumed.allowed) == (
+        Roles.role_name(function),
+        env[PRESIGN_ROLE_ENV],
+        True,
+    )
+    presigner = roles.presigner
+    assert _s3_decisions(phase, bucket) == {
+        (presigner, "s3:PutObject", "acme/resources/r1", True),
+        (presigner, "s3:PutObjectTagging", "acme/resources/r1", True),
+        (presigner, "s3:GetObject", "acme/resources/r1", True),
+        (presigner, "s3:PutObject", "other/resources/r1", False),
+        (presigner, "s3:GetObject", "other/resources/r1", False),
+        (presigner, "s3:PutObject", "acme/resources", False),
+        (presigner, "s3:DeleteObject", "acme/resources/r1", False),
+    }
+    assert len(phase.refusals) == 4
+
+
+def test_a_function_assumes_the_presign_role_for_an_hour_at_most(roles: Roles, env: dict[str, str]) -> None:
+    """A function's credentials are a session of its role: assuming another role with them is role
+    chaining, which AWS caps at one hour whatever the role's MaxSessionDuration (12 h). So no presigned URL
+    can outlive an hour, and asking for a longer session fails the AssumeRole."""
+    with roles.acting("api"):
+        _presign_session(env, "acme", seconds=CHAINED_SESSION_SECONDS)
+        with pytest.raises(ClientError) as caught:
+            _presign_session(env, "acme", seconds=CHAINED_SESSION_SECONDS + 1)
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert "role chaining" in caught.value.response["Error"]["Message"]
+
+
+def test_the_presign_roles_trust_refuses_a_role_it_does_not_name_even_one_allowed_to_assume_it(
+    roles: Roles, env: dict[str, str]
+) -> None:
+    allowed = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": env[PRESIGN_ROLE_ENV]}],
+    }
+    boto3.client("iam").put_role_policy(
+        RoleName=Roles.role_name("intake"), PolicyName="assume", PolicyDocument=json.dumps(allowed)
+    )
+    with roles.acting("intake", refusals_expected=True) as phase, pytest.raises(ClientError):
+        _assume_presigner(env)
+    assert phase.decisions == [
+        Decision(Roles.role_name("intake"), "sts:AssumeRole", env[PRESIGN_ROLE_ENV], False)
+    ]
+
+
+def test_a_tagged_put_needs_put_object_tagging_and_a_session_policy_narrows_the_role(
+    roles: Roles, env: dict[str, str]
+) -> None:
+    """What moto would let pass unchecked: a session allowed PutObject alone puts untagged objects only
+    (AWS requires s3:PutObjectTagging for a PutObject with tags); its policy removes what the role has."""
+    bucket = env["RUNPLANE_PAYLOAD_BUCKET"]
+    with roles.acting("api", refusals_expected=True) as phase:
+        signer = _presign_session(env, "acme", actions=["s3:PutObject"])
+        signer.put_object(Bucket=bucket, Key="acme/resources/pinned", Body=b"x")
+        for refused in (
+            lambda: signer.put_object(Bucket=bucket, Key="acme/resources/r2", Body=b"x", Tagging=EXPIRING),
+            lambda: signer.get_object(Bucket=bucket, Key="acme/resources/pinned"),
+        ):
+            with pytest.raises(ClientError) as caught:
+                refused()
+            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert _s3_decisions(phase, bucket) == {
+        (roles.presigner, "s3:PutObject", "acme/resources/pinned", True),
+        (roles.presigner, "s3:PutObject", "acme/resources/r2", True),
+        (roles.presigner, "s3:PutObjectTagging", "acme/resources/r2", False),
+        (roles.presigner, "s3:GetObject", "acme/resources/pinned", False),
+    }
+
+
+@pytest.mark.parametrize("function", ["api", "intake", "worker", "dead_letters", "sweeper"])
+def test_functions_that_put_objects_put_them_with_their_expiry_tag(
+    roles: Roles, env: dict[str, str], function: str
+) -> None:
+    bucket = env["RUNPLANE_PAYLOAD_BUCKET"]
+    with roles.acting(function) as phase:
+        aws.client("s3").put_object(
+            Bucket=bucket, Key="acme/run/payload.json", Body=b"{}", Tagging=f"{defs.EXPIRY_TAG}=run"
+        )
+        aws.client("s3").put_object(Bucket=bucket, Key="acme/resources/r3", Body=b"x", Tagging=EXPIRING)
+    assert {(a, r.rsplit("/", 1)[-1]) for a, r in phase.used("s3:Put")} == {
+        ("s3:PutObject", "payload.json"),
+        ("s3:PutObjectTagging", "payload.json"),
+        ("s3:PutObject", "r3"),
+        ("s3:PutObjectTagging", "r3"),
+    }
 
 
 # --- and the paths notice a missing grant, even one the code survives ---
@@ -890,3 +1680,69 @@ def test_a_grant_taken_from_the_api_fails_its_requests(roles: Roles, account: Cr
             status = 502  # an invocation error: API Gateway's answer
     assert status >= 500
     assert [d.action for d in phase.decisions if not d.allowed] == ["dynamodb:GetItem"]
+
+
+@pytest.mark.usefixtures("settings")
+@pytest.mark.parametrize("taken", ["bucket", "presign role"])
+def test_a_grant_taken_from_the_worker_fails_the_resources_runs_that_need_it(
+    roles: Roles, account: CreatedKey, env: dict[str, str], taken: str
+) -> None:
+    """Without the bucket, a python run's code cannot read its resource (refused in the forked child that
+    runs it); without the presign role, an http run's envelope cannot be signed."""
+    api = Api(account.token)
+    resources = [{"name": "carried", "resource": inline("carried.txt")}]
+    with receiving(Answer(200, {"Content-Type": "application/json"}, b'{"outputs": {}}')) as agent:
+        if taken == "bucket":
+            run_id = start(api, make_runnable("acme", "describe_files"), {"resources": resources})
+            arn = f"arn:aws:s3:::{env['RUNPLANE_PAYLOAD_BUCKET']}"
+            key = run_resources(run_id)["carried"]["key"]
+            missed = {("s3:GetObject", f"{arn}/{key}")}
+        else:
+            created_runnable = api.post(
+                "/v1/runnables", {"name": "a", "kind": "http", "config": {"url": agent.url}}
+            )
+            assert created_runnable.status == 201, created_runnable.text
+            run_id = start(api, created_runnable.json()["id"], {"resources": resources})
+            arn = env[PRESIGN_ROLE_ENV]
+            missed = {("sts:AssumeRole", arn)}
+        roles.grant("worker", without=arn)
+        with roles.acting("worker", refusals_expected=True) as phase:
+            consume("worker")
+        assert agent.received == []
+    assert state(api, run_id)["status"] == "failed"
+    assert {(d.action, d.resource) for d in phase.decisions if not d.allowed} == missed
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_grant_taken_from_the_presign_role_refuses_its_uploads_and_downloads(
+    roles: Roles, account: CreatedKey, env: dict[str, str]
+) -> None:
+    api = Api(account.token)
+    made = created(api, {"name": "a.txt", "directory_path": "", "content": data_uri(TEXT)})
+    roles.grant(PRESIGNER, without=f"arn:aws:s3:::{env['RUNPLANE_PAYLOAD_BUCKET']}")
+    with roles.acting("api", refusals_expected=True) as phase:
+        started = api.post("/v1/resources/uploads", {"name": "u.txt", "directory_path": ""})
+        assert started.status == 201, started.text
+        assert upload(started.json()["upload"], TEXT).status_code == 403
+        download_url = api.get(f"/v1/resources/{made['id']}").json()["download_url"]
+        assert requests.get(download_url, timeout=10).status_code == 403
+    staged = f"acme/resources/{started.json()['resource']['id']}.upload"
+    assert {(p, a, k) for p, a, k, allowed in resource_decisions(phase) if not allowed} == {
+        (roles.presigner, "s3:PutObject", staged),
+        (roles.presigner, "s3:GetObject", f"acme/resources/{made['id']}"),
+    }
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_grant_taken_from_the_api_fails_its_resources_requests(roles: Roles, account: CreatedKey) -> None:
+    roles.grant("api", without=roles.arn("RUNPLANE_RESOURCES_TABLE"))
+    with roles.acting("api", refusals_expected=True) as phase:
+        try:
+            reply = Api(account.token).post(
+                "/v1/resources", {"name": "a", "directory_path": "", "content": data_uri(TEXT)}
+            )
+            status = reply.status
+        except ClientError:
+            status = 502  # an invocation error: API Gateway's answer
+    assert status >= 500
+    assert [d.action for d in phase.decisions if not d.allowed] == ["dynamodb:PutItem"]

@@ -296,8 +296,8 @@ def test_objects_are_put_with_their_expiry_tag_and_only_resources_deleted(templa
         "api": {**put, **lists, "s3:DeleteObject": {resource_objects}},
         "intake": {**put, **lists, "s3:DeleteObject": {resource_objects}},
         "worker": {**put, **lists},
-        "dead_letters": put,
-        "sweeper": put,
+        "dead_letters": {**put, **lists},
+        "sweeper": {**put, **lists},
         "callbacks": {"s3:GetObject": {objects}},
         "presigner": {a: {resource_objects} for a in ("s3:GetObject", "s3:PutObject", "s3:PutObjectTagging")},
     }

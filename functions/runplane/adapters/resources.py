@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from runplane.adapters.dynamo import UUID, TableAdapter, decode_cursor, encode_cursor, to_item, write_if
@@ -46,12 +47,16 @@ class ResourceStore(TableAdapter):
         keys = [self._key(account_id, i) for i in dict.fromkeys(ids)]
         for start in range(0, len(keys), MAX_BATCH):
             request = {self.table: {"Keys": keys[start : start + MAX_BATCH], "ConsistentRead": True}}
+            pause = 0.05
             while request:
                 answer = self.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
                     record = _record(item)
                     found[record.id] = record
                 request = answer.get("UnprocessedKeys") or {}
+                if request:  # throttled in part: back off before asking for the rest
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
         return found
 
     def delete(self, account_id: str, resource_id: str) -> bool:

@@ -266,8 +266,8 @@ class RunResource(Strict):
         Annotated[ResourceReference, Choice("reference")] | Annotated[ResourceCreate, Choice("create")],
         Discriminator(_resource_kind),
     ] = Field(
-        description="Resource to use under the `name` key for the run. Can be a string ID or a full "
-        "resource object."
+        description="Resource to use under the `name` key for the run: an existing one by `id`, or a full "
+        "resource object, created with the run."
     )
     metadata: RunMetadata = Field(
         default_factory=dict, description="Merged over the resource's own metadata in what this run sees"

@@ -8,17 +8,17 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from runplane.domain import files
-from runplane.domain.models import Page, ResourceFields, Shape, json_number
+from runplane.domain.models import ResourceFields, Shape, json_number
 
 ResourceStatus = Literal["pending", "ready"]
 # How the bytes came: a data URI, a fetched URI, an upload to a presigned POST, a file of a run request.
 ResourceSource = Literal["content", "uri", "upload", "file"]
 MediaType = Annotated[
     str,
-    AfterValidator(files.check_media_type),
     Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\s*(;.*)?$"
     ),
+    AfterValidator(files.check_media_type),
 ]
 
 
@@ -121,6 +121,3 @@ class CreatedUpload(BaseModel):
 class ResourceQuery(BaseModel):
     directory_path: str | None = None
     tag: str | None = None
-
-
-ResourcePage = Page[Resource]
