@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -152,25 +152,48 @@ def _throttle(client: Any, operation: str) -> Exception:
 
 
 class Injector:
-    """Records the requests of the named components and applies the faults that match them."""
+    """Records the requests of the named components and applies the faults that match them.
 
-    def __init__(self, components: frozenset[str] | None = None):
+    A python runnable runs in a forked child (runplane.runnables.supervise): its requests (a resource's
+    bytes read) are the points of the component that forked it. The child writes each to `forked`, which
+    the parent merges (its counts, points and fired faults) before it forks again and at its own requests.
+    A crash in the child is its Lambda invocation dying: the child exits, and the parent's next request of
+    that component raises `Crash` (the worker dies before it can record anything the child's end told it).
+    """
+
+    def __init__(self, components: frozenset[str] | None = None, forked: Path | None = None):
         self.components = components  # None: every component's requests are points
         self.points: list[Point] = []
         self.faults: list[Fault] = []
+        self.forked = forked
         self._counts: Counter[tuple[str, str, str, str]] = Counter()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._merged = 0  # how much of `forked` is merged
+        self._dying: dict[str, str] = {}  # component -> the point its forked child crashed at
 
     def begin(self, components: frozenset[str]) -> None:
         """From now on, record the requests of `components` as points, counted from zero."""
         with self._lock:
+            self._merge_forked()
             self.components, self.points = components, []
             self._counts.clear()
+
+    def merge_forked(self) -> None:
+        """What forked children requested, merged into this process's record (the harness calls it before
+        it reads the points and the faults)."""
+        with self._lock:
+            self._merge_forked()
 
     def request(self, client: Any, operation: str, params: dict[str, Any], component: str) -> Any:
         service = client.meta.service_model.service_name
         site = _site()
+        forked = os.getpid() != self._pid
         with self._lock:
+            if not forked:
+                self._merge_forked()
+                if (dead_at := self._dying.pop(component, None)) is not None:
+                    raise Crash(f"{dead_at} (in its forked child)")
             key = (component, service, operation, site)
             self._counts[key] += 1
             point = Point(*key, self._counts[key])
@@ -182,9 +205,63 @@ class Injector:
                 fault.times -= 1
             else:
                 fault = None
+            if forked:
+                self._tell_parent(point, recorded, fault)
         if fault is None:
             return _original(client, operation, params)
+        if forked and fault.mode in ("crash_before", "crash_after"):
+            if fault.mode == "crash_after":
+                _original(client, operation, dict(params))
+            self._tell_parent(point, False, None, crashed=True)
+            os._exit(70)  # the invocation died: the worker finds its child gone
         return _apply(fault, point, client, operation, params)
+
+    def _tell_parent(self, point: Point, recorded: bool, fault: Fault | None, crashed: bool = False) -> None:
+        if self.forked is None:
+            return
+        line = {
+            "point": list(astuple(point)),
+            "recorded": recorded,
+            "fault": None if fault is None else self.faults.index(fault),
+            "crashed": crashed,
+        }
+        with self.forked.open("a") as file:  # one short write: the parent reads whole lines
+            file.write(json.dumps(line) + "\n")
+
+    def _merge_forked(self) -> None:
+        if self.forked is None or not self.forked.exists():
+            return
+        with self.forked.open() as file:
+            file.seek(self._merged)
+            text = file.read()
+        complete = text[: text.rfind("\n") + 1]
+        self._merged += len(complete.encode())
+        for line in complete.splitlines():
+            told = json.loads(line)
+            point = Point(*told["point"])
+            if told["crashed"]:
+                self._dying[point.component] = point.id
+                continue
+            self._counts[(point.component, point.service, point.operation, point.site)] += 1
+            if told["recorded"]:
+                self.points.append(point)
+            if told["fault"] is not None:
+                self.faults[told["fault"]].times -= 1
+
+
+def _before_fork() -> None:
+    """A child forked while a scenario runs starts from the parent's record, with the injector's lock free."""
+    if _active is not None:
+        _active._lock.acquire()
+        _active._merge_forked()
+
+
+def _after_fork() -> None:
+    if _active is not None and _active._lock.locked():
+        _active._lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def _apply(fault: Fault, point: Point, client: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -313,7 +390,7 @@ class Stack:
         self.settings = {**SETTINGS, **(settings or {})}
         self.runnable_fields = runnable or {}
         self.executions_file = tmp / "executions"
-        self.injector = Injector()
+        self.injector = Injector(forked=tmp / "forked_requests")
         self.answers: list[Answer] = []
         self.crashes: list[Crashed] = []
         self.history: dict[str, list[tuple[str, str]]] = {}  # run -> (status, outcome digest) observed

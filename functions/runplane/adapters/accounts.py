@@ -91,14 +91,16 @@ class AccountStore(TableAdapter):
         }
         return [*writes, {"Update": day_counters}]
 
-    def count_resource(self, account_id: str, day: date, size: int) -> None:
-        """One more resource of `size` bytes created on `day`."""
-        self.client.update_item(
-            TableName=self.table,
-            Key={"account_id": {"S": _day_key(account_id, day)}},
-            UpdateExpression="ADD resources_created :one, resource_bytes_created :size",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":size": to_av(size)},
-        )
+    def count_resource(self, account_id: str, day: date, size: int, resource_id: str) -> None:
+        """Count one more resource of `size` bytes on `day`, once: a transaction whose token is the resource
+        id, so the SDK sending it again (a lost answer) adds nothing (DynamoDB keeps tokens for 10 minutes)."""
+        update = {
+            "TableName": self.table,
+            "Key": {"account_id": {"S": _day_key(account_id, day)}},
+            "UpdateExpression": "ADD resources_created :one, resource_bytes_created :size",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":size": to_av(size)},
+        }
+        self.client.transact_write_items(TransactItems=[{"Update": update}], ClientRequestToken=resource_id)
 
     def usage_by_day(self, account_id: str, start: date, end: date) -> list[DayUsage]:
         """The days from `start` to `end` (inclusive) that have usage, oldest first."""

@@ -135,13 +135,15 @@ def store(account_id: str, prepared: Prepared, resource_id: str | None = None) -
 
 
 def discard(records: Sequence[ResourceRecord]) -> None:
-    """Delete resources made for a run that was not created (best effort: what remains expires)."""
+    """Delete resources made for a run that was not created: the record first, so a failure leaves at most
+    bytes nothing lists (tagged to expire). A record that cannot be deleted fails the request (5xx): its
+    retry finds the resource, as made for the same run, and deletes it then."""
     for record in records:
+        services().resources.delete(record.account_id, record.id)
         try:
             services().blobs.delete(record.key)
-            services().resources.delete(record.account_id, record.id)
-        except Exception:
-            logger.exception("a refused run's resource not deleted", extra={"resource_id": record.id})
+        except Exception:  # it is tagged to expire
+            logger.warning("a refused run's resource's bytes not deleted", extra={"resource_id": record.id})
 
 
 def start_upload(account_id: str, body: UploadRequest) -> CreatedUpload:
@@ -211,8 +213,11 @@ def finish_upload(record: ResourceRecord) -> ResourceRecord:
     if not services().resources.replace(updated, status="pending"):  # finished meanwhile by another read
         return services().resources.get(record.account_id, record.id) or updated
     if updated.status == "ready":
-        blobs.delete(staged)
         count(updated)
+        try:
+            blobs.delete(staged)
+        except Exception:  # it is tagged to expire
+            logger.warning("an upload's object not deleted once copied", extra={"resource_id": record.id})
     return updated
 
 
@@ -318,7 +323,9 @@ def count(record: ResourceRecord) -> None:
     """Count the resource in its day's usage: after it is stored, so a failure here loses a count (logged),
     never a resource."""
     try:
-        services().accounts.count_resource(record.account_id, record.created_at.date(), record.size or 0)
+        services().accounts.count_resource(
+            record.account_id, record.created_at.date(), record.size or 0, record.id
+        )
     except Exception:
         logger.exception("resource stored but not counted in usage", extra={"resource_id": record.id})
 

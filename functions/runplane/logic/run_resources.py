@@ -51,12 +51,15 @@ def resolve(account_id: str, run_id: str, entries: list[RunResource], parts: Seq
     _check_paths(entries, parts, wanted, file_ids, found, prepared, files)
     resolved = Resolved()
     for i, entry in enumerate(entries):
-        record = found.get(wanted[i]) or _made(resolved, account_id, prepared[i], wanted[i])
+        if isinstance(entry.resource, ResourceReference):
+            record = found[wanted[i]]
+        else:
+            record = _made(resolved, account_id, prepared.get(i), wanted[i], found)
         resource = record.seen_by_run()
         resource["metadata"] = {**resource["metadata"], **entry.metadata}
         resolved.seen.append({"name": entry.name, "resource": resource})
     for n, part in enumerate(parts):
-        record = found.get(file_ids[n]) or _made(resolved, account_id, files[n], file_ids[n])
+        record = _made(resolved, account_id, files.get(n), file_ids[n], found)
         resolved.seen.append({"name": part.field, "resource": record.seen_by_run()})
     return resolved
 
@@ -66,11 +69,22 @@ def _made_id(run_id: str, name: str) -> str:
 
 
 def _made(
-    resolved: Resolved, account_id: str, prepared: resources.Prepared, resource_id: str
+    resolved: Resolved,
+    account_id: str,
+    prepared: resources.Prepared | None,
+    resource_id: str,
+    found: dict[str, ResourceRecord],
 ) -> ResourceRecord:
-    record, created = resources.store(account_id, prepared, resource_id)
-    if created:
-        resolved.made.append(record)
+    """The resource made for the run under `resource_id`: now from `prepared`, or by an earlier attempt at
+    this run (found). Either way the run is not stored yet, so it is this attempt's to count once the run
+    is, or to delete if the run is refused."""
+    if prepared is None:
+        record = found[resource_id]
+    else:
+        record, created = resources.store(account_id, prepared, resource_id)
+        if not created:  # a concurrent attempt made it: that one counts it
+            return record
+    resolved.made.append(record)
     return record
 
 
