@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.file_server import FileServer, Served
 from tests.local_stack import ROOT, Stack, start_stack
 
 pytestmark = pytest.mark.e2e
@@ -140,47 +141,9 @@ def run_sync(stack: Stack, runnable_id: str, body: dict[str, Any]) -> dict[str, 
     return state
 
 
-class Served:
-    """A loopback HTTP server that answers `GET <path>` with `routes[path]` (status, headers, body) and
-    records each path it was asked for (with its query)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self.asked: list[str] = []
-        self.closed = False
-        served = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                served.asked.append(self.path)
-                status, headers, body = served.routes.get(self.path.split("?", 1)[0], (404, {}, b"no"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.server.shutdown()
-            self.server.server_close()
-
-
 @pytest.fixture
-def served() -> Iterator[Served]:
-    server = Served()
+def served() -> Iterator[FileServer]:
+    server = FileServer()
     yield server
     server.close()
 
@@ -303,10 +266,12 @@ def test_neither_content_nor_uri_is_a_400(stack: Stack) -> None:
 
 
 def test_a_resource_from_a_uri_is_fetched_once_and_kept_without_its_query(
-    stack: Stack, served: Served
+    stack: Stack, served: FileServer
 ) -> None:
     document = json.dumps({"answer": 42, "text": "ok ✓"}).encode()
-    served.routes["/files/report.json"] = (200, {"Content-Type": "application/json; charset=utf-8"}, document)
+    served.routes["/files/report.json"] = Served(
+        200, {"Content-Type": "application/json; charset=utf-8"}, document
+    )
     uri = served.url("/files/report.json?signature=secret&expires=1")
     created = stack.call("POST", "/v1/resources", {"name": "report.json", "directory_path": "", "uri": uri})
     assert created.status_code == 201, created.text
@@ -316,11 +281,11 @@ def test_a_resource_from_a_uri_is_fetched_once_and_kept_without_its_query(
     assert (resource["content_type"], resource["size"]) == ("application/json", len(document))
     assert resource["sha256"] == sha256(document)
     assert resource["directory_path"] == ""
-    assert served.asked == ["/files/report.json?signature=secret&expires=1"]
+    assert served.requested == ["/files/report.json?signature=secret&expires=1"]
     assert download(get(stack, resource["id"])) == document
-    assert len(served.asked) == 1  # fetched once, when created
+    assert len(served.requested) == 1  # fetched once, when created
 
-    served.routes["/raw"] = (200, {}, BLOB)  # no Content-Type: octet-stream
+    served.routes["/raw"] = Served(200, {}, BLOB)  # no Content-Type: octet-stream
     raw = stack.call(
         "POST", "/v1/resources", {"name": "raw", "directory_path": "x", "uri": served.url("/raw")}
     )
@@ -329,11 +294,13 @@ def test_a_resource_from_a_uri_is_fetched_once_and_kept_without_its_query(
     assert download(get(stack, raw.json()["id"])) == BLOB
 
 
-def test_a_uri_that_cannot_be_fetched_is_a_400_naming_it(stack: Stack, served: Served) -> None:
-    served.routes["/moved"] = (302, {"Location": served.url("/elsewhere")}, b"")
-    served.routes["/elsewhere"] = (200, {"Content-Type": "text/plain"}, b"followed")
-    served.routes["/lying.png"] = (200, {"Content-Type": "image/png"}, b"not a png at all")
-    served.routes["/huge"] = (200, {"Content-Type": "application/octet-stream"}, b"x" * (FETCH_BYTES + 1))
+def test_a_uri_that_cannot_be_fetched_is_a_400_naming_it(stack: Stack, served: FileServer) -> None:
+    served.routes["/moved"] = Served(302, {"Location": served.url("/elsewhere")}, b"")
+    served.routes["/elsewhere"] = Served(200, {"Content-Type": "text/plain"}, b"followed")
+    served.routes["/lying.png"] = Served(200, {"Content-Type": "image/png"}, b"not a png at all")
+    served.routes["/huge"] = Served(
+        200, {"Content-Type": "application/octet-stream"}, b"x" * (FETCH_BYTES + 1)
+    )
     cases = [
         ("/missing", 400, "fetch_failed", "answered HTTP 404"),
         ("/moved", 400, "fetch_failed", "redirects are not followed"),
@@ -344,7 +311,7 @@ def test_a_uri_that_cannot_be_fetched_is_a_400_naming_it(stack: Stack, served: S
         body = {"name": "f", "directory_path": "fetched", "uri": served.url(path)}
         answer = refused(stack.call("POST", "/v1/resources", body), status, code, "body.uri")
         assert said in json.dumps(answer), (path, answer)
-    assert "/elsewhere" not in served.asked
+    assert "/elsewhere" not in served.requested
 
     port = served.server.server_address[1]
     served.close()  # nothing listens there any more

@@ -39,13 +39,11 @@ import hmac
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -89,6 +87,8 @@ from runplane.logic.sweep import sweep
 from runplane.runnables import resources as resource_files
 
 from tests.conftest import Api, make_runnable
+from tests.file_server import Served
+from tests.file_server import serving as files_serving
 from tests.infra.conftest import resources
 from tests.receiver import Answer, receiving
 
@@ -1120,26 +1120,8 @@ def upload(form: dict[str, Any], data: bytes) -> requests.Response:
 @contextmanager
 def serving(data: bytes, content_type: str) -> Iterator[str]:
     """A file server on loopback (the `settings` fixture allows loopback destinations): its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/table.csv"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with files_serving({"/table.csv": Served(headers={"Content-Type": content_type}, body=data)}) as server:
+        yield server.url("/table.csv")
 
 
 def run_resources(run_id: str) -> dict[str, dict[str, Any]]:

@@ -9,13 +9,8 @@ import base64
 import hashlib
 import json
 import re
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +21,7 @@ from runplane.domain.models import utcnow
 from runplane.logic import keys, runs, services
 
 from tests.conftest import Api, drain, make_runnable
+from tests.file_server import Served, serving
 from tests.receiver import Answer, receiving
 
 TEXT = "héllo, wörld\n".encode()
@@ -123,56 +119,6 @@ def loopback(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Fetches may reach the tests' own servers on loopback (local mode)."""
     monkeypatch.setenv("RUNPLANE_ALLOW_LOOPBACK", "1")
     services.reset()
-
-
-@dataclass
-class Served:
-    """What a file server answers for a path: `length` None sends no Content-Length (the body ends when
-    the connection closes)."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    length: bool = True
-
-
-class FileServer:
-    def __init__(self, routes: dict[str, Served]):
-        self.routes = routes
-        self.requested: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requested.append(self.path)
-                answer = server.routes.get(self.path.split("?", 1)[0], Served(404, body=b"not here"))
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                if answer.length:
-                    self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-
-@contextmanager
-def serving(routes: dict[str, Served]) -> Iterator[FileServer]:
-    server = FileServer(routes)
-    try:
-        yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 # --- made from content ---

@@ -208,6 +208,19 @@ def test_each_file_is_a_resource_of_the_account_that_reaches_the_runnable_by_its
     }
 
 
+def test_a_files_name_is_its_filename_without_the_folders_it_was_sent_with(
+    account: keys.CreatedKey, echo_id: str
+) -> None:
+    record = start(
+        account.account_id, echo_id, [FilePart("doc", "C:\\Users\\me\\a.pdf", "application/pdf", PDF)]
+    ).record
+    [doc] = runs.load_payload(record)["resources"]
+    assert (doc["resource"]["name"], doc["resource"]["metadata"]["filename"]) == (
+        "a.pdf",
+        "C:\\Users\\me\\a.pdf",
+    )
+
+
 def test_a_run_without_files_makes_no_s3_request(account: keys.CreatedKey, echo_id: str) -> None:
     made = s3_requests()
     start(account.account_id, echo_id, [])

@@ -10,6 +10,7 @@ import codecs
 import hashlib
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 MAX_NAME = 255
 MAX_SEGMENT_BYTES = 255  # of a file or directory name, as file systems count it
@@ -171,8 +172,6 @@ def parse_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
         except (binascii.Error, ValueError):
             raise ValueError("its data is not valid base64") from None
     else:
-        from urllib.parse import unquote_to_bytes
-
         decoded = unquote_to_bytes(data)
     if len(decoded) > max_bytes:
         raise ValueError(f"holds {len(decoded)} bytes; at most {max_bytes} are allowed")

@@ -184,7 +184,6 @@ def read_payload(record: RunRecord, lease: Lease) -> dict:
 
 def run_resource(record: RunRecord, seen: dict[str, Any]) -> ResourceFile:
     """A resource as the attempt's code sees it."""
-    load_model()
     settings = services().settings
     return ResourceFile(
         run_directory(record.id, record.attempt),
@@ -196,6 +195,8 @@ def run_resource(record: RunRecord, seen: dict[str, Any]) -> ResourceFile:
 
 def run_context(record: RunRecord, payload: dict, deadline: float) -> RunContext:
     """What the run's code (or its agent's envelope) sees of the run."""
+    if payload.get("resources"):
+        load_model()  # before the run's process is forked
     return RunContext(
         run_id=record.id,
         account_id=record.account_id,
