@@ -60,14 +60,18 @@ RUNS = Table(
     name="runs",
     env_var="RUNPLANE_RUNS_TABLE",
     partition_key=Key("pk"),  # "{account_id}#{run_id}": every read is scoped by account
+    # Each index entry is written when the run is created and changed at most once or twice after, in
+    # place: the keys of an entry never move (a move is a delete and a put, billed twice).
     indexes=(
-        Index("by_account", Key("account_id"), Key("created_key")),
-        Index("by_status", Key("account_status"), Key("created_key")),
-        Index("by_runnable", Key("account_runnable"), Key("created_key"), include=("status",)),
+        # Every run, newest last. `outcome`, the terminal status, is written once, when the run ends.
+        Index("by_account", Key("account_id"), Key("created_key"), include=("runnable_id", "outcome")),
         # Sparse: only child runs carry account_parent ("{account}#{parent run}").
-        Index("by_parent", Key("account_parent"), Key("created_key"), include=("status", "account_runnable")),
-        # Sparse: only non-terminal runs carry due_shard/due_at, the time the sweeper should look at them.
-        Index("due", Key("due_shard"), Key("due_at", "N")),
+        Index("by_parent", Key("account_parent"), Key("created_key"), include=("runnable_id", "outcome")),
+        # Sparse: the runs that have not ended, and ended ones whose follow-ups are not done yet. Filed
+        # under a shard of their account ("live_shard"), sorted by "{account}#{created_key}": an account's
+        # waiting and running runs are one key range, and the sweeper reads every shard for the runs whose
+        # `due_at` (when to look at them: their lease's end, or a redispatch) has passed.
+        Index("live", Key("live_shard"), Key("live_key"), include=("status", "runnable_id", "due_at")),
     ),
     ttl_attribute="expires_at",
 )
@@ -134,7 +138,7 @@ RESOURCES = Table(
 )
 TABLES = (RUNS, RUNNABLES, API_KEYS, CALLBACKS, ACCOUNTS, CONCURRENCY, RUN_EVENTS, RESOURCES)
 
-DUE_SHARDS = 8  # spreads the sweeper's index over several partitions
+DUE_SHARDS = 8  # spreads each sparse index the sweeper reads over several partitions
 
 LAMBDA_PYTHON = "3.14"  # the functions' runtime; the asset is built for it (infra/bundle.py)
 WORKER_TIMEOUT_SECONDS = 900

@@ -77,7 +77,7 @@ def on_table(table_env: str, *operations: str, containing: str = "") -> Matcher:
 
 
 def stores_a_run(operation: str, params: dict[str, Any]) -> bool:
-    return on_table("runs_table", "PutItem", "TransactWriteItems", containing="account_runnable")(
+    return on_table("runs_table", "PutItem", "TransactWriteItems", containing="live_key")(
         operation, params
     )
 

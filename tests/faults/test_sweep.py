@@ -14,7 +14,7 @@ def test_a_due_run_whose_handling_keeps_failing_does_not_stop_the_sweep(tmp_path
     with Stack(tmp_path) as stack:
         ids = [stack.start_run() for _ in range(RUNS)]
         stack.svc.queues.client.purge_queue(QueueUrl=stack.queue_url("dispatch"))  # their messages were lost
-        first = min(stack.runs(), key=lambda run: (run["due_shard"], run["due_at"]))  # swept first
+        first = min(stack.runs(), key=lambda run: (run["live_shard"], run["due_at"]))  # swept first
         poisoned = Fault(
             "throttled",
             where=lambda point, params: point.component == "sweeper" and first["pk"] in json.dumps(params),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runplane.adapters.dynamo import due_shard, write_if
+from runplane.adapters.dynamo import write_if
 from runplane.adapters.run_writes import RunWrites
 from runplane.domain.agents import agent_owner
 from runplane.domain.events import Progress, Reason, status_event
@@ -43,7 +43,6 @@ class AgentWrites(RunWrites):
                 "lease_owner": agent_owner(record.attempt),
                 "lease_until": lease_until,
                 "due_at": lease_until,
-                "due_shard": due_shard(record.id),
             },
             condition=_HELD,
             values=_held(record),
@@ -71,7 +70,7 @@ class AgentWrites(RunWrites):
         if reported is not None:
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:
-            set_.update(lease_until=lease_until, due_at=lease_until, due_shard=due_shard(record.id))
+            set_.update(lease_until=lease_until, due_at=lease_until)
         condition = f"{_HELD} AND token_hash = :token"
         values = {**_held(record), ":token": record.token_hash}
         if record.progress_at is None:

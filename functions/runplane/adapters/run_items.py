@@ -33,6 +33,20 @@ def created_key_of(created_at: datetime, run_id: str) -> str:
     return f"{created_at.isoformat()}#{run_id}"
 
 
+def live_shard(account_id: str) -> str:
+    """The partition of the `live` index an account's runs are filed under."""
+    return due_shard(account_id)
+
+
+def live_key(account_id: str, created: str) -> str:
+    """The `live` index's sort key of the run whose created_key is `created`."""
+    return f"{account_id}#{created}"
+
+
+# What takes a run out of the `live` index (its follow-ups done): the run leaves the sweeper's sight too.
+LIVE_ATTRIBUTES = ("due_at", "live_shard", "live_key")
+
+
 def run_item(record: RunRecord) -> dict[str, Any]:
     values = record.model_dump(exclude_none=True)
     for name in _RUN_JSON_FIELDS:
@@ -43,16 +57,16 @@ def run_item(record: RunRecord) -> dict[str, Any]:
     for flag in ("cancel_requested", "rejected", "cancel_notified"):
         if not values[flag]:
             values.pop(flag)
-    values.update(
-        pk=run_pk(record.account_id, record.id),
-        created_key=created_key(record),
-        account_status=f"{record.account_id}#{record.status.value}",
-        account_runnable=f"{record.account_id}#{record.runnable_id}",
-    )
+    values.update(pk=run_pk(record.account_id, record.id), created_key=created_key(record))
+    if record.status.terminal:
+        values["outcome"] = record.status.value
+    if not record.status.terminal or record.due_at is not None:
+        values.update(
+            live_shard=live_shard(record.account_id),
+            live_key=live_key(record.account_id, values["created_key"]),
+        )
     if record.parent_run_id is not None:
         values["account_parent"] = run_pk(record.account_id, record.parent_run_id)
-    if record.due_at is not None:
-        values["due_shard"] = due_shard(record.id)
     return to_item(values)
 
 

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from runplane.adapters.dynamo import due_shard, from_item, to_av, to_item, update_request, write_if
+from runplane.adapters.dynamo import from_item, to_av, to_item, update_request, write_if
 from runplane.adapters.run_agents import AgentWrites
-from runplane.adapters.run_items import run_item, run_record
+from runplane.adapters.run_items import LIVE_ATTRIBUTES, run_item, run_record
 from runplane.adapters.run_writes import merged, names_in, numbered
 from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, cut, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
@@ -88,11 +88,9 @@ class RunStore(AgentWrites):
             record=record,
             set_={
                 "status": Status.running.value,
-                "account_status": f"{account_id}#{Status.running.value}",
                 "lease_owner": owner,
                 "lease_until": lease_until,
                 "due_at": lease_until,
-                "due_shard": due_shard(run_id),
                 "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
             },
             increment=("attempt",),
@@ -133,8 +131,6 @@ class RunStore(AgentWrites):
             event,
             set_={
                 "status": claimed.status.value,
-                "account_status": f"{record.account_id}#{claimed.status.value}",
-                "due_shard": due_shard(record.id),
                 **claimed.model_dump(
                     include={"lease_owner", "lease_until", "due_at", "attempt", "slots", "admissions"},
                     mode="json",
@@ -150,7 +146,7 @@ class RunStore(AgentWrites):
     ) -> tuple[dict[str, Any], RunRecord]:
         """A transaction write noting that a waiting run waits in `scope`'s queue holding `slots` (for the
         limit `waiting_for` describes), and the record it makes. The run leaves the sweeper's index: its
-        scope is rechecked instead. Joining another queue than before is a status event."""
+        scope is rechecked instead (it stays in the `live` index, without a due time). Joining another queue than before is a status event."""
         update = {
             "queued_on": scope,
             "slots": slots,
@@ -161,7 +157,7 @@ class RunStore(AgentWrites):
         if record.queued_on != scope:
             event = status_event(record, Reason.queued, waiting_for=waiting_for)
         json_update = {**update, "waiting_for": json.dumps(update["waiting_for"], separators=(",", ":"))}
-        write = self._write(record, event, set_=json_update, remove=("due_at", "due_shard"))
+        write = self._write(record, event, set_=json_update, remove=("due_at",))
         moved = record.model_copy(update={**update, "due_at": None})
         return write, moved.model_copy(update=recorded(moved, event)) if event else moved
 
@@ -223,12 +219,12 @@ class RunStore(AgentWrites):
             values[":lease"] = lease_seen
         if status is not Status.cancelled:
             condition += " AND attribute_not_exists(#cancel)"
-        set_ = {**fields, "account_status": f"{record.account_id}#{status.value}"}
+        set_ = {**fields, "outcome": status.value}
         remove: tuple[str, ...] = ("lease_owner", "lease_until", "waiting_for")
         if due_at is None:
-            remove += ("due_at", "due_shard")
+            remove += LIVE_ATTRIBUTES
         else:
-            set_.update(due_at=due_at, due_shard=due_shard(record.id))
+            set_["due_at"] = due_at
         brief = error.model_copy(update={"message": cut(error.message)}) if error else None
         event = status_event(record, Reason.ended, status, attempt=record.attempt or None, error=brief)
         arguments = merged({"set_": set_, "condition": condition, "values": values}, numbered(record, event))
@@ -264,7 +260,7 @@ class RunStore(AgentWrites):
             account_id,
             run_id,
             set_={},
-            remove=("due_at", "due_shard"),
+            remove=LIVE_ATTRIBUTES,
             condition="attribute_exists(#pk)",
             values={},
         )
@@ -275,7 +271,7 @@ class RunStore(AgentWrites):
         set_: dict[str, Any] = {"cancel_requested": True}
         condition, values = "#status = :running AND attribute_not_exists(#cancel)", {":running": "running"}
         if lease_until is not None:
-            set_.update(lease_until=lease_until, due_at=lease_until, due_shard=due_shard(record.id))
+            set_.update(lease_until=lease_until, due_at=lease_until)
             condition += " AND #owner = :owner"
             values[":owner"] = record.lease_owner
         return self._update(
