@@ -3,15 +3,21 @@
 moto answers `ReturnConsumedCapacity` with a fixed figure (0.5 or 1 whatever the item), so the units are
 computed here from the items themselves, read from moto's backend around each write:
 
-- a write costs ceil(KB) of the larger of the item before and after it (1 at least, a failed condition
-  included), twice inside a transaction;
+- a write costs ceil(KB) of the larger of the item before and after it (1 at least; a failed condition
+  costs the existing item's size), twice inside a transaction, where a ConditionCheck costs as a write
+  of the item it checks (a cancelled transaction is counted as if each of its items had been written
+  unchanged: an assumption, DynamoDB reports no ConsumedCapacity for it);
 - each global secondary index whose entry the write puts, changes or removes costs ceil(KB) of that entry
   (its keys and projected attributes), a key change there being a delete and a put; an index whose
-  entry is unchanged costs nothing;
-- a read costs ceil(size / 4 KB), 1 at least (half for an eventually consistent one), a Query summing
-  the items it returns.
+  entry is unchanged costs nothing. Index writes are not doubled in a transaction: DynamoDB propagates
+  them to the index after the commit, as standard writes;
+- a read costs ceil(size / 4 KB), 1 at least (half for an eventually consistent one): a Query sums the
+  items it returns, a BatchGetItem rounds each item on its own, a TransactGetItems item costs twice.
+  A filtered Query would cost the items read before the filter, which the response does not show (no
+  request on a run's path filters).
 
-Item sizes are moto's (attribute names plus values), close to DynamoDB's own.
+Item sizes follow DynamoDB's rules (CapacityUnitCalculations): names and values in UTF-8 bytes, a number
+1 byte per two significant digits + 1, a list or map 3 bytes + 1 byte per element.
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ def _backend() -> Any:
     return dynamodb_backends[DEFAULT_ACCOUNT_ID][os.environ.get("AWS_DEFAULT_REGION", "us-east-1")]
 
 
-def _size(attrs: dict[str, Any], names: set[str] | None = None) -> int:
-    from moto.dynamodb.models.utilities import bytesize
-
-    return sum(bytesize(k) + v.size() for k, v in attrs.items() if names is None or k in names)
+def _number_size(text: str) -> int:
+    """DynamoDB's size of a number: 1 byte per two significant digits, + 1."""
+    digits = text.lower().lstrip("+-").split("e")[0].replace(".", "").strip("0")  # leading, trailing zeros
+    return (len(digits) + 1) // 2 + 1
 
 
 def _av_size(value: dict[str, Any]) -> int:
@@ -51,18 +57,20 @@ def _av_size(value: dict[str, Any]) -> int:
     if kind in ("S", "B"):
         return len(inner.encode() if isinstance(inner, str) else inner)
     if kind == "N":
-        return len(inner)
+        return _number_size(inner)
     if kind in ("BOOL", "NULL"):
         return 1
     if kind == "L":
         return 3 + sum(_av_size(v) + 1 for v in inner)
     if kind == "M":
         return 3 + sum(len(k.encode()) + _av_size(v) + 1 for k, v in inner.items())
-    return sum(len(str(v)) for v in inner)  # sets
+    if kind == "NS":
+        return sum(_number_size(v) for v in inner)
+    return sum(len(v.encode() if isinstance(v, str) else v) for v in inner)  # SS, BS
 
 
 def item_size(item: dict[str, Any]) -> int:
-    """An item in wire format (attribute values), in bytes."""
+    """An item in wire format (attribute values), in bytes as DynamoDB counts them."""
     return sum(len(k.encode()) + _av_size(v) for k, v in item.items())
 
 
@@ -87,13 +95,12 @@ class Units:
     # --- the writes' items, before and after ---
 
     def _targets(self, operation: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
-        """(table, key, transactional) of every item a write touches."""
+        """(table, key, transactional) of every item a write touches (or a ConditionCheck reads)."""
         if operation == "TransactWriteItems":
             targets = []
             for entry in params["TransactItems"]:
-                (kind, request), *_ = entry.items()
-                if kind != "ConditionCheck":
-                    targets.append((request["TableName"], self._key(request), True))
+                (_, request), *_ = entry.items()
+                targets.append((request["TableName"], self._key(request), True))
             return targets
         if operation == "BatchWriteItem":
             return [
@@ -113,7 +120,9 @@ class Units:
             found = _backend().get_item(table, {n: key[n] for n in names})
         except Exception:
             return None
-        return dict(found.attrs) if found is not None else None
+        if found is None:
+            return None
+        return {name: value.to_regular_json() for name, value in found.attrs.items()}  # wire format
 
     def _before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         if model.name in WRITES:
@@ -129,15 +138,18 @@ class Units:
         label = (self.label(), model.name)
         if model.name in WRITES:
             for table, key, transactional, before in getattr(self._pending, "writes", []):
-                after = self._item(table, key)
-                self.wru[label] += self._write_units(table, before, after) * (2 if transactional else 1)
+                item, indexes = self._write_units(table, before, self._item(table, key))
+                self.wru[label] += item * (2 if transactional else 1) + indexes
             self._pending.writes = []
         elif model.name in READS:
             self.rru[label] += self._read_units(model.name, parsed)
 
-    def _write_units(self, table: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> float:
-        largest = max(_size(before) if before else 0, _size(after) if after else 0)
-        units = max(1, math.ceil(largest / 1024))
+    def _write_units(
+        self, table: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> tuple[int, int]:
+        """(units of the item itself, units of its index entries)."""
+        largest = max(item_size(before) if before else 0, item_size(after) if after else 0)
+        units, index_units = max(1, math.ceil(largest / 1024)), 0
         schema = _tables()[table]
         keys = {schema.partition_key.name} | ({schema.sort_key.name} if schema.sort_key else set())
         for index in schema.indexes:
@@ -152,19 +164,22 @@ class Units:
             old, new = entries
             if old == new:
                 continue
-            sizes = [math.ceil(_size(e) / 1024) if e else 0 for e in entries]
+            sizes = [math.ceil(item_size(e) / 1024) if e else 0 for e in entries]
             moved = old is not None and new is not None and any(old[k] != new[k] for k in index_keys)
-            units += sum(sizes) if moved or old is None or new is None else max(sizes)
-        return units
+            index_units += sum(sizes) if moved or old is None or new is None else max(sizes)
+        return units, index_units
 
     def _read_units(self, operation: str, parsed: dict[str, Any]) -> float:
+        def rounded(size: int) -> int:
+            return max(1, math.ceil(size / 4096))
+
         if operation == "GetItem":
-            items = [parsed["Item"]] if "Item" in parsed else []
+            units = rounded(item_size(parsed.get("Item", {})))
         elif operation in ("Query", "Scan"):
-            items = parsed.get("Items", [])
-        elif operation == "BatchGetItem":
-            items = [i for found in parsed.get("Responses", {}).values() for i in found]
-        else:
-            items = [r["Item"] for r in parsed.get("Responses", []) if "Item" in r]
-        units = max(1, math.ceil(sum(item_size(item) for item in items) / 4096))
+            units = rounded(sum(item_size(item) for item in parsed.get("Items", [])))
+        elif operation == "BatchGetItem":  # each item on its own
+            found = [i for items in parsed.get("Responses", {}).values() for i in items]
+            units = sum(rounded(item_size(item)) for item in found) or 1
+        else:  # TransactGetItems: every item twice, a missing one included
+            units = 2 * sum(rounded(item_size(r.get("Item", {}))) for r in parsed.get("Responses", []))
         return units if getattr(self._pending, "consistent", False) else units / 2
