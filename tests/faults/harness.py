@@ -319,7 +319,12 @@ SETTINGS = {
     "RUNPLANE_CALLBACK_CONNECT_TIMEOUT_SECONDS": "0.5",
     "RUNPLANE_CALLBACK_TIMEOUT_SECONDS": "2",
     "RUNPLANE_INLINE_LIMIT_BYTES": "1024",  # payloads and outcomes of the flows go to S3
-    "RUNPLANE_RATE_LIMIT_BURST": "40",  # the rate limit's counter is one of the API's requests
+    # rate limits with shares of one request (a burst of at most 8) and windows of 8 ms: every API request
+    # and every report writes its counter (a point of the flow), and none is refused
+    "RUNPLANE_RATE_LIMIT_BURST": "8",
+    "RUNPLANE_RATE_LIMIT_PER_SECOND": "1000",
+    "RUNPLANE_REPORT_BURST": "8",
+    "RUNPLANE_REPORT_RATE_PER_SECOND": "1000",
 }
 PAD = 1100  # characters that take a payload or an outcome past the inline limit
 # Leases keep their production length (30 s, on the virtual clock) but are renewed this often (real

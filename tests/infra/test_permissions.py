@@ -651,11 +651,13 @@ def roles(
 
 @pytest.fixture
 def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each kind of storage in play: payloads past 1 KiB go to S3, the rate limit counts requests,
-    loopback receivers are allowed, callbacks retry quickly."""
+    """Each kind of storage in play: payloads past 1 KiB go to S3, the rate limit counts every request (a
+    burst of 8 is counted by shares of one; windows of 8 ms refuse none), loopback receivers are allowed,
+    callbacks retry quickly."""
     for name, value in {
         "RUNPLANE_INLINE_LIMIT_BYTES": "1024",
-        "RUNPLANE_RATE_LIMIT_BURST": "1000",
+        "RUNPLANE_RATE_LIMIT_BURST": "8",
+        "RUNPLANE_RATE_LIMIT_PER_SECOND": "1000",
         "RUNPLANE_ALLOW_LOOPBACK": "1",
         "RUNPLANE_CALLBACK_SCHEDULE": "0.2,0.2",
         "RUNPLANE_CALLBACK_TIMEOUT_SECONDS": "1",

@@ -19,21 +19,22 @@ class KeyStore(TableAdapter):
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": key_id}}).get("Item")
         return from_item(item) if item else None
 
-    def count_request(self, key_id: str, window: int, limit: int, expires_at: int) -> bool:
-        """Count one request in the key's window; False (and nothing counted) once `limit` is reached."""
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key={"id": {"S": f"{key_id}#rate#{window}"}},
-            UpdateExpression="ADD hits :one SET expires_at = :expires",
-            ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":limit": to_av(limit),
-                ":expires": to_av(expires_at),
-            },
-        )
+    def count_requests(self, counter: str, window: int, requests: int, expires_at: int) -> int | None:
+        """Add `requests` to the counter's window; the window's count with them, or None when DynamoDB
+        could not be asked (throttled, unreachable: the caller limits without it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            reply = self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": f"{counter}#rate#{window}"}},
+                UpdateExpression="ADD hits :n SET expires_at = :expires",
+                ExpressionAttributeValues={":n": to_av(requests), ":expires": to_av(expires_at)},
+                ReturnValues="UPDATED_NEW",
+            )
+        except (BotoCoreError, ClientError):
+            return None
+        return int(reply["Attributes"]["hits"]["N"])
 
     def for_account(self, account_id: str) -> list[dict[str, Any]]:
         """The account's keys, oldest first (the index holds keys only; each key is then read)."""

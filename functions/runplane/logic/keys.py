@@ -1,4 +1,5 @@
-"""API keys: `rpk_<key id>_<secret>`, each with scopes. Only a SHA-256 of the secret is stored."""
+"""API keys: `rpk_<key id>_<secret>`, each with scopes. Only a SHA-256 of the secret is stored. Their rate
+limit (and the one of an async agent's reports): RateLimiter."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import math
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runplane.domain.access import DEFAULT_SCOPES, ApiKey, RateLimit, Scope
 from runplane.domain.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from runplane.domain.models import ACCOUNT_ID_PATTERN, utcnow
 from runplane.logic.accounts import rate_limit
 from runplane.logic.services import services
+from runplane.observability import logger
 
 PREFIX = "rpk"
 ADMIN: Scope = "admin"
@@ -169,20 +171,102 @@ def principal_of(stored: dict) -> Principal:
 
 
 def admit_request(principal: Principal, now: float | None = None) -> None:
-    """Rate limit per key: `burst` requests per window of burst/rate seconds (the account's limit, read
-    with the key and cached as long), counted in DynamoDB so every API function instance shares the
-    count. Raises TooManyRequests."""
+    """Rate limit per key (the account's limit, read with the key and cached as long): RateLimiter's
+    bound across every API function instance. Raises TooManyRequests."""
     count_or_refuse(principal.key_id, principal.rate_limit or rate_limit({}), now)
 
 
 def count_or_refuse(counter: str, limit: RateLimit, now: float | None = None) -> None:
     """Count one request on `counter` (a key, a run) in its window of `limit`; TooManyRequests when the
     window is full."""
-    if limit.burst == 0:
-        return
-    now = time.time() if now is None else now
-    window_seconds = limit.burst / limit.per_second
-    window = int(now // window_seconds)
-    window_end = (window + 1) * window_seconds
-    if not services().keys.count_request(counter, window, limit.burst, int(window_end) + 60):
-        raise TooManyRequests(max(1, math.ceil(window_end - now)))
+    _limiter.admit(counter, limit, time.time() if now is None else now)
+
+
+SHARES = 8  # an instance counts a window's requests in the shared counter by eighths of its burst
+
+
+@dataclass
+class _Window:
+    """One instance's view of one counter's window."""
+
+    number: int
+    ends_at: float
+    admitted: int = 0  # requests this instance admitted in the window
+    counted: int = 0  # of those, the ones added to the shared counter
+    total: int = 0  # the shared count as last seen (or, once it could not be written, this instance's)
+    alone: bool = False  # the counter could not be written: this instance limits the key by itself
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RateLimiter:
+    """`burst` requests per window of burst/rate seconds per counter, with a write to the shared count
+    (the keys table) only every `share` (burst/SHARES) requests an instance admits, not per request.
+
+    An instance admits up to share - 1 requests before it counts them, and counts them with the request
+    that would make a share: one ADD of their number, whose result is the window's count so far. While
+    that count stays within the burst the request is admitted; past it, refused, and so is every later
+    request of the window on this instance, without a write. So a window admits at most
+    `burst + (share - 1)` per instance that served the counter in it (its requests not counted yet), and
+    refuses nothing before `burst` were admitted; one instance alone, or a burst of at most SHARES
+    (share 1, a write per request), is exact. A botocore retry of a counted batch counts it twice: it
+    refuses early, never late.
+
+    A counter that cannot be written (throttled, unreachable) is not an error: the instance then counts
+    the window by itself from the count it last saw, admitting at most `burst` of it, and tries the
+    shared counter again in the next window. Fail-closed would answer 429 to every caller of a key the
+    limit has no reason to refuse; this keeps each instance within the key's burst.
+    """
+
+    TRACKED = 4096  # windows kept before those that ended are dropped
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, counter: str, limit: RateLimit, now: float) -> None:
+        """Admit one request on `counter` at `now`, or raise TooManyRequests."""
+        if limit.burst == 0:
+            return
+        window = self._window(counter, limit, now)
+        with window.lock:
+            if not self._take(counter, window, limit.burst):
+                raise TooManyRequests(max(1, math.ceil(window.ends_at - now)))
+
+    def _window(self, counter: str, limit: RateLimit, now: float) -> _Window:
+        seconds = limit.burst / limit.per_second
+        number = int(now // seconds)
+        with self._lock:
+            window = self._windows.get(counter)
+            if window is None or window.number != number:
+                if len(self._windows) >= self.TRACKED:
+                    self._windows = {c: w for c, w in self._windows.items() if w.ends_at > now}
+                window = self._windows[counter] = _Window(number, (number + 1) * seconds)
+            return window
+
+    @staticmethod
+    def _take(counter: str, window: _Window, burst: int) -> bool:
+        if window.total >= burst:
+            return False
+        batch = window.admitted - window.counted + 1  # with this request
+        if batch < min(math.ceil(burst / SHARES), burst - window.total):
+            window.admitted += 1
+            return True
+        shared = None
+        if not window.alone:
+            expires_at = int(window.ends_at) + 60
+            shared = services().keys.count_requests(counter, window.number, batch, expires_at)
+            if shared is None:
+                logger.warning(
+                    "rate limit counter not written; this instance limits it alone until the window ends",
+                    extra={"counter": counter, "window": window.number},
+                )
+                window.alone = True
+        window.total = window.total + batch if shared is None else shared
+        if window.total > burst:
+            return False
+        window.admitted += 1
+        window.counted = window.admitted
+        return True
+
+
+_limiter = RateLimiter()
