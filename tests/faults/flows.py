@@ -399,6 +399,12 @@ def _with_a_resource_and_no_credits(stack: Stack) -> None:
         stack.svc.accounts.set_credits(stack.account_id, None, 0)
 
 
+def _with_a_budget(stack: Stack) -> None:
+    """The account has a run budget: each run is counted in the transaction that stores it."""
+    with acting_as(None):
+        stack.svc.accounts.set_credits(stack.account_id, None, 1000)
+
+
 def _refused_run_with_resources(stack: Stack) -> None:
     """`_run_with_resources`' request with an Idempotency-Key, tried again until answered below 500 (a
     client takes 402 for an answer)."""
@@ -528,6 +534,13 @@ FLOWS = (
         frozenset({"worker"}),
         Expect(accepted=True),
         start=lambda stack: stack.start_run(inputs=stack.run_inputs(seconds=0.15, report=True)),
+    ),
+    Flow(
+        "api_run_budgeted",  # stored and counted in one transaction (without a budget: one PutItem)
+        frozenset({"api"}),
+        Expect(accepted=True),
+        start=lambda stack: stack.start_run(inputs=stack.run_inputs()),
+        prepare=_with_a_budget,
     ),
     Flow("intake_run", frozenset({"intake"}), Expect(), start=lambda stack: stack.send_intake()),
     Flow(

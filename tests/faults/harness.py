@@ -771,8 +771,9 @@ class Stack:
             account = self.api.get("/v1/account").json()
             usage = self.api.get("/v1/account/usage").json()
         problems = []
-        if (used := account["credits"]["used_runs"]) != len(runs):
-            problems.append(f"credits.used_runs is {used} for {len(runs)} runs")
+        budgeted = account["credits"]["limit_runs"] is not None or account["credits"]["limit_usd"] is not None
+        if (used := account["credits"]["used_runs"]) != (len(runs) if budgeted else 0):  # logic/runs.py, BUDGET_SECONDS
+            problems.append(f"credits.used_runs is {used} for {len(runs)} runs (budget: {budgeted})")
         outcomes = [json.loads(d) for run in runs if (d := self.outcome_document(run))]
         cost = sum(o.get("cost_usd") or 0 for o in outcomes)
         if abs(account["credits"]["used_usd"] - cost) > 1e-9:

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from runplane.adapters import aws
 from runplane.logic import keys, services
+from runplane.logic.accounts import set_credits
 from runplane.logic.execute import process_dispatch
 from runplane.logic.intake import accept_intake
 from runplane.logic.keys import CreatedKey
@@ -77,9 +78,7 @@ def on_table(table_env: str, *operations: str, containing: str = "") -> Matcher:
 
 
 def stores_a_run(operation: str, params: dict[str, Any]) -> bool:
-    return on_table("runs_table", "PutItem", "TransactWriteItems", containing="live_key")(
-        operation, params
-    )
+    return on_table("runs_table", "PutItem", "TransactWriteItems", containing="live_key")(operation, params)
 
 
 def ends_a_run(operation: str, params: dict[str, Any]) -> bool:
@@ -238,21 +237,25 @@ def test_d3_a_run_the_sweeper_cannot_handle_is_skipped_and_every_other_is_handle
 # --- D4, D8: a stored run is answered as accepted; a charge never comes without its run ---
 
 
+@pytest.mark.parametrize("budget", [None, 100], ids=["unbudgeted", "budgeted"])
 def test_d4_a_create_whose_answer_was_lost_is_answered_202_and_charged_once(
-    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+    api: Api, account: CreatedKey, echo_id: str, budget: int | None
 ) -> None:
+    set_credits(account.account_id, None, budget)  # without a budget the run is a PutItem, counted nowhere
     with broken("dynamodb", stores_a_run, "lost") as lost:
         reply = api.post(f"/v1/runnable/{echo_id}/runs", {"inputs": {}})
     assert lost
     assert reply.status == 202, reply.text
     assert state(api, reply.json()["id"])["status"] == "waiting"
     assert [run["id"] for run in api.get("/v1/runs").json()["items"]] == [reply.json()["id"]]
-    assert credits(api)["used_runs"] == 1
+    assert credits(api)["used_runs"] == (1 if budget else 0)
 
 
+@pytest.mark.parametrize("budget", [None, 100], ids=["unbudgeted", "budgeted"])
 def test_d8_a_crash_before_the_run_is_stored_leaves_no_charge(
-    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+    api: Api, account: CreatedKey, echo_id: str, budget: int | None
 ) -> None:
+    set_credits(account.account_id, None, budget)
     with broken("dynamodb", stores_a_run, "crash_before") as hit, pytest.raises(Crash):
         api.post(f"/v1/runnable/{echo_id}/runs", {"inputs": {}})
     assert hit
@@ -309,6 +312,7 @@ def test_d7_a_counter_resent_by_the_sdk_is_counted_once(
     api: Api, account: CreatedKey, monkeypatch: pytest.MonkeyPatch, counter: str
 ) -> None:
     llm = make_runnable(account.account_id, "llm")
+    set_credits(account.account_id, None, 100)
     requests = ("UpdateItem", "TransactWriteItems")
     with broken("dynamodb", on_table("accounts_table", *requests, containing=counter), "twice", 10) as sent:
         run_id = start(api, llm, {})
@@ -424,6 +428,7 @@ def test_an_outcome_dynamodb_refuses_fails_the_run_instead_of_retrying(
 def test_a_corrected_intake_message_replaces_the_rejection_under_the_same_run_id(
     api: Api, account: CreatedKey, echo_id: str
 ) -> None:
+    set_credits(account.account_id, None, 100)
     run_id = str(uuid.uuid4())
     wrong = {"account_id": account.account_id, "runnable_id": str(uuid.uuid4()), "run_id": run_id}
     assert accept_intake(json.dumps(wrong), "first") is None

@@ -15,15 +15,38 @@ def start(api: Api, runnable_id: str, **headers: str):
     return api.post(f"/v1/runnable/{runnable_id}/runs", {"inputs": {"prompt": "hi"}}, headers=headers)
 
 
-def test_usage_is_visible_without_a_budget(api: Api, echo_id: str) -> None:
+def test_runs_are_counted_only_against_a_budget(api: Api, account: CreatedKey, echo_id: str) -> None:
     start(api, echo_id)
     start(api, echo_id)
     assert api.get("/v1/account").json()["credits"] == {
         "limit_usd": None,
         "used_usd": 0.0,
         "limit_runs": None,
-        "used_runs": 2,
+        "used_runs": 0,
     }
+    set_credits(account.account_id, limit_usd=None, limit_runs=10)
+    start(api, echo_id)
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 1
+
+
+def test_a_budget_set_by_another_process_applies_within_a_minute(
+    api: Api, account: CreatedKey, echo_id: str, monkeypatch
+) -> None:
+    from runplane.adapters.accounts import AccountStore
+    from runplane.logic.runs import BUDGET_SECONDS
+    from runplane.logic.services import services
+
+    start(api, echo_id)  # this process now knows the account has no budget
+    elsewhere = AccountStore(services().settings.accounts_table)  # `runplane accounts` in another process
+    elsewhere.set_credits(account.account_id, None, 1)
+    start(api, echo_id)
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 0
+    budgets = services().accounts._budgets
+    known = budgets[account.account_id]
+    monkeypatch.setitem(budgets, account.account_id, (known[0] - BUDGET_SECONDS, known[1]))
+    assert start(api, echo_id).status == 202
+    assert api.get("/v1/account").json()["credits"]["used_runs"] == 1
+    assert start(api, echo_id).status == 402
 
 
 def test_a_run_budget_admits_exactly_that_many_runs_even_in_parallel(
@@ -64,6 +87,7 @@ def test_a_usd_budget_stops_new_runs_once_recorded_cost_reaches_it_and_running_r
 def test_idempotent_replays_and_redelivered_intake_messages_are_charged_once(
     api: Api, env: dict[str, str], account: CreatedKey, echo_id: str
 ) -> None:
+    set_credits(account.account_id, limit_usd=None, limit_runs=100)
     for _ in range(3):
         start(api, echo_id, **{"Idempotency-Key": "once"})
     message = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from runplane.logic.accounts import set_credits
 from runplane.logic.keys import CreatedKey, create_key
 
 from tests.conftest import Api, drain, make_runnable
@@ -26,6 +27,7 @@ CALLS = [
 
 @pytest.fixture
 def acmes(api: Api, account: CreatedKey, echo_id: str) -> dict[str, str]:
+    set_credits(account.account_id, limit_usd=None, limit_runs=10)  # so the run is counted
     run = api.post(f"/v1/runnable/{echo_id}/runs", {"callback_url": "https://hooks.example.com/x"}).json()[
         "id"
     ]

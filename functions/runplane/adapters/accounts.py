@@ -3,6 +3,7 @@ overrides)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import date, timedelta
 from typing import Any
@@ -19,11 +20,24 @@ def _day_key(account_id: str, day: date) -> str:
 class AccountStore(TableAdapter):
     """Per-account settings and usage: callback signing secrets, credit budgets and what was spent."""
 
+    def __init__(self, table: str, client: Any = None):
+        super().__init__(table, client)
+        self._budgets: dict[str, tuple[float, bool]] = {}  # account -> (when read, has a budget)
+
     def get(self, account_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(
             TableName=self.table, Key={"account_id": {"S": account_id}}, ConsistentRead=True
         ).get("Item")
         return from_item(item) if item else None
+
+    def budgeted(self, account_id: str, fresh_for: float) -> bool:
+        """Whether the account has a credit budget, as read at most `fresh_for` seconds ago by this store."""
+        now = time.monotonic()
+        known = self._budgets.get(account_id)
+        if known is None or now - known[0] >= fresh_for:
+            stored = self.get(account_id) or {}
+            known = self._budgets[account_id] = (now, "limit_runs" in stored or "limit_usd" in stored)
+        return known[1]
 
     def open(self, account_id: str, at: str) -> str:
         """Note that the account exists (its first key was made) and give it a random organization id;
@@ -120,6 +134,7 @@ class AccountStore(TableAdapter):
 
     def set_credits(self, account_id: str, limit_usd: float | None, limit_runs: int | None) -> None:
         """Set or clear (None) the budgets; what was spent so far is kept (and starts at zero)."""
+        self._budgets.pop(account_id, None)
         limits = {"limit_usd": limit_usd, "limit_runs": limit_runs}
         sets = ["used_runs = if_not_exists(used_runs, :zero)", "used_usd = if_not_exists(used_usd, :zero)"]
         values: dict[str, Any] = {":zero": {"N": "0"}}

@@ -37,6 +37,11 @@ class RunStore(AgentWrites):
             }
         }
 
+    def create(self, record: RunRecord) -> bool:
+        """Store a new run on its own (`create_write` as one PutItem); False when a run has the id."""
+        write = self.create_write(record)["Put"]
+        return write_if(self.client, "put_item", **write)
+
     def put_rejected(self, record: RunRecord) -> bool:
         """Store the placeholder of a rejected intake message (`rejected`); False if a run has the id."""
         return write_if(

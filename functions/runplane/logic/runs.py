@@ -44,6 +44,12 @@ from runplane.logic.runnables import check_timeout, get_runnable
 from runplane.logic.services import services
 from runplane.observability import count_created, logger
 
+# A run is counted toward its account (in the transaction that stores it) only when the account has a
+# credit budget to count it against; without one it is a single conditional PutItem. Each process reads
+# whether an account has a budget at most this often: a budget set elsewhere applies to the runs a process
+# accepts at most this long after.
+BUDGET_SECONDS = 60.0
+
 
 def _effective_timeout(request: RunRequestFields, runnable: Runnable) -> int | None:
     """Omitted: the runnable's default. Null or < 1: no timeout of its own (the deployment's maximum for
@@ -315,7 +321,8 @@ def _store_run(
     created_by: str | None,
     parent_run_id: str | None,
 ) -> RunRecord:
-    """The run, charged to the account in the same transaction; the stored run when a duplicate made it."""
+    """The run, counted toward the account's budget in the same transaction when it has one; the stored
+    run when a duplicate made it."""
     settings = services().settings
     now = utcnow()
     payload = json.dumps({"inputs": request.inputs, "resources": resolved.seen}, separators=(",", ":"))
@@ -345,9 +352,12 @@ def _store_run(
     )
     record = record.model_copy(update=recorded(record, status_event(record, Reason.accepted)))
     runs = services().runs
-    writes = [runs.create_write(record), services().accounts.charge_write(account_id)]
     try:
-        failed = runs.commit_through_conflicts(writes)
+        if services().accounts.budgeted(account_id, BUDGET_SECONDS):
+            writes = [runs.create_write(record), services().accounts.charge_write(account_id)]
+            failed = runs.commit_through_conflicts(writes)
+        else:
+            failed = [] if runs.create(record) else ["ConditionalCheckFailed"]
     except Exception:
         # a transaction can fail after DynamoDB applied it (a lost answer): the run as stored tells
         stored = runs.get(account_id, run_id, consistent=True)
