@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "bedrock_models": ["*"],
     "model_prices": {},
     "trace_runs": True,
+    "trace_fixed_rate": 0.01,
     "public_url": "",
     "max_async_run_seconds": 86400,
     "agent_heartbeat_seconds": 300,
@@ -60,6 +61,8 @@ class Config:
     bedrock_models: list[str] = field(default_factory=lambda: ["*"])
     model_prices: dict[str, dict[str, float]] = field(default_factory=dict)  # USD per 1M tokens by model
     trace_runs: bool = DEFAULTS["trace_runs"]
+    # X-Ray: behind a REST API, the share of its requests traced after the first each second (infra/tracing.py)
+    trace_fixed_rate: float = DEFAULTS["trace_fixed_rate"]
     # The API's base URL as agents reach it (a custom domain); empty: the API Gateway stage's own URL
     public_url: str = ""
     max_async_run_seconds: int = DEFAULTS["max_async_run_seconds"]
@@ -76,6 +79,7 @@ class Config:
         ):
             # `-c name=value` gives a string: the number it spells
             object.__setattr__(self, name, _whole(name, getattr(self, name), 1, high))
+        object.__setattr__(self, "trace_fixed_rate", _fraction("trace_fixed_rate", self.trace_fixed_rate))
         if self.public_url:
             parts = urlsplit(self.public_url)
             if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
@@ -104,4 +108,14 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
     number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
     if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
         raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return number
+
+
+def _fraction(name: str, value: Any) -> float:
+    try:
+        number = float(value)  # `-c name=0.05` gives a string
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0 <= number <= 1:
+        raise ValueError(f"{name} must be a number from 0 to 1, not {value!r}")
     return number

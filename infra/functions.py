@@ -20,6 +20,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from runplane import definitions as defs
 from runplane.domain.pricing import INFERENCE_PROFILE
+from runplane.observability import LOG_LEVEL
 
 from infra.config import Config
 
@@ -244,6 +245,9 @@ class Functions(Construct):
             role=role,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
+            # Lambda's platform lines (START, REPORT) only when they warn; the application's from LOG_LEVEL
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            application_log_level_v2=lambda_.ApplicationLogLevel[LOG_LEVEL],
             tracing=lambda_.Tracing.ACTIVE,
         )
 

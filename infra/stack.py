@@ -15,6 +15,7 @@ from infra.nag import suppress_reviewed_findings
 from infra.queues import Queues
 from infra.storage import Storage
 from infra.tables import Tables
+from infra.tracing import Tracing
 
 
 class RunplaneStack(Stack):
@@ -34,6 +35,7 @@ class RunplaneStack(Stack):
             bucket=storage.bucket,
         )
         api = Api(self, "api", config=config, handler=functions.by_name["api"])
+        Tracing(self, "tracing", config=config, api=api.rest_api)
         # where async agents report (runplane.settings.Settings.public_url): a custom domain, or the stage
         functions.add_environment("RUNPLANE_PUBLIC_URL", config.custom_public_url or api.base_url)
         Monitoring(

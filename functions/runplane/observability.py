@@ -11,6 +11,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 NAMESPACE = "Runplane"
+# The application log level of every function: Lambda's advanced logging controls set it
+# (infra/functions.py, AWS_LAMBDA_LOG_LEVEL, which Powertools follows before POWERTOOLS_LOG_LEVEL), and local
+# mode sets the same variable. INFO is what an operator acts on; per-run detail is DEBUG.
+LOG_LEVEL = "INFO"
 
 # A handler invocation that recorded no metric (a duplicate message, say) is normal, not worth a warning.
 warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
@@ -31,9 +35,10 @@ def count_created() -> None:
 
 
 def count_finished(status: str, duration_seconds: float | None) -> None:
-    """`RunsFinished`, `Runs<Status>` (RunsCompleted, RunsFailed, ...) and `RunDuration`."""
+    """`RunsFinished`, `RunsFailed` for a failed run, and `RunDuration`."""
     _add("RunsFinished", MetricUnit.Count, 1)
-    _add(f"Runs{status.capitalize()}", MetricUnit.Count, 1)
+    if status == "failed":
+        _add("RunsFailed", MetricUnit.Count, 1)
     if duration_seconds is not None:
         _add("RunDuration", MetricUnit.Seconds, duration_seconds)
 
@@ -49,10 +54,9 @@ def count_sweep_error() -> None:
     _add("SweepErrors", MetricUnit.Count, 1)
 
 
-def count_callback(state: str, latency_ms: int) -> None:
-    """`CallbackAttempts`, `CallbackLatency`, and `Callbacks<State>` once a delivery finishes."""
+def count_callback(state: str) -> None:
+    """`CallbackAttempts`, and `Callbacks<State>` (CallbacksSucceeded, CallbacksDead) once a delivery ends."""
     _add("CallbackAttempts", MetricUnit.Count, 1)
-    _add("CallbackLatency", MetricUnit.Milliseconds, latency_ms)
     if state != "pending":
         _add(f"Callbacks{state.capitalize()}", MetricUnit.Count, 1)
 

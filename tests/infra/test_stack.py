@@ -68,7 +68,13 @@ def test_every_function_is_deployed_on_arm64_with_json_logs_tracing_and_retentio
         assert function["Runtime"] == "python3.14"
         assert function["Architectures"] == ["arm64"]
         assert function["TracingConfig"] == {"Mode": "Active"}
-        assert function["LoggingConfig"]["LogFormat"] == "JSON"
+        # platform lines only when they warn; the application's INFO lines (observability.LOG_LEVEL)
+        assert function["LoggingConfig"] == {
+            "LogFormat": "JSON",
+            "SystemLogLevel": "WARN",
+            "ApplicationLogLevel": "INFO",
+            "LogGroup": function["LoggingConfig"]["LogGroup"],
+        }
         assert function["Timeout"] == spec.timeout_seconds
         assert function["MemorySize"] == spec.memory_mb
         env = function["Environment"]["Variables"]
@@ -375,6 +381,18 @@ def test_the_api_stage_is_throttled_traced_and_access_logged(template: dict[str,
     assert any(o.get("Description") == "Runplane API base URL" for o in template["Outputs"].values())
 
 
+def test_a_rest_stage_samples_its_traces_by_a_rule_of_its_own(tmp_path: Path) -> None:
+    _, template = synth(tmp_path, api="rest", trace_fixed_rate="0.05")  # as `-c trace_fixed_rate=0.05`
+    [stage] = resources(template, "AWS::ApiGateway::Stage").values()
+    [api] = resources(template, "AWS::ApiGateway::RestApi").values()
+    [rule] = resources(template, "AWS::XRay::SamplingRule").values()
+    sampling = rule["Properties"]["SamplingRule"]
+    assert (sampling["ReservoirSize"], sampling["FixedRate"]) == (1, 0.05)
+    assert sampling["ServiceType"] == "AWS::ApiGateway::Stage"
+    assert sampling["ServiceName"] == f"{api['Properties']['Name']}/{stage['Properties']['StageName']}"
+    assert sampling["Priority"] < 10000  # before the account's Default rule
+
+
 def test_configuration_comes_from_context(tmp_path: Path) -> None:
     producer = "arn:aws:iam::123456789012:role/producer"
     _, template = synth(
@@ -615,6 +633,9 @@ def test_the_template_has_no_circular_dependency(template: dict[str, Any]) -> No
         ("public_url", "http://runplane.example.com"),
         ("public_url", "runplane.example.com"),
         ("public_url", "https://runplane.example.com/?stage=prod"),
+        ("trace_fixed_rate", 1.5),
+        ("trace_fixed_rate", "a few"),
+        ("trace_fixed_rate", True),
     ],
 )
 def test_context_the_functions_would_refuse_fails_the_synth(name: str, value: Any) -> None:

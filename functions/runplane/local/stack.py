@@ -17,6 +17,7 @@ from typing import Any
 
 from runplane import definitions as defs
 from runplane.local.poller import STOP_SIGNALS
+from runplane.observability import LOG_LEVEL
 
 LOCAL_ACCOUNT = "local"
 REGION = "us-east-1"
@@ -126,7 +127,8 @@ class LocalStack:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            # as Lambda's advanced logging controls set it for the deployed functions
+            "AWS_LAMBDA_LOG_LEVEL": os.environ.get("AWS_LAMBDA_LOG_LEVEL", LOG_LEVEL),
             "POWERTOOLS_SERVICE_NAME": "runplane-local",
             # one developer, one key: no per-key rate limit unless asked for
             "RUNPLANE_RATE_LIMIT_BURST": os.environ.get("RUNPLANE_RATE_LIMIT_BURST", "0"),

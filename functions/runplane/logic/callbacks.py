@@ -125,7 +125,7 @@ def _attempt_now(delivery: DeliveryRecord) -> DeliveryRecord:
                 break
             if (due := store.retry_now(delivery, now)) is not None:
                 services().queues.send_callback(due)
-                logger.info("callback made due now", extra={"run_id": due.run_id, "delivery_id": due.id})
+                logger.debug("callback made due now", extra={"run_id": due.run_id, "delivery_id": due.id})
                 return due
         current = store.get(delivery.account_id, delivery.run_id, delivery.id)
         if current is None:
@@ -170,7 +170,7 @@ def _reopen(delivery: DeliveryRecord) -> DeliveryRecord | None:
     reopened = services().deliveries.reopen(delivery, time.time())
     if reopened is not None:
         services().queues.send_callback(reopened)
-        logger.info("callback reopened", extra={"run_id": delivery.run_id, "delivery_id": delivery.id})
+        logger.debug("callback reopened", extra={"run_id": delivery.run_id, "delivery_id": delivery.id})
     return reopened
 
 

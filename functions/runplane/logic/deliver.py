@@ -50,12 +50,15 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
         _retry_later(receipt_handle, RACE_BACKOFF_SECONDS)
     state, next_at, attempt = _attempt(claimed)
     updated = store.record_attempt(claimed, owner, attempt, state=state, next_attempt_at=next_at)
-    count_callback(state, attempt.latency_ms)
+    count_callback(state)
     log = {"run_id": claimed.run_id, "delivery_id": claimed.id, "attempt": attempt.number, "state": state}
     if updated is None:
         logger.warning("callback lease lost; attempt not recorded", extra=log)
         return
-    logger.info("callback attempt", extra={**log, "status_code": attempt.status_code, "error": attempt.error})
+    # a failed attempt is the receiver's answer an operator may be asked about; a success is per-run detail
+    (logger.debug if state == "succeeded" else logger.info)(
+        "callback attempt", extra={**log, "status_code": attempt.status_code, "error": attempt.error}
+    )
     if state == "pending" and next_at is not None:
         _retry_later(receipt_handle, next_at - time.time())
     if state == "dead":

@@ -93,7 +93,7 @@ def _hand_over(lease: Lease, heartbeat: int, deadline: float) -> None:
             pause *= 2
             continue
         if fresh is None or fresh.status.terminal:
-            logger.info("the agent ended the run before it was handed over")
+            logger.debug("the agent ended the run before it was handed over")
             return
         if fresh.lease_owner == agent_owner(record.attempt):
             handed = fresh  # our write, its answer lost
@@ -105,7 +105,7 @@ def _hand_over(lease: Lease, heartbeat: int, deadline: float) -> None:
     if handed is None:
         logger.error("run not handed to its agent; it is sent again once its lease runs out")
         return
-    logger.info("run handed to its agent", extra={"until": handed.lease_until, "deadline": deadline})
+    logger.debug("run handed to its agent", extra={"until": handed.lease_until, "deadline": deadline})
     if handed.cancel_requested:
         tell_cancel(handed)
         grace = math.ceil(settings.agent_cancel_grace_seconds) + 1
