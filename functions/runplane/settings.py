@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -51,6 +51,9 @@ class Settings(BaseModel):
     # The role presigned resource URLs are signed with, assumed with a session policy that admits only
     # the account's own resources (empty: the function's own credentials sign them).
     presign_role_arn: str = ""
+    # The API Gateway in front of the api function, and so its event format: an HTTP API's payload 2.0
+    # or a REST API's proxy event (infra context `api`; the local gateway sends the same).
+    api_type: Literal["http", "rest"] = "http"
 
     runnable_packages: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
     # What lambda and bedrock runnables may call (shell-style patterns; the IAM policy grants the same).

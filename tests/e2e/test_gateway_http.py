@@ -1,8 +1,9 @@
 """The local gateway over real sockets: HTTP framing (chunked bodies, HEAD, bad lengths, long URLs, resets)
-and the proxy events it makes, against an in-process Gateway on a free port."""
+and the proxy events it makes for either API type, against an in-process Gateway on a free port."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import struct
@@ -17,9 +18,11 @@ from http.client import parse_headers
 from typing import Any
 
 import pytest
+from runplane.api import formats
 from runplane.api.app import create_app
 from runplane.local import gateway as gateway_module
 from runplane.local.gateway import API_GATEWAY_MAX_BODY, Gateway
+from runplane.logic import services
 from runplane.logic.keys import CreatedKey
 
 ECHO = {"name": "echo", "kind": "python", "config": {"function": "echo"}}
@@ -33,6 +36,14 @@ def gateway(env: dict[str, str]) -> Iterator[Gateway]:
     yield gateway
     gateway.stop()
     thread.join(5)
+
+
+@pytest.fixture(params=["http", "rest"])
+def api_type(request: pytest.FixtureRequest, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The deployment's API type (RUNPLANE_API_TYPE), whose events the gateway makes."""
+    monkeypatch.setenv("RUNPLANE_API_TYPE", request.param)
+    services.reset()
+    return request.param
 
 
 @dataclass
@@ -173,10 +184,10 @@ def test_head_answers_headers_without_a_body_and_the_connection_stays_in_step(
 
 
 def test_a_head_answer_has_no_body_even_when_the_api_gives_one(
-    gateway: Gateway, connect: Any, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, connect: Any, monkeypatch: pytest.MonkeyPatch, api_type: str
 ) -> None:
     def answer(app: Any, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        body = f"body of {event['httpMethod']}"
+        body = f"body of {formats.read(event).http_method}"
         return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": body}
 
     monkeypatch.setattr(gateway_module, "serve", answer)
@@ -293,7 +304,7 @@ def test_forty_concurrent_clients_each_get_their_own_answer(gateway: Gateway, ac
 
 
 def test_the_event_carries_the_request_as_the_client_sent_it(
-    gateway: Gateway, connect: Any, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, connect: Any, monkeypatch: pytest.MonkeyPatch, api_type: str
 ) -> None:
     events: list[dict[str, Any]] = []
 
@@ -305,20 +316,88 @@ def test_the_event_carries_the_request_as_the_client_sent_it(
     connection = connect()
     connection.send(
         b"PUT /v1/a%2Fb%20c?k=1&k=2&blank=&e=%C3%A9 HTTP/1.1\r\n"
-        b"X-Twice: one\r\nx-lower-case: yes\r\nX-Twice: two\r\nUser-Agent: probe\r\n"
+        b"X-Twice: one\r\nx-lower-case: yes\r\nX-Twice: two\r\nUser-Agent: probe\r\nCookie: a=1; b=2\r\n"
         b"Content-Length: 3\r\n\r\n\xff\x00\xfe"
     )
     assert connection.answer().status == 200
     [event] = events
-    assert event["httpMethod"] == "PUT"
-    assert event["path"] == event["requestContext"]["path"] == "/v1/a%2Fb%20c"
-    assert event["multiValueHeaders"]["X-Twice"] == ["one", "two"]
-    assert event["headers"]["X-Twice"] == "two"
-    assert event["headers"]["x-lower-case"] == "yes"
-    assert event["multiValueQueryStringParameters"] == {"k": ["1", "2"], "blank": [""], "e": ["é"]}
-    assert event["queryStringParameters"] == {"k": "2", "blank": "", "e": "é"}
+    request = formats.read(event)
+    assert (request.http_method, request.path) == ("PUT", "/v1/a%2Fb%20c")
+    assert request.headers["x-lower-case"] == "yes"
     assert (event["body"], event["isBase64Encoded"]) == ("/wD+", True)
-    assert event["requestContext"]["identity"] == {"sourceIp": "127.0.0.1", "userAgent": "probe"}
+    if api_type == "http":  # payload 2.0: names lower-cased, repeated values joined, cookies apart
+        assert event["rawPath"] == event["requestContext"]["http"]["path"] == "/v1/a%2Fb%20c"
+        assert event["rawQueryString"] == "k=1&k=2&blank=&e=%C3%A9"
+        assert event["headers"]["x-twice"] == "one,two"
+        assert event["queryStringParameters"] == {"k": "1,2", "blank": "", "e": "é"}
+        assert (event["cookies"], "cookie" in event["headers"]) == (["a=1", "b=2"], False)
+        assert event["requestContext"]["http"] == {
+            "method": "PUT",
+            "path": "/v1/a%2Fb%20c",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "probe",
+        }
+        assert event["requestContext"]["stage"] == "$default"
+    else:  # payload 1.0: as sent, the last of repeated values beside all of them
+        assert event["path"] == event["requestContext"]["path"] == "/v1/a%2Fb%20c"
+        assert event["multiValueHeaders"]["X-Twice"] == ["one", "two"]
+        assert event["headers"]["X-Twice"] == "two"
+        assert event["headers"]["Cookie"] == "a=1; b=2"
+        assert event["multiValueQueryStringParameters"] == {"k": ["1", "2"], "blank": [""], "e": ["é"]}
+        assert event["queryStringParameters"] == {"k": "2", "blank": "", "e": "é"}
+        assert event["requestContext"]["identity"] == {"sourceIp": "127.0.0.1", "userAgent": "probe"}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoded"),
+    [
+        ("application/json", {"http": False, "rest": False}),
+        ("text/plain; charset=utf-8", {"http": False, "rest": False}),
+        ("application/x-www-form-urlencoded", {"http": True, "rest": False}),
+        ("multipart/form-data; boundary=x", {"http": True, "rest": True}),
+        ("application/octet-stream", {"http": True, "rest": False}),
+        (None, {"http": True, "rest": False}),
+    ],
+)
+def test_a_body_is_base64_encoded_as_the_deployed_api_type_does(
+    gateway: Gateway,
+    connect: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    api_type: str,
+    content_type: str | None,
+    encoded: dict[str, bool],
+) -> None:
+    """An HTTP API passes text media types as text and base64-encodes any other body; a REST API only
+    those of its binary media types (multipart/form-data). Either way the bytes arrive unchanged."""
+    events: list[dict[str, Any]] = []
+
+    def record(app: Any, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        events.append(event)
+        return {"statusCode": 204, "headers": {}, "body": "", "isBase64Encoded": False}
+
+    monkeypatch.setattr(gateway_module, "serve", record)
+    connection = connect()
+    sent = "a=é&b=2".encode()
+    connection.request(
+        "POST", "/v1/x", "rp_any", sent, **({"Content_Type": content_type} if content_type else {})
+    )
+    assert connection.answer().status == 204
+    [event] = events
+    assert event["isBase64Encoded"] is encoded[api_type]
+    assert (base64.b64decode(event["body"]) if encoded[api_type] else event["body"].encode()) == sent
+
+
+def test_a_payload_2_answers_cookies_become_set_cookie_headers(
+    gateway: Gateway, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def answer(app: Any, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"statusCode": 200, "headers": {"X-One": "1"}, "cookies": ["a=1", "b=2; Secure"], "body": ""}
+
+    monkeypatch.setattr(gateway_module, "serve", answer)
+    connection = connect()
+    connection.request("GET", "/v1/runs", "rp_any")
+    reply = connection.answer()
+    assert (reply.headers["X-One"], reply.headers.get_all("Set-Cookie")) == ("1", ["a=1", "b=2; Secure"])
 
 
 def test_a_taken_port_fails_at_construction(gateway: Gateway) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from functools import cache
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
 from runplane.api import (
     cotool,
     errors,
+    formats,
     openapi,
     reports,
     resources,
@@ -37,7 +38,7 @@ from runplane.api.common import (
 from runplane.api.gate import PUBLIC_PATHS, admit
 from runplane.domain.errors import RunplaneError
 from runplane.logic.services import services
-from runplane.settings import Settings
+from runplane.settings import Settings, get_settings
 
 TITLE = "Runplane API"
 VERSION = "1.0.0"
@@ -73,16 +74,17 @@ ERROR_SCHEMAS = {
 }
 
 
-def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
-    """One API request: admission, then the resolver with the caller and the dialect in scope. HEAD is
-    answered as GET without the body."""
-    dialect = current_dialect.set(dialect_of(event.get("path") or ""))
+def serve(app: formats.Resolver, event: dict, context: object) -> dict:
+    """One API request (an event of `app`'s API type): admission, then the resolver with the caller and
+    the dialect in scope. HEAD is answered as GET without the body."""
+    request = formats.read(event)
+    dialect = current_dialect.set(dialect_of(request.path))
     request_id = current_request_id.set(getattr(context, "aws_request_id", None))
-    head = event.get("httpMethod") == "HEAD"
+    head = request.http_method == "HEAD"
     caller = None
     try:
         caller = current_principal.set(admit(event))
-        response = app.resolve({**event, "httpMethod": "GET"} if head else event, context)
+        response = app.resolve(formats.as_get(event) if head else event, context)
     except RunplaneError as error:  # refused before routing (the resolver maps its own errors)
         response = errors.proxy_response(error)
     except Exception:  # never an invocation error: API Gateway would answer 502
@@ -95,8 +97,9 @@ def serve(app: APIGatewayRestResolver, event: dict, context: object) -> dict:
     return {**response, "body": "", "isBase64Encoded": False} if head else response
 
 
-def create_app() -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True)
+def create_app(api_type: str | None = None) -> formats.Resolver:
+    """The resolver of `api_type` (`http` or `rest`; by default the deployment's)."""
+    app = formats.RESOLVERS[api_type or get_settings().api_type](enable_validation=True)
     for routes in (service, v1, resources, watch, reports, roe, roe_jobs, roe_agents, cotool):
         app.include_router(routes.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
@@ -115,7 +118,7 @@ def create_app() -> APIGatewayRestResolver:
     return app
 
 
-def _unrouted(app: APIGatewayRestResolver, method: str, path: str) -> Response:
+def _unrouted(app: formats.Resolver, method: str, path: str) -> Response:
     """404 for a path no route serves; for a known path, OPTIONS lists its methods and any other
     method is 405, both with `Allow`. The routes are matched as the resolver matches them: a path a static
     route serves (`/v1/resources/uploads`) is not also a dynamic route's (`/v1/resources/{id}`)."""

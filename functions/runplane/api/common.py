@@ -104,11 +104,14 @@ IdempotencyKey = Annotated[
 
 def absolute_url(event: BaseProxyEvent, path: str) -> str:
     """This API's URL for `path` as the caller sees it. Whatever API Gateway put before the routed path
-    (the stage on its own host, a custom domain's base path) is kept. Without a Host header, `path`."""
+    (a REST API's stage on its own host, a custom domain's base path) is kept. Without a Host header,
+    `path`."""
     host = event.headers.get("host")
     if not host:
         return path
-    routed, seen = event.path, (event.get("requestContext") or {}).get("path") or event.path
+    # as sent: an HTTP API's rawPath, a REST API's requestContext.path
+    seen = event.get("rawPath") or (event.get("requestContext") or {}).get("path") or event.path
+    routed = event.path
     prefix = seen[: -len(routed)] if routed and seen.endswith(routed) else ""
     return f"{event.headers.get('x-forwarded-proto') or 'http'}://{host}{prefix}{path}"
 

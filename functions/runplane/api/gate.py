@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+from runplane.api import formats
 from runplane.api.forms import JSON, json_object, media_type
 from runplane.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from runplane.logic import watch_tokens
@@ -23,16 +26,16 @@ EVENT_STREAM = re.compile(r"/v1/run/(?P<run>[0-9a-fA-F-]{36})/events")
 
 
 def admit(event: dict) -> Principal | None:
-    """The caller of `event` (None on a public path), once its body is acceptable: JSON (an object), or on
-    FORM_ROUTES anything but malformed JSON."""
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    body = (event.get("body") or "") if event.get("httpMethod") in BODY_METHODS else ""
-    encoded = bool(event.get("isBase64Encoded"))
+    """The caller of `event` (either format; None on a public path), once its body is acceptable: JSON (an
+    object), or on FORM_ROUTES anything but malformed JSON."""
+    request = formats.read(event)
+    body = (request.body or "") if request.http_method in BODY_METHODS else ""
+    encoded = bool(request.is_base64_encoded)
     limit = min(services().settings.max_request_bytes, API_GATEWAY_MAX_BODY)
     if body_bytes(body, encoded=encoded) > limit:
         raise PayloadTooLarge(limit)
-    path = event.get("path") or "/"
-    content_type = headers.get("content-type")
+    path = request.path or "/"
+    content_type = request.headers.get("content-type")
     json_body = bool(body) and media_type(content_type) == JSON
     if body and not json_body and not FORM_ROUTES.fullmatch(path):
         raise UnsupportedMediaType(content_type or "")
@@ -42,18 +45,19 @@ def admit(event: dict) -> Principal | None:
         if json_body:
             json_object(body, encoded=encoded)
         return None
-    principal = _caller(event, headers, path)
+    principal = _caller(request, path)
     admit_request(principal)
     if json_body:
         json_object(body, encoded=encoded)
     return principal
 
 
-def _caller(event: dict, headers: dict[str, str], path: str) -> Principal:
+def _caller(request: BaseProxyEvent, path: str) -> Principal:
     """The key in `Authorization`; on a run's event stream, a watch token in `?token=` instead."""
-    token = (event.get("queryStringParameters") or {}).get("token")
+    token = request.query_string_parameters.get("token")
     stream = EVENT_STREAM.fullmatch(path)
-    if token and stream and "authorization" not in headers and event.get("httpMethod") in ("GET", "HEAD"):
+    headers = request.headers  # names in any case
+    if token and stream and "authorization" not in headers and request.http_method in ("GET", "HEAD"):
         return watch_tokens.authenticate(token, stream["run"].lower())
     return authenticate(headers.get("authorization"))
 

@@ -1,14 +1,15 @@
-"""API Gateway (REST, proxy) entry point."""
-
-from aws_lambda_powertools.logging import correlation_paths
+"""API Gateway (proxy) entry point: an HTTP API's or a REST API's events, as deployed (RUNPLANE_API_TYPE)."""
 
 from runplane.api.app import create_app, serve
+from runplane.api.formats import CORRELATION_PATHS
 from runplane.observability import logger, metrics
+from runplane.settings import get_settings
 
-app = create_app()
+API_TYPE = get_settings().api_type
+app = create_app(API_TYPE)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=CORRELATION_PATHS[API_TYPE])
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     return serve(app, event, context)

@@ -1,5 +1,6 @@
-"""A local API Gateway on werkzeug's threaded HTTP server: each request becomes a REST proxy event for the
-api handler, and whatever the HTTP layer refuses itself is answered in the dialect's JSON error shape."""
+"""A local API Gateway on werkzeug's threaded HTTP server: each request becomes the event the deployed API
+sends the api handler (setting `api_type`: an HTTP API's payload 2.0, or a REST API's proxy event), and
+whatever the HTTP layer refuses itself is answered in the dialect's JSON error shape."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from runplane.api.errors import framing_error
 from runplane.api.forms import media_type
 from runplane.api.gate import API_GATEWAY_MAX_BODY
 from runplane.local.lambda_context import LocalLambdaContext
+from runplane.settings import get_settings
 
-# the deployed API's binaryMediaTypes (infra/api.py): their bodies reach Lambda base64-encoded
+# the deployed REST API's binaryMediaTypes (infra/api.py): their bodies reach Lambda base64-encoded
 BINARY_MEDIA_TYPES = frozenset({"multipart/form-data"})
+# the bodies an HTTP API passes as text (with text/*); any other, or one without a Content-Type, it
+# base64-encodes (a urlencoded form included)
+TEXT_MEDIA_TYPES = frozenset({"application/json", "application/xml", "application/javascript"})
 BACKLOG = 128  # the default listen backlog of 5 resets connections under concurrent clients
 # the codes of the refusals the stdlib request handler makes itself (`send_error`)
 FRAMING_CODES = {
@@ -33,12 +38,66 @@ FRAMING_CODES = {
 }
 
 
-def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
-    """The API Gateway REST API proxy integration event (payload format 1.0). A body of a binary media
-    type, or one that is not UTF-8, is base64-encoded."""
+def proxy_event(
+    method: str,
+    target: str,
+    headers: dict[str, list[str]],
+    body: bytes,
+    source_ip: str,
+    api_type: str | None = None,
+) -> dict:
+    """The event API Gateway sends the api function for this request: of `api_type` (`http` or `rest`),
+    by default the deployment's. `headers` are as the client sent them, each name with its values."""
+    make = _http_event if (api_type or get_settings().api_type) == "http" else _rest_event
+    return make(method, target, headers, body, source_ip)
+
+
+def _http_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
+    """An HTTP API's event (payload format 2.0) from its `$default` stage: header names lower-cased and a
+    repeated header's values joined with commas, as are a repeated query parameter's, cookies on their own.
+    A body is base64-encoded unless its media type is text (and it is UTF-8)."""
+    parts = urlsplit(target)
+    joined: dict[str, list[str]] = {}
+    for name, values in headers.items():
+        joined.setdefault(name.lower(), []).extend(values)
+    cookies = [c.strip() for value in joined.pop("cookie", []) for c in value.split(";") if c.strip()]
+    kind = media_type(joined["content-type"][-1]) if "content-type" in joined else ""
+    text, encoded = _event_body(body, binary=not (kind.startswith("text/") or kind in TEXT_MEDIA_TYPES))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    flat = {name: ",".join(values) for name, values in joined.items()}
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        **({"cookies": cookies} if cookies else {}),
+        "headers": flat,
+        **({"queryStringParameters": {k: ",".join(v) for k, v in query.items()}} if query else {}),
+        "requestContext": {
+            "http": {
+                "method": method,
+                "path": parts.path,
+                "sourceIp": source_ip,
+                "userAgent": flat.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",  # no stage in the path
+            "timeEpoch": int(time.time() * 1000),
+        },
+        **({"body": text} if text is not None else {}),
+        "isBase64Encoded": encoded,
+    }
+
+
+def _rest_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
+    """A REST API's proxy integration event (payload format 1.0). A body of a binary media type is
+    base64-encoded, as is one that is not UTF-8."""
     parts = urlsplit(target)
     query = parse_qs(parts.query, keep_blank_values=True)
-    text, encoded = _event_body(body, headers)
+    content_type = next((v[-1] for k, v in headers.items() if k.lower() == "content-type"), None)
+    binary = content_type is not None and media_type(content_type) in BINARY_MEDIA_TYPES
+    text, encoded = _event_body(body, binary=binary)
     return {
         "resource": "/{proxy+}",
         "path": parts.path,
@@ -58,15 +117,17 @@ def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: b
             "requestTimeEpoch": int(time.time() * 1000),
             "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", [""])[-1]},
         },
-        "body": text if body else None,
+        "body": text,
         "isBase64Encoded": encoded,
     }
 
 
-def _event_body(body: bytes, headers: dict[str, list[str]]) -> tuple[str, bool]:
-    """(the event's body, whether it is base64)."""
-    content_type = next((v[-1] for k, v in headers.items() if k.lower() == "content-type"), None)
-    if not body or content_type is None or media_type(content_type) not in BINARY_MEDIA_TYPES:
+def _event_body(body: bytes, *, binary: bool) -> tuple[str | None, bool]:
+    """(the event's body, whether it is base64): None for no body; base64 for a binary one, or one that is
+    not UTF-8."""
+    if not body:
+        return None, False
+    if not binary:
         try:
             return body.decode(), False
         except UnicodeDecodeError:
@@ -116,7 +177,9 @@ class _Handler(WSGIRequestHandler):
         payload = response.get("body") or ""
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
         out: dict[str, Any] = dict(response.get("headers") or {})
-        out.update(response.get("multiValueHeaders") or {})
+        out.update(response.get("multiValueHeaders") or {})  # payload 1.0
+        if response.get("cookies"):  # payload 2.0
+            out["Set-Cookie"] = response["cookies"]
         self._reply(response["statusCode"], out, data)
 
     def _body_length(self) -> int | None:
