@@ -1,26 +1,65 @@
-"""REST API Gateway in front of the api function: proxy integration, binary bodies, throttling, access
-logs."""
+"""The API Gateway in front of the api function, by context `api`: an HTTP API (the default) or a REST API
+(for what only REST offers). Either is a catch-all proxy to the function, throttled and access-logged."""
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack
+import json
+
+import jsii
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_apigatewayv2 as apigatewayv2
+from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.config import Config
+from infra.config import API_TIMEOUT_SECONDS, Config
 
-# bodies of these media types reach the function base64-encoded, byte for byte (file uploads); the local
-# gateway encodes the same (runplane.local.gateway.BINARY_MEDIA_TYPES)
+# the REST API's binary media types: their bodies reach the function base64-encoded, byte for byte (file
+# uploads); the local gateway encodes the same (runplane.local.gateway.BINARY_MEDIA_TYPES). An HTTP API has
+# no such setting: it base64-encodes every body whose media type is not text.
 BINARY_MEDIA_TYPES = ["multipart/form-data"]
+# The REST stage's access log fields (AccessLogFormat.json_with_standard_fields below), for an HTTP API: it
+# has no resources, so the path takes the place of the resource path (always /{proxy+} on REST).
+HTTP_ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+}
 
 
 class Api(Construct):
+    """`gateway` is the RestApi or the HttpApi (its metrics, its cdk-nag review); `rest_api` the RestApi only,
+    for what hangs off a REST stage; `base_url` the URL the functions are told (RUNPLANE_PUBLIC_URL)."""
+
     def __init__(self, scope: Construct, id: str, *, config: Config, handler: lambda_.Function) -> None:
         super().__init__(scope, id)
         access_logs = logs.LogGroup(self, "access-logs", removal_policy=config.removal_policy)
-        self.rest_api = apigateway.LambdaRestApi(
+        handler.add_environment("RUNPLANE_API_TYPE", config.api)  # the events it receives
+        self.rest_api: apigateway.RestApi | None = None
+        if config.api == "rest":
+            self.rest_api = self.gateway = self._rest(config, handler, access_logs)
+            url, api_id, stage_path = self.rest_api.url, self.rest_api.rest_api_id, f"/{config.stage}"
+        else:
+            self.gateway, stage = self._http(config, handler, access_logs)
+            url, api_id, stage_path = stage.url, self.gateway.api_id, ""  # the $default stage has no path
+        CfnOutput(self, "url", value=url, description="Runplane API base URL")
+        # The same URL built from the API's id alone, for the functions' environment (the URL agents
+        # report to). A REST API's `url` names the stage, which depends on the deployment, the methods and
+        # so on the api function: in that function's environment it would be a circular dependency.
+        stack = Stack.of(self)
+        self.base_url = f"https://{api_id}.execute-api.{stack.region}.{stack.url_suffix}{stage_path}"
+
+    def _rest(
+        self, config: Config, handler: lambda_.Function, access_logs: logs.LogGroup
+    ) -> apigateway.RestApi:
+        return apigateway.LambdaRestApi(
             self,
             "rest",
             handler=handler,
@@ -48,9 +87,50 @@ class Api(Construct):
                 ),
             ),
         )
-        CfnOutput(self, "url", value=self.rest_api.url, description="Runplane API base URL")
-        # The same URL built from the RestApi's id alone, for the functions' environment (the URL agents
-        # report to). `rest_api.url` names the stage, which depends on the deployment, the methods and so
-        # on the api function: in that function's environment it would be a circular dependency.
-        stack = Stack.of(self)
-        self.base_url = f"https://{self.rest_api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}/{config.stage}"
+
+    def _http(
+        self, config: Config, handler: lambda_.Function, access_logs: logs.LogGroup
+    ) -> tuple[apigatewayv2.HttpApi, apigatewayv2.HttpStage]:
+        """Payload format 2.0 (smaller than 1.0, read by Powertools' HTTP resolver), on the `$default`
+        route and stage: every path and method reaches the function, at the API's own URL."""
+        api = apigatewayv2.HttpApi(
+            self,
+            "http",
+            api_name=f"runplane-{config.stage}",
+            description="Runplane run API",
+            default_integration=integrations.HttpLambdaIntegration(
+                "function",
+                handler,
+                payload_format_version=apigatewayv2.PayloadFormatVersion.VERSION_2_0,
+                timeout=Duration.seconds(API_TIMEOUT_SECONDS),
+            ),
+            create_default_stage=False,  # made below, with throttling and access logs
+        )
+        stage = apigatewayv2.HttpStage(
+            self,
+            "default-stage",
+            http_api=api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigatewayv2.ThrottleSettings(
+                rate_limit=config.api_throttle_rate, burst_limit=config.api_throttle_burst
+            ),
+            access_log_settings=_AccessLogs(access_logs),
+        )
+        return api, stage
+
+
+@jsii.implements(apigatewayv2.IAccessLogSettings)
+class _AccessLogs:
+    """An HTTP API stage's JSON access log lines (HTTP_ACCESS_LOG_FORMAT) in `log_group`."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._log_group = log_group
+
+    @property
+    def destination(self) -> apigatewayv2.IAccessLogDestination:
+        return apigatewayv2.LogGroupLogDestination(self._log_group)
+
+    @property
+    def format(self) -> apigateway.AccessLogFormat:
+        return apigateway.AccessLogFormat.custom(json.dumps(HTTP_ACCESS_LOG_FORMAT, separators=(",", ":")))

@@ -11,6 +11,7 @@ from constructs import Node
 
 DEFAULTS: dict[str, Any] = {
     "stage": "dev",
+    "api": "http",
     "sync_wait_seconds": 25,
     "callback_schedule": "5,300,1800,7200,18000,36000,50400,72000,86400",
     "run_retention_days": 30,
@@ -38,11 +39,17 @@ DEFAULTS: dict[str, Any] = {
 MAX_ASYNC_RUN_SECONDS = 7 * 86400
 MAX_AGENT_HEARTBEAT_SECONDS = 86400
 MAX_RESOURCE_RETENTION_DAYS = 3650
+# The API Gateway in front of the api function: an HTTP API, or the REST API for what only it offers
+API_TYPES = ("http", "rest")
+# How long API Gateway waits for the api function (REST's default; an HTTP API's at most 30 s): a sync
+# wait must end before it
+API_TIMEOUT_SECONDS = 29
 
 
 @dataclass(frozen=True)
 class Config:
     stage: str = DEFAULTS["stage"]
+    api: str = DEFAULTS["api"]
     sync_wait_seconds: int = DEFAULTS["sync_wait_seconds"]
     callback_schedule: str = DEFAULTS["callback_schedule"]
     run_retention_days: int = DEFAULTS["run_retention_days"]
@@ -71,7 +78,10 @@ class Config:
     agent_heartbeat_alarm_count: int = DEFAULTS["agent_heartbeat_alarm_count"]
 
     def __post_init__(self) -> None:
+        if self.api not in API_TYPES:
+            raise ValueError(f"api must be one of {', '.join(API_TYPES)}, not {self.api!r}")
         for name, high in (
+            ("sync_wait_seconds", API_TIMEOUT_SECONDS - 1),
             ("max_async_run_seconds", MAX_ASYNC_RUN_SECONDS),
             ("agent_heartbeat_seconds", MAX_AGENT_HEARTBEAT_SECONDS),
             ("agent_heartbeat_alarm_count", 10_000),

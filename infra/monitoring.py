@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_apigatewayv2 as apigatewayv2
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_lambda as lambda_
@@ -32,7 +33,7 @@ class Monitoring(Construct):
         config: Config,
         queues: dict[str, sqs.Queue],
         functions: dict[str, lambda_.Function],
-        api: apigateway.RestApi,
+        api: apigateway.RestApi | apigatewayv2.HttpApi,
     ) -> None:
         super().__init__(scope, id)
         self.topic = self._topic(config)

@@ -35,7 +35,8 @@ class RunplaneStack(Stack):
             bucket=storage.bucket,
         )
         api = Api(self, "api", config=config, handler=functions.by_name["api"])
-        Tracing(self, "tracing", config=config, api=api.rest_api)
+        if api.rest_api is not None:  # only a REST stage traces requests
+            Tracing(self, "tracing", config=config, api=api.rest_api)
         # where async agents report (runplane.settings.Settings.public_url): a custom domain, or the stage
         functions.add_environment("RUNPLANE_PUBLIC_URL", config.custom_public_url or api.base_url)
         Monitoring(
@@ -44,7 +45,7 @@ class RunplaneStack(Stack):
             config=config,
             queues=queues.by_name,
             functions=functions.by_name,
-            api=api.rest_api,
+            api=api.gateway,
         )
         # The names the `runplane` CLI needs (keys, callbacks) as outputs, keyed by their environment variable.
         names = {t.env_var: tables.by_name[t.name].table_name for t in defs.TABLES}
@@ -56,5 +57,5 @@ class RunplaneStack(Stack):
             roles=[f.role for f in functions.by_name.values()],  # type: ignore[misc]
             presigner=functions.presigner,
             bucket=storage.bucket,
-            rest_api=api.rest_api,
+            api=api.gateway,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,24 @@ def synth(tmp: Path, **context: Any) -> tuple[Any, dict[str, Any]]:
     return stack, template
 
 
+API_TYPES = ("http", "rest")  # context `api`; http by default
+
+
 @pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    return synth(tmp_path_factory.mktemp("cdk.out"))
+def synthesize(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any, dict[str, Any]]]:
+    """(the stack, its template) behind an API of the given type, synthesized once per session."""
+
+    @functools.cache
+    def of(api: str) -> tuple[Any, dict[str, Any]]:
+        return synth(tmp_path_factory.mktemp(f"cdk.out-{api}"), api=api)
+
+    return of
+
+
+@pytest.fixture(scope="session")
+def synthesized(synthesize: Callable[[str], tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
+    """The default deployment."""
+    return synthesize(API_TYPES[0])
 
 
 @pytest.fixture(scope="session")

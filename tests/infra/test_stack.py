@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from runplane import definitions as defs
 
-from tests.infra.conftest import resources, synth
+from tests.infra.conftest import API_TYPES, resources, synth
 
 pytestmark = pytest.mark.infra
 
@@ -32,10 +32,11 @@ def queue_named(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any
     raise AssertionError(f"no queue {name}")
 
 
-def test_cdk_nag_finds_nothing_unsuppressed(synthesized: tuple[Any, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("api", API_TYPES)
+def test_cdk_nag_finds_nothing_unsuppressed(synthesize: Any, api: str) -> None:
     from aws_cdk.assertions import Annotations, Match
 
-    stack, _ = synthesized
+    stack, _ = synthesize(api)
     annotations = Annotations.from_stack(stack)
     findings = annotations.find_error(
         "*", Match.string_like_regexp("AwsSolutions-.*")
@@ -51,11 +52,12 @@ def cfn_lint_errors(template: dict[str, Any], path: Path) -> list[str]:
     return [":".join(f[5:]) for f in findings if len(f) > 5 and f[5].startswith("E")]
 
 
-def test_cfn_lint_reports_no_errors(template: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", API_TYPES)
+def test_cfn_lint_reports_no_errors(synthesize: Any, api: str, tmp_path: Path) -> None:
     assert cfn_lint_errors(
         {"Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {"Bogus": 1}}}}, tmp_path / "bad.json"
     )
-    assert cfn_lint_errors(template, tmp_path / "template.json") == []
+    assert cfn_lint_errors(synthesize(api)[1], tmp_path / "template.json") == []
 
 
 def test_every_function_is_deployed_on_arm64_with_json_logs_tracing_and_retention(
@@ -354,7 +356,7 @@ def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_swee
     assert by_metric["ApproximateAgeOfOldestMessage"] == 2
     assert by_metric["Errors"] == len(defs.FUNCTIONS)
     assert by_metric["Throttles"] == len(defs.FUNCTIONS)
-    assert by_metric["5XXError"] == 1
+    assert by_metric["5xx"] == 1  # the HTTP API's (test_the_api_5xx_alarm_watches_the_deployed_api)
     [sweep] = [a for a in alarms if a["MetricName"] == "SweepErrors"]
     assert (sweep["Namespace"], sweep["Threshold"]) == ("Runplane", 0)
     [silent] = [a for a in alarms if a["MetricName"] == "AgentHeartbeatTimeouts"]
@@ -370,15 +372,98 @@ def test_alarms_watch_every_dlq_queue_age_function_errors_throttles_api_5xx_swee
         assert f'\\"{metric}\\"' in body, metric
 
 
-def test_the_api_stage_is_throttled_traced_and_access_logged(template: dict[str, Any]) -> None:
+@pytest.mark.parametrize("api", API_TYPES)
+def test_the_api_5xx_alarm_watches_the_deployed_api(synthesize: Any, api: str) -> None:
+    """An HTTP API's `5xx` by its id; a REST API's `5XXError` by its name."""
+    template = synthesize(api)[1]
+    [alarm] = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/ApiGateway"
+    ]
+    if api == "http":
+        [gateway] = resources(template, "AWS::ApiGatewayV2::Api")
+        expected = ("5xx", [{"Name": "ApiId", "Value": {"Ref": gateway}}])
+    else:
+        [gateway] = resources(template, "AWS::ApiGateway::RestApi").values()
+        expected = ("5XXError", [{"Name": "ApiName", "Value": gateway["Properties"]["Name"]}])
+    assert (alarm["MetricName"], alarm["Dimensions"]) == expected
+    assert (alarm["Threshold"], alarm["Statistic"], alarm["Period"]) == (0, "Sum", 300)
+
+
+def test_the_rest_api_stage_is_throttled_traced_and_access_logged(synthesize: Any) -> None:
+    template = synthesize("rest")[1]
     [stage] = resources(template, "AWS::ApiGateway::Stage").values()
     properties = stage["Properties"]
+    assert properties["StageName"] == "dev"
     assert properties["TracingEnabled"] is True
     assert properties["AccessLogSetting"]["DestinationArn"]
     [method_settings] = properties["MethodSettings"]
     assert method_settings["ThrottlingRateLimit"] == 100
     assert method_settings["ThrottlingBurstLimit"] == 200
+    [api] = resources(template, "AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["BinaryMediaTypes"] == ["multipart/form-data"]
     assert any(o.get("Description") == "Runplane API base URL" for o in template["Outputs"].values())
+    assert resources(template, "AWS::ApiGatewayV2::Api") == {}
+
+
+def test_the_http_api_proxies_everything_on_its_default_stage_throttled_and_access_logged(
+    template: dict[str, Any], synthesize: Any
+) -> None:
+    """Payload format 2.0 on the $default route, the REST stage's throttling and access log fields (the path
+    for the resource path, which an HTTP API has not), no stage in the URL, no stage tracing (the function's
+    own X-Ray tracing stays), an integration timeout a sync wait fits in."""
+    [(api_id, api)] = resources(template, "AWS::ApiGatewayV2::Api").items()
+    assert api["Properties"]["ProtocolType"] == "HTTP"
+    assert "BinaryMediaTypes" not in api["Properties"]
+    [route] = resources(template, "AWS::ApiGatewayV2::Route").values()
+    assert (route["Properties"]["RouteKey"], route["Properties"]["AuthorizationType"]) == ("$default", "NONE")
+    [(integration_id, integration)] = resources(template, "AWS::ApiGatewayV2::Integration").items()
+    assert route["Properties"]["Target"] == {"Fn::Join": ["", ["integrations/", {"Ref": integration_id}]]}
+    assert {k: integration["Properties"][k] for k in ("IntegrationType", "PayloadFormatVersion")} == {
+        "IntegrationType": "AWS_PROXY",
+        "PayloadFormatVersion": "2.0",
+    }
+    assert integration["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [api_function(template), "Arn"]}
+    assert integration["Properties"]["TimeoutInMillis"] == 29_000  # an HTTP API waits at most 30 s
+    api_env = template["Resources"][api_function(template)]["Properties"]["Environment"]["Variables"]
+    assert int(api_env["RUNPLANE_SYNC_WAIT_SECONDS"]) < 29 <= defs.function("api").timeout_seconds
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    properties = stage["Properties"]
+    assert (properties["StageName"], properties["AutoDeploy"]) == ("$default", True)
+    assert properties["DefaultRouteSettings"] == {"ThrottlingRateLimit": 100, "ThrottlingBurstLimit": 200}
+    access_logs = logical_id(template, "/api/access-logs/Resource")
+    assert properties["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": [access_logs, "Arn"]}
+    [rest_stage] = resources(synthesize("rest")[1], "AWS::ApiGateway::Stage").values()
+    rest_fields = json.loads(rest_stage["Properties"]["AccessLogSetting"]["Format"])
+    http_fields = json.loads(properties["AccessLogSettings"]["Format"])
+    assert http_fields == {k: v for k, v in rest_fields.items() if k != "resourcePath"} | {
+        "path": "$context.path"
+    }
+    [output] = [o for o in template["Outputs"].values() if o.get("Description") == "Runplane API base URL"]
+    assert output["Value"] == {"Fn::Join": ["", [*execute_api(api_id), "/"]]}
+    assert resources(template, "AWS::ApiGateway::RestApi") == {}  # nor a REST stage, nor its account role
+
+
+def api_function(template: dict[str, Any]) -> str:
+    [api] = [
+        k
+        for k, f in resources(template, "AWS::Lambda::Function").items()
+        if f["Properties"]["Handler"] == defs.function("api").handler
+    ]
+    return api
+
+
+def execute_api(api_id: str) -> list[Any]:
+    """The parts of `https://<api id>.execute-api.<region>.<url suffix>` in a synthesized Fn::Join."""
+    return [
+        "https://",
+        {"Ref": api_id},
+        ".execute-api.",
+        {"Ref": "AWS::Region"},
+        ".",
+        {"Ref": "AWS::URLSuffix"},
+    ]
 
 
 def test_a_rest_stage_samples_its_traces_by_a_rule_of_its_own(tmp_path: Path) -> None:
@@ -565,27 +650,29 @@ def needs(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_every_function_is_told_the_apis_url_built_from_the_rest_api_id(template: dict[str, Any]) -> None:
-    [rest_api] = resources(template, "AWS::ApiGateway::RestApi")
-    url = {
-        "Fn::Join": [
-            "",
-            [
-                "https://",
-                {"Ref": rest_api},
-                ".execute-api.",
-                {"Ref": "AWS::Region"},
-                ".",
-                {"Ref": "AWS::URLSuffix"},
-                "/dev",
-            ],
-        ]
-    }
+@pytest.mark.parametrize(
+    ("api", "api_type", "stage_type", "stage_path"),
+    [
+        ("http", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", ""),  # $default: no stage in the URL
+        ("rest", "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Stage", "/dev"),
+    ],
+)
+def test_every_function_is_told_the_apis_url_built_from_the_api_id(
+    synthesize: Any, api: str, api_type: str, stage_type: str, stage_path: str
+) -> None:
+    template = synthesize(api)[1]
+    [gateway] = resources(template, api_type)
+    url = {"Fn::Join": ["", [*execute_api(gateway), *([stage_path] if stage_path else [])]]}
     functions = by_handler(template)
     assert {
         spec.name: functions[spec.handler]["Environment"]["Variables"]["RUNPLANE_PUBLIC_URL"]
         for spec in defs.FUNCTIONS
     } == dict.fromkeys((f.name for f in defs.FUNCTIONS), url)
+    # the api function is told which events it receives
+    assert {
+        spec.name: functions[spec.handler]["Environment"]["Variables"].get("RUNPLANE_API_TYPE")
+        for spec in defs.FUNCTIONS
+    } == {f.name: api if f.name == "api" else None for f in defs.FUNCTIONS}
     for spec in defs.FUNCTIONS:
         env = functions[spec.handler]["Environment"]["Variables"]
         assert (env["RUNPLANE_MAX_ASYNC_RUN_SECONDS"], env["RUNPLANE_AGENT_HEARTBEAT_SECONDS"]) == (
@@ -593,23 +680,24 @@ def test_every_function_is_told_the_apis_url_built_from_the_rest_api_id(template
             "300",
         )
         assert env["RUNPLANE_RESOURCE_RETENTION_DAYS"] == "30"
-    # the RestApi needs no function: the functions may need it
+    # the API needs no function: the functions may need it
     graph = dependencies(template)
     lambdas = set(resources(template, "AWS::Lambda::Function"))
-    assert needs(graph, rest_api) & lambdas == set()
-    [stage] = resources(template, "AWS::ApiGateway::Stage")
+    assert needs(graph, gateway) & lambdas == set()
+    [stage] = resources(template, stage_type)
     assert {f for f in lambdas if stage in needs(graph, f)} == set()
 
 
-def test_the_template_has_no_circular_dependency(template: dict[str, Any]) -> None:
-    graph = dependencies(template)
-    assert cycle(graph) == []
-    # what the check would see had the api function been given `rest_api.url` (it names the stage)
-    [api] = [
-        k
-        for k, f in resources(template, "AWS::Lambda::Function").items()
-        if f["Properties"]["Handler"] == defs.function("api").handler
-    ]
+@pytest.mark.parametrize("api", API_TYPES)
+def test_the_template_has_no_circular_dependency(synthesize: Any, api: str) -> None:
+    assert cycle(dependencies(synthesize(api)[1])) == []
+
+
+def test_the_rest_stage_in_the_functions_environment_would_be_a_circular_dependency(synthesize: Any) -> None:
+    """Why the REST API's URL is built from its id: what the check would see had the api function been
+    given `rest_api.url` (it names the stage)."""
+    template = synthesize("rest")[1]
+    api = api_function(template)
     [stage] = resources(template, "AWS::ApiGateway::Stage")
     broken = json.loads(json.dumps(template))
     broken["Resources"][api]["Properties"]["Environment"]["Variables"]["RUNPLANE_PUBLIC_URL"] = {"Ref": stage}
@@ -636,6 +724,10 @@ def test_the_template_has_no_circular_dependency(template: dict[str, Any]) -> No
         ("trace_fixed_rate", 1.5),
         ("trace_fixed_rate", "a few"),
         ("trace_fixed_rate", True),
+        ("api", "websocket"),
+        ("api", ""),
+        ("sync_wait_seconds", 29),  # API Gateway gives up on the function after 29 s
+        ("sync_wait_seconds", "30"),
     ],
 )
 def test_context_the_functions_would_refuse_fails_the_synth(name: str, value: Any) -> None:
@@ -654,3 +746,5 @@ def test_async_agent_context_is_read_as_the_functions_read_it() -> None:
         "https://runplane.example.com/prod"
     )
     assert Config().custom_public_url is None
+    assert (Config().api, Config(api="rest").api) == ("http", "rest")
+    assert Config(sync_wait_seconds="28").sync_wait_seconds == 28
