@@ -107,9 +107,9 @@ ACCOUNTS = Table(
     partition_key=Key("account_id"),
 )
 # Concurrency limits: one partition per limited scope ("{account}" or "{account}#{runnable}") holding its
-# limit ("limit", account scopes only: a runnable's is in its document), one item per held slot
-# ("slot#00042", at most `limit` of them can exist), the queue of runs waiting for one ("wait#{created}")
-# and, while runs wait, when the sweeper should make sure they were woken ("recheck").
+# limit ("limit", account scopes only: a runnable's is in its document), its holders on a few small items
+# ("held#0000"…: an attribute per run holding a slot, and `n`, how many), the queue of runs waiting for
+# room ("wait#{created}") and, while runs wait, when the sweeper should make sure they were woken ("recheck").
 CONCURRENCY = Table(
     name="concurrency",
     env_var="RUNPLANE_CONCURRENCY_TABLE",

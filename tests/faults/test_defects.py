@@ -357,8 +357,10 @@ def test_a_transient_error_before_the_body_starts_does_not_cost_an_at_most_once_
     run_id = start(api, counted, {"path": str(tmp_path / "runs"), "pad": "y" * 120_000})  # payload in S3
     if step == "claim":
         failing = broken(
-            "dynamodb", on_table("runs_table", "TransactWriteItems", containing="lease_owner"), "lost"
-        )
+            "dynamodb",
+            on_table("runs_table", "UpdateItem", "TransactWriteItems", containing="lease_owner"),
+            "lost",
+        )  # the claim: the first write naming a lease owner
     else:
         failing = broken("s3", lambda operation, params: operation == "GetObject", "throttled")
     with failing as hit:

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from runplane.adapters.concurrency import HOLDER, WAIT
 from runplane.domain.models import RunRecord
 from runplane.logic import admission, services
 from runplane.logic.accounts import set_concurrency
@@ -35,10 +36,12 @@ def record(account_id: str, run_id: str) -> RunRecord:
     return found
 
 
-def concurrency_items() -> list[dict[str, Any]]:
+def concurrency_items() -> list[str]:
+    """Waiting runs' queue entries and held slots."""
     table = services.services().settings.concurrency_table
     items = boto3.client("dynamodb").scan(TableName=table)["Items"]
-    return [i for i in items if i["entry"]["S"].startswith(("slot#", "wait#"))]  # held slots, waiting runs
+    waiting = [i["entry"]["S"] for i in items if i["entry"]["S"].startswith(WAIT)]
+    return waiting + [name for i in items for name in i if name.startswith(HOLDER)]
 
 
 def hold_a_slot(account_id: str, run_id: str) -> None:
@@ -148,7 +151,7 @@ def test_a_run_that_stopped_without_ending_keeps_its_slot_until_the_sweeper_ends
     assert concurrency_items() == []
 
 
-def test_an_end_whose_release_was_cut_short_is_settled_by_the_sweeper(
+def test_a_slot_an_end_left_taken_is_given_back_by_the_sweeper_once_a_run_waits_for_it(
     api: Api, account: CreatedKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
@@ -159,8 +162,11 @@ def test_an_end_whose_release_was_cut_short_is_settled_by_the_sweeper(
     assert [record(account.account_id, r).status for r in (first, second)] == ["completed", "waiting"]
 
     monkeypatch.setattr(admission, "release", release)
-    assert sweep()["settled"] == 0  # not due yet: the worker may still be at it
-    assert sweep(time.time() + 61)["settled"] == 1
+    checked = sweep(time.time() + 4)  # the recheck is due, the slot too young to be taken back
+    assert (checked["scopes_rechecked"], checked.get("slots_given_back")) == (1, None)
+    drain("worker")
+    assert record(account.account_id, second).status == "waiting"
+    assert sweep(time.time() + admission.STALE_SECONDS + 8)["slots_given_back"] == 1
     drain("worker")
     assert record(account.account_id, second).status == "completed"
     assert concurrency_items() == []

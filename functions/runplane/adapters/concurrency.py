@@ -2,41 +2,149 @@
 
 from __future__ import annotations
 
+import base64
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from runplane.adapters.dynamo import TableAdapter, due_shard, from_item, query_due, to_av, to_item, write_if
 
 LIMIT = "limit"
-SLOT = "slot#"
+HELD = "held#"  # a scope's holders, on a few small items: "held#0000", "held#0001", …
 WAIT = "wait#"
 RECHECK = "recheck"
+HOLDER = (
+    "h_"  # a holder is an attribute of its shard: "h_{the run id, 22 characters}" = when it took the slot
+)
+# Holders per shard (about 30 bytes each), so that each shard stays under 1 KB: a write of one costs one
+# write unit whatever the limit. A limit of N has ceil(N / SHARD_HOLDERS) shards sharing it.
+SHARD_HOLDERS = 25
 
 
-def _slot(index: int) -> str:
-    return f"{SLOT}{index:06d}"
+def shard_count(limit: int) -> int:
+    return max(1, -(-limit // SHARD_HOLDERS))
+
+
+def shard_capacity(limit: int, shard: int) -> int:
+    count = shard_count(limit)
+    return limit // count + (1 if shard < limit % count else 0)
+
+
+def holder_name(run_id: str) -> str:
+    try:
+        raw = uuid.UUID(run_id).bytes
+    except ValueError:
+        return HOLDER + run_id
+    return HOLDER + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def holder_run(name: str) -> str:
+    key = name.removeprefix(HOLDER)
+    if len(key) != 22:
+        return key
+    return str(uuid.UUID(bytes=base64.urlsafe_b64decode(key + "==")))
 
 
 class ConcurrencyStore(TableAdapter):
-    def state(self, scope: str) -> tuple[int | None, dict[int, str]]:
-        """The scope's stored limit (None: none stored) and its held slots (index -> run id)."""
+    def __init__(self, table: str, client: Any = None):
+        super().__init__(table, client)
+        self._limits: dict[str, tuple[float, int | None]] = {}  # scope -> (when read, limit)
+
+    def known_limit(self, scope: str, fresh_for: float, read: Callable[[], int | None]) -> int | None:
+        """The scope's limit as `read` gave it at most `fresh_for` seconds ago in this store."""
+        now = time.monotonic()
+        known = self._limits.get(scope)
+        if known is None or now - known[0] >= fresh_for:
+            known = self._limits[scope] = (now, read())
+        return known[1]
+
+    def forget_limit(self, scope: str) -> None:
+        self._limits.pop(scope, None)
+
+    def stored_limit(self, scope: str) -> int | None:
+        """The limit stored for the scope (`set_limit`), None when none is."""
+        item = self.client.get_item(
+            TableName=self.table, Key={"scope": {"S": scope}, "entry": {"S": LIMIT}}, ConsistentRead=True
+        ).get("Item")
+        return from_item(item)["max_concurrency"] if item else None
+
+    def holders(self, scope: str) -> tuple[dict[str, tuple[int, float]], bool]:
+        """The scope's holders (run id -> (shard, when it took the slot)), and whether runs wait for room."""
         query: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "#scope = :scope AND #entry < :wait",  # limit, recheck, slot#…
+            "KeyConditionExpression": "#scope = :scope AND begins_with(#entry, :held)",
             "ExpressionAttributeNames": {"#scope": "scope", "#entry": "entry"},
-            "ExpressionAttributeValues": {":scope": {"S": scope}, ":wait": {"S": WAIT}},
+            "ExpressionAttributeValues": {":scope": {"S": scope}, ":held": {"S": HELD}},
             "ConsistentRead": True,
         }
-        limit, holders = None, {}
+        holders, waiters = {}, False
         while True:
             page = self.client.query(**query)
             for item in map(from_item, page.get("Items", [])):
-                if item["entry"] == LIMIT:
-                    limit = item["max_concurrency"]
-                elif item["entry"].startswith(SLOT):
-                    holders[int(item["entry"].removeprefix(SLOT))] = item["holder"]
+                shard = int(item["entry"].removeprefix(HELD))
+                waiters = waiters or "waiters" in item
+                for name, taken in item.items():
+                    if name.startswith(HOLDER):
+                        holders[holder_run(name)] = (shard, float(taken))
             if "LastEvaluatedKey" not in page:
-                return limit, holders
+                return holders, waiters
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def take(self, scope: str, shard: int, capacity: int, run_id: str, now: float, *, queued: bool) -> bool:
+        """Hold a slot of the shard for `run_id`, if it has room (and, unless the run is `queued` for the
+        scope, no run waits for room); True also when the run holds it already."""
+        room = "(attribute_not_exists(#n) OR #n < :capacity)"
+        if not queued:
+            room += " AND attribute_not_exists(waiters)"
+        names = {"#n": "n", "#h": holder_name(run_id)}
+        if write_if(
+            self.client,
+            "update_item",
+            TableName=self.table,
+            Key=self._held_key(scope, shard),
+            UpdateExpression="SET #h = :now ADD #n :one",
+            ConditionExpression=f"attribute_not_exists(#h) AND {room}",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":now": to_av(now), ":one": to_av(1), ":capacity": to_av(capacity)},
+        ):
+            return True
+        held = self.client.get_item(
+            TableName=self.table, Key=self._held_key(scope, shard), ConsistentRead=True
+        ).get("Item", {})
+        return names["#h"] in held  # taken before (a retried request), not refused
+
+    def release(self, scope: str, shard: int, run_id: str, seen: float | None = None) -> bool:
+        """Give back `run_id`'s slot of the shard (if it still holds it: repeating is harmless; with `seen`,
+        only the one it took then). Returns whether runs wait for room in the scope."""
+        condition = "attribute_exists(#h)" + (" AND #h = :seen" if seen is not None else "")
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._held_key(scope, shard),
+            "UpdateExpression": "REMOVE #h ADD #n :less",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#n": "n", "#h": holder_name(run_id)},
+            "ExpressionAttributeValues": {
+                ":less": to_av(-1),
+                **({":seen": to_av(seen)} if seen is not None else {}),
+            },
+            "ReturnValues": "ALL_NEW",
+        }
+        try:
+            return "waiters" in self.client.update_item(**request)["Attributes"]
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def note_waiters(self, scope: str, shards: int, waiting: bool) -> None:
+        """Mark (or unmark) every shard of the scope as having runs waiting: while marked, only a run
+        from the queue takes a free slot."""
+        for shard in range(shards):
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._held_key(scope, shard),
+                UpdateExpression="SET waiters = :yes" if waiting else "REMOVE waiters",
+                **({"ExpressionAttributeValues": {":yes": to_av(True)}} if waiting else {}),
+            )
 
     def waiting(self, scope: str, count: int) -> list[tuple[str, str]]:
         """The `count` oldest runs in the scope's queue: (queue position, run id)."""
@@ -53,22 +161,12 @@ class ConcurrencyStore(TableAdapter):
         ]
 
     def set_limit(self, scope: str, limit: int | None) -> None:
+        self.forget_limit(scope)
         key = {"scope": {"S": scope}, "entry": {"S": LIMIT}}
         if limit is None:
             self.client.delete_item(TableName=self.table, Key=key)
         else:
             self.client.put_item(TableName=self.table, Item={**key, "max_concurrency": to_av(limit)})
-
-    def release(self, scope: str, index: int, run_id: str) -> None:
-        """Free a slot if `run_id` still holds it (so repeating is harmless)."""
-        write_if(
-            self.client,
-            "delete_item",
-            TableName=self.table,
-            Key={"scope": {"S": scope}, "entry": {"S": _slot(index)}},
-            ConditionExpression="holder = :run",
-            ExpressionAttributeValues={":run": {"S": run_id}},
-        )
 
     def mark_woken(self, scope: str, position: str, now: float, stale_before: float) -> bool:
         """Note that a waiting run was dispatched; False if it is gone or another waker just did."""
@@ -135,17 +233,6 @@ class ConcurrencyStore(TableAdapter):
 
     # --- writes for a transaction that also moves the run (RunStore.admit_write / queue_write) ---
 
-    def take_write(self, scope: str, index: int, run_id: str) -> dict[str, Any]:
-        """Take a free slot: fails if another run holds it."""
-        return {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item({"scope": scope, "entry": _slot(index), "holder": run_id}),
-                "ConditionExpression": "attribute_not_exists(#entry)",
-                "ExpressionAttributeNames": {"#entry": "entry"},
-            }
-        }
-
     def join_write(self, scope: str, position: str, run_id: str) -> dict[str, Any]:
         """Join the scope's queue, or rejoin it (no longer woken) after a wake-up that found no room."""
         item = {**self._wait_key(scope, position), "run_id": {"S": run_id}}
@@ -153,6 +240,10 @@ class ConcurrencyStore(TableAdapter):
 
     def leave_write(self, scope: str, position: str) -> dict[str, Any]:
         return {"Delete": {"TableName": self.table, "Key": self._wait_key(scope, position)}}
+
+    @staticmethod
+    def _held_key(scope: str, shard: int) -> dict[str, Any]:
+        return {"scope": {"S": scope}, "entry": {"S": f"{HELD}{shard:04d}"}}
 
     @staticmethod
     def _recheck_key(scope: str) -> dict[str, Any]:

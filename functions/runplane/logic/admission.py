@@ -2,24 +2,29 @@
 limit, else the deployment's default) execute at once.
 
 A waiting run starts only with a free slot in every scope that limits it; otherwise it stays `waiting` in
-the queue of the first scope without room, and each run that ends wakes the oldest waiting ones. Slots are
-items of which only `limit` can exist, taken in the transaction that claims the run and given back when it
-ends (`release`, repeated by the sweeper until done). A run's end is itself guaranteed by its lease (the
-sweeper re-dispatches or fails a run whose worker stopped renewing it), so no crash can leave a slot held
-by a run that is not running.
+the queue of the first scope without room, and each run that ends wakes the oldest waiting ones. A slot is
+the run's name on one of its scope's holder shards (adapters/concurrency.py): taking one is a conditional
+UpdateItem that adds the run to a shard with room, giving it back one that removes it, both harmless to
+repeat, so a run with room costs one write to start and one to end and reads nothing but its limits (read
+at most once a minute per process: a changed limit applies within LIMIT_SECONDS). The run records the
+shards it holds (`slots`, "scope|shard"). A crash between taking a slot and claiming the run, or between
+the run's end and the slot's return, leaves a holder whose run does not hold it: the sweeper's recheck of a
+scope that has runs waiting removes such holders (`reclaim`) before it wakes them.
 
 The runnable's limit is checked first. A run with room there but not in its account takes the runnable's
 slot and waits in the account's queue holding it: every run in an account's queue can start the moment
-the account has room, so none waits behind a run that is held up by its runnable. Within a queue, runs
-start oldest first: a run takes a free slot only while fewer older runs wait than there are free slots.
+the account has room, so none waits behind a run that is held up by its runnable. While runs wait in a
+scope's queue its shards are marked, and only a run from the queue takes a free slot there: runs start
+oldest first.
 """
 
 from __future__ import annotations
 
-import random
 import time
+import zlib
 from dataclasses import dataclass
 
+from runplane.adapters.concurrency import shard_capacity, shard_count
 from runplane.adapters.run_items import created_key
 from runplane.domain.access import Concurrency
 from runplane.domain.events import WaitingFor
@@ -28,28 +33,26 @@ from runplane.domain.states import Status
 from runplane.logic.services import services
 from runplane.observability import logger
 
-RACES = 5  # looks at the slots when other runs keep taking them first
+RACES = 5  # tries when duplicate dispatches of the run move it meanwhile
 WAKE_AT_MOST = 10  # runs one release dispatches; each that starts wakes the next ones if room is left
+LIMIT_SECONDS = 60.0  # how long a process uses a scope's limit as it read it
+STALE_SECONDS = 60.0  # a holder younger than this may be a claim in flight: `reclaim` leaves it
 
 
 @dataclass(frozen=True)
 class Scope:
-    """A limit and the slots held under it: an account's, or one of its runnables'."""
+    """A limit over runs: an account's, or one of its runnables'."""
 
     id: str
     limit: int
-    holders: dict[int, str]  # slot index -> run id
 
     @property
+    def shards(self) -> int:
+        return shard_count(self.limit)
+
     def room(self) -> int:
-        return self.limit - len(self.holders)
-
-    def holds(self, run_id: str) -> bool:
-        return run_id in self.holders.values()
-
-    def free_index(self) -> int:
-        # a random free slot: concurrent takers rarely pick the same one
-        return random.choice([i for i in range(self.limit) if i not in self.holders])  # noqa: S311
+        holders, _ = services().concurrency.holders(self.id)
+        return self.limit - len(holders)
 
 
 def account_scope(account_id: str) -> str:
@@ -66,22 +69,40 @@ def account_limit(stored: int | None) -> int | None:
 
 
 def _scope(scope_id: str) -> Scope | None:
-    """The scope's limit and held slots; None when nothing limits it."""
+    """The scope and its limit; None when nothing limits it."""
     account_id, _, runnable_id = scope_id.partition("#")
-    if runnable_id:
-        runnable = services().runnables.get(account_id, runnable_id, consistent=True)
-        if runnable is None or runnable.max_concurrency is None:
-            return None
-        _, holders = services().concurrency.state(scope_id)
-        return Scope(scope_id, runnable.max_concurrency, holders)
-    stored, holders = services().concurrency.state(scope_id)
-    limit = account_limit(stored)
-    return Scope(scope_id, limit, holders) if limit else None
+
+    def read() -> int | None:
+        if runnable_id:
+            runnable = services().runnables.get(account_id, runnable_id, consistent=True)
+            return runnable.max_concurrency if runnable is not None else None
+        return account_limit(services().concurrency.stored_limit(scope_id))
+
+    limit = services().concurrency.known_limit(scope_id, LIMIT_SECONDS, read)
+    return Scope(scope_id, limit) if limit else None
 
 
-def _older_waiting(scope: Scope, position: str) -> int:
-    """How many runs older than `position` wait for the scope (which has room), up to its room."""
-    return sum(1 for queued, _ in services().concurrency.waiting(scope.id, scope.room) if queued < position)
+def _held(record: RunRecord, scope: Scope) -> bool:
+    return any(slot.rsplit("|", 1)[0] == scope.id for slot in record.slots)
+
+
+def _take(scope: Scope, record: RunRecord, now: float) -> str | None:
+    """A slot of the scope for the run ("scope|shard"), trying its shards from one of its own; None when
+    none has room (for it: a run not in the scope's queue does not take room runs wait for)."""
+    shards = scope.shards
+    first = zlib.crc32(record.id.encode()) % shards
+    queued = record.queued_on == scope.id
+    for shard in ((first + i) % shards for i in range(shards)):
+        capacity = shard_capacity(scope.limit, shard)
+        if services().concurrency.take(scope.id, shard, capacity, record.id, now, queued=queued):
+            return f"{scope.id}|{shard}"
+    return None
+
+
+def _give_back(slots: list[str], run_id: str) -> None:
+    for slot in slots:
+        scope_id, shard = slot.rsplit("|", 1)
+        services().concurrency.release(scope_id, int(shard), run_id)
 
 
 def admit(record: RunRecord, owner: str, lease_seconds: float) -> RunRecord | None:
@@ -100,7 +121,7 @@ def admit(record: RunRecord, owner: str, lease_seconds: float) -> RunRecord | No
             return outcome
         head = _oldest_with_room(outcome)
         if head is None or head in tried:
-            logger.info("run waits for a concurrency slot", extra={"run_id": record.id, "scope": outcome})
+            logger.debug("run waits for a concurrency slot", extra={"run_id": record.id, "scope": outcome})
             return None
         tried.add(head)
         found = services().runs.get(record.account_id, head, consistent=True)
@@ -115,30 +136,28 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
     now waits for, or None when it is no longer waiting."""
     concurrency = services().concurrency
     position = created_key(record)
-    contended: Scope | None = None
-    for attempt in range(RACES):
+    scopes = [
+        scope
+        for scope in (
+            _scope(runnable_scope(record.account_id, record.runnable_id)),
+            _scope(account_scope(record.account_id)),
+        )
+        if scope is not None
+    ]
+    for _ in range(RACES):
         now = time.time()
-        scopes = [
-            scope
-            for scope in (
-                _scope(runnable_scope(record.account_id, record.runnable_id)),
-                _scope(account_scope(record.account_id)),
-            )
-            if scope is not None
-        ]
-        takes: list[tuple[Scope, int]] = []
+        taken: list[str] = []
         blocked = None
         for scope in scopes:
-            if scope.holds(record.id):  # taken while it waited in the account's queue
+            if _held(record, scope):  # taken while it waited in the account's queue
                 continue
-            if scope.room <= 0 or _older_waiting(scope, position) >= scope.room:
+            slot = _take(scope, record, now)
+            if slot is None:
                 blocked = scope
                 break
-            takes.append((scope, scope.free_index()))
-        if blocked is None and takes and attempt == RACES - 1:  # others keep taking the room first:
-            blocked, takes = contended or takes[0][0], []  # wait in line, woken when one of them ends
-        slots = record.slots + [f"{scope.id}|{index}" for scope, index in takes]
-        writes = [concurrency.take_write(scope.id, index, record.id) for scope, index in takes]
+            taken.append(slot)
+        slots = record.slots + taken
+        writes = []
         left = record.queued_on if record.queued_on != (blocked.id if blocked else None) else None
         if left:
             writes.append(concurrency.leave_write(left, position))
@@ -152,8 +171,9 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
             writes.append(concurrency.join_write(blocked.id, position, record.id))
             recheck_at = now + services().settings.concurrency_recheck_seconds
             concurrency.ensure_recheck(blocked.id, recheck_at)  # before joining: a crash may follow
+            concurrency.note_waiters(blocked.id, blocked.shards, waiting=True)
         try:
-            failed = concurrency.commit([run_write, *writes])
+            failed = concurrency.commit_all([run_write, *writes])
         except Exception:  # a transient error: the run as stored tells whether it was applied
             logger.warning("admission write failed; looking whether it was applied", exc_info=True)
             failed = _as_applied(record, owner, blocked)
@@ -161,17 +181,16 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
             if left:  # it may have had room for more than this run
                 _wake_soon(left)
             return moved if blocked is None else blocked.id
-        if failed[0] == "ConditionalCheckFailed":  # a duplicate dispatch moved the run meanwhile
-            fresh = services().runs.get(record.account_id, record.id, consistent=True)
-            if fresh is not None and fresh.lease_owner == owner:  # this claim, its answer lost on the way
-                return fresh
-            if fresh is None or fresh.status is not Status.waiting:
-                return None
-            record = fresh
-        elif "ConditionalCheckFailed" in failed[1 : 1 + len(takes)]:
-            contended = takes[failed.index("ConditionalCheckFailed", 1) - 1][0]
-        # another run took a slot first: look again
-    services().queues.dispatch(record.account_id, record.id)  # still contended: look again shortly
+        _give_back(taken, record.id)  # the run did not move: it holds none of them
+        if failed[0] != "ConditionalCheckFailed":
+            continue  # nothing was applied: try again
+        fresh = services().runs.get(record.account_id, record.id, consistent=True)
+        if fresh is not None and fresh.lease_owner == owner:  # this claim, its answer lost on the way
+            return fresh
+        if fresh is None or fresh.status is not Status.waiting:
+            return None
+        record = fresh  # a duplicate dispatch moved the run meanwhile: look again
+    services().queues.dispatch(record.account_id, record.id)  # still moving: look again shortly
     return None
 
 
@@ -192,7 +211,7 @@ def _as_applied(record: RunRecord, owner: str, blocked: Scope | None) -> list[st
 def _oldest_with_room(scope_id: str) -> str | None:
     """The oldest run waiting for the scope, if the scope has room for it."""
     scope = _scope(scope_id)
-    if scope is not None and scope.room <= 0:
+    if scope is not None and scope.room() <= 0:
         return None
     waiting = services().concurrency.waiting(scope_id, 1)
     return waiting[0][1] if waiting else None
@@ -212,30 +231,62 @@ def due_rechecks(shard: str, now: float, limit: int) -> list[tuple[str, float]]:
     return services().concurrency.due_rechecks(shard, now, limit)
 
 
-def recheck(scope_id: str, seen: float, now: float) -> None:
-    """The sweeper's safety net against a lost wake-up (a crash between a run's end and its wake-up):
-    wake the scope's oldest runs if it has room, and look again later while runs wait."""
+def recheck(scope_id: str, seen: float, now: float) -> int:
+    """The sweeper's safety net against a lost wake-up or a slot a crash left taken: while runs wait,
+    give back the slots of runs that no longer hold them when the scope is full, wake the oldest runs if
+    it has room, and look again later. How many slots it gave back."""
     concurrency = services().concurrency
+    given_back = 0
     if concurrency.waiting(scope_id, 1):
+        scope = _scope(scope_id)
+        if scope is not None and scope.room() <= 0:
+            given_back = reclaim(scope_id, now)
         wake(scope_id)
         concurrency.postpone_recheck(scope_id, seen, now + services().settings.concurrency_recheck_seconds)
     else:
         concurrency.drop_recheck(scope_id, seen)
+    return given_back
+
+
+def reclaim(scope_id: str, now: float) -> int:
+    """Give back the slots whose run no longer holds them (it ended, or never started with them, its
+    worker gone), leaving those taken in the last STALE_SECONDS (a claim may be on its way). How many."""
+    concurrency = services().concurrency
+    holders, _ = concurrency.holders(scope_id)
+    older = {run_id: held for run_id, held in holders.items() if held[1] < now - STALE_SECONDS}
+    account_id = scope_id.partition("#")[0]
+    runs = {r.id: r for r in services().runs.get_many(account_id, list(older), consistent=True)}
+    given_back = 0
+    for run_id, (shard, taken) in older.items():
+        run = runs.get(run_id)
+        if run is not None and run.status.terminal:
+            release(run)  # its slots in other scopes too
+        elif run is None or f"{scope_id}|{shard}" not in run.slots:
+            concurrency.release(scope_id, shard, run_id, seen=taken)
+        else:
+            continue
+        given_back += 1
+    if given_back:
+        logger.warning("concurrency slots given back", extra={"scope": scope_id, "slots": given_back})
+    return given_back
 
 
 def wake(scope_id: str) -> None:
     """Dispatch the oldest runs waiting for the scope, as many as it has room for (a few at a time);
-    each once, however many runs end at the same moment."""
+    each once, however many runs end at the same moment. With nobody waiting, the scope's shards are no
+    longer marked."""
     concurrency = services().concurrency
+    scope = _scope(scope_id)
     waiting = concurrency.waiting(scope_id, WAKE_AT_MOST)
     if not waiting:
+        if scope is not None:
+            concurrency.note_waiters(scope_id, scope.shards, waiting=False)
         return
-    scope = _scope(scope_id)
     account_id = scope_id.partition("#")[0]
     now = time.time()
     # a woken run is not dispatched again until the next recheck could (its message is on the way)
     stale_before = now - services().settings.concurrency_recheck_seconds * 2 / 3
-    for position, run_id in waiting if scope is None else waiting[: max(scope.room, 0)]:
+    for position, run_id in waiting if scope is None else waiting[: max(scope.room(), 0)]:
         if concurrency.mark_woken(scope_id, position, now, stale_before):
             services().queues.dispatch(account_id, run_id)
 
@@ -247,9 +298,9 @@ def release(record: RunRecord) -> None:
     """
     scopes: list[str] = []
     for slot in record.slots:
-        scope_id, index = slot.rsplit("|", 1)
-        services().concurrency.release(scope_id, int(index), record.id)
-        scopes.append(scope_id)
+        scope_id, shard = slot.rsplit("|", 1)
+        if services().concurrency.release(scope_id, int(shard), record.id):
+            scopes.append(scope_id)  # runs wait for it
     if record.queued_on:  # ended while waiting (cancelled): later runs may be waiting behind it
         services().concurrency.leave(record.queued_on, created_key(record))
         scopes.append(record.queued_on)
@@ -258,8 +309,9 @@ def release(record: RunRecord) -> None:
 
 
 def account_concurrency(account_id: str) -> Concurrency:
-    stored, holders = services().concurrency.state(account_scope(account_id))
-    limit = account_limit(stored)
+    scope_id = account_scope(account_id)
+    limit = account_limit(services().concurrency.stored_limit(scope_id))
+    holders, _ = services().concurrency.holders(scope_id) if limit else ({}, False)
     return Concurrency(max_concurrency=limit, running=len(holders) if limit else None)
 
 
@@ -270,4 +322,6 @@ def set_account_limit(account_id: str, limit: int | None) -> None:
 
 
 def runnable_limit_changed(account_id: str, runnable_id: str) -> None:
-    wake(runnable_scope(account_id, runnable_id))
+    scope_id = runnable_scope(account_id, runnable_id)
+    services().concurrency.forget_limit(scope_id)
+    wake(scope_id)

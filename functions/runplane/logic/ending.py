@@ -118,7 +118,6 @@ def _end(
     # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
     unsettled = (
         record.calls_back("completed")
-        or record.slots
         or record.status is Status.waiting
         or outcome.status is Status.cancelled
     )

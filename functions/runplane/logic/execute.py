@@ -49,7 +49,7 @@ def process_dispatch(body: str) -> None:
     owner = secrets.token_hex(8)
     found = services().runs.get(account_id, run_id, consistent=True)
     if found is None or found.status.terminal:
-        logger.info("dispatch ignored: run has ended", extra={"run_id": run_id, "found": bool(found)})
+        logger.debug("dispatch ignored: run has ended", extra={"run_id": run_id, "found": bool(found)})
         return
     if found.status is Status.waiting:
         record = admit(found, owner, settings.lease_seconds)
@@ -57,7 +57,7 @@ def process_dispatch(body: str) -> None:
         if agent_holds(found) and found.cancel_requested:
             tell_cancel(found)
         else:
-            logger.info("dispatch ignored: a worker holds the run", extra={"run_id": run_id})
+            logger.debug("dispatch ignored: a worker holds the run", extra={"run_id": run_id})
         return
     elif ended := take_over(found):
         logger.info("run taken over", extra={"run_id": run_id, "action": ended})
@@ -67,10 +67,10 @@ def process_dispatch(body: str) -> None:
         if record is not None and agent_holds(found):
             count_agent_lost(ErrorCode.heartbeat_timeout)  # its agent went silent: sent again
     if record is None:  # queued for a slot, or another worker got there first
-        logger.info("run not claimed", extra={"run_id": run_id, "status": found.status})
+        logger.debug("run not claimed", extra={"run_id": run_id, "status": found.status})
         return
     logger.set_correlation_id(run_id)
-    logger.info("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
+    logger.debug("run claimed", extra={"attempt": record.attempt, "account_id": account_id})
     lease = Lease(record, owner, Reporter(record, settings.max_log_bytes))
     lease.callbacks.saw(record, [RunEvent.model_validate(record.history[-1])] if record.history else [])
     until = started + defs.WORKER_TIMEOUT_SECONDS - FINISH_MARGIN_SECONDS

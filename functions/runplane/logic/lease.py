@@ -140,7 +140,7 @@ def record_outcome(outcome: Outcome, lease: Lease, *, until: float) -> None:
                     "run changed while executing; outcome not recorded", extra={"status": outcome.status}
                 )
             else:
-                logger.info(
+                logger.debug(
                     "run finished", extra={"status": finished.status, "duration": outcome.duration_seconds}
                 )
             return

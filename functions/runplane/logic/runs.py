@@ -365,7 +365,7 @@ def _store_run(
             raise
         failed = [] if stored.created_at == record.created_at else ["ConditionalCheckFailed"]
     if failed[:1] == ["ConditionalCheckFailed"]:  # created by a concurrent duplicate (and charged once)
-        logger.info("run already exists; not created again", extra={"run_id": run_id})
+        logger.debug("run already exists; not created again", extra={"run_id": run_id})
         record = runs.get(account_id, run_id, consistent=True) or record
     elif failed[1:2] == ["ConditionalCheckFailed"]:
         raise InsufficientCredits()

@@ -2,8 +2,8 @@
 
 Runs carry a due time in a sparse index while someone may need to act: waiting runs come due if never
 claimed, running runs when their lease expires (their worker stopped renewing it), ended runs whose
-slots or callback were not seen to in time. Runs waiting for a concurrency slot are not in it: the scopes
-they wait for are rechecked instead (`admission.recheck`).
+slots or callback were not seen to in time. Runs waiting for a concurrency slot have no due time: the scopes
+they wait for are rechecked instead (`admission.recheck`), which also gives back slots a crash left taken.
 
 Every item is handled on its own: one that fails is logged, counted (`SweepErrors`, which has an alarm),
 postponed and skipped, so every other due item is still handled in the same sweep.
@@ -54,7 +54,7 @@ def sweep(now: float | None = None, per_shard: int = 100) -> Counter[str]:
                 _failed(actions, "overdue callback not requeued", delivery_id=delivery_id)
         for scope_id, seen in _read(actions, admission.due_rechecks, shard, now, per_shard):
             try:
-                admission.recheck(scope_id, seen, now)
+                actions["slots_given_back"] += admission.recheck(scope_id, seen, now)
                 actions["scopes_rechecked"] += 1
             except Exception:
                 _failed(actions, "concurrency scope not rechecked", scope=scope_id)
