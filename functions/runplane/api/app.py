@@ -8,25 +8,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from importlib import import_module
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 
-from runplane.api import (
-    cotool,
-    errors,
-    formats,
-    openapi,
-    reports,
-    resources,
-    roe,
-    roe_agents,
-    roe_jobs,
-    service,
-    v1,
-    watch,
-)
+from runplane.api import errors, formats, openapi
 from runplane.api.common import (
     REFUSALS,
     Dialect,
@@ -40,6 +27,14 @@ from runplane.domain.errors import RunplaneError
 from runplane.logic.services import services
 from runplane.settings import Settings, get_settings
 
+# The modules of each dialect's routes (runplane.api.*). A resolver includes them on the first request in
+# that dialect: no route of a dialect matches a path of another (tests/unit/test_api_imports.py), so the
+# routes of the others are not needed to answer it, a 404 or 405 included.
+ROUTES: dict[Dialect, tuple[str, ...]] = {
+    Dialect.refactor: ("service", "v1", "resources", "watch", "reports"),
+    Dialect.roe: ("roe", "roe_jobs", "roe_agents"),
+    Dialect.cotool: ("cotool",),
+}
 TITLE = "Runplane API"
 VERSION = "1.0.0"
 DESCRIPTION = (
@@ -48,30 +43,7 @@ DESCRIPTION = (
     "re-factor's (native), Roe AI's and Cotool's. Every operation but the service doors and agents' reports needs "
     "`Authorization: Bearer rpk_…`."
 )
-SECURITY = {
-    "security_schemes": {
-        "bearerAuth": HTTPBearer(),
-        reports.SCHEME: HTTPBearer(description="An async agent's run token (`rpt_…`), for its run's reports"),
-    },
-    "security": [{"bearerAuth": []}],
-}
-TAGS = [
-    Tag(
-        name=Dialect.refactor,
-        description="re-factor's run API, Runplane's native dialect: runnables (what can run), runs (one "
-        "execution each, `RunState`), callbacks, API keys and the account",
-    ),
-    Tag(name=Dialect.roe, description="Roe AI's agent API: an agent is a runnable, a job is a run"),
-    Tag(name=Dialect.cotool, description="Cotool's agent API: an agent is a runnable"),
-    Tag(name=service.TAG, description="What needs no key: this service's description and its liveness"),
-]
-DOCUMENT = {"title": TITLE, "version": VERSION, "description": DESCRIPTION, "tags": TAGS, **SECURITY}
-ERROR_SCHEMAS = {
-    Dialect.refactor: "ErrorBody",
-    Dialect.roe: "ErrorResponse",
-    Dialect.cotool: "ErrorBody",
-    service.TAG: "ErrorBody",
-}
+ERROR_SCHEMAS = {Dialect.refactor: "ErrorBody", Dialect.roe: "ErrorResponse", Dialect.cotool: "ErrorBody"}
 
 
 def serve(app: formats.Resolver, event: dict, context: object) -> dict:
@@ -84,6 +56,7 @@ def serve(app: formats.Resolver, event: dict, context: object) -> dict:
     caller = None
     try:
         caller = current_principal.set(admit(event))
+        include(app, current_dialect.get())
         response = app.resolve(formats.as_get(event) if head else event, context)
     except RunplaneError as error:  # refused before routing (the resolver maps its own errors)
         response = errors.proxy_response(error)
@@ -100,8 +73,6 @@ def serve(app: formats.Resolver, event: dict, context: object) -> dict:
 def create_app(api_type: str | None = None) -> formats.Resolver:
     """The resolver of `api_type` (`http` or `rest`; by default the deployment's)."""
     app = formats.RESOLVERS[api_type or get_settings().api_type](enable_validation=True)
-    for routes in (service, v1, resources, watch, reports, roe, roe_jobs, roe_agents, cotool):
-        app.include_router(routes.router)
     app.exception_handler(RunplaneError)(errors.from_domain)
     app.exception_handler(RequestValidationError)(errors.from_validation)
     app.exception_handler(Exception)(errors.from_unexpected)
@@ -116,6 +87,15 @@ def create_app(api_type: str | None = None) -> formats.Resolver:
         return Response(200, "text/html", swagger_page(document_json()))
 
     return app
+
+
+def include(app: formats.Resolver, *dialects: Dialect) -> None:
+    """Include the routes of `dialects` in `app`, each dialect once."""
+    for dialect in dialects:
+        if dialect not in app.included:
+            for name in ROUTES[dialect]:
+                app.include_router(import_module(f"runplane.api.{name}").router)
+            app.included.add(dialect)
 
 
 def _unrouted(app: formats.Resolver, method: str, path: str) -> Response:
@@ -148,9 +128,8 @@ def _document(settings_json: str) -> str:
 
     settings = Settings.model_validate_json(settings_json)
     registry.load(settings.runnable_packages)
-    generated = json.loads(create_app().get_openapi_json_schema(**DOCUMENT))
     finished = openapi.for_deployment(
-        openapi.finish(generated, ERROR_SCHEMAS, PUBLIC_PATHS),
+        _finished(),
         functions=registry.names(),
         lambda_functions=settings.lambda_functions,
         bedrock_models=settings.bedrock_models,
@@ -158,6 +137,41 @@ def _document(settings_json: str) -> str:
         max_async_run_seconds=settings.max_async_run_seconds,
     )
     return json.dumps(finished, separators=(",", ":"))
+
+
+def _finished() -> dict:
+    """Every dialect's routes as the resolver documents them, with the title, tags and security schemes,
+    finished (`openapi.finish`)."""
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
+
+    from runplane.api import reports, service
+
+    app = create_app()
+    include(app, *Dialect)
+    tags = [
+        Tag(
+            name=Dialect.refactor,
+            description="re-factor's run API, Runplane's native dialect: runnables (what can run), runs (one "
+            "execution each, `RunState`), callbacks, API keys and the account",
+        ),
+        Tag(name=Dialect.roe, description="Roe AI's agent API: an agent is a runnable, a job is a run"),
+        Tag(name=Dialect.cotool, description="Cotool's agent API: an agent is a runnable"),
+        Tag(name=service.TAG, description="What needs no key: this service's description and its liveness"),
+    ]
+    schemes = {
+        "bearerAuth": HTTPBearer(),
+        reports.SCHEME: HTTPBearer(description="An async agent's run token (`rpt_…`), for its run's reports"),
+    }
+    document = app.get_openapi_json_schema(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        tags=tags,
+        security_schemes=schemes,
+        security=[{"bearerAuth": []}],
+    )
+    error_schemas = {**ERROR_SCHEMAS, service.TAG: "ErrorBody"}
+    return openapi.finish(json.loads(document), error_schemas, PUBLIC_PATHS)
 
 
 @cache

@@ -4,12 +4,12 @@ reshaped for the request's dialect (Roe AI, Cotool) by that dialect's `error_bod
 from __future__ import annotations
 
 import json
+from importlib import import_module
 from typing import Any, get_args
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from runplane.api import cotool_shapes, roe_shapes
 from runplane.api.common import Dialect, current_dialect, current_request_id, dialect_of
 from runplane.domain.errors import (
     Conflict,
@@ -48,7 +48,8 @@ def json_response(status: int, body: str, headers: dict[str, str] | None = None)
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 
 
-DIALECT_BODIES = {Dialect.roe: roe_shapes.error_body, Dialect.cotool: cotool_shapes.error_body}
+# the module whose `error_body` reshapes a dialect's errors, imported with the dialect's first error
+DIALECT_BODIES = {Dialect.roe: "runplane.api.roe_shapes", Dialect.cotool: "runplane.api.cotool_shapes"}
 
 
 def _error_parts(
@@ -61,8 +62,8 @@ def _error_parts(
     extra: dict[str, Any] | None = None,
 ) -> tuple[int, str, dict[str, str]]:
     error = ErrorBody(error=message, code=code, issues=issues or [], missingPerms=missing_perms)
-    if reshape := DIALECT_BODIES.get(current_dialect.get()):
-        error = reshape(status, error, started or [])
+    if shapes := DIALECT_BODIES.get(current_dialect.get()):
+        error = import_module(shapes).error_body(status, error, started or [])
     body = error.model_dump_json(exclude_none=True)
     if extra:  # fields the dialect's error schema declares for this answer alone
         body = json.dumps({**json.loads(body), **extra}, separators=(",", ":"))

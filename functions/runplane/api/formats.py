@@ -13,7 +13,16 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, A
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 
-class HttpResolver(APIGatewayHttpResolver):
+class Included:
+    """What both resolvers add: the names of the route groups included so far (api.app includes a
+    dialect's routes on the first request in that dialect)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.included: set[str] = set()
+
+
+class HttpResolver(Included, APIGatewayHttpResolver):
     """Powertools' HTTP API resolver routing as its REST one does: a trailing "/" is ignored, in the routes
     and in the path (Roe AI's SDK sends one), so both API types serve the same API."""
 
@@ -25,8 +34,12 @@ class HttpResolver(APIGatewayHttpResolver):
         return APIGatewayHttpResolver._compile_regex(rule, base_regex)
 
 
-Resolver = HttpResolver | APIGatewayRestResolver
-RESOLVERS: dict[str, type[Resolver]] = {"http": HttpResolver, "rest": APIGatewayRestResolver}
+class RestResolver(Included, APIGatewayRestResolver):
+    """Powertools' REST API resolver."""
+
+
+Resolver = HttpResolver | RestResolver
+RESOLVERS: dict[str, type[Resolver]] = {"http": HttpResolver, "rest": RestResolver}
 CORRELATION_PATHS = {"http": correlation_paths.API_GATEWAY_HTTP, "rest": correlation_paths.API_GATEWAY_REST}
 
 
