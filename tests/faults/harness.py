@@ -46,14 +46,14 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 from runplane import definitions as defs
-from runplane.adapters.concurrency import HOLDER, WAIT
+from runplane.adapters.concurrency import HELD, HOLDER, WAIT, holder_name
 from runplane.domain.models import RunnableFields
 from runplane.domain.states import Status
 from runplane.local import moto_atomic
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import Poller
 from runplane.local.provision import provision
-from runplane.logic import admission, keys, services
+from runplane.logic import admission, execute, keys, services
 from runplane.logic.runnables import create_runnable
 from runplane.observability import logger
 from runplane.settings import Settings
@@ -437,6 +437,7 @@ class Stack:
             self.api = Api(self.key.token)
             self.pollers = {f.name: self._poller(f) for f in defs.FUNCTIONS if f.queue}
             undo.enter_context(_hooked(self.injector))
+            undo.enter_context(mock.patch.object(execute, "admit", self._admit_holding_its_slots))
             self._undo = undo.pop_all()
         return self
 
@@ -613,6 +614,18 @@ class Stack:
             history = self.history.setdefault(run["id"], [])
             if not history or history[-1] != seen:
                 history.append(seen)
+
+    def _admit_holding_its_slots(self, *args: Any) -> Any:
+        """`admission.admit`, checking that the run it starts holds every concurrency slot it lists."""
+        started = admission.admit(*args)
+        if started is not None:
+            with acting_as(None):
+                held = {(c["scope"], c["entry"]): c for c in self.scan(defs.CONCURRENCY)}
+            for slot in started.slots:
+                scope, shard = slot.rsplit("|", 1)
+                if holder_name(started.id) not in held.get((scope, f"{HELD}{int(shard):04d}"), {}):
+                    self.errors.append(f"run {started.id} started without the slot {slot} it lists")
+        return started
 
     def executions(self, run_id: str | None = None) -> int:
         return len(self.execution_attempts(run_id))

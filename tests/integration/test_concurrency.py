@@ -49,6 +49,17 @@ def hold_a_slot(account_id: str, run_id: str) -> None:
     assert admission.admit(record(account_id, run_id), "vanished", 30) is not None
 
 
+def waiting_behind_a_lost_run(api: Api, account_id: str) -> tuple[str, str]:
+    """A runnable limited to one run: a run holding the slot, its worker gone, and a run waiting."""
+    sleeper = make_runnable(account_id, "sleep", max_concurrency=1)
+    holder = start(api, sleeper, seconds=0)
+    hold_a_slot(account_id, holder)
+    queued = start(api, sleeper, seconds=0)
+    drain("worker")
+    assert record(account_id, queued).status == "waiting"
+    return holder, queued
+
+
 @pytest.fixture(autouse=True)
 def quick_sweeps(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The sweeper's safety nets, compressed: moto's SQS, hammered by threads, can lose a message."""
@@ -137,12 +148,7 @@ def test_a_run_that_stopped_without_ending_keeps_its_slot_until_the_sweeper_ends
 ) -> None:
     monkeypatch.setenv("RUNPLANE_MAX_ATTEMPTS", "1")
     services.reset()
-    sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
-    lost = start(api, sleeper, seconds=0)
-    hold_a_slot(account.account_id, lost)  # its worker crashed
-    queued = start(api, sleeper, seconds=0)
-    drain("worker")
-    assert record(account.account_id, queued).status == "waiting"
+    lost, queued = waiting_behind_a_lost_run(api, account.account_id)
 
     assert sweep(time.time() + 31)["failed"] == 1  # the lease ran out, no attempts left
     drain("worker")
@@ -173,12 +179,7 @@ def test_a_slot_an_end_left_taken_is_given_back_by_the_sweeper_once_a_run_waits_
 
 
 def test_a_wake_up_lost_in_a_crash_is_made_up_by_the_sweeper(api: Api, account: CreatedKey) -> None:
-    sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
-    holder = start(api, sleeper, seconds=0)
-    hold_a_slot(account.account_id, holder)
-    queued = start(api, sleeper, seconds=0)
-    drain("worker")
-    assert record(account.account_id, queued).status == "waiting"
+    holder, queued = waiting_behind_a_lost_run(api, account.account_id)
     for slot in record(account.account_id, holder).slots:  # the run ended, then its worker died
         scope, index = slot.rsplit("|", 1)
         services.services().concurrency.release(scope, int(index), holder)

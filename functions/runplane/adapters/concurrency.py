@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -14,9 +15,9 @@ LIMIT = "limit"
 HELD = "held#"  # a scope's holders, on a few small items: "held#0000", "held#0001", …
 WAIT = "wait#"
 RECHECK = "recheck"
-HOLDER = (
-    "h_"  # a holder is an attribute of its shard: "h_{the run id, 22 characters}" = when it took the slot
-)
+# A holder is an attribute of its shard, "h_{the run id, 22 characters}", whose value is the set of the
+# tokens of the attempts to start the run that hold the slot (usually one; duplicate dispatches may join).
+HOLDER = "h_"
 # Holders per shard (about 30 bytes each), so that each shard stays under 1 KB: a write of one costs one
 # write unit whatever the limit. A limit of N has ceil(N / SHARD_HOLDERS) shards sharing it.
 SHARD_HOLDERS = 25
@@ -29,6 +30,19 @@ def shard_count(limit: int) -> int:
 def shard_capacity(limit: int, shard: int) -> int:
     count = shard_count(limit)
     return limit // count + (1 if shard < limit % count else 0)
+
+
+def attempt_token(now: float) -> int:
+    """A token for one attempt to take slots: when it started, in microseconds, made unique."""
+    return int(now * 1000) * 1000 + random.randrange(1000)  # noqa: S311 - not a secret
+
+
+def token_time(token: int) -> float:
+    return token / 1_000_000
+
+
+def _tokens(*tokens: int) -> dict[str, Any]:
+    return {"NS": [str(token) for token in tokens]}
 
 
 def holder_name(run_id: str) -> str:
@@ -69,8 +83,9 @@ class ConcurrencyStore(TableAdapter):
         ).get("Item")
         return from_item(item)["max_concurrency"] if item else None
 
-    def holders(self, scope: str) -> tuple[dict[str, tuple[int, float]], bool]:
-        """The scope's holders (run id -> (shard, when it took the slot)), and whether runs wait for room."""
+    def holders(self, scope: str) -> tuple[dict[str, tuple[int, frozenset[int]]], bool]:
+        """The scope's holders (run id -> (shard, the tokens of the attempts holding it for the run)), and
+        whether runs wait for room."""
         query: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "#scope = :scope AND begins_with(#entry, :held)",
@@ -81,42 +96,95 @@ class ConcurrencyStore(TableAdapter):
         holders, waiters = {}, False
         while True:
             page = self.client.query(**query)
-            for item in map(from_item, page.get("Items", [])):
-                shard = int(item["entry"].removeprefix(HELD))
+            for item in page.get("Items", []):
+                shard = int(item["entry"]["S"].removeprefix(HELD))
                 waiters = waiters or "waiters" in item
-                for name, taken in item.items():
+                for name, value in item.items():
                     if name.startswith(HOLDER):
-                        holders[holder_run(name)] = (shard, float(taken))
+                        holders[holder_run(name)] = (shard, frozenset(map(int, value["NS"])))
             if "LastEvaluatedKey" not in page:
                 return holders, waiters
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def take(self, scope: str, shard: int, capacity: int, run_id: str, now: float, *, queued: bool) -> bool:
-        """Hold a slot of the shard for `run_id`, if it has room (and, unless the run is `queued` for the
-        scope, no run waits for room); True also when the run holds it already."""
+    def take(self, scope: str, shard: int, capacity: int, run_id: str, token: int, *, queued: bool) -> bool:
+        """Hold a slot of the shard for `run_id` on behalf of the attempt `token`, if it has room (and,
+        unless the run is `queued` for the scope, no run waits for room), or join the attempts of the run
+        that hold one already. Repeating it is harmless."""
         room = "(attribute_not_exists(#n) OR #n < :capacity)"
         if not queued:
             room += " AND attribute_not_exists(waiters)"
-        names = {"#n": "n", "#h": holder_name(run_id)}
-        if write_if(
+        key, names = self._held_key(scope, shard), {"#h": holder_name(run_id)}
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET #h = :token ADD #n :one",
+                ConditionExpression=f"attribute_not_exists(#h) AND {room}",
+                ExpressionAttributeNames={**names, "#n": "n"},
+                ExpressionAttributeValues={
+                    ":token": _tokens(token),
+                    ":one": to_av(1),
+                    ":capacity": to_av(capacity),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return True
+        except self.client.exceptions.ConditionalCheckFailedException as refused:
+            if names["#h"] not in refused.response.get("Item", {}):
+                return False  # no room
+        # another attempt of the run holds it (or this one, a retried request): join it
+        return write_if(
             self.client,
             "update_item",
             TableName=self.table,
-            Key=self._held_key(scope, shard),
-            UpdateExpression="SET #h = :now ADD #n :one",
-            ConditionExpression=f"attribute_not_exists(#h) AND {room}",
+            Key=key,
+            UpdateExpression="ADD #h :token",
+            ConditionExpression="attribute_exists(#h)",
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues={":now": to_av(now), ":one": to_av(1), ":capacity": to_av(capacity)},
-        ):
-            return True
-        held = self.client.get_item(
-            TableName=self.table, Key=self._held_key(scope, shard), ConsistentRead=True
-        ).get("Item", {})
-        return names["#h"] in held  # taken before (a retried request), not refused
+            ExpressionAttributeValues={":token": _tokens(token)},
+        )
 
-    def release(self, scope: str, shard: int, run_id: str, seen: float | None = None) -> bool:
-        """Give back `run_id`'s slot of the shard (if it still holds it: repeating is harmless; with `seen`,
-        only the one it took then). Returns whether runs wait for room in the scope."""
+    def give_back(self, scope: str, shard: int, run_id: str, token: int) -> None:
+        """Leave the attempts holding the run's slot of the shard; the slot is given back with the last
+        of them. Harmless to repeat, and to other attempts of the run."""
+        names = {"#h": holder_name(run_id)}
+        key = self._held_key(scope, shard)
+        for _ in range(3):  # each try fails only if another attempt joined or left meanwhile
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="REMOVE #h ADD #n :less",
+                    ConditionExpression="#h = :token",
+                    ExpressionAttributeNames={**names, "#n": "n"},
+                    ExpressionAttributeValues={":token": _tokens(token), ":less": to_av(-1)},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except self.client.exceptions.ConditionalCheckFailedException as failed:
+                held = failed.response.get("Item", {}).get(names["#h"], {}).get("NS", [])
+                if str(token) not in held:
+                    return  # not one of them (any more)
+            if write_if(
+                self.client,
+                "update_item",
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="DELETE #h :token",
+                ConditionExpression="contains(#h, :one_token) AND size(#h) > :one",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":token": _tokens(token),
+                    ":one_token": to_av(token),
+                    ":one": to_av(1),
+                },
+            ):
+                return
+
+    def release(self, scope: str, shard: int, run_id: str, seen: frozenset[int] | None = None) -> bool:
+        """Give back `run_id`'s slot of the shard, whichever attempts hold it (if it still holds it:
+        repeating is harmless; with `seen`, only if no other attempt joined or left since). Returns
+        whether runs wait for room in the scope."""
         condition = "attribute_exists(#h)" + (" AND #h = :seen" if seen is not None else "")
         request: dict[str, Any] = {
             "TableName": self.table,
@@ -126,14 +194,15 @@ class ConcurrencyStore(TableAdapter):
             "ExpressionAttributeNames": {"#n": "n", "#h": holder_name(run_id)},
             "ExpressionAttributeValues": {
                 ":less": to_av(-1),
-                **({":seen": to_av(seen)} if seen is not None else {}),
+                **({":seen": _tokens(*seen)} if seen is not None else {}),
             },
             "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         try:
             return "waiters" in self.client.update_item(**request)["Attributes"]
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
+        except self.client.exceptions.ConditionalCheckFailedException as failed:  # given back already
+            return "waiters" in failed.response.get("Item", {})
 
     def note_waiters(self, scope: str, shards: int, waiting: bool) -> None:
         """Mark (or unmark) every shard of the scope as having runs waiting: while marked, only a run

@@ -24,7 +24,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from runplane.adapters.concurrency import shard_capacity, shard_count
+from runplane.adapters.concurrency import attempt_token, shard_capacity, shard_count, token_time
 from runplane.adapters.run_items import created_key
 from runplane.domain.access import Concurrency
 from runplane.domain.events import WaitingFor
@@ -86,23 +86,25 @@ def _held(record: RunRecord, scope: Scope) -> bool:
     return any(slot.rsplit("|", 1)[0] == scope.id for slot in record.slots)
 
 
-def _take(scope: Scope, record: RunRecord, now: float) -> str | None:
-    """A slot of the scope for the run ("scope|shard"), trying its shards from one of its own; None when
-    none has room (for it: a run not in the scope's queue does not take room runs wait for)."""
+def _take(scope: Scope, record: RunRecord, token: int) -> str | None:
+    """A slot of the scope for the run ("scope|shard") held by the attempt `token`, trying its shards from
+    one of its own; None when none has room (for it: a run not in the scope's queue does not take room
+    runs wait for)."""
     shards = scope.shards
     first = zlib.crc32(record.id.encode()) % shards
     queued = record.queued_on == scope.id
     for shard in ((first + i) % shards for i in range(shards)):
         capacity = shard_capacity(scope.limit, shard)
-        if services().concurrency.take(scope.id, shard, capacity, record.id, now, queued=queued):
+        if services().concurrency.take(scope.id, shard, capacity, record.id, token, queued=queued):
             return f"{scope.id}|{shard}"
     return None
 
 
-def _give_back(slots: list[str], run_id: str) -> None:
+def _give_back(slots: list[str], run_id: str, token: int) -> None:
+    """The attempt `token` leaves the slots: another attempt of the run holding one keeps it."""
     for slot in slots:
         scope_id, shard = slot.rsplit("|", 1)
-        services().concurrency.release(scope_id, int(shard), run_id)
+        services().concurrency.give_back(scope_id, int(shard), run_id, token)
 
 
 def admit(record: RunRecord, owner: str, lease_seconds: float) -> RunRecord | None:
@@ -146,12 +148,13 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
     ]
     for _ in range(RACES):
         now = time.time()
+        token = attempt_token(now)
         taken: list[str] = []
         blocked = None
         for scope in scopes:
             if _held(record, scope):  # taken while it waited in the account's queue
                 continue
-            slot = _take(scope, record, now)
+            slot = _take(scope, record, token)
             if slot is None:
                 blocked = scope
                 break
@@ -176,36 +179,33 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
             failed = concurrency.commit_all([run_write, *writes])
         except Exception:  # a transient error: the run as stored tells whether it was applied
             logger.warning("admission write failed; looking whether it was applied", exc_info=True)
-            failed = _as_applied(record, owner, blocked)
+            failed = ["Unknown"]
+        fresh = None
+        if failed:  # refused, or applied with its answer lost (a plain write's retry fails its condition)
+            fresh = services().runs.get(record.account_id, record.id, consistent=True)
+            # the slots the run does not list: if another attempt lists one, it joined the holder
+            _give_back([s for s in taken if fresh is None or s not in fresh.slots], record.id, token)
+            if fresh is not None and _applied(fresh, record, owner, blocked):
+                failed = []
         if not failed:
             if left:  # it may have had room for more than this run
                 _wake_soon(left)
             return moved if blocked is None else blocked.id
-        _give_back(taken, record.id)  # the run did not move: it holds none of them
-        if failed[0] != "ConditionalCheckFailed":
-            continue  # nothing was applied: try again
-        fresh = services().runs.get(record.account_id, record.id, consistent=True)
-        if fresh is not None and fresh.lease_owner == owner:  # this claim, its answer lost on the way
-            return fresh
         if fresh is None or fresh.status is not Status.waiting:
             return None
-        record = fresh  # a duplicate dispatch moved the run meanwhile: look again
+        record = fresh  # nothing applied, or a duplicate dispatch moved the run meanwhile: look again
     services().queues.dispatch(record.account_id, record.id)  # still moving: look again shortly
     return None
 
 
-def _as_applied(record: RunRecord, owner: str, blocked: Scope | None) -> list[str]:
-    """What an admission write whose answer was lost did: [] when it was applied (the claim is this
-    worker's, or the run joined `blocked`'s queue), a conditional failure when another worker moved the
-    run meanwhile, and "Unknown" (look again) when nothing was applied."""
-    fresh = services().runs.get(record.account_id, record.id, consistent=True)
-    if fresh is None or fresh.admissions == record.admissions:
-        return ["Unknown"]
-    claimed = blocked is None and fresh.lease_owner == owner
-    queued = (
-        blocked is not None and fresh.queued_on == blocked.id and fresh.admissions == record.admissions + 1
-    )
-    return [] if claimed or queued else ["ConditionalCheckFailed"]
+def _applied(fresh: RunRecord, record: RunRecord, owner: str, blocked: Scope | None) -> bool:
+    """Whether the run as stored (`fresh`) is what this worker's admission write of `record` made: the
+    claim is this worker's, or the run joined `blocked`'s queue."""
+    if fresh.admissions != record.admissions + 1:
+        return False
+    if blocked is None:
+        return fresh.status is Status.running and fresh.lease_owner == owner
+    return fresh.queued_on == blocked.id
 
 
 def _oldest_with_room(scope_id: str) -> str | None:
@@ -253,18 +253,21 @@ def reclaim(scope_id: str, now: float) -> int:
     worker gone), leaving those taken in the last STALE_SECONDS (a claim may be on its way). How many."""
     concurrency = services().concurrency
     holders, _ = concurrency.holders(scope_id)
-    older = {run_id: held for run_id, held in holders.items() if held[1] < now - STALE_SECONDS}
+    older = {
+        run_id: held for run_id, held in holders.items() if token_time(max(held[1])) < now - STALE_SECONDS
+    }
     account_id = scope_id.partition("#")[0]
     runs = {r.id: r for r in services().runs.get_many(account_id, list(older), consistent=True)}
     given_back = 0
-    for run_id, (shard, taken) in older.items():
+    for run_id, (shard, tokens) in older.items():
         run = runs.get(run_id)
+        listed = run is not None and f"{scope_id}|{shard}" in run.slots
         if run is not None and run.status.terminal:
             release(run)  # its slots in other scopes too
-        elif run is None or f"{scope_id}|{shard}" not in run.slots:
-            concurrency.release(scope_id, shard, run_id, seen=taken)
-        else:
+        elif listed:
             continue
+        if not listed:  # taken by an attempt that crashed before its run listed it
+            concurrency.release(scope_id, shard, run_id, seen=tokens)
         given_back += 1
     if given_back:
         logger.warning("concurrency slots given back", extra={"scope": scope_id, "slots": given_back})
