@@ -593,7 +593,10 @@ class Stack:
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def runs(self) -> list[dict[str, Any]]:
-        return [item for item in self.scan(defs.RUNS) if "status" in item]
+        """The runs as stored, with the id their key holds."""
+        return [
+            {**item, "id": item["pk"].rpartition("#")[2]} for item in self.scan(defs.RUNS) if "status" in item
+        ]
 
     def only_run(self) -> dict[str, Any] | None:
         runs = self.runs()

@@ -48,7 +48,11 @@ LIVE_ATTRIBUTES = ("due_at", "live_shard", "live_key")
 
 
 def run_item(record: RunRecord) -> dict[str, Any]:
-    values = record.model_dump(exclude_none=True)
+    """The run's item. What its keys hold is not repeated (the id is in `pk`, the creation time in
+    `created_key`), nor an empty `metadata`: a no-op run's item stays under 1 KB, one write unit."""
+    values = record.model_dump(exclude_none=True, exclude={"id", "created_at"})
+    if not values["metadata"]:
+        values.pop("metadata")
     for name in _RUN_JSON_FIELDS:
         if name in values:
             values[name] = json.dumps(values[name], separators=(",", ":"))
@@ -71,14 +75,17 @@ def run_item(record: RunRecord) -> dict[str, Any]:
 
 
 def event_json(event: dict[str, Any]) -> str:
-    """A status event as the run item's `history` holds it."""
-    return json.dumps(event, separators=(",", ":"), default=str)
+    """A status event as the run item's `history` holds it (every event there is one: no `type`)."""
+    stored = {name: value for name, value in event.items() if name != "type"}
+    return json.dumps(stored, separators=(",", ":"), default=str)
 
 
 def run_record(item: dict[str, Any]) -> RunRecord:
     values = from_item(item)
+    values["id"] = values["pk"].rpartition("#")[2]
+    values["created_at"] = values["created_key"].partition("#")[0]
     for name in _RUN_JSON_FIELDS:
         if name in values:
             values[name] = json.loads(values[name])
-    values["history"] = [json.loads(event) for event in values.get("history", [])]
+    values["history"] = [{"type": "status", **json.loads(event)} for event in values.get("history", [])]
     return RunRecord.model_validate(values)

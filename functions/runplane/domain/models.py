@@ -481,6 +481,10 @@ class Outcome(BaseModel):
     duration_seconds: float | None = None
     telemetry_span_id: str | None = None
 
+    def document(self) -> str:
+        """The outcome as it is stored: JSON without the fields that hold their defaults."""
+        return self.model_dump_json(exclude_none=True, exclude_defaults=True)
+
 
 class RunRecord(BaseModel):
     account_id: str

@@ -102,7 +102,7 @@ def _end(
     settings = services().settings
     now = utcnow()
     outcome = priced(outcome, settings.prices)
-    document = outcome.model_dump_json(exclude_none=True)
+    document = outcome.document()
     outcome_json, outcome_ref = store_json(document, outcome_key(record), beside=item_json_bytes(record))
     fields: dict[str, Any] = {
         "status": outcome.status.value,
@@ -151,7 +151,7 @@ def _end(
 
 def keep_outcome(record: RunRecord, outcome: Outcome) -> None:
     """Keep an outcome that could not be recorded where `take_over` finds it (the attempt's key)."""
-    services().blobs.put(outcome_key(record), outcome.model_dump_json(exclude_none=True))
+    services().blobs.put(outcome_key(record), outcome.document())
 
 
 def take_over(record: RunRecord) -> str | None:

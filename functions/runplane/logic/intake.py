@@ -85,7 +85,7 @@ def _failed_run(fields: Any, message_id: str, code: str, reason: str) -> str:
             created_by=INTAKE_CREATOR,
             completed_at=now,
             failed_at=now,
-            outcome_json=outcome.model_dump_json(exclude_none=True),
+            outcome_json=outcome.document(),
             expires_at=int((now + timedelta(days=services().settings.run_retention_days)).timestamp()),
             rejected=True,
         )
