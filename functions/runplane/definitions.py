@@ -70,8 +70,9 @@ RUNS = Table(
         # Sparse: the runs that have not ended, and ended ones whose follow-ups are not done yet. Filed
         # under a shard of their account ("live_shard"), sorted by "{account}#{created_key}": an account's
         # waiting and running runs are one key range, and the sweeper reads every shard for the runs whose
-        # `due_at` (when to look at them: their lease's end, or a redispatch) has passed.
-        Index("live", Key("live_shard"), Key("live_key"), include=("status", "runnable_id", "due_at")),
+        # `due_at` (when to look at them: by their lease's end, or a redispatch) has passed. No `status`:
+        # a claim then writes no entry (`outcome` tells the ended runs apart).
+        Index("live", Key("live_shard"), Key("live_key"), include=("outcome", "runnable_id", "due_at")),
     ),
     ttl_attribute="expires_at",
 )

@@ -41,8 +41,7 @@ class AgentWrites(RunWrites):
             record=record,
             set_={
                 "lease_owner": agent_owner(record.attempt),
-                "lease_until": lease_until,
-                "due_at": lease_until,
+                "lease_until": lease_until,  # later than the worker's: the due time stays
             },
             condition=_HELD,
             values=_held(record),
@@ -70,7 +69,7 @@ class AgentWrites(RunWrites):
         if reported is not None:
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:
-            set_.update(lease_until=lease_until, due_at=lease_until)
+            set_["lease_until"] = lease_until
         condition = f"{_HELD} AND token_hash = :token"
         values = {**_held(record), ":token": record.token_hash}
         if record.progress_at is None:

@@ -57,14 +57,14 @@ def _plan(account_id: str, query: RunQuery) -> _Plan:
     if query.runnable_id:
         filters.append(("runnable_id", "in", [query.runnable_id]))
     if statuses and statuses <= LIVE and not query.parent_run_id:
-        filters.append(("status", "in", sorted(statuses)))
+        filters.append(("outcome", "missing or in", []))  # not the ended runs awaiting follow-ups
         return _Plan(
             "live",
             ("live_shard", live_shard(account_id)),
             "live_key",
             live_key(account_id, ""),
             tuple(filters),
-            None,
+            statuses if statuses != LIVE else None,  # waiting or running: the runs tell
         )
     exact = None
     if statuses:

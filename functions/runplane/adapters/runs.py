@@ -22,6 +22,15 @@ _AS_READ = (
 )
 
 
+def _lease(record: RunRecord, lease_until: float) -> dict[str, float]:
+    """A new lease, and the run's due time only if the sweeper would otherwise look later than the lease
+    ends: a prompt claim leaves the `live` index entry as it is (one write unit, not two). Renewals only
+    extend the lease; the sweeper, finding a live lease at the due time, looks again when it ends."""
+    if record.due_at is not None and record.due_at <= lease_until:
+        return {"lease_until": lease_until}
+    return {"lease_until": lease_until, "due_at": lease_until}
+
+
 class RunStore(AgentWrites):
     """The runs table: its reads (RunReads) and its writes (the agents' in AgentWrites)."""
 
@@ -94,8 +103,7 @@ class RunStore(AgentWrites):
             set_={
                 "status": Status.running.value,
                 "lease_owner": owner,
-                "lease_until": lease_until,
-                "due_at": lease_until,
+                **_lease(record, lease_until),
                 "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
             },
             increment=("attempt",),
@@ -115,12 +123,12 @@ class RunStore(AgentWrites):
     ) -> tuple[dict[str, Any], RunRecord]:
         """A transaction write claiming a waiting run (as `claim` does) that now holds the concurrency
         `slots` the same transaction takes, and the record it makes."""
+        lease = _lease(record, lease_until)
         claimed = record.model_copy(
             update={
                 "status": Status.running,
                 "lease_owner": owner,
-                "lease_until": lease_until,
-                "due_at": lease_until,
+                **lease,
                 "started_at": datetime.fromtimestamp(now, UTC),
                 "attempt": record.attempt + 1,
                 "slots": slots,
@@ -137,7 +145,7 @@ class RunStore(AgentWrites):
             set_={
                 "status": claimed.status.value,
                 **claimed.model_dump(
-                    include={"lease_owner", "lease_until", "due_at", "attempt", "slots", "admissions"},
+                    include={"lease_owner", *lease, "attempt", "slots", "admissions"},
                     mode="json",
                 ),
                 "started_at": claimed.started_at.isoformat(),
@@ -179,13 +187,10 @@ class RunStore(AgentWrites):
     def renew(
         self, record: RunRecord, owner: str, lease_until: float | None, progress: Progress | None = None
     ) -> RunRecord | None:
-        """Extend the lease (unless `lease_until` is None: progress alone, which leaves the sweeper's
-        index as it is), recording `progress` (what the runnable reported: it takes the seqs after the
+        """Extend the lease (unless `lease_until` is None: progress alone), recording `progress` (what the runnable reported: it takes the seqs after the
         run's last as read) in the same write; None when this worker no longer holds the lease or, with
         progress, when another event took those seqs first."""
-        set_: dict[str, Any] = (
-            {} if lease_until is None else {"lease_until": lease_until, "due_at": lease_until}
-        )
+        set_: dict[str, Any] = {} if lease_until is None else {"lease_until": lease_until}
         condition = "#status = :running AND #owner = :owner"
         values: dict[str, Any] = {":running": Status.running.value, ":owner": owner}
         if progress is not None:

@@ -348,7 +348,8 @@ def _store_run(
         payload_json=payload_json,
         payload_ref=payload_ref,
         callback_events=request.callback_events,
-        due_at=now.timestamp() + settings.redispatch_seconds,
+        # the sweeper's first look: no later than a prompt claim's lease ends, so the claim leaves it
+        due_at=now.timestamp() + min(settings.redispatch_seconds, settings.lease_seconds),
     )
     record = record.model_copy(update=recorded(record, status_event(record, Reason.accepted)))
     runs = services().runs

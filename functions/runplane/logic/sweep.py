@@ -30,19 +30,23 @@ T = TypeVar("T")
 RETRY_FAILED_SECONDS = 60
 
 
-def sweep(now: float | None = None, per_shard: int = 100) -> Counter[str]:
+def sweep(now: float | None = None, per_sweep: int = 800) -> Counter[str]:
+    """One sweep: the `per_sweep` runs due longest, whichever shards they are in (one account's runs are
+    all in one), then each shard's overdue callbacks and concurrency rechecks, its share of `per_sweep`."""
     now = time.time() if now is None else now
     actions: Counter[str] = Counter()
-    for shard in map(str, range(defs.DUE_SHARDS)):
-        due = _read(actions, services().runs.due, shard, now, per_shard)
-        for account_id, run_id, due_at in due:
-            try:
-                record = services().runs.get(account_id, run_id, consistent=True)
-                if record is not None:
-                    actions[_settle(record, now)] += 1
-            except Exception:
-                _failed(actions, "run not swept", run_id=run_id)
-                _postpone(account_id, run_id, due_at, now)
+    shards = [str(shard) for shard in range(defs.DUE_SHARDS)]
+    per_shard = per_sweep // len(shards)
+    due = [run for shard in shards for run in _read(actions, services().runs.due, shard, now, per_sweep)]
+    for account_id, run_id, due_at in sorted(due, key=lambda run: run[2])[:per_sweep]:
+        try:
+            record = services().runs.get(account_id, run_id, consistent=True)
+            if record is not None:
+                actions[_settle(record, due_at, now)] += 1
+        except Exception:
+            _failed(actions, "run not swept", run_id=run_id)
+            _postpone(account_id, run_id, due_at, now)
+    for shard in shards:
         for account_id, run_id, delivery_id, due_at in _read(
             actions, callbacks.overdue, shard, now, per_shard
         ):
@@ -87,16 +91,20 @@ def _postpone(account_id: str, run_id: str, due_at: float, now: float) -> None:
         logger.exception("sweep: run not postponed", extra={"run_id": run_id})
 
 
-def _settle(record: RunRecord, now: float) -> str:
+def _settle(record: RunRecord, due_at: float, now: float) -> str:
     settings = services().settings
     if record.status is Status.running:
-        if (record.lease_until or 0) > now:
+        if (lease_until := record.lease_until or 0) > now:  # renewed since: look when the lease ends
+            services().runs.postpone(record.account_id, record.id, due_at, lease_until)
             return "lease_live"
         if ended := take_over(record):
             return ended
     elif record.status.terminal:  # ended, what follows not yet done
         settle_ended(record)
         return "settled"
+    elif (first := record.created_at.timestamp() + settings.redispatch_seconds) > now:
+        services().runs.postpone(record.account_id, record.id, due_at, first)  # its message may be queued
+        return "dispatch_pending"
     rescheduled = services().runs.reschedule(
         record.account_id,
         record.id,
