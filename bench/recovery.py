@@ -341,8 +341,9 @@ def idle_sweeps(sizes: list[int]) -> dict[str, Any]:
             runnable_id = bench.runnable()
             for _ in range(size):
                 bench.start(runnable_id)
-            bench.purge_dispatches()  # waiting runs, due in redispatch_seconds: this sweep finds none due
-            bench.sweep()  # warm: clients, caches
+            bench.purge_dispatches()  # waiting runs, due in redispatch_seconds once looked at
+            while bench.sweep().get("dispatch_pending"):  # warm (clients, caches); first looks postponed
+                pass
             clear()
             actions = bench.sweep()
             assert not {a for a in actions if a != "errors"}, actions

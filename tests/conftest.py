@@ -123,17 +123,22 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     with mock_aws():
         from runplane.adapters import aws
 
-        aws.session.cache_clear()
+        # fresh clients (a test may register handlers on one), from sessions kept across tests: a new
+        # session parses the services' models again, most of a test's set-up
         aws._client.cache_clear()
-        created = provision(boto3.session.Session(), "test")
+        created = provision(_provisioning_session(), "test")
         for name, value in created.items():
             monkeypatch.setenv(name, value)
         services.reset()
         keys._cache = keys._PrincipalCache()
         yield created
-        aws.session.cache_clear()
         aws._client.cache_clear()
     services.reset()
+
+
+@functools.cache
+def _provisioning_session() -> Any:
+    return boto3.session.Session()
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from runplane.adapters.dynamo import write_if
-from runplane.adapters.run_writes import RunWrites
+from runplane.adapters.run_writes import RunWrites, lease_fields
 from runplane.domain.agents import agent_owner
 from runplane.domain.events import Progress, Reason, status_event
 from runplane.domain.models import RunRecord
@@ -41,7 +41,7 @@ class AgentWrites(RunWrites):
             record=record,
             set_={
                 "lease_owner": agent_owner(record.attempt),
-                "lease_until": lease_until,  # later than the worker's: the due time stays
+                **lease_fields(record, lease_until),  # the agent's heartbeat may be shorter than a lease
             },
             condition=_HELD,
             values=_held(record),
@@ -69,7 +69,7 @@ class AgentWrites(RunWrites):
         if reported is not None:
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:
-            set_["lease_until"] = lease_until
+            set_.update(lease_fields(record, lease_until))
         condition = f"{_HELD} AND token_hash = :token"
         values = {**_held(record), ":token": record.token_hash}
         if record.progress_at is None:

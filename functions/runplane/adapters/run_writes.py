@@ -25,6 +25,15 @@ _CONDITION_NAMES = {
 }
 
 
+def lease_fields(record: RunRecord, lease_until: float) -> dict[str, float]:
+    """A new lease, and the run's due time only if the sweeper would otherwise look later than the lease
+    ends: a prompt claim leaves the `live` index entry as it is (one write unit, not two). Renewals only
+    extend the lease; the sweeper, finding a live lease at the due time, looks again when it ends."""
+    if record.due_at is not None and record.due_at <= lease_until:
+        return {"lease_until": lease_until}
+    return {"lease_until": lease_until, "due_at": lease_until}
+
+
 def names_in(condition: str) -> dict[str, str]:
     return {k: v for k, v in _CONDITION_NAMES.items() if k in condition}
 

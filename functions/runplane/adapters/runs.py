@@ -10,7 +10,7 @@ from typing import Any
 from runplane.adapters.dynamo import from_item, to_av, to_item, update_request, write_if
 from runplane.adapters.run_agents import AgentWrites
 from runplane.adapters.run_items import LIVE_ATTRIBUTES, run_item, run_record
-from runplane.adapters.run_writes import merged, names_in, numbered
+from runplane.adapters.run_writes import lease_fields, merged, names_in, numbered
 from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, cut, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
@@ -20,15 +20,6 @@ _AS_READ = (
     "#status = :waiting AND attribute_not_exists(#cancel)"
     " AND (#admissions = :admissions OR attribute_not_exists(#admissions))"
 )
-
-
-def _lease(record: RunRecord, lease_until: float) -> dict[str, float]:
-    """A new lease, and the run's due time only if the sweeper would otherwise look later than the lease
-    ends: a prompt claim leaves the `live` index entry as it is (one write unit, not two). Renewals only
-    extend the lease; the sweeper, finding a live lease at the due time, looks again when it ends."""
-    if record.due_at is not None and record.due_at <= lease_until:
-        return {"lease_until": lease_until}
-    return {"lease_until": lease_until, "due_at": lease_until}
 
 
 class RunStore(AgentWrites):
@@ -103,7 +94,7 @@ class RunStore(AgentWrites):
             set_={
                 "status": Status.running.value,
                 "lease_owner": owner,
-                **_lease(record, lease_until),
+                **lease_fields(record, lease_until),
                 "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
             },
             increment=("attempt",),
@@ -123,7 +114,7 @@ class RunStore(AgentWrites):
     ) -> tuple[dict[str, Any], RunRecord]:
         """A transaction write claiming a waiting run (as `claim` does) that now holds the concurrency
         `slots` the same transaction takes, and the record it makes."""
-        lease = _lease(record, lease_until)
+        lease = lease_fields(record, lease_until)
         claimed = record.model_copy(
             update={
                 "status": Status.running,
