@@ -10,9 +10,11 @@ from typing import Any
 import boto3
 import pytest
 from runplane.adapters.concurrency import attempt_token
-from runplane.domain.models import RunRecord
+from runplane.domain.models import Outcome, RunRecord
+from runplane.domain.states import Status
 from runplane.logic import admission, services
 from runplane.logic.admission import runnable_scope
+from runplane.logic.ending import finish_run
 from runplane.logic.sweep import sweep
 
 from tests.conftest import Api, drain, make_runnable
@@ -139,3 +141,28 @@ def test_a_release_whose_answer_was_lost_still_wakes_the_waiting_runs(
     monkeypatch.delattr(client, "update_item")  # the class's own method again
     drain("worker")
     assert record(account.account_id, queued).status == "completed"
+
+
+def test_a_duplicate_dispatch_after_the_run_ended_leaves_its_slot_taken(
+    api: Api, account: Any, env: dict[str, str]
+) -> None:
+    """A duplicate dispatch's worker read the run while it was waiting; the run is claimed by another
+    worker, runs and ends (its slots given back) before the duplicate takes its slots: the duplicate's
+    take makes a new holder, its claim fails, and it gives back every slot it took (an ended run holds
+    none, though it still lists them), so the runnable's next run starts at once."""
+    runnable_id = make_runnable(account.account_id, "sleep", max_concurrency=1)
+    first = start(api, runnable_id, seconds=0)
+    purge_dispatches(env)
+    stale = record(account.account_id, first)  # the duplicate's worker reads the run: waiting
+    winner = admission.admit(record(account.account_id, first), "winner", 30)
+    assert winner is not None
+    ended = finish_run(winner, Outcome(status=Status.completed, outputs={}), owner="winner")
+    assert ended is not None
+    assert ended.status is Status.completed
+    assert admission.admit(stale, "duplicate", 30) is None  # it finds the run ended
+    scope = runnable_scope(account.account_id, runnable_id)
+    holders, _ = services.services().concurrency.holders(scope)
+    assert first not in holders, "the ended run still holds the runnable's slot"
+    second = start(api, runnable_id, seconds=0)
+    purge_dispatches(env)
+    assert admission.admit(record(account.account_id, second), "worker", 30) is not None

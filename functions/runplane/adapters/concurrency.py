@@ -32,13 +32,16 @@ def shard_capacity(limit: int, shard: int) -> int:
     return limit // count + (1 if shard < limit % count else 0)
 
 
+TOKEN_RANDOM = 10**9  # the random part of a token: two attempts of a run in one millisecond differ
+
+
 def attempt_token(now: float) -> int:
-    """A token for one attempt to take slots: when it started, in microseconds, made unique."""
-    return int(now * 1000) * 1000 + random.randrange(1000)  # noqa: S311 - not a secret
+    """A token for one attempt to take slots: when it started, in milliseconds, and a random part."""
+    return int(now * 1000) * TOKEN_RANDOM + random.randrange(TOKEN_RANDOM)  # noqa: S311 - not a secret
 
 
 def token_time(token: int) -> float:
-    return token / 1_000_000
+    return token // TOKEN_RANDOM / 1000
 
 
 def _tokens(*tokens: int) -> dict[str, Any]:
@@ -114,35 +117,38 @@ class ConcurrencyStore(TableAdapter):
         if not queued:
             room += " AND attribute_not_exists(waiters)"
         key, names = self._held_key(scope, shard), {"#h": holder_name(run_id)}
-        try:
-            self.client.update_item(
+        for _ in range(2):  # the holder it would join may be given back meanwhile: then take it anew
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET #h = :token ADD #n :one",
+                    ConditionExpression=f"attribute_not_exists(#h) AND {room}",
+                    ExpressionAttributeNames={**names, "#n": "n"},
+                    ExpressionAttributeValues={
+                        ":token": _tokens(token),
+                        ":one": to_av(1),
+                        ":capacity": to_av(capacity),
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return True
+            except self.client.exceptions.ConditionalCheckFailedException as refused:
+                if names["#h"] not in refused.response.get("Item", {}):
+                    return False  # no room
+            # another attempt of the run holds it (or this one, a retried request): join it
+            if write_if(
+                self.client,
+                "update_item",
                 TableName=self.table,
                 Key=key,
-                UpdateExpression="SET #h = :token ADD #n :one",
-                ConditionExpression=f"attribute_not_exists(#h) AND {room}",
-                ExpressionAttributeNames={**names, "#n": "n"},
-                ExpressionAttributeValues={
-                    ":token": _tokens(token),
-                    ":one": to_av(1),
-                    ":capacity": to_av(capacity),
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return True
-        except self.client.exceptions.ConditionalCheckFailedException as refused:
-            if names["#h"] not in refused.response.get("Item", {}):
-                return False  # no room
-        # another attempt of the run holds it (or this one, a retried request): join it
-        return write_if(
-            self.client,
-            "update_item",
-            TableName=self.table,
-            Key=key,
-            UpdateExpression="ADD #h :token",
-            ConditionExpression="attribute_exists(#h)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={":token": _tokens(token)},
-        )
+                UpdateExpression="ADD #h :token",
+                ConditionExpression="attribute_exists(#h)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":token": _tokens(token)},
+            ):
+                return True
+        return False
 
     def give_back(self, scope: str, shard: int, run_id: str, token: int) -> None:
         """Leave the attempts holding the run's slot of the shard; the slot is given back with the last

@@ -4,6 +4,7 @@ its run token, handing the run to the agent, recording what the agent reports.""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from runplane.adapters.dynamo import write_if
@@ -41,7 +42,7 @@ class AgentWrites(RunWrites):
             record=record,
             set_={
                 "lease_owner": agent_owner(record.attempt),
-                **lease_fields(record, lease_until),  # the agent's heartbeat may be shorter than a lease
+                **lease_fields(record, lease_until, time.time()),
             },
             condition=_HELD,
             values=_held(record),
@@ -69,7 +70,7 @@ class AgentWrites(RunWrites):
         if reported is not None:
             set_["reported"] = json.dumps(reported, separators=(",", ":"))
         if lease_until is not None:
-            set_.update(lease_fields(record, lease_until))
+            set_.update(lease_fields(record, lease_until, time.time()))
         condition = f"{_HELD} AND token_hash = :token"
         values = {**_held(record), ":token": record.token_hash}
         if record.progress_at is None:

@@ -25,13 +25,21 @@ _CONDITION_NAMES = {
 }
 
 
-def lease_fields(record: RunRecord, lease_until: float) -> dict[str, float]:
-    """A new lease, and the run's due time only if the sweeper would otherwise look later than the lease
-    ends: a prompt claim leaves the `live` index entry as it is (one write unit, not two). Renewals only
-    extend the lease; the sweeper, finding a live lease at the due time, looks again when it ends."""
-    if record.due_at is not None and record.due_at <= lease_until:
+def lease_fields(record: RunRecord, lease_until: float, now: float) -> dict[str, float]:
+    """A new lease, and the run's due time (its end) unless the one the run has comes in the second half
+    of the new lease: so a prompt claim leaves the `live` index entry as it is (one write unit, not two),
+    renewals move it every other time, and a healthy run is not due while its worker renews it. Where
+    this leaves the due time, a claim makes it a condition (`kept_due`): the sweeper may move it."""
+    if record.due_at is not None and now + (lease_until - now) / 2 <= record.due_at <= lease_until:
         return {"lease_until": lease_until}
     return {"lease_until": lease_until, "due_at": lease_until}
+
+
+def kept_due(record: RunRecord, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The condition (and its values) that the due time a write leaves is still the one it read."""
+    if "due_at" in fields:
+        return "", {}
+    return " AND #due = :due_seen", {":due_seen": record.due_at}
 
 
 def names_in(condition: str) -> dict[str, str]:

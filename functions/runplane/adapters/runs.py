@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from runplane.adapters.dynamo import from_item, to_av, to_item, update_request, write_if
 from runplane.adapters.run_agents import AgentWrites
 from runplane.adapters.run_items import LIVE_ATTRIBUTES, run_item, run_record
-from runplane.adapters.run_writes import lease_fields, merged, names_in, numbered
+from runplane.adapters.run_writes import kept_due, lease_fields, merged, names_in, numbered
 from runplane.domain.events import Progress, Reason, RunEvent, WaitingFor, cut, recorded, status_event
 from runplane.domain.models import RunError, RunRecord
 from runplane.domain.states import Status, check_move
@@ -86,6 +87,8 @@ class RunStore(AgentWrites):
         account_id, run_id = record.account_id, record.id
         reason = Reason.retried if record.status is Status.running else Reason.claimed
         event = status_event(record, reason, Status.running, attempt=record.attempt + 1)
+        lease = lease_fields(record, lease_until, now)
+        due_condition, due_values = kept_due(record, lease)
         return self._update(
             account_id,
             run_id,
@@ -94,18 +97,19 @@ class RunStore(AgentWrites):
             set_={
                 "status": Status.running.value,
                 "lease_owner": owner,
-                **lease_fields(record, lease_until),
+                **lease,
                 "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
             },
             increment=("attempt",),
             remove=("token_hash",),  # an earlier attempt's agent's token opens nothing from now on
             condition="attribute_exists(#pk) AND attribute_not_exists(#cancel) AND #attempt < :max"
-            " AND (#status = :waiting OR (#status = :running AND #lease < :now))",
+            " AND (#status = :waiting OR (#status = :running AND #lease < :now))" + due_condition,
             values={
                 ":max": max_attempts,
                 ":waiting": Status.waiting.value,
                 ":running": Status.running.value,
                 ":now": now,
+                **due_values,
             },
         )
 
@@ -114,7 +118,7 @@ class RunStore(AgentWrites):
     ) -> tuple[dict[str, Any], RunRecord]:
         """A transaction write claiming a waiting run (as `claim` does) that now holds the concurrency
         `slots` the same transaction takes, and the record it makes."""
-        lease = lease_fields(record, lease_until)
+        lease = lease_fields(record, lease_until, now)
         claimed = record.model_copy(
             update={
                 "status": Status.running,
@@ -142,6 +146,7 @@ class RunStore(AgentWrites):
                 "started_at": claimed.started_at.isoformat(),
             },
             remove=("queued_on", "waiting_for"),
+            also=kept_due(record, lease),
         )
         return write, claimed
 
@@ -165,10 +170,17 @@ class RunStore(AgentWrites):
         moved = record.model_copy(update={**update, "due_at": None})
         return write, moved.model_copy(update=recorded(moved, event)) if event else moved
 
-    def _write(self, record: RunRecord, event: RunEvent | None, **update: Any) -> dict[str, Any]:
+    def _write(
+        self,
+        record: RunRecord,
+        event: RunEvent | None,
+        also: tuple[str, dict[str, Any]] = ("", {}),
+        **update: Any,
+    ) -> dict[str, Any]:
+        """An admission's write of the run as read; `also`: a condition (and its values) of its own."""
         key = self._key(record.account_id, record.id)
-        values = {":waiting": Status.waiting.value, ":admissions": record.admissions}
-        arguments = {"condition": _AS_READ, "values": values, **update}
+        values = {":waiting": Status.waiting.value, ":admissions": record.admissions, **also[1]}
+        arguments = {"condition": _AS_READ + also[0], "values": values, **update}
         if event is not None:
             arguments = merged(arguments, numbered(record, event))
         condition = arguments["condition"]
@@ -181,7 +193,7 @@ class RunStore(AgentWrites):
         """Extend the lease (unless `lease_until` is None: progress alone), recording `progress` (what the runnable reported: it takes the seqs after the
         run's last as read) in the same write; None when this worker no longer holds the lease or, with
         progress, when another event took those seqs first."""
-        set_: dict[str, Any] = {} if lease_until is None else {"lease_until": lease_until}
+        set_: dict[str, Any] = {} if lease_until is None else lease_fields(record, lease_until, time.time())
         condition = "#status = :running AND #owner = :owner"
         values: dict[str, Any] = {":running": Status.running.value, ":owner": owner}
         if progress is not None:

@@ -183,8 +183,10 @@ def _claim_or_queue(record: RunRecord, owner: str, lease_seconds: float) -> RunR
         fresh = None
         if failed:  # refused, or applied with its answer lost (a plain write's retry fails its condition)
             fresh = services().runs.get(record.account_id, record.id, consistent=True)
-            # the slots the run does not list: if another attempt lists one, it joined the holder
-            _give_back([s for s in taken if fresh is None or s not in fresh.slots], record.id, token)
+            # the slots the run does not hold (an ended run's were given back): if another attempt
+            # lists one, it joined the holder
+            held = [] if fresh is None or fresh.status.terminal else fresh.slots
+            _give_back([slot for slot in taken if slot not in held], record.id, token)
             if fresh is not None and _applied(fresh, record, owner, blocked):
                 failed = []
         if not failed:

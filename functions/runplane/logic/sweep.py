@@ -36,7 +36,7 @@ def sweep(now: float | None = None, per_sweep: int = 800) -> Counter[str]:
     now = time.time() if now is None else now
     actions: Counter[str] = Counter()
     shards = [str(shard) for shard in range(defs.DUE_SHARDS)]
-    per_shard = per_sweep // len(shards)
+    per_shard = max(1, per_sweep // len(shards))
     due = [run for shard in shards for run in _read(actions, services().runs.due, shard, now, per_sweep)]
     for account_id, run_id, due_at in sorted(due, key=lambda run: run[2])[:per_sweep]:
         try:
