@@ -202,6 +202,14 @@ def api(account: keys.CreatedKey) -> Api:
     return Api(account.token)
 
 
+def drop_dispatches(env: dict[str, str]) -> None:
+    """Drop the dispatch messages waiting: lost, or received by workers the test plays itself."""
+    sqs, url = boto3.client("sqs"), env["RUNPLANE_DISPATCH_QUEUE_URL"]
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def make_runnable(account_id: str, function: str = "echo", **fields: Any) -> str:
     spec = RunnableFields(name=function, kind="python", config={"function": function}, **fields)
     return create_runnable(account_id, spec).id

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from runplane.adapters.concurrency import attempt_token
 from runplane.domain.models import Outcome, RunRecord
@@ -17,7 +16,7 @@ from runplane.logic.admission import runnable_scope
 from runplane.logic.ending import finish_run
 from runplane.logic.sweep import sweep
 
-from tests.conftest import Api, drain, make_runnable
+from tests.conftest import Api, drain, drop_dispatches, make_runnable
 from tests.integration.test_concurrency import quick_sweeps, record, start, waiting_behind_a_lost_run
 
 __all__ = ["quick_sweeps"]  # the module's autouse fixture
@@ -25,14 +24,6 @@ __all__ = ["quick_sweeps"]  # the module's autouse fixture
 
 def holders(scope: str) -> set[str]:
     return set(services.services().concurrency.holders(scope)[0])
-
-
-def purge_dispatches(env: dict[str, str]) -> None:
-    """Drop the dispatch messages: the test plays the workers that would receive them."""
-    sqs, url = boto3.client("sqs"), env["RUNPLANE_DISPATCH_QUEUE_URL"]
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def duplicate_update(monkeypatch: pytest.MonkeyPatch, picks: Callable[[dict[str, Any]], bool]) -> list[int]:
@@ -70,7 +61,7 @@ def test_a_duplicate_dispatch_that_loses_the_claim_does_not_take_the_winners_slo
     sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
     scope = runnable_scope(account.account_id, sleeper)
     first = start(api, sleeper, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     as_read: RunRecord = record(account.account_id, first)  # both workers read the waiting run
 
     assert admission.admit(as_read, "worker-a", 30) is not None  # A claims it
@@ -79,7 +70,7 @@ def test_a_duplicate_dispatch_that_loses_the_claim_does_not_take_the_winners_slo
     assert first in holders(scope), "the running run no longer holds its slot"
 
     second = start(api, sleeper, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     assert admission.admit(record(account.account_id, second), "worker-c", 30) is None, (
         "a second run started beside the first under max_concurrency=1"
     )
@@ -93,7 +84,7 @@ def test_a_claim_whose_answer_was_lost_keeps_its_slot(
     sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
     scope = runnable_scope(account.account_id, sleeper)
     first = start(api, sleeper, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     duplicated = duplicate_update(monkeypatch, _is_claim)
 
     claimed = admission.admit(record(account.account_id, first), "worker-a", 30)
@@ -111,7 +102,7 @@ def test_a_slot_taken_by_a_run_cancelled_before_its_claim_is_given_back(
     sleeper = make_runnable(account.account_id, "sleep", max_concurrency=1)
     scope = runnable_scope(account.account_id, sleeper)
     crashed = start(api, sleeper, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     assert services.services().concurrency.take(
         scope, 0, 1, crashed, attempt_token(time.time() - 120), queued=False
     )
@@ -152,7 +143,7 @@ def test_a_duplicate_dispatch_after_the_run_ended_leaves_its_slot_taken(
     none, though it still lists them), so the runnable's next run starts at once."""
     runnable_id = make_runnable(account.account_id, "sleep", max_concurrency=1)
     first = start(api, runnable_id, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     stale = record(account.account_id, first)  # the duplicate's worker reads the run: waiting
     winner = admission.admit(record(account.account_id, first), "winner", 30)
     assert winner is not None
@@ -164,5 +155,5 @@ def test_a_duplicate_dispatch_after_the_run_ended_leaves_its_slot_taken(
     holders, _ = services.services().concurrency.holders(scope)
     assert first not in holders, "the ended run still holds the runnable's slot"
     second = start(api, runnable_id, seconds=0)
-    purge_dispatches(env)
+    drop_dispatches(env)
     assert admission.admit(record(account.account_id, second), "worker", 30) is not None

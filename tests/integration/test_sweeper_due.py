@@ -9,24 +9,12 @@ import time
 from typing import Any
 
 import boto3
-from runplane.domain.models import RunRecord
 from runplane.logic import admission, services
 from runplane.logic.execute import _claim
 from runplane.logic.sweep import sweep
 
-from tests.conftest import Api, make_runnable
-
-
-def start(api: Api, runnable_id: str) -> str:
-    reply = api.post(f"/v1/runnable/{runnable_id}/runs", {"inputs": {"seconds": 0}})
-    assert reply.status == 202, reply.text
-    return reply.json()["id"]
-
-
-def record(account_id: str, run_id: str) -> RunRecord:
-    found = services.services().runs.get(account_id, run_id, consistent=True)
-    assert found is not None
-    return found
+from tests.conftest import Api, drop_dispatches, make_runnable
+from tests.integration.test_concurrency import record, start
 
 
 def live_entry(account_id: str, run_id: str) -> dict[str, Any]:
@@ -37,18 +25,10 @@ def live_entry(account_id: str, run_id: str) -> dict[str, Any]:
     return entry
 
 
-def drop_dispatches(env: dict[str, str]) -> None:
-    """The dispatch messages are lost: only the sweeper can send the runs again."""
-    sqs, url = boto3.client("sqs"), env["RUNPLANE_DISPATCH_QUEUE_URL"]
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
-
 def test_a_prompt_claim_leaves_the_live_entry_as_the_create_wrote_it(
     api: Api, account: Any, env: dict[str, str]
 ) -> None:
-    run_id = start(api, make_runnable(account.account_id, "sleep"))
+    run_id = start(api, make_runnable(account.account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     created = live_entry(account.account_id, run_id)
     claimed = admission.admit(record(account.account_id, run_id), "a-worker", 30)
@@ -65,7 +45,7 @@ def test_a_live_lease_at_the_due_time_is_looked_at_again_when_it_ends(
     """A renewal that leaves the due time (it falls in the second half of the new lease) and then stops:
     the sweeper, finding the lease live at the due time, looks again when it ends, and then finds the
     worker gone."""
-    run_id = start(api, make_runnable(account.account_id, "sleep"))
+    run_id = start(api, make_runnable(account.account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     claimed = admission.admit(record(account.account_id, run_id), "a-worker", 30)
     assert claimed is not None
@@ -84,7 +64,7 @@ def test_a_live_lease_at_the_due_time_is_looked_at_again_when_it_ends(
 def test_a_renewal_moves_the_due_time_before_the_sweeper_would_look(
     api: Api, account: Any, env: dict[str, str]
 ) -> None:
-    run_id = start(api, make_runnable(account.account_id, "sleep"))
+    run_id = start(api, make_runnable(account.account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     claimed = admission.admit(record(account.account_id, run_id), "a-worker", 30)
     assert claimed is not None
@@ -97,7 +77,7 @@ def test_a_renewal_moves_the_due_time_before_the_sweeper_would_look(
 def test_a_run_still_waiting_at_its_first_look_is_sent_again_after_the_redispatch_delay(
     api: Api, account: Any, env: dict[str, str]
 ) -> None:
-    run_id = start(api, make_runnable(account.account_id, "sleep"))
+    run_id = start(api, make_runnable(account.account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     created_at = record(account.account_id, run_id).created_at.timestamp()
     settings = services.services().settings
@@ -116,7 +96,7 @@ def test_a_takeover_claim_racing_the_sweepers_redispatch_is_not_looked_at_after_
     re-dispatches it (due then in 300 s): the due time the worker read has passed, so its claim sets the
     due time to its lease's end, and the run is not left under a 30 s lease due five minutes later."""
     account_id = account.account_id
-    run_id = start(api, make_runnable(account_id, "sleep"))
+    run_id = start(api, make_runnable(account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     runs = services.services().runs
     claimed = admission.admit(record(account_id, run_id), "crashed-worker", 30)
@@ -139,7 +119,7 @@ def test_a_claim_racing_the_dispatch_pending_postpone_is_not_looked_at_after_its
     postpones it to created + redispatch_seconds; the worker's claim, conditional on the due time it read,
     is tried again on the run as it is now and sets the due time to its lease's end."""
     account_id = account.account_id
-    run_id = start(api, make_runnable(account_id, "sleep"))
+    run_id = start(api, make_runnable(account_id, "sleep"), seconds=0)
     drop_dispatches(env)
     settings = services.services().settings
     stale = record(account_id, run_id)  # the worker reads the run its dispatch message names
@@ -162,8 +142,8 @@ def test_healthy_long_runs_are_not_due_and_leave_the_sweep_to_a_crashed_run(
     its lease's end."""
     account_id = account.account_id
     runnable_id = make_runnable(account_id, "sleep")
-    healthy = [start(api, runnable_id) for _ in range(16)]
-    crashed = start(api, runnable_id)  # created last: its first look is the latest
+    healthy = [start(api, runnable_id, seconds=0) for _ in range(16)]
+    crashed = start(api, runnable_id, seconds=0)  # created last: its first look is the latest
     drop_dispatches(env)
     runs = services.services().runs
     workers = {}
