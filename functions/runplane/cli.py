@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import get_args
 
 DEFAULT_STATE_DIR = Path(".runplane")
+NO_DEPLOYMENT = (
+    "no deployment configured: pass --local for the local stack, or set RUNPLANE_KEYS_TABLE and the "
+    "other RUNPLANE_* variables to the stack's outputs (docs/operations.md), with AWS credentials"
+)
 
 
 def _use_local(state_dir: Path) -> None:
     """Point this process at a running local stack (its resources are listed in local.json)."""
     path = state_dir / "local.json"
     if not path.exists():
-        sys.exit(f"{path} not found: start the local stack first (make run)")
+        sys.exit(f"error: {path} not found: start the local stack first (make run)")
     os.environ.update(json.loads(path.read_text())["env"])
 
 
@@ -61,8 +65,10 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
+    from runplane.logic.accounts import known_account
     from runplane.logic.keys import list_keys
 
+    known_account(args.account)
     for key in list_keys(args.account):
         print(key.model_dump_json())
 
@@ -114,8 +120,9 @@ def cmd_accounts_set_concurrency(args: argparse.Namespace) -> None:
 
 
 def cmd_accounts_show(args: argparse.Namespace) -> None:
-    from runplane.logic.accounts import describe_account
+    from runplane.logic.accounts import describe_account, known_account
 
+    known_account(args.account)
     print(describe_account(args.account).model_dump_json(indent=2))
 
 
@@ -127,6 +134,10 @@ def _timestamp(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+ACCOUNT_HELP = "the account's id"
+STATE_DIR_HELP = "where the local stack keeps its state (default: .runplane)"
+
+
 def parser() -> argparse.ArgumentParser:
     from runplane.domain.access import Scope
 
@@ -134,19 +145,32 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     local = commands.add_parser("local", help="start the embedded local stack")
-    local.add_argument("--port", type=int, default=int(os.environ.get("RUNPLANE_PORT", "8787")))
-    local.add_argument("--workers", type=int, default=int(os.environ.get("RUNPLANE_LOCAL_WORKERS", "4")))
     local.add_argument(
-        "--sweep-seconds", type=float, default=float(os.environ.get("RUNPLANE_LOCAL_SWEEP_SECONDS", "5"))
+        "--port",
+        type=int,
+        default=int(os.environ.get("RUNPLANE_PORT", "8787")),
+        help="the API's port on 127.0.0.1 (default: RUNPLANE_PORT, else 8787)",
     )
-    local.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    local.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("RUNPLANE_LOCAL_WORKERS", "4")),
+        help="worker processes executing runs (default: RUNPLANE_LOCAL_WORKERS, else 4)",
+    )
+    local.add_argument(
+        "--sweep-seconds",
+        type=float,
+        default=float(os.environ.get("RUNPLANE_LOCAL_SWEEP_SECONDS", "5")),
+        help="how often the sweeper runs (default: RUNPLANE_LOCAL_SWEEP_SECONDS, else 5)",
+    )
+    local.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=STATE_DIR_HELP)
     local.set_defaults(func=cmd_local, target_local=False)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
     )
     create = keys.add_parser("create", help="create a key for an account; printed once")
-    create.add_argument("--account", required=True)
+    create.add_argument("--account", required=True, help=ACCOUNT_HELP)
     create.add_argument("--name", help="a label for the key")
     create.add_argument(
         "--scope",
@@ -156,10 +180,10 @@ def parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=cmd_keys_create)
     listing = keys.add_parser("list", help="an account's keys (never their secrets)")
-    listing.add_argument("--account", required=True)
+    listing.add_argument("--account", required=True, help=ACCOUNT_HELP)
     listing.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id (key_id in `keys create` and `keys list`)")
     revoke.set_defaults(func=cmd_keys_revoke)
 
     callbacks = commands.add_parser("callbacks", help="callback secrets and dead deliveries").add_subparsers(
@@ -170,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     rotate = callbacks.add_parser("rotate", help="rotate an account's signing secret; the old one overlaps")
     rotate.set_defaults(func=cmd_callbacks_secret, rotate=True)
     for sub in (secret, rotate):
-        sub.add_argument("--account", required=True)
+        sub.add_argument("--account", required=True, help=ACCOUNT_HELP)
     replay = callbacks.add_parser(
         "replay", help="send again every delivery that died between --since and --until"
     )
@@ -178,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", type=_timestamp, default=datetime.now(UTC), help="ISO 8601; default: now")
     replay.set_defaults(func=cmd_callbacks_replay)
     dlq = callbacks.add_parser("dlq", help="list what sits in the callbacks DLQ (left in place)")
-    dlq.add_argument("--max", type=int, default=100)
+    dlq.add_argument("--max", type=int, default=100, help="messages to list at most (default: 100)")
     dlq.set_defaults(func=cmd_callbacks_dlq)
 
     accounts = commands.add_parser("accounts", help="budgets and limits").add_subparsers(
@@ -189,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     credits.add_argument("--runs", type=int, help="budget in runs")
     credits.set_defaults(func=cmd_accounts_set_credits)
     rate = accounts.add_parser("set-rate-limit", help="the account's per-key rate limit (omit both: default)")
-    rate.add_argument("--per-second", type=float)
+    rate.add_argument("--per-second", type=float, help="requests a second each key may make")
     rate.add_argument("--burst", type=int, help="0 turns the limit off for this account")
     rate.set_defaults(func=cmd_accounts_set_rate_limit)
     concurrency = accounts.add_parser(
@@ -200,26 +224,57 @@ def parser() -> argparse.ArgumentParser:
     show = accounts.add_parser("show", help="an account's budgets, usage and limits")
     show.set_defaults(func=cmd_accounts_show)
     for sub in (credits, rate, concurrency, show):
-        sub.add_argument("--account", required=True)
+        sub.add_argument("--account", required=True, help=ACCOUNT_HELP)
 
     for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, rate, concurrency, show):
         sub.add_argument(
             "--local", dest="target_local", action="store_true", help="act on the running local stack"
         )
-        sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=STATE_DIR_HELP)
     return root
+
+
+def unreachable(error: Exception) -> str | None:
+    """One line for an error that says the deployment cannot be reached as configured; None for others."""
+    from botocore import exceptions as aws
+
+    if isinstance(error, aws.NoRegionError):
+        return "no AWS region configured: set AWS_DEFAULT_REGION (or a profile's region), or pass --local"
+    if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
+        return "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --local"
+    if isinstance(error, aws.EndpointConnectionError | aws.ConnectTimeoutError):
+        return f"cannot reach {error.kwargs.get('endpoint_url', 'AWS')}: check the network, AWS_ENDPOINT_URL or --local"
+    if isinstance(error, aws.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "")
+        if code == "ResourceNotFoundException" or "NonExistentQueue" in code or code == "QueueDoesNotExist":
+            return (
+                f"a table or queue of the deployment was not found ({error.operation_name}: {message}): set "
+                "the RUNPLANE_* variables to the stack's outputs (docs/operations.md), or pass --local"
+            )
+        return f"AWS refused {error.operation_name}: {code}: {message}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.target_local:
         _use_local(args.state_dir)
+    elif args.func is not cmd_local and not any(
+        name.startswith("RUNPLANE_") and name.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL"))
+        for name in os.environ
+    ):
+        sys.exit(f"error: {NO_DEPLOYMENT}")
     from runplane.domain.errors import RunplaneError
 
     try:
         args.func(args)
     except RunplaneError as error:
         sys.exit(f"error: {error.message}")
+    except Exception as error:
+        if (line := unreachable(error)) is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":

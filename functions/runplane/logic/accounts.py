@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from runplane.domain.access import AccountView, Credits, RateLimit
-from runplane.domain.errors import InvalidRequest, Issue
+from runplane.domain.errors import InvalidRequest, Issue, NotFound
 from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountUsage, DayUsage, utcnow
 from runplane.logic import admission
 from runplane.logic.services import services
@@ -91,6 +91,13 @@ def set_concurrency(account_id: str, limit: int | None) -> AccountView:
         raise InvalidRequest(f"max_concurrency must be 0 to {MAX_CONCURRENCY}", "invalid_concurrency")
     admission.set_account_limit(account_id, limit)
     return describe_account(account_id)
+
+
+def known_account(account_id: str) -> None:
+    """Refuse an account that has never been opened (a key creates it): reads must not invent one."""
+    _check_account_id(account_id)
+    if services().accounts.get(account_id) is None:
+        raise NotFound("Account", account_id)
 
 
 def _check_account_id(account_id: str) -> None:
