@@ -28,17 +28,21 @@ def _use_local(state_dir: Path) -> None:
 
 
 def cmd_local(args: argparse.Namespace) -> None:
-    from runplane.local.stack import LocalStack, banner
+    from runplane.local.poller import STOP_SIGNALS
+    from runplane.local.stack import LocalStack, StateInUse, banner
 
     stack = LocalStack(
         port=args.port, workers=args.workers, state_dir=args.state_dir, sweep_seconds=args.sweep_seconds
     )
-    # Handle Ctrl-C from the start: one arriving while the stack starts stops it once it has started.
+    # Handle Ctrl-C (and SIGTERM, and SIGHUP: the terminal closed) from the start: one arriving while the
+    # stack starts stops it once it has started.
     stop_requested = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop_requested.set())
     try:
         info = stack.start()
+    except StateInUse as error:
+        sys.exit(f"error: {error}")
     except OSError as error:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror} (use --port or RUNPLANE_PORT)")
     try:

@@ -235,6 +235,45 @@ def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
             os.kill(pid, 0)
 
 
+def test_a_hangup_stops_the_stack_as_ctrl_c_does(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed): every poller stops, the state file goes, no traceback."""
+    other = start_stack(tmp_path, **TEST_ENV)
+    pids = other.info["worker_pids"]
+    other.process.send_signal(signal.SIGHUP)
+    output, _ = other.process.communicate(timeout=30)
+    assert other.process.returncode == 0, output
+    assert "Traceback" not in output
+    assert not (other.state_dir / "local.json").exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_second_stack_on_the_same_state_is_refused_and_the_first_keeps_its_state(tmp_path: Path) -> None:
+    first = start_stack(tmp_path, **TEST_ENV)
+    state = (first.state_dir / "local.json").read_text()
+    command = [sys.executable, "-m", "runplane.cli", "local", "--port", "0", "--state-dir", str(tmp_path)]
+    second = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env={**os.environ, **TEST_ENV}
+    )
+    assert second.returncode != 0
+    assert "Traceback" not in second.stderr
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith("error: a local stack already runs"), line
+    assert first.info["api_url"] in line
+    assert (first.state_dir / "local.json").read_text() == state
+    assert first.call("GET", "/health").status_code == 200
+    assert first.stop() == 0
+    assert not (first.state_dir / "local.json").exists()
+
+
+def test_a_state_file_left_by_a_killed_stack_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "local.json").write_text(json.dumps({"pid": 2**22 + 12345, "api_url": "http://gone"}))
+    other = start_stack(tmp_path, **TEST_ENV)
+    assert other.info["pid"] == other.process.pid
+    assert other.stop() == 0
+
+
 def process_groups(pgids: set[int]) -> list[int]:
     """The live processes in these process groups (each poller leads its own)."""
     members = []

@@ -94,11 +94,11 @@ class Poller:
             self.poll_once()
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal closed
 
 
 def main(argv: list[str]) -> None:
-    """Poll until SIGTERM or SIGINT, which end the process at once, whatever it is doing.
+    """Poll until SIGTERM, SIGINT or SIGHUP, which end the process at once, whatever it is doing.
 
     They keep their default action. A Python handler runs only between bytecodes of the main thread:
     one that sets a flag is seen once the call in progress returns (the long poll, or a whole batch,

@@ -44,6 +44,20 @@ def stop_signals_to_the_main_thread() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
+class StateInUse(Exception):
+    """Another stack, still running, keeps its state in this state directory."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class LocalStack:
     def __init__(
         self,
@@ -69,8 +83,26 @@ class LocalStack:
         with stop_signals_to_the_main_thread():
             return self._start()
 
+    def _claim_state(self) -> None:
+        """Refuse to start where another running stack keeps its state (its local.json would be
+        overwritten, then deleted when this one stops); a stale one, left by a stack that was killed, is
+        replaced."""
+        path = self.state_dir / "local.json"
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        pid = held.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            raise StateInUse(
+                f"a local stack already runs with the state in {path} (pid {pid}, {held.get('api_url')}): "
+                "stop it, or give this one its own --state-dir"
+            )
+
     def _start(self) -> dict[str, Any]:
         from moto.server import ThreadedMotoServer
+
+        self._claim_state()
 
         from runplane.local import moto_atomic
         from runplane.local.gateway import Gateway
@@ -102,6 +134,7 @@ class LocalStack:
         threading.Thread(target=self._supervise, args=(env,), name="supervisor", daemon=True).start()
         threading.Thread(target=self._sweep, name="sweeper", daemon=True).start()
         self.info = {
+            "pid": os.getpid(),
             "api_url": self.gateway.url,
             "api_key": key.token,
             "key_id": key.key_id,
@@ -229,7 +262,10 @@ class LocalStack:
                     process.wait()
         self.gateway.stop()
         self.moto.stop()
-        (self.state_dir / "local.json").unlink(missing_ok=True)
+        path = self.state_dir / "local.json"
+        with suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():  # not another stack's
+                path.unlink()
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
