@@ -2,16 +2,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 
 .PHONY: run test build synth lint format clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
 
-run: $(STAMP)
+# `make run` installs what the local stack needs (the runtime's packages, moto, the gateway's server);
+# `make test` the CDK app and the test tools besides.
+$(LOCAL_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing the local stack's packages into $(VENV) (no CDK, no test tools)..."
+	$(BIN)/python -m pip install --quiet -e ".[local]"
+	touch $(LOCAL_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing the local stack's, the CDK app's and the tests' packages into $(VENV)..."
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP) $(LOCAL_STAMP)
+
+run: $(LOCAL_STAMP)
 	RUNPLANE_ALLOW_LOOPBACK=$${RUNPLANE_ALLOW_LOOPBACK:-1} $(BIN)/runplane local
 
 # pytest on every core: tests sharing a module's or folder's fixture stay on one worker (tests/conftest.py).
