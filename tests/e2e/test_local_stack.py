@@ -274,6 +274,36 @@ def test_a_state_file_left_by_a_killed_stack_is_replaced(tmp_path: Path) -> None
     assert other.stop() == 0
 
 
+STABLE_KEY = "rpk_0123456789abcdef_" + "s" * 43
+
+
+def test_a_chosen_dev_key_and_the_built_ins_ids_survive_a_restart(tmp_path: Path) -> None:
+    seen = []
+    for _ in range(2):
+        other = start_stack(tmp_path, **TEST_ENV, RUNPLANE_LOCAL_KEY=STABLE_KEY)
+        info = other.info
+        seen.append((info["api_key"], info["runnables"]))
+        assert other.call("GET", f"/v1/runnable/{info['runnables']['echo']}").status_code == 200
+        assert other.stop() == 0
+    assert seen[0] == seen[1]
+    assert seen[0][0] == STABLE_KEY
+
+
+def test_a_malformed_dev_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "runplane.cli", "local", "--port", "0", "--state-dir", str(tmp_path)]
+    answer = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TEST_ENV, "RUNPLANE_LOCAL_KEY": "x"},
+    )
+    assert answer.returncode != 0
+    assert "Traceback" not in answer.stderr
+    (line,) = answer.stderr.strip().splitlines()
+    assert line.startswith("error: a chosen key must look like rpk_"), line
+
+
 def process_groups(pgids: set[int]) -> list[int]:
     """The live processes in these process groups (each poller leads its own)."""
     members = []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,6 +23,7 @@ from runplane.observability import LOG_LEVEL
 LOCAL_ACCOUNT = "local"
 REGION = "us-east-1"
 BUILTIN_RUNNABLES = ("echo", "sleep", "fail")
+LOCAL_IDS = uuid.UUID("6f1f5a52-8a3e-4c1b-9a57-2f1d3f0c7e11")  # the namespace of the built-ins' stable ids
 
 
 @contextmanager
@@ -178,10 +180,14 @@ class LocalStack:
         from runplane.logic.keys import create_key
         from runplane.logic.runnables import create_runnable
 
-        key = create_key(LOCAL_ACCOUNT, name="local dev key", scopes=["admin"])
+        chosen = os.environ.get("RUNPLANE_LOCAL_KEY") or None
+        key = create_key(LOCAL_ACCOUNT, name="local dev key", scopes=["admin"], token=chosen)
         runnables = {
             name: create_runnable(
-                LOCAL_ACCOUNT, RunnableFields(name=name, kind="python", config={"function": name})
+                LOCAL_ACCOUNT,
+                RunnableFields(name=name, kind="python", config={"function": name}),
+                # with a chosen key, ids that follow from the names: scripts survive a restart
+                str(uuid.uuid5(LOCAL_IDS, name)) if chosen else None,
             ).id
             for name in BUILTIN_RUNNABLES
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import threading
 import time
@@ -51,13 +52,32 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _parts(token: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed `rpk_<key id>_<secret>`, else None."""
+    prefix, _, rest = token.strip().partition("_")
+    key_id, _, secret = rest.partition("_")
+    return (key_id, secret) if prefix == PREFIX and key_id and secret else None
+
+
 def create_key(
-    account_id: str, name: str | None = None, scopes: tuple[Scope, ...] | list[Scope] = DEFAULT_SCOPES
+    account_id: str,
+    name: str | None = None,
+    scopes: tuple[Scope, ...] | list[Scope] = DEFAULT_SCOPES,
+    token: str | None = None,
 ) -> CreatedKey:
+    """A new key for the account; `token` chooses it (the local stack's stable dev key), else it is
+    random."""
     if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
         raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
-    key_id = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    if token is not None:
+        chosen = _parts(token)
+        if chosen is None or not re.fullmatch(r"[0-9a-f]{16}", chosen[0]) or len(chosen[1]) < 32:
+            raise InvalidRequest(
+                "a chosen key must look like rpk_<16 hex digits>_<a secret of 32 characters or more>",
+                "invalid_key",
+            )
+        key_id, secret = chosen
     created_at = utcnow().isoformat()
     # before the key: an account with a key exists, and has its organization id
     organization_id = services().accounts.open(account_id, created_at)
@@ -142,10 +162,10 @@ _cache = _PrincipalCache()
 def authenticate(authorization: str | None) -> Principal:
     """Resolve `Authorization: Bearer rpk_...` to its account, or raise Unauthorized."""
     scheme, _, token = (authorization or "").partition(" ")
-    prefix, _, rest = token.strip().partition("_")
-    key_id, _, secret = rest.partition("_")
-    if scheme.lower() != "bearer" or prefix != PREFIX or not key_id or not secret:
+    parts = _parts(token)
+    if scheme.lower() != "bearer" or parts is None:
         raise Unauthorized()
+    key_id, secret = parts
     secret_hash = _hash(secret)
     cached = _cache.get(key_id, secret_hash)
     if cached:

@@ -76,11 +76,16 @@ def _check_schema(name: str, schema: dict | None) -> None:
         ) from None
 
 
-def create_runnable(account_id: str, fields: RunnableFields) -> Runnable:
+def create_runnable(account_id: str, fields: RunnableFields, runnable_id: str | None = None) -> Runnable:
+    """A new runnable; `runnable_id` chooses its id (the local stack's stable built-ins), else a new one."""
     fields = _validated(fields)
     now = utcnow()
     runnable = Runnable(
-        **fields.model_dump(), id=new_id(), account_id=account_id, created_at=now, updated_at=now
+        **fields.model_dump(),
+        id=runnable_id or new_id(),
+        account_id=account_id,
+        created_at=now,
+        updated_at=now,
     )
     services().runnables.put(runnable, new=True)
     return runnable
