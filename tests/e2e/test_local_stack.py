@@ -274,6 +274,19 @@ def test_a_state_file_left_by_a_killed_stack_is_replaced(tmp_path: Path) -> None
     assert other.stop() == 0
 
 
+def test_stopping_says_which_runs_had_not_ended(tmp_path: Path) -> None:
+    other = start_stack(tmp_path, **TEST_ENV)
+    reply = other.start_run("sleep", {"inputs": {"seconds": 30}})
+    assert reply.status_code == 202, reply.text
+    other.process.send_signal(signal.SIGINT)
+    output, _ = other.process.communicate(timeout=30)
+    assert other.process.returncode == 0, output
+    assert (
+        f"[stack] 1 run had not ended and end with the stack (its state is in memory): {reply.json()['id']}"
+        in output
+    )
+
+
 STABLE_KEY = "rpk_0123456789abcdef_" + "s" * 43
 
 

@@ -251,6 +251,7 @@ class LocalStack:
         yet have asked to die with it (runplane.runnables.supervise), and would run on, orphaned.
         """
         self.stopping.set()
+        self._say_what_is_lost()
         with self._lock:
             running = {name: p for name, p in self.processes.items() if p.poll() is None}
             for process in running.values():  # not reaped, so the group is still theirs
@@ -272,6 +273,31 @@ class LocalStack:
         with suppress(OSError, ValueError):
             if json.loads(path.read_text()).get("pid") == os.getpid():  # not another stack's
                 path.unlink()
+
+    def _say_what_is_lost(self) -> None:
+        """The stack keeps its state in memory: say which runs had not ended, rather than lose them
+        silently."""
+        from runplane.domain.models import RunQuery
+        from runplane.domain.states import Status
+        from runplane.logic.services import services
+
+        try:
+            going, more = services().runs.list(
+                LOCAL_ACCOUNT,
+                RunQuery(statuses=frozenset({Status.waiting, Status.running})),
+                limit=20,
+                cursor=None,
+            )
+        except Exception as error:  # the stack stops all the same
+            print(f"[stack] could not list the runs that had not ended: {error!r}", file=sys.stderr)
+            return
+        if going:
+            count = f"{len(going)}{'+' if more else ''} run{'s' if len(going) > 1 or more else ''}"
+            print(
+                f"[stack] {count} had not ended and end with the stack (its state is in memory): "
+                + ", ".join(f"{run.id} ({run.status.value})" for run in going),
+                flush=True,
+            )
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
