@@ -6,7 +6,9 @@ try:
     import fcntl
 except ImportError:  # Windows: there `alone` tests run beside the others
     fcntl = None  # type: ignore[assignment]
+import contextlib
 import functools
+import itertools
 import json
 import shutil
 import socket
@@ -26,6 +28,7 @@ import pytest
 from moto import mock_aws
 from runplane import definitions as defs
 from runplane.api.app import create_app, serve
+from runplane.domain.errors import Conflict
 from runplane.domain.models import RunnableFields
 from runplane.local import moto_atomic
 from runplane.local.gateway import proxy_event
@@ -211,8 +214,13 @@ def drop_dispatches(env: dict[str, str]) -> None:
 
 
 def make_runnable(account_id: str, function: str = "echo", **fields: Any) -> str:
-    spec = RunnableFields(name=function, kind="python", config={"function": function}, **fields)
-    return create_runnable(account_id, spec).id
+    """A python runnable named after its function (`echo-2`, `echo-3`, … when the account has that name:
+    names are unique within an account)."""
+    names = (function if n == 1 else f"{function}-{n}" for n in itertools.count(1))
+    while True:
+        spec = RunnableFields(name=next(names), kind="python", config={"function": function}, **fields)
+        with contextlib.suppress(Conflict):
+            return create_runnable(account_id, spec).id
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ errors, timeouts, cancellation and bad configs."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 import time
@@ -29,11 +30,15 @@ LLM_USAGE = {
     "completion_tokens": 20,
     "cached_tokens": 5,
 }
+NUMBERS = itertools.count(1)
 GPT_4O_COST = 0.00245  # (95 x 20 + 5 x 10 + 20 x 25) / 1M at the test prices (conftest.TEST_PRICES)
 
 
 def create(api: Api, kind: str, config: dict[str, Any], **fields: Any) -> str:
-    reply = api.post("/v1/runnables", {"name": kind, "kind": kind, "config": config, **fields})
+    """Register a runnable of `kind`, named `{kind}-{n}` (names are unique within an account)."""
+    reply = api.post(
+        "/v1/runnables", {"name": f"{kind}-{next(NUMBERS)}", "kind": kind, "config": config, **fields}
+    )
     assert reply.status == 201, reply.text
     return reply.json()["id"]
 

@@ -48,6 +48,9 @@ Cursor = Annotated[
     str | None,
     Query(max_length=2048, description="`next_cursor` of the previous page, as it was given (opaque)"),
 ]
+RunnableName = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="Only the runnable of this name")
+]
 RunnableBody = Annotated[RunnableSpec, Body(description="The runnable: `config` is what its `kind` needs")]
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -58,6 +61,7 @@ def _fail(*answers: int | tuple[int, str]) -> dict:
 
 NO_RUNNABLE = (404, "No runnable with this id in the caller's account")
 NO_RUN = (404, "No run with this id in the caller's account")
+NAME_TAKEN = (409, "Another runnable of the account has this name")
 BAD_RUNNABLE = (
     400,
     "Invalid runnable: a field, or `config` for the kind (unknown python function, a URL, ARN or model "
@@ -74,8 +78,9 @@ BAD_RUNNABLE = (
     summary="Register a runnable",
     description="A runnable is what a run executes: a registered python function, an HTTP agent, a Lambda "
     "function or a Bedrock model (`kind`, with its `config`). Runs of it take a snapshot, so a later "
-    "change or deletion does not affect runs already accepted.",
-    responses={201: ok(Runnable, "Registered"), **_fail(BAD_RUNNABLE, 403)},
+    "change or deletion does not affect runs already accepted. Names are unique within an account: a "
+    "name in use is 409 `runnable_name_taken` (find that runnable with `GET /v1/runnables?name=`).",
+    responses={201: ok(Runnable, "Registered"), **_fail(BAD_RUNNABLE, 403, NAME_TAKEN)},
 )
 def create_runnable(body: RunnableBody) -> Runnable:
     return runnables.create_runnable(account("runnables:write"), body)
@@ -85,11 +90,12 @@ def create_runnable(body: RunnableBody) -> Runnable:
     "/v1/runnables",
     tags=TAGS,
     summary="List runnables",
-    description="The account's runnables, a page at a time: pass `next_cursor` as `cursor` for the next.",
+    description="The account's runnables, newest first, a page at a time: pass `next_cursor` as `cursor` "
+    "for the next. With `name`, the runnable of that name (exact, case-sensitive) or an empty page.",
     responses={200: ok(Page[Runnable], "A page of runnables"), **_fail(400, 403)},
 )
-def list_runnables(limit: Limit = 50, cursor: Cursor = None) -> Page[Runnable]:
-    return runnables.list_runnables(account("runnables:read"), limit, cursor)
+def list_runnables(limit: Limit = 50, cursor: Cursor = None, name: RunnableName = None) -> Page[Runnable]:
+    return runnables.list_runnables(account("runnables:read"), limit, cursor, name)
 
 
 @router.get(
@@ -107,8 +113,9 @@ def get_runnable(id: UUID) -> Runnable:
     "/v1/runnable/<id>",
     tags=TAGS,
     summary="Replace a runnable",
-    description="Every field is replaced, as on registration. Runs already accepted keep their snapshot.",
-    responses={200: ok(Runnable, "Replaced"), **_fail(BAD_RUNNABLE, 403, NO_RUNNABLE)},
+    description="Every field is replaced, as on registration. Runs already accepted keep their snapshot. "
+    "A new name must be free in the account (409 `runnable_name_taken`); the old one is freed.",
+    responses={200: ok(Runnable, "Replaced"), **_fail(BAD_RUNNABLE, 403, NO_RUNNABLE, NAME_TAKEN)},
 )
 def replace_runnable(id: UUID, body: RunnableBody) -> Runnable:
     return runnables.replace_runnable(account("runnables:write"), str(id), body)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from runplane.domain.agents import is_async
-from runplane.domain.errors import InvalidRequest, Issue, NotFound
+from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound
 from runplane.domain.ids import new_id
 from runplane.domain.models import Page, Runnable, RunnableFields, utcnow
 from runplane.logic import admission
 from runplane.logic.services import services
+
+RENAMED_MEANWHILE = 3  # attempts when a concurrent rename moves the runnable's name between read and write
 
 
 def _validated(fields: RunnableFields) -> RunnableFields:
@@ -77,7 +79,8 @@ def _check_schema(name: str, schema: dict | None) -> None:
 
 
 def create_runnable(account_id: str, fields: RunnableFields, runnable_id: str | None = None) -> Runnable:
-    """A new runnable; `runnable_id` chooses its id (the local stack's stable built-ins), else a new one."""
+    """A new runnable; `runnable_id` chooses its id (the local stack's stable built-ins), else a new one.
+    409 when the account has a runnable of that name."""
     fields = _validated(fields)
     now = utcnow()
     runnable = Runnable(
@@ -87,41 +90,70 @@ def create_runnable(account_id: str, fields: RunnableFields, runnable_id: str | 
         created_at=now,
         updated_at=now,
     )
-    services().runnables.put(runnable, new=True)
+    holder = services().runnables.create(runnable)
+    if holder is not None:
+        raise _name_taken(runnable.name, holder)
     return runnable
 
 
-def get_runnable(account_id: str, runnable_id: str) -> Runnable:
-    runnable = services().runnables.get(account_id, runnable_id)
+def get_runnable(account_id: str, runnable_id: str, *, consistent: bool = False) -> Runnable:
+    runnable = services().runnables.get(account_id, runnable_id, consistent=consistent)
     if runnable is None:
         raise NotFound("Runnable", runnable_id)
     return runnable
 
 
 def replace_runnable(account_id: str, runnable_id: str, fields: RunnableFields) -> Runnable:
-    current = get_runnable(account_id, runnable_id)
+    """Every field replaced; a new name is claimed (409 when another runnable holds it) and the old one
+    freed."""
     fields = _validated(fields)
-    runnable = Runnable(
-        **fields.model_dump(),
-        id=runnable_id,
-        account_id=account_id,
-        created_at=current.created_at,
-        updated_at=utcnow(),
-    )
-    if not services().runnables.put(runnable, new=False):
-        raise NotFound("Runnable", runnable_id)
+    for _ in range(RENAMED_MEANWHILE):
+        current = get_runnable(account_id, runnable_id, consistent=True)
+        runnable = Runnable(
+            **fields.model_dump(),
+            id=runnable_id,
+            account_id=account_id,
+            created_at=current.created_at,
+            updated_at=utcnow(),
+        )
+        outcome = services().runnables.replace(runnable, current.name)
+        if outcome != "gone":
+            break
+    if outcome is not None:
+        raise NotFound("Runnable", runnable_id) if outcome == "gone" else _name_taken(runnable.name, outcome)
     admission.runnable_limit_changed(account_id, runnable_id)  # (also when a retry repeats a change)
     return runnable
 
 
 def delete_runnable(account_id: str, runnable_id: str) -> None:
     """Runs already accepted keep going: each run holds a snapshot of its runnable (and is no longer
-    held back by its max_concurrency)."""
-    if not services().runnables.delete(account_id, runnable_id):
+    held back by its max_concurrency). Its name is free again."""
+    for _ in range(RENAMED_MEANWHILE):
+        if services().runnables.delete(get_runnable(account_id, runnable_id, consistent=True)):
+            break
+    else:
         raise NotFound("Runnable", runnable_id)
     admission.runnable_limit_changed(account_id, runnable_id)
 
 
-def list_runnables(account_id: str, limit: int, cursor: str | None) -> Page[Runnable]:
+def _name_taken(name: str, holder: str) -> Conflict:
+    if not holder:
+        return Conflict(
+            f"the name {name!r} is being taken by another request; try again", "runnable_name_busy"
+        )
+    return Conflict(
+        f"this account has a runnable named {name!r} ({holder}): names are unique within an account; "
+        f"choose another, or replace that one (PUT /v1/runnable/{holder})",
+        "runnable_name_taken",
+    )
+
+
+def list_runnables(
+    account_id: str, limit: int, cursor: str | None, name: str | None = None
+) -> Page[Runnable]:
+    """A page of the account's runnables, newest first; with `name`, the one so named (or none)."""
+    if name is not None:
+        found = services().runnables.find(account_id, name)
+        return Page[Runnable](items=[found] if found else [], next_cursor=None)
     items, next_cursor = services().runnables.list(account_id, limit=limit, cursor=cursor)
     return Page[Runnable](items=items, next_cursor=next_cursor)
