@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,43 @@ class Stack:
         return self.process.wait(30)
 
 
-def start_stack(state_dir: Path, workers: int = 2, **env: str) -> Stack:
-    """Start `runplane local` with `env` added to this environment; return once it serves."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    # this checkout's runplane, whichever one the environment has installed (a git worktree shares its venv)
-    environment["PYTHONPATH"] += os.pathsep + str(ROOT / "functions")
+def wait_for(done: Callable[[], Any], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def stack_environment(**env: str) -> dict[str, str]:
+    """This environment with `env` added, less its own AWS endpoint and credentials, with this checkout's
+    runplane first (whichever one the environment has installed: a git worktree shares its venv)."""
+    environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'functions'}", **env}
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         environment.pop(name, None)
+    return environment
+
+
+def stack_command(state_dir: Path, workers: int = 2, port: int | None = None) -> list[str]:
+    """`runplane local` on a free port (unless given one)."""
+    local = ["local", "--port", str(port or free_port()), "--workers", str(workers)]
+    return [sys.executable, "-m", "runplane.cli", *local, "--state-dir", str(state_dir)]
+
+
+def read_banner(read: Callable[[], str], seconds: float = 60) -> str:
+    """What the stack prints until its banner ends ("Press Ctrl-C to stop."), it exits or `seconds` pass
+    (checked between reads)."""
+    seen, deadline = "", time.monotonic() + seconds
+    while "Press Ctrl-C" not in seen and time.monotonic() < deadline:
+        chunk = read()
+        if not chunk:  # it exited
+            break
+        seen += chunk
+    return seen
+
+
+def start_stack(state_dir: Path, workers: int = 2, **env: str) -> Stack:
+    """Start `runplane local` with `env` added to this environment; return once it serves."""
+    environment = stack_environment(**env)
     for _ in range(3):  # a free port can be taken before the stack binds it (by another pytest worker)
         started = _start(state_dir, workers, environment)
         if isinstance(started, Stack):
@@ -106,20 +137,17 @@ def start_stack(state_dir: Path, workers: int = 2, **env: str) -> Stack:
 
 def _start(state_dir: Path, workers: int, environment: dict[str, str]) -> Stack | str:
     """The stack once it serves, or what it printed before it exited."""
-    command = [sys.executable, "-m", "runplane.cli", "local", "--port", str(free_port())]
-    command += ["--workers", str(workers), "--state-dir", str(state_dir)]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        stack_command(state_dir, workers),
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline() if process.stdout else ""
-        if not line and process.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            return Stack(process, state_dir, "".join(lines))
+    printed = read_banner(process.stdout.readline)  # type: ignore[union-attr]
+    if "Press Ctrl-C" in printed:
+        return Stack(process, state_dir, printed)
     process.kill()
     process.wait()
-    return "".join(lines)
+    return printed

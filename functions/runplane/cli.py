@@ -8,14 +8,15 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import get_args
+from typing import TypeAlias, get_args
 
 DEFAULT_STATE_DIR = Path(".runplane")
 NO_DEPLOYMENT = (
-    "no deployment configured: pass --local for the local stack, or set RUNPLANE_KEYS_TABLE and the "
-    "other RUNPLANE_* variables to the stack's outputs (docs/operations.md), with AWS credentials"
+    "no deployment configured: pass --local for the local stack, or set AWS_DEFAULT_REGION, AWS "
+    "credentials and the RUNPLANE_* variables to the stack's outputs (docs/operations.md)"
 )
 
 
@@ -24,32 +25,34 @@ def _use_local(state_dir: Path) -> None:
     path = state_dir / "local.json"
     if not path.exists():
         sys.exit(f"error: {path} not found: start the local stack first (make run)")
-    os.environ.update(json.loads(path.read_text())["env"])
+    try:
+        os.environ.update(json.loads(path.read_text())["env"])
+    except (OSError, ValueError, LookupError, TypeError) as error:
+        sys.exit(f"error: {path} is not a local stack's state ({error!r}): start the local stack again")
 
 
 def cmd_local(args: argparse.Namespace) -> None:
     from runplane.local.poller import STOP_SIGNALS
-    from runplane.local.stack import LocalStack, StateInUse, banner
+    from runplane.local.stack import CannotStart, LocalStack, banner, say
 
     stack = LocalStack(
         port=args.port, workers=args.workers, state_dir=args.state_dir, sweep_seconds=args.sweep_seconds
     )
     # Handle Ctrl-C (and SIGTERM, and SIGHUP: the terminal closed) from the start: one arriving while the
-    # stack starts stops it once it has started.
+    # stack starts stops it once it has started. A SIGHUP ignored from the start (nohup) stays ignored.
     stop_requested = threading.Event()
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda *_: stop_requested.set())
+        if not (signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN):
+            signal.signal(signum, lambda *_: stop_requested.set())
     try:
         info = stack.start()
-    except StateInUse as error:
+    except CannotStart as error:
         sys.exit(f"error: {error}")
-    except OSError as error:
-        sys.exit(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror} (use --port or RUNPLANE_PORT)")
     try:
-        print(banner(info, args.state_dir / "local.json"), flush=True)
+        say(banner(info, stack.state_file))
         stop_requested.wait()
-    finally:
-        print("stopping…", flush=True)
+    finally:  # the terminal may be gone (SIGHUP): say() cannot fail, and the stack stops all the same
+        say("stopping…")
         stack.stop()
 
 
@@ -72,8 +75,10 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
     from runplane.logic.accounts import known_account
     from runplane.logic.keys import list_keys
 
-    known_account(args.account)
-    for key in list_keys(args.account):
+    keys = list_keys(args.account)
+    if not keys:  # none yet, or no such account
+        known_account(args.account)
+    for key in keys:
         print(key.model_dump_json())
 
 
@@ -140,14 +145,10 @@ def _timestamp(value: str) -> datetime:
 
 ACCOUNT_HELP = "the account's id"
 STATE_DIR_HELP = "where the local stack keeps its state (default: .runplane)"
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def parser() -> argparse.ArgumentParser:
-    from runplane.domain.access import Scope
-
-    root = argparse.ArgumentParser(prog="runplane", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
-
+def add_local(commands: Commands) -> Iterable[argparse.ArgumentParser]:
     local = commands.add_parser("local", help="start the embedded local stack")
     local.add_argument(
         "--port",
@@ -169,6 +170,11 @@ def parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=STATE_DIR_HELP)
     local.set_defaults(func=cmd_local, target_local=False)
+    return ()
+
+
+def add_keys(commands: Commands) -> Iterable[argparse.ArgumentParser]:
+    from runplane.domain.access import Scope
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
@@ -187,9 +193,12 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--account", required=True, help=ACCOUNT_HELP)
     listing.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id", help="the key's id (key_id in `keys create` and `keys list`)")
+    revoke.add_argument("key_id", help="the key's id (key_id in `keys create`, id in `keys list`)")
     revoke.set_defaults(func=cmd_keys_revoke)
+    return create, listing, revoke
 
+
+def add_callbacks(commands: Commands) -> Iterable[argparse.ArgumentParser]:
     callbacks = commands.add_parser("callbacks", help="callback secrets and dead deliveries").add_subparsers(
         dest="callbacks_command", required=True
     )
@@ -208,7 +217,10 @@ def parser() -> argparse.ArgumentParser:
     dlq = callbacks.add_parser("dlq", help="list what sits in the callbacks DLQ (left in place)")
     dlq.add_argument("--max", type=int, default=100, help="messages to list at most (default: 100)")
     dlq.set_defaults(func=cmd_callbacks_dlq)
+    return secret, rotate, replay, dlq
 
+
+def add_accounts(commands: Commands) -> Iterable[argparse.ArgumentParser]:
     accounts = commands.add_parser("accounts", help="budgets and limits").add_subparsers(
         dest="accounts_command", required=True
     )
@@ -229,25 +241,57 @@ def parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_accounts_show)
     for sub in (credits, rate, concurrency, show):
         sub.add_argument("--account", required=True, help=ACCOUNT_HELP)
+    return credits, rate, concurrency, show
 
-    for sub in (create, listing, revoke, secret, rotate, replay, dlq, credits, rate, concurrency, show):
-        sub.add_argument(
-            "--local", dest="target_local", action="store_true", help="act on the running local stack"
-        )
-        sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=STATE_DIR_HELP)
+
+# Each adds a command group and returns its commands that act on a deployment or, with --local, on the
+# running local stack.
+COMMAND_GROUPS: list[Callable[[Commands], Iterable[argparse.ArgumentParser]]] = [
+    add_local,
+    add_keys,
+    add_callbacks,
+    add_accounts,
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="runplane", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    for add_group in COMMAND_GROUPS:
+        for sub in add_group(commands):
+            sub.add_argument(
+                "--local", dest="target_local", action="store_true", help="act on the running local stack"
+            )
+            sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=STATE_DIR_HELP)
     return root
 
 
 def unreachable(error: Exception) -> str | None:
-    """One line for an error that says the deployment cannot be reached as configured; None for others."""
+    """One line for an error that says the deployment cannot be reached as configured (or the settings
+    are invalid); None for others."""
     from botocore import exceptions as aws
+    from pydantic import ValidationError
 
+    if isinstance(error, ValidationError) and error.title == "Settings":
+        issues = [_setting_issue(issue) for issue in error.errors()]
+        return f"invalid setting{'s' if len(issues) > 1 else ''}: " + "; ".join(issues)
     if isinstance(error, aws.NoRegionError):
+        if not any(value for name, value in os.environ.items() if name.startswith("RUNPLANE_")):
+            return NO_DEPLOYMENT  # nothing at all says where a deployment is
         return "no AWS region configured: set AWS_DEFAULT_REGION (or a profile's region), or pass --local"
     if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
         return "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --local"
-    if isinstance(error, aws.EndpointConnectionError | aws.ConnectTimeoutError):
-        return f"cannot reach {error.kwargs.get('endpoint_url', 'AWS')}: check the network, AWS_ENDPOINT_URL or --local"
+    if isinstance(error, aws.ProfileNotFound):
+        return f"AWS profile {error.kwargs['profile']!r} not found: check AWS_PROFILE and ~/.aws/config, or pass --local"
+    if isinstance(error, aws.SSOError | aws.TokenRetrievalError | aws.CredentialRetrievalError):
+        return f"AWS credentials could not be loaded: {_one_line(error)} (expired? `aws sso login`), or pass --local"
+    if isinstance(error, aws.ConnectionError | aws.HTTPClientError):  # refused, timed out, closed, TLS
+        endpoint = error.kwargs.get("endpoint_url") or error.kwargs.get("proxy_url") or "AWS"
+        tls = f" (TLS: {error.kwargs.get('error')})" if isinstance(error, aws.SSLError) else ""
+        return f"cannot reach {endpoint}{tls}: check the network, AWS_ENDPOINT_URL or --local"
+    if isinstance(error, ValueError) and str(error).startswith("Invalid endpoint: "):  # botocore's
+        url = str(error).removeprefix("Invalid endpoint: ")
+        return f"invalid AWS endpoint {url!r}: AWS_ENDPOINT_URL needs its scheme (http://… or https://…)"
     if isinstance(error, aws.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "")
@@ -257,18 +301,27 @@ def unreachable(error: Exception) -> str | None:
                 "the RUNPLANE_* variables to the stack's outputs (docs/operations.md), or pass --local"
             )
         return f"AWS refused {error.operation_name}: {code}: {message}"
+    if isinstance(error, aws.BotoCoreError):
+        return f"AWS: {_one_line(error)}"
     return None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _setting_issue(issue: dict) -> str:
+    """`RUNPLANE_NAME='value': why` (the value when the whole variable is refused, else where in it)."""
+    name, *inside = issue["loc"]
+    variable = f"RUNPLANE_{str(name).upper()}"
+    where = f" at {'.'.join(map(str, inside))}" if inside else f"={os.environ.get(variable)!r}"
+    return f"{variable}{where}: {issue['msg']}"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.target_local:
         _use_local(args.state_dir)
-    elif args.func is not cmd_local and not any(
-        name.startswith("RUNPLANE_") and name.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL"))
-        for name in os.environ
-    ):
-        sys.exit(f"error: {NO_DEPLOYMENT}")
     from runplane.domain.errors import RunplaneError
 
     try:

@@ -6,14 +6,11 @@ import json
 import os
 import shlex
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +19,9 @@ import requests
 from runplane.domain.ids import intake_run_id
 from standardwebhooks.webhooks import Webhook
 
+from tests.cli import runplane
 from tests.contract import assert_run_state
-from tests.local_stack import Stack, start_stack
+from tests.local_stack import Stack, start_stack, wait_for
 from tests.receiver import Answer, receiving
 from tests.spans import most_at_once, spans
 
@@ -224,134 +222,6 @@ def test_openapi_and_docs(stack: Stack) -> None:
     assert requests.get(stack.info["api_url"] + "/docs", timeout=10).status_code == 200
 
 
-def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
-    other = start_stack(tmp_path, **TEST_ENV)
-    assert (other.state_dir / "local.json").exists()
-    pids = other.info["worker_pids"]
-    assert other.stop() == 0
-    assert not (other.state_dir / "local.json").exists()
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
-def test_a_hangup_stops_the_stack_as_ctrl_c_does(tmp_path: Path) -> None:
-    """SIGHUP (the terminal closed): every poller stops, the state file goes, no traceback."""
-    other = start_stack(tmp_path, **TEST_ENV)
-    pids = other.info["worker_pids"]
-    other.process.send_signal(signal.SIGHUP)
-    output, _ = other.process.communicate(timeout=30)
-    assert other.process.returncode == 0, output
-    assert "Traceback" not in output
-    assert not (other.state_dir / "local.json").exists()
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
-def test_a_second_stack_on_the_same_state_is_refused_and_the_first_keeps_its_state(tmp_path: Path) -> None:
-    first = start_stack(tmp_path, **TEST_ENV)
-    state = (first.state_dir / "local.json").read_text()
-    command = [sys.executable, "-m", "runplane.cli", "local", "--port", "0", "--state-dir", str(tmp_path)]
-    second = subprocess.run(
-        command, capture_output=True, text=True, timeout=60, env={**os.environ, **TEST_ENV}
-    )
-    assert second.returncode != 0
-    assert "Traceback" not in second.stderr
-    (line,) = second.stderr.strip().splitlines()
-    assert line.startswith("error: a local stack already runs"), line
-    assert first.info["api_url"] in line
-    assert (first.state_dir / "local.json").read_text() == state
-    assert first.call("GET", "/health").status_code == 200
-    assert first.stop() == 0
-    assert not (first.state_dir / "local.json").exists()
-
-
-def test_a_state_file_left_by_a_killed_stack_is_replaced(tmp_path: Path) -> None:
-    (tmp_path / "local.json").write_text(json.dumps({"pid": 2**22 + 12345, "api_url": "http://gone"}))
-    other = start_stack(tmp_path, **TEST_ENV)
-    assert other.info["pid"] == other.process.pid
-    assert other.stop() == 0
-
-
-def test_stopping_says_which_runs_had_not_ended(tmp_path: Path) -> None:
-    other = start_stack(tmp_path, **TEST_ENV)
-    reply = other.start_run("sleep", {"inputs": {"seconds": 30}})
-    assert reply.status_code == 202, reply.text
-    other.process.send_signal(signal.SIGINT)
-    output, _ = other.process.communicate(timeout=30)
-    assert other.process.returncode == 0, output
-    assert (
-        f"[stack] 1 run had not ended and end with the stack (its state is in memory): {reply.json()['id']}"
-        in output
-    )
-
-
-STABLE_KEY = "rpk_0123456789abcdef_" + "s" * 43
-
-
-def test_a_chosen_dev_key_and_the_built_ins_ids_survive_a_restart(tmp_path: Path) -> None:
-    seen = []
-    for _ in range(2):
-        other = start_stack(tmp_path, **TEST_ENV, RUNPLANE_LOCAL_KEY=STABLE_KEY)
-        info = other.info
-        seen.append((info["api_key"], info["runnables"]))
-        assert other.call("GET", f"/v1/runnable/{info['runnables']['echo']}").status_code == 200
-        assert other.stop() == 0
-    assert seen[0] == seen[1]
-    assert seen[0][0] == STABLE_KEY
-
-
-def test_a_malformed_dev_key_is_refused_in_one_line(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "runplane.cli", "local", "--port", "0", "--state-dir", str(tmp_path)]
-    answer = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **TEST_ENV, "RUNPLANE_LOCAL_KEY": "x"},
-    )
-    assert answer.returncode != 0
-    assert "Traceback" not in answer.stderr
-    (line,) = answer.stderr.strip().splitlines()
-    assert line.startswith("error: a chosen key must look like rpk_"), line
-
-
-def process_groups(pgids: set[int]) -> list[int]:
-    """The live processes in these process groups (each poller leads its own)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
-            continue
-        if int(pgrp) in pgids and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def test_ctrl_c_with_runs_in_flight_stops_every_poller_and_its_runs_on_the_signal(tmp_path: Path) -> None:
-    """Workers in the middle of runs end on the stop signal, rather than once the runs are over, and so
-    do the processes running the runs: none is left for the stop's deadline to kill (the stack would
-    say so), or left behind."""
-    if not Path("/proc/self/stat").exists():
-        pytest.skip("reads process groups from /proc")
-    other = start_stack(tmp_path, **TEST_ENV)
-    workers = set(other.info["worker_pids"])
-    try:
-        runs = [other.start_run("sleep", {"inputs": {"seconds": 60}}).json()["id"] for _ in range(2)]
-        wait_for(lambda: all(other.call("GET", f"/v1/run/{r}").json()["status"] == "running" for r in runs))
-    finally:
-        code = other.stop()
-    left = process_groups(workers)
-    for pid in left:  # not to outlive the test
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert (code, left) == (0, [])
-    output = other.process.stdout.read()  # type: ignore[union-attr]
-    assert "killed" not in output, output
-
-
 def test_only_the_main_thread_of_the_stack_can_take_a_ctrl_c(stack: Stack) -> None:
     """Every other thread blocks SIGINT and SIGTERM: one that took the signal would leave the main
     thread waiting for it, and the stack running (runplane.local.stack.stop_signals_to_the_main_thread)."""
@@ -372,15 +242,9 @@ def test_only_the_main_thread_of_the_stack_can_take_a_ctrl_c(stack: Stack) -> No
 
 
 def cli(stack: Stack, *args: str) -> str:
-    command = [sys.executable, "-m", "runplane.cli", *args, "--local", "--state-dir", str(stack.state_dir)]
-    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
-
-
-def wait_for(done: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+    answer = runplane(*args, "--local", "--state-dir", str(stack.state_dir))
+    assert answer.returncode == 0, answer.stderr
+    return answer.stdout
 
 
 def callbacks_of(stack: Stack, run_id: str) -> list[dict]:

@@ -19,13 +19,15 @@ from tests.receiver import receiving
 pytestmark = pytest.mark.e2e
 
 README = (ROOT / "README.md").read_text()
-# curl as the README calls it, each answer's status noted: the walk's commands pipe the bodies on
+# curl as the README calls it, each answer's HTTP status (000: none) and curl's exit status noted, the
+# latter returned: the walk's commands pipe the bodies on
 CURL_NOTING_STATUS = r"""
 curl() {
-  local out
-  out=$(command curl -w '\n%{http_code}' "$@")
-  printf '%s %s\n' "${out##*$'\n'}" "$*" >> "$STATUSES"
+  local out code=0
+  out=$(command curl -w '\n%{http_code}' "$@") || code=$?
+  printf '%s %s %s\n' "${out##*$'\n'}" "$code" "$*" >> "$STATUSES"
   printf '%s\n' "${out%$'\n'*}"
+  return "$code"
 }
 """
 
@@ -63,9 +65,9 @@ def test_the_walk_through_the_api_works_as_pasted(stack: Stack, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     answered = statuses.read_text().splitlines()
-    assert len(answered) >= 12, answered
-    refused = [line for line in answered if int(line.split()[0]) >= 400]
-    assert refused == [], refused
+    assert len(answered) == len(re.findall(r"(?m)(?:^|\$\()curl ", walk)), answered  # every one ran
+    failed = [line for line in answered if line.split()[1] != "0" or not 0 < int(line.split()[0]) < 400]
+    assert failed == [], failed
 
 
 def test_the_sqs_message_starts_its_run_and_calls_back(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TextIO
 
 from runplane import definitions as defs
 from runplane.local.poller import STOP_SIGNALS
@@ -46,18 +47,30 @@ def stop_signals_to_the_main_thread() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-class StateInUse(Exception):
-    """Another stack, still running, keeps its state in this state directory."""
+class CannotStart(Exception):
+    """The stack cannot start as asked (its state directory, its port): the message says why."""
 
 
-def _alive(pid: int) -> bool:
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print, unless the terminal is gone (closed: EIO; a closed pipe: EPIPE): from then on the stream
+    writes to /dev/null, so that nothing, not even Python's last flush, fails for it."""
+    stream = stream or sys.stdout
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        print(text, file=stream, flush=True)
+    except OSError:
+        with suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+
+
+def _holder(path: Path) -> str:
+    """Who holds the state, as its local.json says (not yet written while that stack starts)."""
+    try:
+        held = json.loads(path.read_text())
+        return f"pid {held['pid']}, {held['api_url']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "still starting"
 
 
 class LocalStack:
@@ -72,39 +85,52 @@ class LocalStack:
     ):
         self.port, self.host, self.workers = port, host, workers
         self.state_dir, self.sweep_seconds = state_dir, sweep_seconds
+        self.state_file = state_dir / "local.json"
         self.stopping = threading.Event()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.info: dict[str, Any] = {}
+        self.gateway: Any = None
+        self.moto: Any = None
+        self._serving = False
+        self._state_lock: IO[str] | None = None
         self._lock = threading.Lock()
 
     # --- start ---
 
     def start(self) -> dict[str, Any]:
-        """Start everything and return what local.json lists. A SIGINT or SIGTERM that arrives meanwhile
-        is handled once the stack has started (see `stop_signals_to_the_main_thread`)."""
+        """Start everything and return what local.json lists; whatever had started is stopped if a part
+        fails. A SIGINT or SIGTERM that arrives meanwhile is handled once the stack has started (see
+        `stop_signals_to_the_main_thread`)."""
         with stop_signals_to_the_main_thread():
-            return self._start()
+            self._claim_state()
+            try:
+                return self._start()
+            except BaseException:
+                self.stop()
+                raise
 
     def _claim_state(self) -> None:
-        """Refuse to start where another running stack keeps its state (its local.json would be
-        overwritten, then deleted when this one stops); a stale one, left by a stack that was killed, is
-        replaced."""
-        path = self.state_dir / "local.json"
+        """Lock the state directory for the stack's lifetime, so that a second stack there (it would
+        overwrite this one's local.json, then delete it when it stops) is refused, even one started at
+        the same moment. The kernel releases the lock of a stack that was killed: the local.json it
+        left is then replaced, whatever it holds (its pid may be another process's by now)."""
         try:
-            held = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        pid = held.get("pid")
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-            raise StateInUse(
-                f"a local stack already runs with the state in {path} (pid {pid}, {held.get('api_url')}): "
-                "stop it, or give this one its own --state-dir"
-            )
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            lock = (self.state_dir / "local.lock").open("a")  # never deleted: the lock is on this file
+        except OSError as error:
+            raise CannotStart(f"cannot keep the state in {self.state_dir}: {error.strerror}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise CannotStart(
+                f"a local stack already runs with the state in {self.state_file} "
+                f"({_holder(self.state_file)}): stop it, or give this one its own --state-dir"
+            ) from None
+        self._state_lock = lock
 
     def _start(self) -> dict[str, Any]:
         from moto.server import ThreadedMotoServer
-
-        self._claim_state()
 
         from runplane.local import moto_atomic
         from runplane.local.gateway import Gateway
@@ -112,7 +138,12 @@ class LocalStack:
         moto_atomic.install()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.gateway = Gateway(self.host, self.port, self._app_factory())  # fail early if the port is taken
+        try:  # before anything else starts: a taken port stops it early
+            self.gateway = Gateway(self.host, self.port, self._app_factory())
+        except OSError as error:
+            raise CannotStart(
+                f"cannot listen on {self.host}:{self.port}: {error.strerror} (use --port or RUNPLANE_PORT)"
+            ) from None
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, moto_port = self.moto.get_host_and_port()
@@ -131,6 +162,7 @@ class LocalStack:
         services.reset()
         key, runnables = self._seed()
         threading.Thread(target=self.gateway.serve_forever, name="gateway", daemon=True).start()
+        self._serving = True
         for name in self._poller_names():
             self._spawn(name, env)
         threading.Thread(target=self._supervise, args=(env,), name="supervisor", daemon=True).start()
@@ -219,7 +251,10 @@ class LocalStack:
                         self._spawn(name, env)
                         restarted = True
             if restarted:
-                self._write_state()
+                try:
+                    self._write_state()
+                except CannotStart as error:  # the stack runs on; local.json names a gone worker
+                    say(f"[stack] {error}", sys.stderr)
 
     def _sweep(self) -> None:
         from runplane.handlers.sweeper import lambda_handler
@@ -229,16 +264,17 @@ class LocalStack:
             try:
                 lambda_handler({}, LocalLambdaContext("sweeper", 60))
             except Exception as error:
-                print(f"[sweeper] failed: {error!r}", file=sys.stderr)
+                say(f"[sweeper] failed: {error!r}", sys.stderr)
 
     def _write_state(self) -> None:
         with self._lock:
             self.info["worker_pids"] = [p.pid for n, p in self.processes.items() if n.startswith("worker.")]
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            path = self.state_dir / "local.json"
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.info, indent=2) + "\n")
-            temporary.replace(path)
+            temporary = self.state_file.with_suffix(".tmp")
+            try:
+                temporary.write_text(json.dumps(self.info, indent=2) + "\n")
+                temporary.replace(self.state_file)
+            except OSError as error:
+                raise CannotStart(f"cannot write {self.state_file}: {error.strerror}") from None
 
     # --- stop ---
 
@@ -251,7 +287,8 @@ class LocalStack:
         yet have asked to die with it (runplane.runnables.supervise), and would run on, orphaned.
         """
         self.stopping.set()
-        self._say_what_is_lost()
+        if self.info:  # it had started
+            self._say_what_is_lost()
         with self._lock:
             running = {name: p for name, p in self.processes.items() if p.poll() is None}
             for process in running.values():  # not reaped, so the group is still theirs
@@ -261,18 +298,22 @@ class LocalStack:
                 try:
                     process.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    print(
-                        f"[{name}] still running {grace_seconds:g}s after the stop signal: killed",
-                        file=sys.stderr,
+                    say(
+                        f"[{name}] still running {grace_seconds:g}s after the stop signal: killed", sys.stderr
                     )
                     _signal_group(process, signal.SIGKILL)
                     process.wait()
-        self.gateway.stop()
-        self.moto.stop()
-        path = self.state_dir / "local.json"
-        with suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():  # not another stack's
-                path.unlink()
+        if self._serving:
+            self.gateway.stop()
+        elif self.gateway:
+            self.gateway.server.server_close()
+        if self.moto:
+            self.moto.stop()
+        if self._state_lock:  # local.json is this stack's, or one a killed stack left
+            with suppress(OSError):
+                self.state_file.unlink(missing_ok=True)
+            self._state_lock.close()  # releases the lock
+            self._state_lock = None
 
     def _say_what_is_lost(self) -> None:
         """The stack keeps its state in memory: say which runs had not ended, rather than lose them
@@ -289,14 +330,13 @@ class LocalStack:
                 cursor=None,
             )
         except Exception as error:  # the stack stops all the same
-            print(f"[stack] could not list the runs that had not ended: {error!r}", file=sys.stderr)
+            say(f"[stack] could not list the runs that had not ended: {error!r}", sys.stderr)
             return
         if going:
             count = f"{len(going)}{'+' if more else ''} run{'s' if len(going) > 1 or more else ''}"
-            print(
+            say(
                 f"[stack] {count} had not ended and end with the stack (its state is in memory): "
-                + ", ".join(f"{run.id} ({run.status.value})" for run in going),
-                flush=True,
+                + ", ".join(f"{run.id} ({run.status.value})" for run in going)
             )
 
 

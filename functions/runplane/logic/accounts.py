@@ -94,9 +94,10 @@ def set_concurrency(account_id: str, limit: int | None) -> AccountView:
 
 
 def known_account(account_id: str) -> None:
-    """Refuse an account that has never been opened (a key creates it): reads must not invent one."""
+    """Refuse an account that has never been opened (its first key opens it; keys made before accounts
+    were opened have none opened, but their account is real all the same): reads must not invent one."""
     _check_account_id(account_id)
-    if services().accounts.get(account_id) is None:
+    if services().accounts.get(account_id) is None and not services().keys.for_account(account_id):
         raise NotFound("Account", account_id)
 
 
