@@ -442,24 +442,56 @@ def test_callback_headers_cannot_override_what_runplane_sets_or_break_the_reques
 
 
 @pytest.mark.usefixtures("fast_schedule")
-def test_a_callback_not_enqueued_when_the_run_ended_is_sent_by_the_sweeper(
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_callback_whose_message_was_not_sent_is_sent_before_the_run_ends(
     api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The message is the run's outbox: sent before the end is written. A send that fails leaves the run
+    running; the worker's next try at the end sends it, then ends the run."""
     queues = services.services().queues
+    send, sent = queues.send_callback, []
+
+    def once_down(delivery: Any) -> None:
+        sent.append(delivery.id)
+        if len(sent) == 1:
+            raise ConnectionError("down")
+        send(delivery)
+
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        monkeypatch.setattr(queues, "send_callback", once_down)
+        drain("worker")
+        assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
+        assert sent == [delivery_id_for(run_id)] * 2
+        deliver_until(settled(api, run_id))
+        assert sweep(time.time() + 240)["settled"] == 0  # nothing left for the sweeper
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_a_callback_message_that_arrives_before_the_run_has_ended_waits_for_it(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent, then the end's write fails (the worker crashed, say): the message finds the run still going
+    and comes back later; once the run ends, it is delivered with the terminal state, once."""
+    runs = services.services().runs
     with receiving() as receiver:
         run_id = start(api, echo_id, receiver.url)
         with monkeypatch.context() as patched:
-            patched.setattr(
-                queues, "send_callback", lambda *_: (_ for _ in ()).throw(ConnectionError("down"))
-            )
-            drain("worker")
+            patched.setattr(runs, "finish", lambda *_: (_ for _ in ()).throw(TimeoutError("cut off")))
+            worker = threading.Thread(target=drain, args=("worker",))
+            worker.start()
+            deadline = time.monotonic() + 5
+            while not pollers()["callbacks"].poll_once():  # the message arrives while the end fails
+                assert time.monotonic() < deadline, "no callback message"
+                time.sleep(0.05)
+            assert api.get(f"/v1/run/{run_id}").json()["status"] == "running"
+            assert receiver.received == []
+        worker.join()
         assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
-        assert pollers()["callbacks"].poll_once() == 0
-        assert sweep(time.time())["settled"] == 0  # not due yet: the worker may still be at it
-        assert sweep(time.time() + 120)["settled"] == 1
         deliver_until(settled(api, run_id))
-        assert sweep(time.time() + 240)["settled"] == 0
     assert len(receiver.received) == 1
+    assert json.loads(receiver.received[0].body)["status"] == "completed"
 
 
 @pytest.mark.usefixtures("fast_schedule")
@@ -475,15 +507,16 @@ def test_a_failed_attempt_hides_its_message_until_the_retry_is_due(api: Api, ech
 
 
 @pytest.mark.usefixtures("fast_schedule")
-def test_a_pending_delivery_whose_message_was_lost_is_requeued_by_the_sweeper(
+def test_a_delivery_waiting_for_a_retry_whose_message_was_lost_is_requeued_by_the_sweeper(
     api: Api, echo_id: str, env: dict[str, str]
 ) -> None:
-    with receiving() as receiver:
+    with receiving(Answer(500), Answer(200)) as receiver:
         run_id = start(api, echo_id, receiver.url)
         drain("worker")
+        assert pollers()["callbacks"].poll_once() == 1  # the first attempt fails: a retry is scheduled
         boto3.client("sqs").purge_queue(QueueUrl=env["RUNPLANE_CALLBACKS_QUEUE_URL"])
         assert pollers()["callbacks"].poll_once() == 0
-        assert sweep()["callback_requeued"] == 0  # due, not yet overdue
+        assert sweep()["callback_requeued"] == 0  # not yet overdue
         boto3.client("dynamodb").update_item(  # as if 16 minutes had passed
             TableName=env["RUNPLANE_CALLBACKS_TABLE"],
             Key={"pk": {"S": f"acme#{run_id}"}, "id": {"S": delivery_id_for(run_id)}},
@@ -493,7 +526,7 @@ def test_a_pending_delivery_whose_message_was_lost_is_requeued_by_the_sweeper(
         assert sweep()["callback_requeued"] == 1
         assert sweep()["callback_requeued"] == 0  # requeued once, not every sweep
         deliver_until(settled(api, run_id))
-    assert len(receiver.received) == 1
+    assert len(receiver.received) == 2
 
 
 @pytest.mark.usefixtures("fast_schedule")

@@ -38,13 +38,13 @@ def dead_day(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).date().isoformat()
 
 
-def _item(record: DeliveryRecord) -> dict[str, Any]:
+def _item(record: DeliveryRecord, *, indexed: bool = True) -> dict[str, Any]:
     values = record.model_dump(exclude_none=True, exclude={"attempts"})
     values.update(
         pk=run_pk(record.account_id, record.run_id),
         attempts=json.dumps([a.model_dump(mode="json") for a in record.attempts], separators=(",", ":")),
     )
-    if record.state == "pending":
+    if record.state == "pending" and indexed:
         values["pending_shard"] = due_shard(record.id)
     return to_item(values)
 
@@ -59,13 +59,14 @@ class DeliveryStore(TableAdapter):
     def _key(self, account_id: str, run_id: str, delivery_id: str) -> dict[str, Any]:
         return {"pk": {"S": run_pk(account_id, run_id)}, "id": {"S": delivery_id}}
 
-    def create(self, record: DeliveryRecord) -> bool:
-        """Store a new delivery; False when it already exists."""
+    def create(self, record: DeliveryRecord, *, indexed: bool = True) -> bool:
+        """Store a new delivery; False when it already exists. `indexed=False` leaves a pending one out of
+        the overdue index until it waits for a retry (its first message is sent before it can be lost)."""
         return write_if(
             self.client,
             "put_item",
             TableName=self.table,
-            Item=_item(record),
+            Item=_item(record, indexed=indexed),
             ConditionExpression="attribute_not_exists(pk)",
         )
 
@@ -137,8 +138,8 @@ class DeliveryStore(TableAdapter):
             "state": state,
         }
         remove: tuple[str, ...] = ("lease_owner", "lease_until")
-        if next_attempt_at is not None:
-            set_["next_attempt_at"] = next_attempt_at
+        if next_attempt_at is not None:  # waiting for a retry: in the overdue index
+            set_.update(next_attempt_at=next_attempt_at, pending_shard=due_shard(record.id))
         else:
             now = attempt.started_at.timestamp() + attempt.latency_ms / 1000
             set_["finished_at"] = datetime.fromtimestamp(now, UTC).isoformat()
@@ -174,7 +175,7 @@ class DeliveryStore(TableAdapter):
         moved to another round than `record`'s or is held for an attempt."""
         return self._update(
             record,
-            set_={"next_attempt_at": now, "round_attempts": 0},
+            set_={"next_attempt_at": now, "round_attempts": 0, "pending_shard": due_shard(record.id)},
             increment=("round",),
             condition=f"#state = :pending AND {_NOT_HELD} AND {_SAME_ROUND}",
             values={":pending": "pending", ":now": now, ":round": record.round},

@@ -26,12 +26,9 @@ def delivery_id_for(run_id: str) -> str:
     return "msg_" + run_id.replace("-", "")
 
 
-def start_delivery(record: RunRecord) -> None:
-    """Create the ended run's delivery (once) and enqueue it.
-
-    Safe to repeat: the worker calls it after finishing the run, and the sweeper again if that was cut short.
-    """
-    delivery = DeliveryRecord(
+def end_delivery(record: RunRecord, expires_at: int | None) -> DeliveryRecord:
+    """The delivery of the run's end callback, pending, due now."""
+    return DeliveryRecord(
         account_id=record.account_id,
         run_id=record.id,
         id=delivery_id_for(record.id),
@@ -40,9 +37,22 @@ def start_delivery(record: RunRecord) -> None:
         state="pending",
         next_attempt_at=time.time(),
         created_at=utcnow(),
-        expires_at=record.expires_at,
+        expires_at=expires_at,
     )
-    _create_and_enqueue(delivery)
+
+
+def send_end_delivery(record: RunRecord, expires_at: int) -> None:
+    """Store the delivery of the run's end callback (once: a repeat keeps the first) and enqueue it, as the
+    run is about to end: the message is the run's outbox, so the end needs none of its own. A message
+    that arrives before the end is written waits for it (`logic.deliver`); if the end is never written
+    by this path, another path ends the run and sends again. The delivery enters the sweeper's overdue
+    index only once it waits for a retry (nothing else can lose its message)."""
+    _create_and_enqueue(end_delivery(record, expires_at), indexed=False)
+
+
+def start_delivery(record: RunRecord) -> None:
+    """Create the ended run's delivery (once) and enqueue it: a run that ended without one stored."""
+    _create_and_enqueue(end_delivery(record, record.expires_at))
 
 
 def start_event_delivery(record: RunRecord, event: str, seq: int) -> None:
@@ -65,9 +75,10 @@ def start_event_delivery(record: RunRecord, event: str, seq: int) -> None:
     )
 
 
-def _create_and_enqueue(delivery: DeliveryRecord) -> None:
+def _create_and_enqueue(delivery: DeliveryRecord, *, indexed: bool = True) -> None:
     store = services().deliveries
-    if not store.create(delivery):  # stored before: enqueued again only while pending, in its round
+    # stored before: enqueued again only while pending, in its round
+    if not store.create(delivery, indexed=indexed):
         existing = store.get(delivery.account_id, delivery.run_id, delivery.id)
         if existing is None or existing.state != "pending":
             return

@@ -19,6 +19,7 @@ from runplane import definitions as defs
 from runplane.adapters import outbound
 from runplane.domain.deliveries import CallbackAttempt, DeliveryRecord
 from runplane.domain.errors import RetryLater
+from runplane.domain.models import RunRecord
 from runplane.domain.webhooks import signature_header
 from runplane.logic.callbacks import signing_secrets
 from runplane.logic.runs import run_state
@@ -28,6 +29,7 @@ from runplane.settings import MAX_CALLBACK_DELAY_SECONDS
 
 LEASE_SECONDS = defs.CALLBACK_TIMEOUT_SECONDS  # an attempt never outlives the function making it
 RACE_BACKOFF_SECONDS = 5
+MAX_NOT_ENDED_WAIT_SECONDS = 15 * 60
 
 
 def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
@@ -44,11 +46,16 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
         _retry_later(receipt_handle, waiting)
     if record.follows_events and _events_in_flight(record, now):  # the end is the last message
         _retry_later(receipt_handle, EVENTS_BACKOFF_SECONDS)
+    run = services().runs.get(record.account_id, record.run_id, consistent=True)
+    if record.event == "completed" and run is not None and not run.status.terminal:
+        # sent as the run was about to end, which it has not yet: wait as long again as it has waited
+        age = now - record.created_at.timestamp()
+        _retry_later(receipt_handle, min(max(age, 1.0), MAX_NOT_ENDED_WAIT_SECONDS))
     owner = secrets.token_hex(8)
     claimed = store.claim(record, owner, now, now + LEASE_SECONDS)
     if claimed is None:  # another copy of the message got there first
         _retry_later(receipt_handle, RACE_BACKOFF_SECONDS)
-    state, next_at, attempt = _attempt(claimed)
+    state, next_at, attempt = _attempt(claimed, run)
     updated = store.record_attempt(claimed, owner, attempt, state=state, next_attempt_at=next_at)
     count_callback(state)
     log = {"run_id": claimed.run_id, "delivery_id": claimed.id, "attempt": attempt.number, "state": state}
@@ -82,8 +89,8 @@ def _retry_later(receipt_handle: str, seconds: float) -> NoReturn:
     raise RetryLater(f"due in {seconds:.0f} s")
 
 
-def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt]:
-    """POST once; (next state, next due time if pending, the attempt). `record` is as claimed: its
+def _attempt(record: DeliveryRecord, run: RunRecord | None) -> tuple[str, float | None, CallbackAttempt]:
+    """POST `run` once; (next state, next due time if pending, the attempt). `record` is as claimed: its
     `round_attempts` counts this attempt."""
     number = record.attempts[-1].number + 1 if record.attempts else 1
     started = time.time()
@@ -92,7 +99,7 @@ def _attempt(record: DeliveryRecord) -> tuple[str, float | None, CallbackAttempt
         reply = outbound.Reply(None, 0, "earlier attempts did not finish")
     else:
         try:
-            reply = _post(record)
+            reply = _post(record, run)
         except Exception as error:  # a bug or an AWS failure: recorded as a failed attempt, retried
             logger.exception("callback attempt failed inside Runplane", extra={"delivery_id": record.id})
             reply = outbound.Reply(
@@ -122,10 +129,9 @@ RUN_GONE = outbound.Reply(None, 0, "the run no longer exists")
 SUPERSEDED = outbound.Reply(None, 0, "superseded: the run has ended, its end's callback follows")
 
 
-def _post(record: DeliveryRecord) -> outbound.Reply:
+def _post(record: DeliveryRecord, run: RunRecord | None) -> outbound.Reply:
     """Sign the run's RunState and POST it to the delivery's URL."""
     settings = services().settings
-    run = services().runs.get(record.account_id, record.run_id, consistent=True)
     if run is None:
         return RUN_GONE
     if record.event != "completed" and run.status.terminal:

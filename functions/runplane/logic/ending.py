@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from runplane.domain.agents import Reported, agent_holds, heartbeat_seconds, timeout_reason
@@ -17,7 +17,7 @@ from runplane.domain.models import Outcome, RunError, RunQuery, RunRecord, RunSt
 from runplane.domain.pricing import add_up, priced
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import admission
-from runplane.logic.callbacks import start_delivery
+from runplane.logic.callbacks import send_end_delivery
 from runplane.logic.runs import item_json_bytes, run_state, store_json
 from runplane.logic.services import services
 from runplane.observability import count_agent_lost, count_finished, logger
@@ -61,6 +61,8 @@ def finish_run(
     default the owner, or a new one).
     """
     token = ended_by or owner or secrets.token_hex(8)
+    if record.calls_back("completed"):
+        send_end_delivery(record, _expiry(utcnow()))
     finished = None
     for _ in range(3):  # a cancellation (or another event) may come between reading the run and ending it
         if record.cancel_requested:
@@ -107,7 +109,7 @@ def _end(
     fields: dict[str, Any] = {
         "status": outcome.status.value,
         "completed_at": now,
-        "expires_at": int((now + timedelta(days=settings.run_retention_days)).timestamp()),
+        "expires_at": _expiry(now),
         "outcome_json": outcome_json,
         "outcome_ref": outcome_ref,
         "ended_by": token,
@@ -115,12 +117,9 @@ def _end(
     if outcome.status is Status.failed:
         fields["failed_at"] = now
     # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
-    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel)
-    unsettled = (
-        record.calls_back("completed")
-        or record.status is Status.waiting
-        or outcome.status is Status.cancelled
-    )
+    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel); a
+    # callback needs no such outbox: its delivery was stored and enqueued before this write
+    unsettled = record.status is Status.waiting or outcome.status is Status.cancelled
     runs = services().runs
     request = runs.finish_write(
         record,
@@ -147,6 +146,11 @@ def _end(
         if fresh is not None and fresh.ended_by == token:
             return fresh
         raise
+
+
+def _expiry(now: datetime) -> int:
+    """When an ended run's item (and its callback's delivery) expires."""
+    return int((now + timedelta(days=services().settings.run_retention_days)).timestamp())
 
 
 def keep_outcome(record: RunRecord, outcome: Outcome) -> None:
@@ -222,15 +226,13 @@ def with_reported(record: RunRecord, outcome: Outcome) -> Outcome:
 
 
 def settle_ended(record: RunRecord) -> None:
-    """What follows a run's end: give back its concurrency slots (waking waiting runs), enqueue its
-    callback, cancel the children of a cancelled run, then take it out of the sweeper's index. Safe to
-    repeat: the sweeper does when the path that ended the run was cut short."""
+    """What follows a run's end: give back its concurrency slots (waking waiting runs), cancel the
+    children of a cancelled run, then take it out of the sweeper's index. Safe to repeat: the sweeper
+    does when the path that ended the run was cut short. (Its callback was enqueued before the end.)"""
     if record.slots or record.queued_on:
         admission.release(record)
     if record.status is Status.cancelled and record.child_runs:
         _cancel_children(record)
-    if record.calls_back("completed"):
-        start_delivery(record)
     if record.due_at is not None:
         services().runs.clear_due(record.account_id, record.id)
 
