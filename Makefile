@@ -10,16 +10,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# `make run` installs what the local stack needs (the runtime's packages, moto, the gateway's server);
-# `make test` the CDK app and the test tools besides.
-$(LOCAL_STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing the local stack's packages into $(VENV) (no CDK, no test tools)..."
-	$(BIN)/python -m pip install --quiet -e ".[local]"
+# `make run` installs what the local stack needs (the runtime's packages, moto, the gateway's server) and
+# the Python client (clients/python: the CLI's runs commands use it); `make test` the CDK app and the test
+# tools besides.
+CLIENT := clients/python/pyproject.toml
+
+$(LOCAL_STAMP): pyproject.toml $(CLIENT) | $(BIN)/python
+	@echo "installing the local stack's packages and the client into $(VENV) (no CDK, no test tools)..."
+	$(BIN)/python -m pip install --quiet -e ".[local]" -e clients/python
 	touch $(LOCAL_STAMP)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(CLIENT) | $(BIN)/python
 	@echo "installing the local stack's, the CDK app's and the tests' packages into $(VENV)..."
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e clients/python
 	touch $(STAMP) $(LOCAL_STAMP)
 
 run: $(LOCAL_STAMP)
