@@ -1,12 +1,13 @@
 """The README's examples work as pasted, in order, against a local stack: the walk through the API (its
 shell block run by bash, every HTTP answer below 400) and the SQS message (sent to the intake queue as
-written, with the runnable's id put in, it starts its run)."""
+written, with the runnable's id put in, it starts its run), and the walk in Python."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,30 @@ def test_the_sqs_message_starts_its_run_and_calls_back(stack: Stack) -> None:
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "completed", reply.text
     assert reply.json()["result"]["outputs"] == message["inputs"]  # echo
+
+
+def test_the_walk_in_python_works_as_pasted(stack: Stack) -> None:
+    """Run where the walk runs (the client finds the stack by its local.json), after the curl walk or
+    alone: it registers `nap` only when no runnable has that name."""
+    walk = block("### The same in Python", "python")
+    done = subprocess.run(
+        [sys.executable, "-c", walk],
+        cwd=stack.state_dir.parent,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert printed[:5] == [
+        "1 status waiting",
+        "2 status running",
+        "3 status completed",
+        "completed",
+        printed[4],
+    ], printed
+    assert printed[4].startswith("completed {'slept': 1"), printed
+    listed = [line.split() for line in printed[5:]]
+    assert len(listed) >= 2, printed  # the two runs above, at least
+    assert all(status == "completed" for _, status in listed), printed
