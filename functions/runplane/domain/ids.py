@@ -12,9 +12,10 @@ INTAKE_NAMESPACE = uuid.UUID("5b0a3c8e-2f4d-4e7a-9c61-8d2f0e4b7a15")
 CHILD_NAMESPACE = uuid.UUID("5d1c6c3e-7a0b-4d6e-9b8f-2f6a1c0e4b7d")
 
 
-def new_id() -> str:
-    """A UUIDv7 (RFC 9562): sorts by creation time as a string, so listings can be newest first."""
-    millis = time.time_ns() // 1_000_000
+def new_id(millis: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): sorts by creation time as a string, so listings can be newest first. `millis`:
+    the creation time in ms since the epoch, if not now."""
+    millis = time.time_ns() // 1_000_000 if millis is None else millis
     value = (millis & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10)) & ((1 << 80) - 1)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
