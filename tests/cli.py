@@ -1,5 +1,5 @@
-"""The `runplane` command as a subprocess, with nothing of the developer's own AWS set-up, and the check
-of its one-line errors."""
+"""The `runplane` command as a subprocess, with nothing of the developer's own AWS set-up (or on a local
+stack), and the check of its one-line errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.local_stack import ROOT
+from tests.local_stack import ROOT, Stack
 
 CLEAN = {
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -23,14 +23,27 @@ CLEAN = {
 
 def runplane(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`runplane ARGS` with only `env` of its own, where there is no .runplane/."""
+    return runplane_in(Path(__file__).parent, *args, **env)
+
+
+def runplane_in(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`runplane ARGS` in `folder` (the API commands look for a local stack's .runplane/ from there up),
+    with only `env` of its own."""
     return subprocess.run(
         [sys.executable, "-m", "runplane.cli", *args],
         env={**CLEAN, **env},
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).parent,
+        cwd=folder,
     )
+
+
+def cli(stack: Stack, *args: str) -> str:
+    """What `runplane ARGS --local` prints against `stack`, once it succeeded."""
+    answer = runplane(*args, "--local", "--state-dir", str(stack.state_dir))
+    assert answer.returncode == 0, answer.stderr
+    return answer.stdout
 
 
 def one_line_error(answer: subprocess.CompletedProcess[str], *words: str) -> str:

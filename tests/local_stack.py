@@ -84,9 +84,15 @@ class Stack:
         """Read the stack's output in the background so a full pipe never blocks it."""
         threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()  # type: ignore[union-attr]
 
+    def read_until(self, text: str, seconds: float = 30) -> str:
+        """What the stack prints from here until `text`, which it must print within `seconds`."""
+        printed = read_banner(self.process.stdout.readline, seconds, until=text)  # type: ignore[union-attr]
+        assert text in printed, printed
+        return printed
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)
-        return self.process.wait(30)
+        return self.process.wait(60)  # it answers the requests in flight first, for up to 30 s
 
 
 def wait_for(done: Callable[[], Any], seconds: float = 30) -> None:
@@ -111,11 +117,11 @@ def stack_command(state_dir: Path, workers: int = 2, port: int | None = None) ->
     return [sys.executable, "-m", "runplane.cli", *local, "--state-dir", str(state_dir)]
 
 
-def read_banner(read: Callable[[], str], seconds: float = 60) -> str:
-    """What the stack prints until its banner ends ("Press Ctrl-C to stop."), it exits or `seconds` pass
-    (checked between reads)."""
+def read_banner(read: Callable[[], str], seconds: float = 60, until: str = "Press Ctrl-C") -> str:
+    """What the stack prints until `until` (by default the end of its banner, "Press Ctrl-C to stop."), it
+    exits or `seconds` pass (checked between reads)."""
     seen, deadline = "", time.monotonic() + seconds
-    while "Press Ctrl-C" not in seen and time.monotonic() < deadline:
+    while until not in seen and time.monotonic() < deadline:
         chunk = read()
         if not chunk:  # it exited
             break

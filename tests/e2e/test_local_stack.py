@@ -19,7 +19,7 @@ import requests
 from runplane.domain.ids import intake_run_id
 from standardwebhooks.webhooks import Webhook
 
-from tests.cli import runplane
+from tests.cli import cli
 from tests.contract import assert_run_state
 from tests.local_stack import Stack, start_stack, wait_for
 from tests.receiver import Answer, receiving
@@ -239,12 +239,6 @@ def test_only_the_main_thread_of_the_stack_can_take_a_ctrl_c(stack: Stack) -> No
     assert blocked.pop(stack.process.pid) == 0
     assert len(blocked) >= 4  # moto's, the gateway's, the supervisor and the sweeper, at least
     assert set(blocked.values()) == {stop}
-
-
-def cli(stack: Stack, *args: str) -> str:
-    answer = runplane(*args, "--local", "--state-dir", str(stack.state_dir))
-    assert answer.returncode == 0, answer.stderr
-    return answer.stdout
 
 
 def callbacks_of(stack: Stack, run_id: str) -> list[dict]:

@@ -1,5 +1,6 @@
-"""End to end: how `runplane local` starts and stops (Ctrl-C, a hangup, nohup), and how it keeps its
-state directory to itself."""
+"""End to end: how `runplane local` starts and stops (Ctrl-C, a hangup, nohup; the requests in flight
+answered first), how it keeps its state directory to itself, and what a runnable's author sees in its
+terminal (runs' output, code reloaded)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,28 @@ import json
 import os
 import pty
 import signal
+import socket
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.cli import one_line_error
-from tests.local_stack import ROOT, read_banner, stack_command, stack_environment, start_stack, wait_for
+from tests.contract import assert_run_state
+from tests.local_stack import (
+    ROOT,
+    Stack,
+    read_banner,
+    stack_command,
+    stack_environment,
+    start_stack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -253,3 +267,146 @@ def test_a_state_dir_that_cannot_be_written_is_refused_in_one_line(tmp_path: Pat
         timeout=120,
     )
     assert "cannot listen" not in one_line_error(answer, str(state))
+
+
+# --- requests in flight at the stop ---
+
+
+def statuses(stack: Stack) -> list[str]:
+    return [run["status"] for run in stack.call("GET", "/v1/runs").json()["items"]]
+
+
+def test_a_sync_run_in_flight_at_ctrl_c_is_answered_and_new_requests_are_refused(tmp_path: Path) -> None:
+    """The gateway answers the request in flight, its run going on meanwhile, then the stack exits 0; a
+    request made meanwhile is refused in the native error shape."""
+    other = start_stack(tmp_path, workers=1)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(other.start_run, "sleep", {"inputs": {"seconds": 3}}, mode="sync")
+        time.sleep(1)
+        other.process.send_signal(signal.SIGINT)
+        other.read_until("[stack] answering 1 request first, up to 30s")
+        refused = other.call("GET", "/v1/runs")
+        reply = answer.result(30)
+    assert reply.status_code == 200, reply.text
+    assert assert_run_state(reply.json())["status"] == "completed"
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "The local stack is stopping", "code": "stack_stopping", "issues": []}
+    assert other.process.wait(30) == 0
+    output = other.process.stdout.read()  # type: ignore[union-attr]
+    assert "had not ended" not in output, output
+    assert "Traceback" not in output, output
+
+
+def test_a_second_ctrl_c_stops_without_waiting_for_the_requests_in_flight(tmp_path: Path) -> None:
+    other = start_stack(tmp_path, workers=1)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(other.start_run, "sleep", {"inputs": {"seconds": 20}}, mode="sync")
+        wait_for(lambda: statuses(other) == ["running"])
+        other.process.send_signal(signal.SIGINT)
+        other.read_until("[stack] answering 1 request first")
+        other.process.send_signal(signal.SIGINT)
+        assert other.process.wait(10) == 0
+        with pytest.raises(requests.ConnectionError):
+            answer.result(10)
+    assert "[stack] 1 request cut short, unanswered" in other.process.stdout.read()  # type: ignore[union-attr]
+
+
+def test_clients_that_leave_mid_request_leave_nothing_in_the_terminal(tmp_path: Path) -> None:
+    """One leaves halfway through its body; one while its sync run goes on, which its answer finds gone."""
+    other = start_stack(tmp_path, workers=1)
+    url, key, sleep = other.info["api_url"], other.info["api_key"], other.info["runnables"]["sleep"]
+    body = json.dumps({"inputs": {"seconds": 1}})
+    for request in (
+        'POST /v1/runnables HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"na',
+        f"POST /v1/runnable/{sleep}/runs?mode=sync HTTP/1.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}",
+    ):
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as client:
+            client.sendall(request.encode())
+            time.sleep(0.3)  # the gateway is reading the request, or serving it
+    wait_for(lambda: statuses(other) == ["completed"])
+    assert other.stop() == 0  # once the sync wait has answered
+    printed = other.process.stdout.read().strip().splitlines()  # type: ignore[union-attr]
+    assert printed[0] == "stopping…", printed
+    assert all(line.startswith("[stack] answering 1 request first") for line in printed[1:]), printed
+
+
+def test_a_request_answered_after_another_began_reads_its_own_request(tmp_path: Path) -> None:
+    """A Cotool sync run still going when its wait ends answers 202 with a Location on its own request's
+    Host, though another request came in meanwhile."""
+    other = start_stack(tmp_path, workers=1, RUNPLANE_SYNC_WAIT_SECONDS="1.5")
+    sleep = other.info["runnables"]["sleep"]
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(other.call, "POST", f"/api/agents/{sleep}/run-sync", {"inputs": {"seconds": 3}})
+        time.sleep(0.5)
+        assert other.call("GET", "/v1/runs", headers={"Host": "elsewhere.example"}).status_code == 200
+        reply = answer.result(30)
+    assert reply.status_code == 202, reply.text
+    assert reply.headers["Location"].startswith(other.info["api_url"] + "/api/agents/"), reply.headers
+    assert other.stop() == 0
+
+
+# --- a runnable's author ---
+
+AUTHORED = """from runplane.runnables import runnable
+
+
+@runnable("greet")
+def greet(inputs, ctx):
+    print("hello from greet")
+    ctx.log("greeted", whom="you")
+    return {"version": 1}
+
+
+@runnable("boom")
+def boom(inputs, ctx):
+    raise ValueError("kaboom")
+"""
+
+
+def start_authoring(tmp_path: Path) -> tuple[Stack, Path]:
+    """A stack running the runnable package `authored`, written to a directory on its PYTHONPATH."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "authored.py").write_text(AUTHORED)
+    path = os.pathsep.join([stack_environment()["PYTHONPATH"], str(code)])
+    other = start_stack(tmp_path / "state", workers=1, RUNPLANE_RUNNABLE_PACKAGES="authored", PYTHONPATH=path)
+    return other, code / "authored.py"
+
+
+def run_sync(stack: Stack, function: str) -> dict:
+    reply = stack.start_run(function, mode="sync")
+    assert reply.status_code == 200, reply.text
+    return assert_run_state(reply.json())
+
+
+def test_a_runs_output_and_traceback_are_echoed_to_the_terminal_and_kept_in_its_log(tmp_path: Path) -> None:
+    other, _ = start_authoring(tmp_path)
+    greeted, failed = run_sync(other, "greet"), run_sync(other, "boom")
+    logs = other.call("GET", f"/v1/run/{greeted['id']}/logs").json()["lines"]
+    assert sorted(line["message"] for line in logs) == ["greeted", "hello from greet"]
+    assert other.stop() == 0
+    printed = other.process.stdout.read().splitlines()  # type: ignore[union-attr]
+    greet, boom = f"[greet {greeted['id'][-8:]}] ", f"[boom {failed['id'][-8:]}] "
+    assert {greet + "hello from greet", greet + "greeted"} <= set(printed), printed
+    traceback = [line for line in printed if line.startswith(boom)]
+    assert traceback[0] == boom + "Traceback (most recent call last):", printed
+    assert traceback[-1] == boom + "ValueError: kaboom", printed
+
+
+def test_an_edited_runnable_runs_its_new_code_on_the_next_run(tmp_path: Path) -> None:
+    """Without a restart; code that does not import says why in the terminal, and its runs fail, until it
+    is fixed."""
+    other, source = start_authoring(tmp_path)
+    assert run_sync(other, "greet")["result"]["outputs"] == {"version": 1}
+    source.write_text(AUTHORED.replace('"version": 1', '"version": 2'))
+    assert run_sync(other, "greet")["result"]["outputs"] == {"version": 2}
+    source.write_text(AUTHORED.replace("def greet(inputs, ctx):", "def greet(inputs, ctx)"))
+    broken = run_sync(other, "greet")
+    assert (broken["status"], broken["result"]["error"]["code"]) == ("failed", "runnable_unavailable")
+    source.write_text(AUTHORED.replace('"version": 1', '"version": 3'))
+    assert run_sync(other, "greet")["result"]["outputs"] == {"version": 3}
+    assert other.stop() == 0
+    printed = other.process.stdout.read()  # type: ignore[union-attr]
+    assert "[worker] cannot reload authored:\n" in printed
+    assert "SyntaxError: expected ':'" in printed

@@ -9,8 +9,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,8 +19,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests.cli import cli
 from tests.file_server import FileServer, Served
-from tests.local_stack import ROOT, Stack, start_stack
+from tests.local_stack import Stack, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -116,14 +115,6 @@ def upload(stack: Stack, data: bytes, **fields: Any) -> dict:
     resource = get(stack, started["resource"]["id"])
     assert resource["status"] == "ready", resource
     return resource
-
-
-def cli(stack: Stack, *args: str) -> str:
-    command = [sys.executable, "-m", "runplane.cli", *args, "--local", "--state-dir", str(stack.state_dir)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "functions")])}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=environment)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def python_runnable(stack: Stack, function: str) -> str:

@@ -61,6 +61,7 @@ from roe.exceptions import (
 from roe.models.file import FileUpload
 from roe.models.job import Job
 
+from tests.cli import cli
 from tests.contract import assert_reply, is_dialect
 from tests.local_stack import Stack, start_stack
 
@@ -165,11 +166,6 @@ def values(outputs: list[AgentDatum] | None) -> dict[str, Any]:
         assert isinstance(datum, AgentDatum)
         decoded[datum.key] = json.loads(datum.value) if datum.data_type == "application/json" else datum.value
     return decoded
-
-
-def cli(stack: Stack, *args: str) -> str:
-    command = [sys.executable, "-m", "runplane.cli", *args, "--local", "--state-dir", str(stack.state_dir)]
-    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def poll_status(client: roe.RoeClient, job_id: str, until: Callable[[int], bool], seconds: float = 20) -> int:

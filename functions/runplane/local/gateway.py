@@ -1,14 +1,18 @@
 """A local API Gateway on werkzeug's threaded HTTP server: each request becomes the event the deployed API
 sends the api handler (setting `api_type`: an HTTP API's payload 2.0, or a REST API's proxy event), and
-whatever the HTTP layer refuses itself is answered in the dialect's JSON error shape."""
+whatever the HTTP layer refuses itself is answered in the dialect's JSON error shape. While the stack stops,
+the requests in flight are answered and new ones refused (`InFlight`)."""
 
 from __future__ import annotations
 
 import base64
 import queue
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +23,7 @@ from runplane.api.app import serve
 from runplane.api.errors import framing_error
 from runplane.api.forms import media_type
 from runplane.api.gate import API_GATEWAY_MAX_BODY
+from runplane.local import resolver_threads
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.settings import get_settings
 
@@ -139,13 +144,53 @@ class _Refused(Exception):
     """A request the HTTP layer answers itself; args are (status, message, code)."""
 
 
+class InFlight:
+    """The requests being answered. Once closed, new ones are refused (503) and `wait` waits for the rest."""
+
+    def __init__(self) -> None:
+        self._count, self._closed = 0, False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """One request, from its event to the last byte of its answer."""
+        with self._changed:
+            if self._closed:
+                raise _Refused(503, "The local stack is stopping", "stack_stopping")
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def close(self) -> int:
+        """Refuse new requests from now on; returns how many are in flight."""
+        with self._changed:
+            self._closed = True
+            return self._count
+
+    def wait(self, seconds: float, hurry: threading.Event) -> int:
+        """Until none is in flight, `seconds` pass or `hurry` is set; returns how many are left."""
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while self._count and not hurry.is_set() and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(min(left, 0.1))  # a signal handler sets `hurry` without notifying
+            return self._count
+
+
+class _Server(ThreadedWSGIServer):
+    in_flight: InFlight
+
+
 class _Handler(WSGIRequestHandler):
     """werkzeug's request handler (any method, chunked bodies, silent dropped connections) answering with
     `server.app`, the gateway's `invoke`, in place of werkzeug's WSGI runner, which closes every connection
     after its answer. The headers reach the event as the client sent them (WSGI's environ upper-cases and
     comma-joins them)."""
 
-    server: ThreadedWSGIServer
+    server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "runplane-local"
     disable_nagle_algorithm = True  # headers and body are two writes: the body would wait ~40 ms for an ACK
@@ -171,9 +216,14 @@ class _Handler(WSGIRequestHandler):
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
             headers.setdefault(name, []).append(value)
-        response = self.server.app(
-            proxy_event(self.command, self.path, headers, body, self.client_address[0])
-        )
+        try:
+            with self.server.in_flight.request():
+                self._answer(proxy_event(self.command, self.path, headers, body, self.client_address[0]))
+        except _Refused as refused:  # the stack is stopping
+            self._refuse(*refused.args)
+
+    def _answer(self, event: dict) -> None:
+        response = self.server.app(event)
         payload = response.get("body") or ""
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
         out: dict[str, Any] = dict(response.get("headers") or {})
@@ -260,15 +310,18 @@ class _Handler(WSGIRequestHandler):
 
 
 class Gateway:
-    """Serves `http://host:port` until stopped. Each in-flight request borrows its own resolver."""
+    """Serves `http://host:port` until stopped. Each in-flight request borrows its own resolver, and its
+    thread keeps the request it resolves (runplane.local.resolver_threads)."""
 
     def __init__(self, host: str, port: int, app_factory: Any):
+        resolver_threads.install()
         self._factory = app_factory
         self._apps: queue.LifoQueue[Any] = queue.LifoQueue()
         # bound here, so that a taken port raises OSError: werkzeug's own bind exits the process
         family = select_address_family(host, port)
         with socket.create_server((host, port), family=family, backlog=BACKLOG) as bound:
-            self.server = ThreadedWSGIServer(host, port, self.invoke, _Handler, fd=bound.fileno())
+            self.server = _Server(host, port, self.invoke, _Handler, fd=bound.fileno())
+        self.in_flight = self.server.in_flight = InFlight()
 
     @property
     def url(self) -> str:

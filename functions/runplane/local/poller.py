@@ -3,6 +3,8 @@ delete what succeeded and leave on the queue what `batchItemFailures` names.
 
 Local mode runs each poller as its own process (`python -m runplane.local.poller FUNCTION`), as Lambda
 runs each execution environment apart: killing one is a worker crash, and so is stopping one (see `main`).
+A local worker also echoes its runs' log lines to the stack's terminal and reloads the runnable packages
+that changed (`local_worker`).
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ def load_handler(function: defs.Function) -> Callable[[dict, Any], Any]:
 class Poller:
     """The event source mapping of one function: its queue, batch size and handler."""
 
-    def __init__(self, function: defs.Function, wait_seconds: int = 1):
+    def __init__(
+        self, function: defs.Function, wait_seconds: int = 1, before_batch: Callable[[], None] | None = None
+    ):
         self.function = function
         self.wait_seconds = wait_seconds
+        self.before_batch = before_batch
         self.sqs = aws.client("sqs")
         self.queue_url = os.environ[defs.queue(function.queue or "").env_var]
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
@@ -72,6 +77,8 @@ class Poller:
         ).get("Messages", [])
         if not messages:
             return 0
+        if self.before_batch is not None:
+            self.before_batch()
         region = self.sqs.meta.region_name
         event = {"Records": [sqs_record(m, self.queue_arn, region) for m in messages]}
         context = LocalLambdaContext(self.function.name, self.function.timeout_seconds)
@@ -92,6 +99,18 @@ class Poller:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.poll_once()
+
+
+def local_worker() -> Callable[[], None]:
+    """Make this worker echo its runs' log lines; returns what reloads the runnable packages that changed
+    (to call before each run)."""
+    from runplane.local.reload import Reloader
+    from runplane.local.terminal import echo_log_line
+    from runplane.runnables import supervise
+    from runplane.settings import get_settings
+
+    supervise.echo_log = echo_log_line
+    return Reloader(get_settings().runnable_packages)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal closed
@@ -115,7 +134,8 @@ def main(argv: list[str]) -> None:
     # inherited blocked from the stack (runplane.local.stack.stop_signals_to_the_main_thread); one sent
     # meanwhile ends the process here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    Poller(function).run(threading.Event())  # never set: the process ends on a signal
+    before_batch = local_worker() if function.name == "worker" else None
+    Poller(function, before_batch=before_batch).run(threading.Event())  # never set: ends on a signal
 
 
 if __name__ == "__main__":

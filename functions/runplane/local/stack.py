@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 from runplane import definitions as defs
 from runplane.local.poller import STOP_SIGNALS
+from runplane.local.terminal import say
 from runplane.observability import LOG_LEVEL
 
 LOCAL_ACCOUNT = "local"
@@ -49,19 +50,6 @@ def stop_signals_to_the_main_thread() -> Iterator[None]:
 
 class CannotStart(Exception):
     """The stack cannot start as asked (its state directory, its port): the message says why."""
-
-
-def say(text: str, stream: TextIO | None = None) -> None:
-    """Print, unless the terminal is gone (closed: EIO; a closed pipe: EPIPE): from then on the stream
-    writes to /dev/null, so that nothing, not even Python's last flush, fails for it."""
-    stream = stream or sys.stdout
-    try:
-        print(text, file=stream, flush=True)
-    except OSError:
-        with suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
 
 
 def _holder(path: Path) -> str:
@@ -279,14 +267,17 @@ class LocalStack:
     # --- stop ---
 
     def stop(self, grace_seconds: float = 5.0) -> None:
-        """Signal every poller, then wait for them all against one deadline: a poller ends on the signal
-        (runplane.local.poller.main), so the deadline only bounds one that does not; that one is killed.
+        """Answer the requests in flight (`_drain`), then signal every poller and wait for them all
+        against one deadline: a poller ends on the signal (runplane.local.poller.main), so the deadline
+        only bounds one that does not; that one is killed.
 
         The signal goes to the poller's process group (it leads its own), so that it reaches the
         processes the poller forked for runs as well: one forked just before its worker ends may not
         yet have asked to die with it (runplane.runnables.supervise), and would run on, orphaned.
         """
         self.stopping.set()
+        if self._serving:
+            self._drain()
         if self.info:  # it had started
             self._say_what_is_lost()
         with self._lock:
@@ -315,6 +306,19 @@ class LocalStack:
             self._state_lock.close()  # releases the lock
             self._state_lock = None
 
+    def _drain(self) -> None:
+        """Refuse new requests (503), and let those in flight be answered first (a sync run's too: the
+        pollers still run) for up to the api function's timeout, which bounds a request in AWS too; a
+        second stop signal stops the wait."""
+        seconds, hurry = defs.function("api").timeout_seconds, threading.Event()
+        with _on_stop_signals(hurry.set):  # before the prompt to press Ctrl-C
+            if not (count := self.gateway.in_flight.close()):
+                return
+            say(f"[stack] answering {_plural(count, 'request')} first, up to {seconds}s (Ctrl-C: stop now)")
+            left = self.gateway.in_flight.wait(seconds, hurry)
+        if left:
+            say(f"[stack] {_plural(left, 'request')} cut short, unanswered", sys.stderr)
+
     def _say_what_is_lost(self) -> None:
         """The stack keeps its state in memory: say which runs had not ended, rather than lose them
         silently."""
@@ -338,6 +342,27 @@ class LocalStack:
                 f"[stack] {count} had not ended and end with the stack (its state is in memory): "
                 + ", ".join(f"{run.id} ({run.status.value})" for run in going)
             )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+@contextmanager
+def _on_stop_signals(act: Callable[[], None]) -> Iterator[None]:
+    """`act` on SIGINT, SIGTERM or SIGHUP while inside (a signal ignored stays ignored); off the main
+    thread, which alone may set handlers, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
+    for signum in before:
+        signal.signal(signum, lambda *_: act())
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

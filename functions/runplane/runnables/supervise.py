@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -44,6 +45,9 @@ class ProgressSink(Protocol):
 
 
 PROGRESS = frozenset({"state", "outputs", "log"})
+# called with each log line a run reports, besides `progress`; local mode sets it to echo the lines to
+# the stack's terminal (runplane.local.poller), deployed workers leave it unset
+echo_log: Callable[[RunContext, dict[str, Any]], None] | None = None
 MIN_BEAT_SECONDS = 0.25  # between two heartbeats, whatever is due
 
 
@@ -110,7 +114,8 @@ def supervise(
         if isolated:
             for end in ends:
                 end.close()
-        watch = _Watch(runner, limits, on_heartbeat, answer, progress, reports)
+        echo = None if echo_log is None else partial(echo_log, context)
+        watch = _Watch(runner, limits, on_heartbeat, answer, progress, reports, echo)
         return watch(reports_in, answers_out, cancel_out)
     finally:
         for end in (reports_in, answers_out, cancel_out):
@@ -145,6 +150,7 @@ class _Watch:
     answer: Answerer
     progress: ProgressSink
     reports: _Reports
+    echo: Callable[[dict[str, Any]], None] | None
 
     def __call__(self, pipe: Connection, answers: Connection, cancel: Connection) -> Outcome | None:
         limits, reports = self.limits, self.reports
@@ -193,6 +199,8 @@ class _Watch:
                 answers.send(self.answer(*payload))
             elif kind in PROGRESS:
                 self.progress.report(kind, payload)
+                if kind == "log" and self.echo is not None:
+                    self.echo(payload)
             elif kind == "usage":
                 reports.usage.append(ModelUsage(**payload))
             elif kind == "metadata":
