@@ -50,6 +50,8 @@ def serve(app: formats.Resolver, event: dict, context: object) -> dict:
     """One API request (an event of `app`'s API type): admission, then the resolver with the caller and
     the dialect in scope. HEAD is answered as GET without the body."""
     request = formats.read(event)
+    if f"{request.path}/".startswith("/console/"):  # the console's files: no key, no routes (api.console)
+        return import_module("runplane.api.console").serve(event)
     dialect = current_dialect.set(dialect_of(request.path))
     request_id = current_request_id.set(getattr(context, "aws_request_id", None))
     head = request.http_method == "HEAD"
