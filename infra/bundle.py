@@ -42,7 +42,7 @@ from runplane import definitions as defs  # noqa: E402
 # The runtime's SDK. A package only these need is left out with them; one that other packages need as
 # well (jmespath, urllib3) is bundled, in a version the SDK's own requirements accept.
 PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
-LOCAL_ONLY = ("local", "cli.py")
+LOCAL_ONLY = ("local", "cli.py", "cli_runs.py", "cli_output.py")  # the local stack and the CLI
 # Read by no one at run time: test suites and benchmarks inside packages, typing stubs and markers, the C
 # source of a compiled extension, console scripts (their shebang names the build machine's interpreter),
 # and pip's bookkeeping in *.dist-info (RECORD is read only by `importlib.metadata.files()` and `pip

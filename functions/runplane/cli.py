@@ -1,4 +1,4 @@
-"""The `runplane` command: the local stack and administration (API keys, callbacks)."""
+"""The `runplane` command: the local stack, administration (API keys, callbacks), runs and runnables."""
 
 from __future__ import annotations
 
@@ -244,6 +244,15 @@ def add_accounts(commands: Commands) -> Iterable[argparse.ArgumentParser]:
     return credits, rate, concurrency, show
 
 
+def add_api(commands: Commands) -> Iterable[argparse.ArgumentParser]:
+    """`runs` and `runnables`, spoken through the API's client (runplane.cli_runs)."""
+    from runplane import cli_runs
+
+    cli_runs.add_runs(commands)
+    cli_runs.add_runnables(commands)
+    return ()
+
+
 # Each adds a command group and returns its commands that act on a deployment or, with --local, on the
 # running local stack.
 COMMAND_GROUPS: list[Callable[[Commands], Iterable[argparse.ArgumentParser]]] = [
@@ -251,6 +260,7 @@ COMMAND_GROUPS: list[Callable[[Commands], Iterable[argparse.ArgumentParser]]] = 
     add_keys,
     add_callbacks,
     add_accounts,
+    add_api,
 ]
 
 
