@@ -64,19 +64,30 @@ def _accepted(stack: Stack, **inputs: object) -> None:
     stack.start_run(inputs=stack.run_inputs(**inputs))
 
 
-def _worker_lost(where: Callable[[Stack, Point], bool]) -> Callable[[Stack], None]:
-    """A run accepted, then its worker died right after the first request `where` accepts."""
+def _worker_lost(
+    where: Callable[[Stack, Point], bool], *, callbacks_down: bool = False
+) -> Callable[[Stack], None]:
+    """A run accepted, then its worker died right after the first request `where` accepts; with
+    `callbacks_down`, the worker could not send to the callbacks queue meanwhile (its end keeps the run
+    in the sweeper's index, to send the callback)."""
 
     def prepare(stack: Stack) -> None:
         _accepted(stack)
-        fault = Fault("crash_after", where=lambda point, params: where(stack, point))
-        stack.injector.faults.append(fault)
+        faults = [Fault("crash_after", where=lambda point, params: where(stack, point))]
+        if callbacks_down:
+            faults.append(Fault("throttled", where=_callbacks_send, times=1000))
+        stack.injector.faults.extend(faults)
         stack.deliver_visible()
-        if fault.times:
+        if faults[0].times:
             stack.errors.append("the flow's prelude crash never happened")
-        stack.injector.faults.remove(fault)
+        for fault in faults:
+            stack.injector.faults.remove(fault)
 
     return prepare
+
+
+def _callbacks_send(point: Point, params: dict[str, object]) -> bool:
+    return point.operation == "SendMessage" and "callbacks" in str(params.get("QueueUrl", ""))
 
 
 def _dead_lettered(stack: Stack) -> None:
@@ -127,13 +138,12 @@ def _at_payload_read(stack: Stack, point: Point) -> bool:  # after the claim, be
 
 
 def _at_end(stack: Stack, point: Point) -> bool:
-    """The worker's first DynamoDB write once the body has run, other than a renewal: the one that ends
-    the run."""
+    """The worker's write that ends the run (after its callback's delivery was stored and enqueued)."""
     return (
         point.component == "worker"
         and point.service == "dynamodb"
         and point.operation not in READS
-        and "renew" not in point.site
+        and point.site.startswith("_end>")
         and stack.executions() > 0
     )
 
@@ -573,7 +583,7 @@ FLOWS = (
         frozenset({"sweeper"}),
         Expect(accepted=True),
         start=lambda stack: None,
-        prepare=_worker_lost(_at_end),
+        prepare=_worker_lost(_at_end, callbacks_down=True),
     ),
     Flow(
         "dead_letter",

@@ -48,7 +48,7 @@ from moto.sqs.models import sqs_backends
 from runplane import definitions as defs
 from runplane.adapters.concurrency import HELD, HOLDER, WAIT, holder_name
 from runplane.domain.models import RunnableFields
-from runplane.domain.states import Status
+from runplane.domain.states import TERMINAL, Status
 from runplane.local import moto_atomic
 from runplane.local.lambda_context import LocalLambdaContext
 from runplane.local.poller import Poller
@@ -790,6 +790,9 @@ class Stack:
                     Webhook(secret).verify(request.body, request.headers)
             except Exception as error:
                 problems.append(f"a callback's signature does not verify: {error}")
+        bodies = [json.loads(r.body) for r in received]
+        if early := [body["status"] for body in bodies if Status(body["status"]) not in TERMINAL]:
+            problems.append(f"callbacks were sent before the run ended: {early}")
         last = json.loads(received[-1].body)
         if last.get("status") != run["status"] or last.get("result") != state.get("result"):
             problems.append(f"the last callback says {last.get('status')}, GET says {state.get('status')}")

@@ -75,6 +75,7 @@ from moto.sts.models import sts_backends
 from moto.sts.responses import TokenResponse
 from runplane import definitions as defs
 from runplane.adapters import aws
+from runplane.adapters.dynamo import due_shard
 from runplane.domain.ids import intake_run_id
 from runplane.handlers import sweeper
 from runplane.local.lambda_context import LocalLambdaContext
@@ -974,7 +975,7 @@ def test_the_sweeper_role_redispatches_ends_requeues_and_rechecks(
         run_record(cancelling), "doomed", now, now + settings.lease_seconds, settings.max_attempts
     )
     api.post(f"/v1/run/{cancelling}/cancel")
-    # a delivery whose message was lost
+    # a delivery waiting for a retry (so in the overdue index) whose message was lost
     called = start(api, echo, {"callback_url": "https://hooks.example.com/y"})
     with roles.acting("worker"):
         consume("worker")
@@ -982,8 +983,11 @@ def test_the_sweeper_role_redispatches_ends_requeues_and_rechecks(
     boto3.client("dynamodb").update_item(
         TableName=env["RUNPLANE_CALLBACKS_TABLE"],
         Key={"pk": {"S": f"acme#{called}"}, "id": {"S": delivery_id_for(called)}},
-        UpdateExpression="SET next_attempt_at = :t",
-        ExpressionAttributeValues={":t": {"N": str(now - 16 * 60)}},
+        UpdateExpression="SET next_attempt_at = :t, pending_shard = :shard",
+        ExpressionAttributeValues={
+            ":t": {"N": str(now - 16 * 60)},
+            ":shard": {"S": due_shard(delivery_id_for(called))},
+        },
     )
     with roles.acting("sweeper"):
         actions = sweep(now=now + 400)

@@ -443,28 +443,25 @@ def test_callback_headers_cannot_override_what_runplane_sets_or_break_the_reques
 
 @pytest.mark.usefixtures("fast_schedule")
 @pytest.mark.usefixtures("fast_schedule")
-def test_a_callback_whose_message_was_not_sent_is_sent_before_the_run_ends(
+def test_a_callback_that_cannot_be_enqueued_before_the_end_does_not_hold_the_end_back(
     api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The message is the run's outbox: sent before the end is written. A send that fails leaves the run
-    running; the worker's next try at the end sends it, then ends the run."""
+    """The callbacks queue down as the run ends: the end is written all the same, keeping the run in the
+    sweeper's index, and the sweeper sends the callback once the queue is back."""
     queues = services.services().queues
-    send, sent = queues.send_callback, []
-
-    def once_down(delivery: Any) -> None:
-        sent.append(delivery.id)
-        if len(sent) == 1:
-            raise ConnectionError("down")
-        send(delivery)
-
     with receiving() as receiver:
         run_id = start(api, echo_id, receiver.url)
-        monkeypatch.setattr(queues, "send_callback", once_down)
-        drain("worker")
+        with monkeypatch.context() as patched:
+            patched.setattr(
+                queues, "send_callback", lambda *_: (_ for _ in ()).throw(ConnectionError("down"))
+            )
+            drain("worker")
         assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
-        assert sent == [delivery_id_for(run_id)] * 2
+        assert pollers()["callbacks"].poll_once() == 0
+        assert sweep(time.time())["settled"] == 0  # not due yet: the worker may still be at it
+        assert sweep(time.time() + 120)["settled"] == 1
         deliver_until(settled(api, run_id))
-        assert sweep(time.time() + 240)["settled"] == 0  # nothing left for the sweeper
+        assert sweep(time.time() + 240)["settled"] == 0
     assert len(receiver.received) == 1
 
 
@@ -567,3 +564,61 @@ def test_attempts_that_never_finish_still_use_up_the_schedule(api: Api, echo_id:
     assert delivery["state"] == "dead"
     assert delivery["attempts"][-1]["error"] == "earlier attempts did not finish"
     assert receiver.received == []
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_an_end_message_sent_again_waits_about_a_second_for_the_end(
+    api: Api, echo_id: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delivery was stored long ago (by an attempt that did not end the run); the final end sends
+    again and its message arrives just before the end is written: it waits as long as the message has,
+    about a second, not as long as the delivery has existed."""
+    runs, queues = services.services().runs, services.services().queues
+    hidden: list[float] = []
+    hide = queues.hide_callback
+    monkeypatch.setattr(queues, "hide_callback", lambda handle, s: (hidden.append(s), hide(handle, s)))
+    finish, calls = runs.finish, []
+
+    def end_after_the_message(request: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            boto3.client("dynamodb").update_item(  # stored 20 minutes ago
+                TableName=env["RUNPLANE_CALLBACKS_TABLE"],
+                Key={"pk": {"S": f"acme#{run_id}"}, "id": {"S": delivery_id_for(run_id)}},
+                UpdateExpression="SET created_at = :c",
+                ExpressionAttributeValues={
+                    ":c": {"S": (datetime.now(UTC) - timedelta(minutes=20)).isoformat()}
+                },
+            )
+            assert pollers()["callbacks"].poll_once() == 1  # the message arrives before the end
+        return finish(request)
+
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        monkeypatch.setattr(runs, "finish", end_after_the_message)
+        drain("worker")
+        assert api.get(f"/v1/run/{run_id}").json()["status"] == "completed"
+        assert hidden, "the message did not wait for the end"
+        assert hidden[0] <= 2, f"the ended run's callback is hidden {hidden[0]:.0f} s"
+        deliver_until(settled(api, run_id))
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.usefixtures("fast_schedule")
+def test_cancelling_a_waiting_run_while_the_callbacks_queue_is_down_cancels_it_and_calls_back_later(
+    api: Api, echo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues = services.services().queues
+    with receiving() as receiver:
+        run_id = start(api, echo_id, receiver.url)
+        with monkeypatch.context() as patched:
+            patched.setattr(
+                queues, "send_callback", lambda *_: (_ for _ in ()).throw(ConnectionError("down"))
+            )
+            reply = api.post(f"/v1/run/{run_id}/cancel")
+            assert (reply.status, reply.json()["status"]) == (200, "cancelled"), reply.text
+            assert sweep(time.time() + 120)["settled"] == 0  # still down: tried again at the next sweep
+        drain("worker")  # its dispatch message finds it cancelled: nothing is executed
+        assert sweep(time.time() + 240)["settled"] == 1
+        deliver_until(settled(api, run_id))
+    assert [json.loads(r.body)["status"] for r in receiver.received] == ["cancelled"]

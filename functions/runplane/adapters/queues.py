@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from runplane.adapters import aws
@@ -41,7 +42,9 @@ class Queues:
         """Ask the callbacks function to attempt a delivery, in its current round (a message of an earlier
         round is stale). Safe to repeat: attempts are claimed."""
         message = {"account_id": delivery.account_id, "run_id": delivery.run_id, "delivery_id": delivery.id}
-        self._send(self._callbacks_url, {**message, "round": delivery.round})
+        self._send(
+            self._callbacks_url, {**message, "round": delivery.round, "sent_at": round(time.time(), 3)}
+        )
 
     def hide_callback(self, receipt_handle: str, seconds: float) -> None:
         """Keep a received callback message out of sight for `seconds` (at most 11 hours)."""

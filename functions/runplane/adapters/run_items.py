@@ -58,7 +58,7 @@ def run_item(record: RunRecord) -> dict[str, Any]:
             values[name] = json.dumps(values[name], separators=(",", ":"))
     values["history"] = [event_json(event) for event in values["history"]]
     values["status"] = record.status.value
-    for flag in ("cancel_requested", "rejected", "cancel_notified"):
+    for flag in ("cancel_requested", "rejected", "cancel_notified", "callback_unsent"):
         if not values[flag]:
             values.pop(flag)
     values.update(pk=run_pk(record.account_id, record.id), created_key=created_key(record))

@@ -268,7 +268,7 @@ class RunStore(AgentWrites):
         )
 
     def clear_due(self, account_id: str, run_id: str) -> None:
-        """Take a terminal run out of the sweeper's index (its slots are released, its callback enqueued)."""
+        """Take a terminal run out of the sweeper's index (what follows its end is done)."""
         self._update(
             account_id,
             run_id,

@@ -543,6 +543,7 @@ class RunRecord(BaseModel):
     reported: dict[str, Any] | None = None
     last_report: str | None = None  # the digest of the report recorded last
     cancel_notified: bool = False
+    callback_unsent: bool = False  # ended without its callback enqueued (the sweeper sends it)
     expires_at: int | None = None
 
     def calls_back(self, event: CallbackEvent) -> bool:

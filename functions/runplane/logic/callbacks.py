@@ -103,7 +103,7 @@ def redeliver(account_id: str, run_id: str) -> CallbackDelivery:
     if not run.status.terminal:
         raise Conflict(f"run {run_id} has not ended; its callback is sent when it does", "run_not_terminal")
     delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
-    if delivery is None:  # the run has just ended: create its delivery now rather than wait for the sweeper
+    if delivery is None:  # its end could not enqueue it (the sweeper will): create it now
         start_delivery(run)
         delivery = services().deliveries.get(account_id, run_id, delivery_id_for(run_id))
         if delivery is None:

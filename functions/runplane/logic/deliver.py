@@ -29,7 +29,7 @@ from runplane.settings import MAX_CALLBACK_DELAY_SECONDS
 
 LEASE_SECONDS = defs.CALLBACK_TIMEOUT_SECONDS  # an attempt never outlives the function making it
 RACE_BACKOFF_SECONDS = 5
-MAX_NOT_ENDED_WAIT_SECONDS = 15 * 60
+NOT_ENDED_WAIT_SECONDS = 15 * 60  # how long a message sent before its run's end waits for it
 
 
 def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
@@ -48,9 +48,12 @@ def process_callback(body: str, receipt_handle: str, message_id: str) -> None:
         _retry_later(receipt_handle, EVENTS_BACKOFF_SECONDS)
     run = services().runs.get(record.account_id, record.run_id, consistent=True)
     if record.event == "completed" and run is not None and not run.status.terminal:
-        # sent as the run was about to end, which it has not yet: wait as long again as it has waited
-        age = now - record.created_at.timestamp()
-        _retry_later(receipt_handle, min(max(age, 1.0), MAX_NOT_ENDED_WAIT_SECONDS))
+        # sent as the run was about to end, which it has not yet: wait as long again as the message has
+        # waited, then give up on it (that end was not written; the one that is sends a message of its own)
+        waited = now - (message.get("sent_at") or record.created_at.timestamp())
+        if waited > NOT_ENDED_WAIT_SECONDS:
+            return
+        _retry_later(receipt_handle, max(waited, 1.0))
     owner = secrets.token_hex(8)
     claimed = store.claim(record, owner, now, now + LEASE_SECONDS)
     if claimed is None:  # another copy of the message got there first

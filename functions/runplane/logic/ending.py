@@ -17,7 +17,7 @@ from runplane.domain.models import Outcome, RunError, RunQuery, RunRecord, RunSt
 from runplane.domain.pricing import add_up, priced
 from runplane.domain.states import ErrorCode, Status
 from runplane.logic import admission
-from runplane.logic.callbacks import send_end_delivery
+from runplane.logic.callbacks import send_end_delivery, start_delivery
 from runplane.logic.runs import item_json_bytes, run_state, store_json
 from runplane.logic.services import services
 from runplane.observability import count_agent_lost, count_finished, logger
@@ -61,13 +61,12 @@ def finish_run(
     default the owner, or a new one).
     """
     token = ended_by or owner or secrets.token_hex(8)
-    if record.calls_back("completed"):
-        send_end_delivery(record, _expiry(utcnow()))
+    outbox = record.calls_back("completed") and not _sent_before_the_end(record)
     finished = None
     for _ in range(3):  # a cancellation (or another event) may come between reading the run and ending it
         if record.cancel_requested:
             outcome = _cancelled(outcome)
-        finished = _end(record, outcome, token, owner=owner, lease_seen=lease_seen)
+        finished = _end(record, outcome, token, owner=owner, lease_seen=lease_seen, outbox=outbox)
         if finished is not None:
             break
         fresh = services().runs.get(record.account_id, record.id, consistent=True)
@@ -96,8 +95,27 @@ def finish_run(
     return finished
 
 
+def _sent_before_the_end(record: RunRecord) -> bool:
+    """Store and enqueue the end's callback before the end is written; False when that failed (the
+    callbacks queue or table down), so the end keeps the run in the sweeper's index instead, which sends
+    it: a callback is never what holds a run's end back."""
+    settings = services().settings
+    try:
+        send_end_delivery(record, _expiry(utcnow()) + settings.max_async_run_seconds)
+    except Exception:
+        logger.warning("callback not enqueued before the run's end; the sweeper will", exc_info=True)
+        return False
+    return True
+
+
 def _end(
-    record: RunRecord, outcome: Outcome, token: str, *, owner: str | None, lease_seen: float | None
+    record: RunRecord,
+    outcome: Outcome,
+    token: str,
+    *,
+    owner: str | None,
+    lease_seen: float | None,
+    outbox: bool,
 ) -> RunRecord | None:
     """One try at the terminal write, with the usage counters in the same transaction; None when the
     run was not as expected. An error whose write was applied anyway returns the ended run."""
@@ -116,10 +134,12 @@ def _end(
     }
     if outcome.status is Status.failed:
         fields["failed_at"] = now
+    if outbox:
+        fields["callback_unsent"] = True
     # the run stays in the sweeper's index until what follows its end is done (a waiting run may be
-    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel); a
-    # callback needs no such outbox: its delivery was stored and enqueued before this write
-    unsettled = record.status is Status.waiting or outcome.status is Status.cancelled
+    # joining a concurrency queue as it is cancelled; a cancelled run may have children to cancel; its
+    # callback, when it could not be enqueued before this write)
+    unsettled = outbox or record.status is Status.waiting or outcome.status is Status.cancelled
     runs = services().runs
     request = runs.finish_write(
         record,
@@ -227,12 +247,15 @@ def with_reported(record: RunRecord, outcome: Outcome) -> Outcome:
 
 def settle_ended(record: RunRecord) -> None:
     """What follows a run's end: give back its concurrency slots (waking waiting runs), cancel the
-    children of a cancelled run, then take it out of the sweeper's index. Safe to repeat: the sweeper
-    does when the path that ended the run was cut short. (Its callback was enqueued before the end.)"""
+    children of a cancelled run, enqueue its callback if the end kept it in the sweeper's index (the
+    callback is normally enqueued before the end), then take it out of that index. Safe to repeat: the
+    sweeper does when the path that ended the run was cut short."""
     if record.slots or record.queued_on:
         admission.release(record)
     if record.status is Status.cancelled and record.child_runs:
         _cancel_children(record)
+    if record.callback_unsent:
+        start_delivery(record)
     if record.due_at is not None:
         services().runs.clear_due(record.account_id, record.id)
 

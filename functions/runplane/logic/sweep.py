@@ -2,7 +2,7 @@
 
 Runs carry a due time in a sparse index while someone may need to act: waiting runs come due if never
 claimed, running runs when their lease expires (their worker stopped renewing it), ended runs whose
-slots or callback were not seen to in time. Runs waiting for a concurrency slot have no due time: the scopes
+slots, children or callback (one that could not be enqueued before the end) were not seen to in time. Runs waiting for a concurrency slot have no due time: the scopes
 they wait for are rechecked instead (`admission.recheck`), which also gives back slots a crash left taken.
 
 Every item is handled on its own: one that fails is logged, counted (`SweepErrors`, which has an alarm),
