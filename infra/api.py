@@ -1,5 +1,9 @@
 """The API Gateway in front of the api function, by context `api`: an HTTP API (the default) or a REST API
-(for what only REST offers). Either is a catch-all proxy to the function, throttled and access-logged."""
+(for what only REST offers). Either is a catch-all proxy to the function, throttled and access-logged.
+
+CORS (context `cors_origins`, none by default): the api function is told the origins either way; an HTTP
+API also answers preflights itself from the same lists (its own headers replace the function's), while a
+REST API passes them to the function like any request (runplane.api.cors)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+from runplane.api import cors
 
 from infra.config import API_TIMEOUT_SECONDS, Config
 
@@ -42,6 +47,8 @@ class Api(Construct):
         super().__init__(scope, id)
         access_logs = logs.LogGroup(self, "access-logs", removal_policy=config.removal_policy)
         handler.add_environment("RUNPLANE_API_TYPE", config.api)  # the events it receives
+        if config.cors_origins:
+            handler.add_environment("RUNPLANE_CORS_ORIGINS", ",".join(config.cors_origins))
         self.rest_api: apigateway.RestApi | None = None
         if config.api == "rest":
             self.rest_api = self.gateway = self._rest(config, handler, access_logs)
@@ -105,6 +112,7 @@ class Api(Construct):
                 timeout=Duration.seconds(API_TIMEOUT_SECONDS),
             ),
             create_default_stage=False,  # made below, with throttling and access logs
+            cors_preflight=_cors_preflight(config.cors_origins) if config.cors_origins else None,
         )
         stage = apigatewayv2.HttpStage(
             self,
@@ -118,6 +126,18 @@ class Api(Construct):
             access_log_settings=_AccessLogs(access_logs),
         )
         return api, stage
+
+
+def _cors_preflight(origins: list[str]) -> apigatewayv2.CorsPreflightOptions:
+    """An HTTP API's CORS configuration: what runplane.api.cors answers behind a REST API."""
+    return apigatewayv2.CorsPreflightOptions(
+        allow_origins=origins,
+        allow_methods=[apigatewayv2.CorsHttpMethod[method] for method in cors.ALLOW_METHODS],
+        allow_headers=list(cors.ALLOW_HEADERS),
+        expose_headers=list(cors.EXPOSE_HEADERS),
+        max_age=Duration.seconds(cors.MAX_AGE_SECONDS),
+        allow_credentials=False,
+    )
 
 
 @jsii.implements(apigatewayv2.IAccessLogSettings)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from aws_cdk import RemovalPolicy
 from constructs import Node
+from runplane.settings import check_cors_origins
 
 DEFAULTS: dict[str, Any] = {
     "stage": "dev",
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "max_async_run_seconds": 86400,
     "agent_heartbeat_seconds": 300,
     "agent_heartbeat_alarm_count": 3,
+    "cors_origins": [],
 }
 
 # What the functions' settings accept (runplane.settings.Settings): checked at synth, not at the first run.
@@ -76,6 +78,9 @@ class Config:
     agent_heartbeat_seconds: int = DEFAULTS["agent_heartbeat_seconds"]
     # The alarm on silent agents fires when at least this many are given up within 15 minutes
     agent_heartbeat_alarm_count: int = DEFAULTS["agent_heartbeat_alarm_count"]
+    # Origins whose browser pages may call the API (CORS): exact origins, or `*` alone; a list, or as
+    # `-c cors_origins=https://a.example,https://b.example` gives it, comma-separated
+    cors_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.api not in API_TYPES:
@@ -90,6 +95,7 @@ class Config:
             # `-c name=value` gives a string: the number it spells
             object.__setattr__(self, name, _whole(name, getattr(self, name), 1, high))
         object.__setattr__(self, "trace_fixed_rate", _fraction("trace_fixed_rate", self.trace_fixed_rate))
+        object.__setattr__(self, "cors_origins", _origins(self.cors_origins))
         if self.public_url:
             parts = urlsplit(self.public_url)
             if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
@@ -129,3 +135,14 @@ def _fraction(name: str, value: Any) -> float:
     if isinstance(value, bool) or not 0 <= number <= 1:
         raise ValueError(f"{name} must be a number from 0 to 1, not {value!r}")
     return number
+
+
+def _origins(value: Any) -> list[str]:
+    """`cors_origins` checked as the api function checks it: a list, or comma-separated as `-c` gives it."""
+    origins = [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ValueError(f"cors_origins must be a list of origins, not {value!r}")
+    try:
+        return check_cors_origins(origins)
+    except ValueError as error:
+        raise ValueError(f"cors_origins: {error}") from None

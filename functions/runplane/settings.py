@@ -6,6 +6,7 @@ import json
 import os
 from functools import cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -21,6 +22,35 @@ def _comma_list(value: object) -> object:
 
 def _json(value: object) -> object:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def check_cors_origins(origins: list[str]) -> list[str]:
+    """`origins` if it is `*` alone or exact origins as browsers send them (`https://app.example.com`,
+    lower case, a port only when not the scheme's default, no path); else ValueError naming the first
+    that is not. Also checked at synth (infra/config.py)."""
+    if "*" in origins:
+        if origins != ["*"]:
+            raise ValueError("`*` (any origin) must be the only entry")
+        return origins
+    for origin in origins:
+        parts = urlsplit(origin)
+        try:
+            port = parts.port
+        except ValueError:  # not a number
+            port = 0
+        exact = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and origin == f"{parts.scheme}://{parts.netloc}".lower()
+            and "@" not in parts.netloc
+            and port != 0
+            and (parts.scheme, port) not in (("http", 80), ("https", 443))
+        )
+        if not exact:
+            raise ValueError(
+                f"{origin!r} is not an origin like https://app.example.com (no path, lower case)"
+            )
+    return origins
 
 
 # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
@@ -54,6 +84,9 @@ class Settings(BaseModel):
     # The API Gateway in front of the api function, and so its event format: an HTTP API's payload 2.0
     # or a REST API's proxy event (infra context `api`; the local gateway sends the same).
     api_type: Literal["http", "rest"] = "http"
+    # Origins whose browser pages may call the API (CORS, api.cors): exact origins, or `*` alone for any;
+    # none by default. Credentials (cookies) are never allowed: callers send their key themselves.
+    cors_origins: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
 
     runnable_packages: Annotated[list[str], BeforeValidator(_comma_list)] = Field(default_factory=list)
     # What lambda and bedrock runnables may call (shell-style patterns; the IAM policy grants the same).
@@ -116,6 +149,11 @@ class Settings(BaseModel):
     # A run's callbacks for events other than its end: at most one per event type this often.
     callback_event_seconds: float = Field(5.0, ge=1, le=3600)
     allow_loopback: bool = False
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        return check_cors_origins(origins)
 
     @field_validator("callback_schedule")
     @classmethod

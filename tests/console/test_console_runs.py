@@ -34,7 +34,7 @@ def wait_rows(console: Console, count: int, without: str = "") -> None:
 
 
 def test_signing_in_shows_the_account_and_the_keys_scopes_and_a_bad_key_the_apis_words(
-    console: Console,
+    console: Console, stack: Stack
 ) -> None:
     page = console.page
     console.open()
@@ -52,6 +52,13 @@ def test_signing_in_shows_the_account_and_the_keys_scopes_and_a_bad_key_the_apis
     page.click("#sign-out")
     page.wait_for_selector("#key")
     assert page.evaluate("sessionStorage.length") == 0
+
+    reader = stack.call("POST", "/v1/keys", {"name": "reader", "scopes": ["runs:read", "runnables:read"]})
+    page.fill("#key", reader.json()["api_key"])
+    page.press("#key", "Enter")
+    page.wait_for_selector("#runs")
+    assert page.text_content("#who-scopes") == "Scopes: runnables:read, runs:read"  # a key without admin
+    assert not [r.url for r in console.requests if r.url.endswith("/v1/keys")]  # the account names it
 
 
 def test_runs_are_listed_newest_first_and_filtered_by_status_runnable_time_and_parent(

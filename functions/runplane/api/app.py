@@ -12,6 +12,7 @@ from importlib import import_module
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from runplane.api import errors, formats, openapi
 from runplane.api.common import (
@@ -47,11 +48,21 @@ ERROR_SCHEMAS = {Dialect.refactor: "ErrorBody", Dialect.roe: "ErrorResponse", Di
 
 
 def serve(app: formats.Resolver, event: dict, context: object) -> dict:
-    """One API request (an event of `app`'s API type): admission, then the resolver with the caller and
-    the dialect in scope. HEAD is answered as GET without the body."""
+    """One API request (an event of `app`'s API type), with CORS headers when the deployment allows other
+    origins."""
     request = formats.read(event)
     if f"{request.path}/".startswith("/console/"):  # the console's files: no key, no routes (api.console)
         return import_module("runplane.api.console").serve(event)
+    if origins := services().settings.cors_origins:  # browser pages of other origins (api.cors)
+        return import_module("runplane.api.cors").serve(
+            request, origins, lambda: _answer(app, event, request, context)
+        )
+    return _answer(app, event, request, context)
+
+
+def _answer(app: formats.Resolver, event: dict, request: BaseProxyEvent, context: object) -> dict:
+    """Admission, then the resolver with the caller and the dialect in scope. HEAD is answered as GET
+    without the body."""
     dialect = current_dialect.set(dialect_of(request.path))
     request_id = current_request_id.set(getattr(context, "aws_request_id", None))
     head = request.http_method == "HEAD"

@@ -353,11 +353,12 @@ def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
     tags=TAGS,
     summary="Get the caller's account",
     description="The organization id, credit budgets and what is used of them, the rate limit per key, "
-    "the concurrency limit.",
+    "the concurrency limit, and the caller's own key (`key`: its id, name and scopes; never its secret).",
     responses={200: ok(AccountView, "The account")},
 )
 def get_account() -> AccountView:
-    return accounts.describe_account(account())
+    caller = principal()
+    return accounts.caller_account(caller.account_id, caller.key_id)
 
 
 @router.get(

@@ -1,7 +1,7 @@
 // The account: budgets, rate limit and concurrency (GET /v1/account), usage by day (GET
 // /v1/account/usage), the callback signing secret, API keys (admin), and where dead callbacks are.
 
-import { api, session } from "./api.js";
+import { api } from "./api.js";
 import { h, fmt, facts, table, errorBox, confirmButton, notify, set } from "./dom.js";
 import { barChart, everyDay } from "./chart.js";
 
@@ -114,7 +114,7 @@ function keysSection(signal, me) {
       if (error.name !== "AbortError") set(list, errorBox(error));
       return;
     }
-    const own = session.keyId();
+    const own = me.key.id;
     set(list, table(["Id", "Name", "Scopes", "Created", "State", ""], keys.items.map((key) => h("tr", { "data-key-id": key.id },
       h("td", {}, h("code", {}, key.id), key.id === own ? " (this key)" : ""),
       h("td", {}, key.name ?? "—"),

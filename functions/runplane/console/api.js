@@ -17,7 +17,6 @@ export class ApiError extends Error {
 
 export const session = {
   key: () => sessionStorage.getItem(KEY),
-  keyId: () => /^rpk_([0-9a-f]{16})_/.exec(sessionStorage.getItem(KEY) ?? "")?.[1] ?? null,
   signIn: (key) => sessionStorage.setItem(KEY, key),
   signOut: () => sessionStorage.removeItem(KEY),
   whenUnauthorized: (handler) => { onUnauthorized = handler; },

@@ -23,7 +23,7 @@ const ROUTES = [
 
 let current = null; // the shown page's AbortController
 let loaded = false; // after the first page, the focus moves to each new page's content
-export const me = { account: null, scopes: null, admin: null };
+export const me = { account: null, key: null, admin: null };
 
 function route() {
   const [path, query] = (location.hash.replace(/^#/, "") || "/runs").split("?");
@@ -98,27 +98,19 @@ function signInPage(main, problem) {
   input.focus();
 }
 
-// The account, and the key's scopes where the API tells them (GET /v1/keys needs admin).
+// The account and the signed-in key, with its scopes (GET /v1/account names the caller's key).
 async function loadMe() {
   me.account = await api("GET", "/v1/account");
-  me.scopes = null;
-  me.admin = false;
-  try {
-    const keys = await api("GET", "/v1/keys");
-    me.admin = true;
-    me.scopes = keys.items.find((key) => key.id === session.keyId())?.scopes ?? ["admin"];
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.status !== 403) throw error;
-  }
+  me.key = me.account.key;
+  me.admin = me.key.scopes.includes("admin");
   showWho();
 }
 
 function showWho() {
   const who = $("#who");
-  const scopes = me.scopes ? me.scopes.join(", ") : "not admin (the API shows scopes to admin keys only)";
-  set(who, 
+  set(who,
     h("span", {}, "Account ", h("strong", { id: "who-account" }, me.account.account_id)),
-    h("span", { id: "who-scopes", class: "scopes" }, "Scopes: ", scopes),
+    h("span", { id: "who-scopes", class: "scopes", title: `Key ${me.key.id}` }, "Scopes: ", me.key.scopes.join(", ")),
     h("button", { type: "button", id: "sign-out", onclick: () => { session.signOut(); render(); } }, "Sign out"),
   );
   who.hidden = false;

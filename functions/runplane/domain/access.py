@@ -74,9 +74,17 @@ class Concurrency(BaseModel):
     running: int | None
 
 
-class AccountView(BaseModel):
+class Account(BaseModel):
+    """An account as operators see it (`runplane accounts show`)."""
+
     account_id: str
     organization_id: OrganizationId
     credits: Credits
     rate_limit: RateLimit
     concurrency: Concurrency
+
+
+class AccountView(Account):
+    """The caller's account, and the key the request was made with."""
+
+    key: ApiKey = Field(description="The caller's key (never its secret): its `scopes` are what it may do")

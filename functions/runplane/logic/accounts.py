@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from runplane.domain.access import AccountView, Credits, RateLimit
+from runplane.domain.access import Account, AccountView, Credits, RateLimit
 from runplane.domain.errors import InvalidRequest, Issue, NotFound
 from runplane.domain.models import ACCOUNT_ID_PATTERN, MAX_CONCURRENCY, AccountUsage, DayUsage, utcnow
 from runplane.logic import admission
@@ -22,7 +22,7 @@ def rate_limit(stored: dict[str, Any]) -> RateLimit:
     return RateLimit(per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
 
 
-def set_rate_limit(account_id: str, per_second: float | None, burst: int | None) -> AccountView:
+def set_rate_limit(account_id: str, per_second: float | None, burst: int | None) -> Account:
     _check_account_id(account_id)
     if (
         (per_second is None) != (burst is None)
@@ -36,7 +36,14 @@ def set_rate_limit(account_id: str, per_second: float | None, burst: int | None)
     return describe_account(account_id)
 
 
-def describe_account(account_id: str) -> AccountView:
+def caller_account(account_id: str, key_id: str) -> AccountView:
+    """The account of a request and the key it was made with."""
+    from runplane.logic.keys import get_key  # keys import this module (rate limits)
+
+    return AccountView(**describe_account(account_id).model_dump(), key=get_key(key_id))
+
+
+def describe_account(account_id: str) -> Account:
     _check_account_id(account_id)
     stored = services().accounts.get(account_id) or {}
     # an account opened before organization ids existed gets one now
@@ -49,7 +56,7 @@ def describe_account(account_id: str) -> AccountView:
         limit_runs=stored.get("limit_runs"),
         used_runs=stored.get("used_runs", 0),
     )
-    return AccountView(
+    return Account(
         account_id=account_id,
         organization_id=organization_id,
         credits=credits,
@@ -83,7 +90,7 @@ def account_usage(account_id: str, start: date | None, end: date | None) -> Acco
     return AccountUsage(account_id=account_id, start=start, end=end, days=days, **totals)
 
 
-def set_concurrency(account_id: str, limit: int | None) -> AccountView:
+def set_concurrency(account_id: str, limit: int | None) -> Account:
     """Give an account its own concurrency limit (0: none), or None to follow the deployment's default.
     Runs waiting for room start at once if the new limit has it; running runs are never stopped."""
     _check_account_id(account_id)
@@ -106,7 +113,7 @@ def _check_account_id(account_id: str) -> None:
         raise InvalidRequest(f"account must match {ACCOUNT_ID_PATTERN.pattern}", "invalid_account")
 
 
-def set_credits(account_id: str, limit_usd: float | None, limit_runs: int | None) -> AccountView:
+def set_credits(account_id: str, limit_usd: float | None, limit_runs: int | None) -> Account:
     """Set an account's budgets (None removes one); usage so far counts against the new budget."""
     _check_account_id(account_id)
     if (limit_usd is not None and limit_usd < 0) or (limit_runs is not None and limit_runs < 0):
