@@ -161,3 +161,12 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
     assert 115 <= (retry_after_seconds(later) or 0) <= 120
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+def test_a_2xx_answer_that_is_not_json_is_a_server_error_not_a_decoding_crash() -> None:
+    page = Reply(200, {"Content-Type": "text/html"}, b"<html>not the API</html>")
+    with scripted(None, page) as server:
+        client = Runplane(server.url, "rpk_x", retries=FAST_RETRIES)
+        with pytest.raises(ServerError, match="not JSON") as raised:
+            list(client.runs.list())
+    assert raised.value.code == "not_json"

@@ -196,3 +196,8 @@ def test_logs_are_read_so_far_or_followed_to_the_end(client: Runplane, tmp_path:
         opener.cancel()
     assert followed == ["before", "after"]
     assert client.runs.get(going.id).status is RunStatus.completed
+
+
+def test_waiting_with_no_time_left_answers_an_ended_run(client: Runplane) -> None:
+    ended = client.runs.run("echo", {"n": 1}, timeout=30)
+    assert client.runs.wait(ended.id, timeout=0).status == RunStatus.completed

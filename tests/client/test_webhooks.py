@@ -149,3 +149,9 @@ def test_a_real_callback_verifies_with_the_accounts_secret_before_and_after_a_ro
     (delivery,) = client.callbacks.deliveries(run.id)
     assert (delivery.id, delivery.url, len(delivery.attempts)) == (again.id, receiver.url, 2)
     assert [attempt.status_code for attempt in delivery.attempts] == [200, 200]
+
+
+def test_a_signature_of_any_text_is_refused_as_a_mismatch() -> None:
+    headers = {**signed_by_the_package(), "webhook-signature": "v1,é v1,\u2603"}
+    with pytest.raises(WebhookVerificationError, match="no signature matches"):
+        verify(headers, BODY, SECRET)

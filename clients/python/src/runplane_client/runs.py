@@ -111,12 +111,12 @@ class Runs:
         once `timeout` seconds (None: no limit) have passed."""
         deadline, after = _deadline(timeout), 0
         while True:
+            page = self._events(run_id, after, _poll(deadline))  # (a wait of 0 when none is left)
+            if page.done:
+                return self.get(run_id)
             left = _left(deadline)
             if left is not None and left <= 0:
                 raise WaitTimeout(f"run {run_id} had not ended after {timeout} s", self.get(run_id))
-            page = self._events(run_id, after, _poll(deadline))
-            if page.done:
-                return self.get(run_id)
             after = page.last_seq
 
     def cancel(self, run_id: str) -> RunState:

@@ -14,7 +14,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from runplane_client.endpoints import Endpoint
-from runplane_client.errors import ApiConnectionError, RunplaneError, from_answer
+from runplane_client.errors import ApiConnectionError, RunplaneError, ServerError, from_answer
 from runplane_client.models import Request
 from runplane_client.version import __version__
 
@@ -120,7 +120,7 @@ class Transport:
                 self._pause_or_raise(failure, attempts, retryable, None, error)
                 continue
             if response.status_code < 400:
-                return response.json() if response.content else None
+                return _json(response)
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             failure = from_answer(
                 response.status_code, _decoded(response), attempts=attempts, retry_after=retry_after
@@ -165,6 +165,21 @@ def _param(value: Any) -> str:
             raise ValueError(f"{value!r} has no time zone: the API needs one")
         return value.isoformat()
     return str(value)
+
+
+def _json(response: requests.Response) -> Any:
+    """A 2xx answer's JSON; ServerError when it is none (not the API at this URL, perhaps)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise ServerError(
+            response.status_code,
+            "not_json",
+            f"the answer to {response.url} is not JSON ({kind}): is this the API?",
+        ) from None
 
 
 def _decoded(response: requests.Response) -> Any:

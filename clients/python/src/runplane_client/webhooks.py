@@ -46,8 +46,8 @@ def verify(
     signed = b".".join([message_id.encode(), stamp.encode(), payload])
     offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
     for key in _keys(secret):
-        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+        if any(hmac.compare_digest(expected, candidate.encode()) for candidate in offered):  # bytes: any text
             try:
                 return json.loads(payload)
             except ValueError:
