@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.console.conftest import ARTIFACTS, DESKTOP, NARROW, Console, ended, start
+from tests.console.conftest import ARTIFACTS, DESKTOP, NARROW, Console, ended, eventually, start
 from tests.local_stack import Stack
+from tests.receiver import Answer, receiving
 
 pytestmark = pytest.mark.e2e
 
@@ -161,6 +162,29 @@ def test_the_account_page_charts_usage_reveals_and_rotates_the_secret_and_manage
     page.click(f"{row} button:has-text('Revoke {key_id}')")
     page.wait_for_selector(f"{row} td:has-text('revoked')")
     assert stack.call("GET", "/v1/runs", headers={"Authorization": f"Bearer {created}"}).status_code == 401
+
+
+def test_the_account_page_lists_a_dead_callback_and_replays_it(console: Console, stack: Stack) -> None:
+    with receiving(Answer(500)) as receiver:
+        run_id = start(stack, "echo", {"x": 1}, callback_url=receiver.url)
+        ended(stack, run_id)
+        callbacks = f"/v1/run/{run_id}/callbacks"
+        [dead] = eventually(
+            lambda: [d for d in stack.call("GET", callbacks).json()["items"] if d["state"] == "dead"]
+        )
+        page = console.page
+        console.sign_in("#/account")
+        row = f"#dead-list tr[data-delivery-id='{dead['id']}']"
+        page.wait_for_selector(row)
+        assert page.get_attribute(f"{row} a", "href") == f"#/run/{run_id}"
+        assert receiver.url in page.text_content(row)
+        assert "500" in page.text_content(f"{row} td:nth-child(4)")
+
+        receiver.script = [Answer(200)]
+        page.click("#replay-dead")
+        page.wait_for_selector(row, state="detached")
+        eventually(lambda: stack.call("GET", callbacks).json()["items"][0]["state"] == "succeeded")
+    page.wait_for_selector("#dead-list .empty")
 
 
 def test_the_console_is_usable_from_the_keyboard(console: Console, stack: Stack) -> None:

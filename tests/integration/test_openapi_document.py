@@ -28,7 +28,7 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
     return [(m, p, op) for p, ops in document["paths"].items() for m, op in ops.items() if m in METHODS]
 
 
-OPERATIONS = 51  # 46, and the five of /v1/resources
+OPERATIONS = 53  # 46, the five of /v1/resources, and the account's dead callbacks (list, replay)
 RESOURCE_OPERATIONS = {
     ("post", "/v1/resources"),
     ("post", "/v1/resources/uploads"),

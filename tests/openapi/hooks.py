@@ -4,7 +4,7 @@ Some requests the schema calls valid are refused for a reason JSON Schema cannot
 here by the answer's error code, so only that reason is excused and any other refusal still fails. Each
 rule is tested by hand elsewhere (tests/integration/test_request_rules.py, test_accounting.py):
 - `invalid_cursor`: a cursor is opaque; one the service did not issue is refused, and none can be generated;
-- `invalid_period`: `GET /v1/account/usage` spans at most 366 days (a rule across two parameters);
+- `invalid_period`: `GET /v1/account/usage` spans at most 366 days, the dead callbacks' window 31 (rules across two parameters);
 - `page_too_deep`: Roe AI's `page` goes past 100 only with a `cursor` (a rule across two parameters);
 - `callback_events_without_url`: `callback_events` needs a `callback_url` (a rule across two fields);
 - `timeout_too_long`: how long a run may last depends on its runnable's kind and `config.mode` (a rule across

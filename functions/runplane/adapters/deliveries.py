@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from runplane.adapters.dynamo import (
     TableAdapter,
+    decode_cursor,
     due_shard,
+    encode_cursor,
     from_item,
     query_due,
     to_av,
@@ -228,3 +231,67 @@ class DeliveryStore(TableAdapter):
                     break
                 query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             day += timedelta(days=1)
+
+    def dead_for_account(
+        self, account_id: str, since: datetime, until: datetime, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """(run_id, delivery_id) of the account's deliveries that died in [since, until], newest first, at
+        most `limit`, and the cursor of the next page: the `dead` index read day by day backwards, filtered
+        on the account's partition keys."""
+        start = _dead_start(cursor, account_id)
+        if start and not since.timestamp() <= float(start["dead_at"]["N"]) <= until.timestamp():
+            # a cursor of another window: DynamoDB refuses a start key outside the key condition
+            if float(start["dead_at"]["N"]) < since.timestamp():
+                return [], None
+            start = None
+        day = until.astimezone(UTC).date()
+        if start:
+            day = min(day, date.fromisoformat(start["dead_day"]["S"]))
+        found: list[dict[str, Any]] = []
+        while day >= since.astimezone(UTC).date() and len(found) <= limit:
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": "dead",
+                "KeyConditionExpression": "dead_day = :day AND dead_at BETWEEN :since AND :until",
+                "FilterExpression": "begins_with(pk, :account)",
+                "ExpressionAttributeValues": {
+                    ":day": {"S": day.isoformat()},
+                    ":since": to_av(since.timestamp()),
+                    ":until": to_av(until.timestamp()),
+                    ":account": {"S": f"{account_id}#"},
+                },
+                "ScanIndexForward": False,
+            }
+            if start and start["dead_day"]["S"] == day.isoformat():
+                query["ExclusiveStartKey"] = start
+            while len(found) <= limit:  # one more than a page: whether another follows
+                page = self.client.query(**query, Limit=limit + 1 - len(found))
+                found.extend(page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            day -= timedelta(days=1)
+        keys = [(item["pk"]["S"].rsplit("#", 1)[1], item["id"]["S"]) for item in found[:limit]]
+        return keys, _dead_cursor(found[limit - 1]) if len(found) > limit else None
+
+
+def _dead_cursor(item: dict[str, Any]) -> str | None:
+    # dead_at as a string: cursors hold strings only
+    return encode_cursor(
+        {**{k: item[k] for k in ("pk", "id", "dead_day")}, "dead_at": {"S": item["dead_at"]["N"]}}
+    )
+
+
+def _dead_start(cursor: str | None, account_id: str) -> dict[str, Any] | None:
+    key = decode_cursor(
+        cursor,
+        {
+            "pk": re.compile(re.escape(account_id) + r"#[^#]+"),
+            "id": re.compile(r"msg_[0-9a-z_]+"),
+            "dead_day": re.compile(r"\d{4}-\d\d-\d\d"),
+            "dead_at": re.compile(r"\d+(\.\d+)?"),
+        },
+    )
+    if key is not None:
+        key["dead_at"] = {"N": key["dead_at"]["S"]}
+    return key

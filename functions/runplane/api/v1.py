@@ -9,6 +9,7 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from pydantic import Field
 
 from runplane.api.common import (
     Day,
@@ -24,7 +25,7 @@ from runplane.api.errors import json_response
 from runplane.api.openapi import errors, no_content, ok
 from runplane.domain.access import AccountView, ApiKey, CreatedApiKey, KeyRequest
 from runplane.domain.configs import RunnableSpec
-from runplane.domain.deliveries import CallbackDelivery, CallbackSecret
+from runplane.domain.deliveries import CallbackDelivery, CallbackSecret, DeadReplay
 from runplane.domain.models import (
     AccountUsage,
     ErrorBody,
@@ -36,6 +37,7 @@ from runplane.domain.models import (
     RunReference,
     RunState,
     StartRunRequest,
+    Strict,
 )
 from runplane.domain.states import Status
 from runplane.logic import accounts, callbacks, ending, keys, runnables, runs
@@ -272,6 +274,50 @@ def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
 def redeliver_callback(run_id: UUID):
     delivery = callbacks.redeliver(account("runs:write"), str(run_id))
     return json_response(202, delivery.model_dump_json())
+
+
+class DeadReplayRequest(Strict):
+    """The window of dead deliveries to replay: as `GET /v1/callbacks/dead`'s."""
+
+    since: Instant | None = Field(
+        None, description="Died at or after (RFC 3339; default: 7 days before until)"
+    )
+    until: Instant | None = Field(None, description="Died at or before (RFC 3339; default: now)")
+
+
+DEAD_WINDOW = (400, "A window of more than 31 days, `since` after `until`, or an invalid cursor")
+
+
+@router.get(
+    "/v1/callbacks/dead",
+    tags=TAGS,
+    summary="List the account's dead callbacks",
+    description="Deliveries that exhausted their retry schedule (`dead`) between `since` and `until` (both "
+    "included; default: the last 7 days, at most 31), newest death first. Pass `next_cursor` as `cursor` "
+    "for the next page, with the same window.",
+    responses={200: ok(Page[CallbackDelivery], "A page of dead deliveries"), **_fail(DEAD_WINDOW, 403)},
+)
+def list_dead_callbacks(
+    since: Annotated[Instant | None, Query(description="Died at or after (RFC 3339)")] = None,
+    until: Annotated[Instant | None, Query(description="Died at or before (RFC 3339; default: now)")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[CallbackDelivery]:
+    return callbacks.list_dead(account("runs:read"), since, until, limit, cursor)
+
+
+@router.post(
+    "/v1/callbacks/dead/replay",
+    tags=TAGS,
+    summary="Replay the account's dead callbacks",
+    description="The newest 100 deliveries that died in the window (as `GET /v1/callbacks/dead`) are "
+    "reopened with their `webhook-id` and a fresh schedule, due now; `more` when others remain (ask again).",
+    responses={202: ok(DeadReplay, "Replay enqueued"), **_fail(DEAD_WINDOW, 403)},
+)
+def replay_dead_callbacks(body: Annotated[DeadReplayRequest, Body()] = DeadReplayRequest()):  # noqa: B008 - no body: the defaults
+    body = body or DeadReplayRequest()
+    replay = callbacks.replay_account_dead(account("runs:write"), body.since, body.until)
+    return json_response(202, replay.model_dump_json())
 
 
 @router.get(

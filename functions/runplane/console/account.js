@@ -1,5 +1,6 @@
 // The account: budgets, rate limit and concurrency (GET /v1/account), usage by day (GET
-// /v1/account/usage), the callback signing secret, API keys (admin), and where dead callbacks are.
+// /v1/account/usage), the callback signing secret, API keys (admin), and the dead callbacks of the last 7
+// days (GET /v1/callbacks/dead), replayed all at once or per run.
 
 import { api } from "./api.js";
 import { h, fmt, facts, table, errorBox, confirmButton, notify, set } from "./dom.js";
@@ -156,6 +157,53 @@ function keysSection(signal, me) {
   return section("API keys", "keys", list, h("details", {}, h("summary", {}, "Create a key"), form, created));
 }
 
+function deadSection(signal) {
+  const out = h("div", { id: "dead-list" });
+  const problem = h("div");
+  const act = async (button, path, done) => {
+    problem.replaceChildren();
+    button.disabled = true;
+    try {
+      done(await api("POST", path, { body: {}, signal }));
+      load();
+    } catch (error) {
+      if (error.name !== "AbortError") set(problem, errorBox(error, button.textContent));
+    } finally {
+      button.disabled = false;
+    }
+  };
+  const replayAll = h("button", { type: "button", id: "replay-dead", onclick: () => act(replayAll, "/v1/callbacks/dead/replay",
+    (replay) => notify(`${replay.webhook_ids.length} callbacks replayed${replay.more ? "; more remain: replay again" : ""}`)) }, "Replay all");
+  const row = (delivery) => {
+    const last = delivery.attempts.at(-1);
+    const redeliver = h("button", { type: "button", onclick: () => act(redeliver, `/v1/run/${delivery.run_id}/callbacks/redeliver`,
+      () => notify(`Redelivery of ${delivery.run_id} enqueued`)) }, "Redeliver");
+    return h("tr", { "data-delivery-id": delivery.id },
+      h("td", {}, h("a", { href: `#/run/${delivery.run_id}`, class: "mono" }, delivery.run_id)),
+      h("td", {}, delivery.event),
+      h("td", { class: "url" }, delivery.url),
+      h("td", {}, last ? [last.status_code ?? "no answer", last.error ? ` ${last.error}` : ""] : "—"),
+      h("td", {}, fmt.date(delivery.finished_at)),
+      h("td", {}, delivery.event === "completed" ? redeliver : ""));
+  };
+  async function load() {
+    try {
+      const page = await api("GET", "/v1/callbacks/dead", { query: { limit: 100 }, signal });
+      replayAll.disabled = !page.items.length;
+      set(out, page.items.length
+        ? table(["Run", "Event", "URL", "Last attempt", "Died", ""], page.items.map(row), "Dead callbacks")
+        : h("p", { class: "empty" }, "No callback died in the last 7 days."),
+      page.next_cursor ? h("p", { class: "hint" }, "The newest 100 are listed.") : "");
+    } catch (error) {
+      if (error.name !== "AbortError") set(out, errorBox(error));
+    }
+  }
+  load();
+  return section("Dead callbacks", "dead",
+    h("p", { class: "hint" }, "Deliveries that exhausted their retries in the last 7 days. Replay sends them again, same webhook-id."),
+    out, h("div", { class: "actions" }, replayAll), problem);
+}
+
 export async function page(main, context) {
   const { signal, me } = context;
   const view = await api("GET", "/v1/account", { signal });
@@ -165,8 +213,5 @@ export async function page(main, context) {
     usageSection(signal),
     secretSection(signal),
     keysSection(signal, me),
-    section("Dead callbacks", "dead",
-      h("p", {}, "The API lists callback deliveries per run (GET /v1/run/{id}/callbacks), not across the account: "
-        + "open a run to see its deliveries, dead ones included, and redeliver them."),
-      h("p", {}, h("a", { href: "#/runs" }, "Runs"))));
+    deadSection(signal));
 }

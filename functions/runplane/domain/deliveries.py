@@ -37,6 +37,13 @@ class CallbackDelivery(BaseModel):
     finished_at: datetime | None = None
 
 
+class DeadReplay(BaseModel):
+    webhook_ids: list[str] = Field(
+        description="The deliveries reopened: pending, due now, newest death first"
+    )
+    more: bool = Field(description="More dead deliveries remain in the window: ask again")
+
+
 class DeliveryRecord(BaseModel):
     """The stored delivery: the served view plus the retry bookkeeping."""
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from runplane import definitions as defs
-from runplane.domain.deliveries import CallbackDelivery, CallbackSecret, DeliveryRecord
-from runplane.domain.errors import Conflict, NotFound
-from runplane.domain.models import RunRecord, utcnow
+from runplane.domain.deliveries import CallbackDelivery, CallbackSecret, DeadReplay, DeliveryRecord
+from runplane.domain.errors import Conflict, InvalidRequest, Issue, NotFound
+from runplane.domain.models import Page, RunRecord, utcnow
 from runplane.domain.webhooks import new_secret
 from runplane.logic.services import services
 from runplane.observability import logger
@@ -19,6 +20,10 @@ from runplane.observability import logger
 OVERDUE_AFTER_SECONDS = 15 * 60
 # Conditional writes a redelivery tries, reading the delivery again after each that another writer beat.
 REDELIVER_TRIES = 3
+# An account's dead deliveries: the window listed by default and at most, and how many one replay reopens.
+DEAD_DEFAULT_DAYS = 7
+DEAD_MAX_DAYS = 31
+DEAD_REPLAY_LIMIT = 100
 
 
 def delivery_id_for(run_id: str) -> str:
@@ -151,9 +156,14 @@ def _attempt_now(delivery: DeliveryRecord) -> DeliveryRecord:
 
 def replay_dead(since: datetime, until: datetime) -> list[str]:
     """Reopen and enqueue every delivery that died between `since` and `until`; the webhook-ids replayed."""
+    return _replay(services().deliveries.dead_between(since, until))
+
+
+def _replay(found: Iterable[tuple[str, str, str]]) -> list[str]:
+    """Reopen and enqueue each (account_id, run_id, delivery_id) still dead; the webhook-ids replayed."""
     replayed = []
     store = services().deliveries
-    for account_id, run_id, delivery_id in store.dead_between(since, until):
+    for account_id, run_id, delivery_id in found:
         try:
             delivery = store.get(account_id, run_id, delivery_id)
             if delivery is not None and delivery.state == "dead" and _reopen(delivery) is not None:
@@ -161,6 +171,42 @@ def replay_dead(since: datetime, until: datetime) -> list[str]:
         except Exception:  # one failure must not stop the rest; a reopened one is re-enqueued by the sweeper
             logger.exception("replay of a delivery failed", extra={"delivery_id": delivery_id})
     return replayed
+
+
+def dead_window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """The window of an account's dead deliveries asked for: by default the last DEAD_DEFAULT_DAYS, at most
+    DEAD_MAX_DAYS (else 400 `invalid_period`)."""
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(days=DEAD_DEFAULT_DAYS)
+    if since > until:
+        raise InvalidRequest(
+            "since must not be after until", "invalid_period", [Issue("since", "after until")]
+        )
+    if until - since > timedelta(days=DEAD_MAX_DAYS):
+        raise InvalidRequest(
+            f"a window may span at most {DEAD_MAX_DAYS} days", "invalid_period", [Issue("since", "too early")]
+        )
+    return since, until
+
+
+def list_dead(
+    account_id: str, since: datetime | None, until: datetime | None, limit: int, cursor: str | None
+) -> Page[CallbackDelivery]:
+    """The account's deliveries that died in the window, newest first (one reopened meanwhile is left out)."""
+    store = services().deliveries
+    keys, next_cursor = store.dead_for_account(account_id, *dead_window(since, until), limit, cursor)
+    found = (store.get(account_id, run_id, delivery_id) for run_id, delivery_id in keys)
+    return Page(items=[d.public() for d in found if d and d.state == "dead"], next_cursor=next_cursor)
+
+
+def replay_account_dead(account_id: str, since: datetime | None, until: datetime | None) -> DeadReplay:
+    """Reopen the account's newest DEAD_REPLAY_LIMIT deliveries that died in the window (a replayed one
+    leaves the dead index, so asking again goes on with the rest)."""
+    keys, more = services().deliveries.dead_for_account(
+        account_id, *dead_window(since, until), DEAD_REPLAY_LIMIT, None
+    )
+    replayed = _replay((account_id, run_id, delivery_id) for run_id, delivery_id in keys)
+    return DeadReplay(webhook_ids=replayed, more=more is not None)
 
 
 def overdue(shard: str, now: float, limit: int) -> list[tuple[str, str, str, float]]:
