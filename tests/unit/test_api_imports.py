@@ -18,7 +18,7 @@ from runplane.api.common import PREFIXES, Dialect, dialect_of
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {
-    Dialect.refactor: {"service", "v1", "resources", "watch", "reports"},
+    Dialect.refactor: {"service", "v1", "callbacks", "resources", "watch", "reports"},
     Dialect.roe: {"roe", "roe_jobs", "roe_agents", "roe_shapes", "roe_agent_shapes"},
     Dialect.cotool: {"cotool", "cotool_shapes"},
 }

@@ -32,7 +32,7 @@ from runplane.settings import Settings, get_settings
 # that dialect: no route of a dialect matches a path of another (tests/unit/test_api_imports.py), so the
 # routes of the others are not needed to answer it, a 404 or 405 included.
 ROUTES: dict[Dialect, tuple[str, ...]] = {
-    Dialect.refactor: ("service", "v1", "resources", "watch", "reports"),
+    Dialect.refactor: ("service", "v1", "callbacks", "resources", "watch", "reports"),
     Dialect.roe: ("roe", "roe_jobs", "roe_agents"),
     Dialect.cotool: ("cotool",),
 }

@@ -9,7 +9,6 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
-from pydantic import Field
 
 from runplane.api.common import (
     Day,
@@ -25,7 +24,6 @@ from runplane.api.errors import json_response
 from runplane.api.openapi import errors, no_content, ok
 from runplane.domain.access import AccountView, ApiKey, CreatedApiKey, KeyRequest
 from runplane.domain.configs import RunnableSpec
-from runplane.domain.deliveries import CallbackDelivery, CallbackSecret, DeadReplay
 from runplane.domain.models import (
     AccountUsage,
     ErrorBody,
@@ -37,10 +35,9 @@ from runplane.domain.models import (
     RunReference,
     RunState,
     StartRunRequest,
-    Strict,
 )
 from runplane.domain.states import Status
-from runplane.logic import accounts, callbacks, ending, keys, runnables, runs
+from runplane.logic import accounts, ending, keys, runnables, runs
 
 router = Router()
 TAGS = [Dialect.refactor.value]
@@ -57,7 +54,7 @@ RunnableBody = Annotated[RunnableSpec, Body(description="The runnable: `config` 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
-def _fail(*answers: int | tuple[int, str]) -> dict:
+def fail(*answers: int | tuple[int, str]) -> dict:
     return errors(ErrorBody, *answers)
 
 
@@ -82,7 +79,7 @@ BAD_RUNNABLE = (
     "function or a Bedrock model (`kind`, with its `config`). Runs of it take a snapshot, so a later "
     "change or deletion does not affect runs already accepted. Names are unique within an account: a "
     "name in use is 409 `runnable_name_taken` (find that runnable with `GET /v1/runnables?name=`).",
-    responses={201: ok(Runnable, "Registered"), **_fail(BAD_RUNNABLE, 403, NAME_TAKEN)},
+    responses={201: ok(Runnable, "Registered"), **fail(BAD_RUNNABLE, 403, NAME_TAKEN)},
 )
 def create_runnable(body: RunnableBody) -> Runnable:
     return runnables.create_runnable(account("runnables:write"), body)
@@ -94,7 +91,7 @@ def create_runnable(body: RunnableBody) -> Runnable:
     summary="List runnables",
     description="The account's runnables, newest first, a page at a time: pass `next_cursor` as `cursor` "
     "for the next. With `name`, the runnable of that name (exact, case-sensitive) or an empty page.",
-    responses={200: ok(Page[Runnable], "A page of runnables"), **_fail(400, 403)},
+    responses={200: ok(Page[Runnable], "A page of runnables"), **fail(400, 403)},
 )
 def list_runnables(limit: Limit = 50, cursor: Cursor = None, name: RunnableName = None) -> Page[Runnable]:
     return runnables.list_runnables(account("runnables:read"), limit, cursor, name)
@@ -105,7 +102,7 @@ def list_runnables(limit: Limit = 50, cursor: Cursor = None, name: RunnableName 
     tags=TAGS,
     summary="Get a runnable",
     description="The runnable as registered, with its normalised `config`.",
-    responses={200: ok(Runnable, "The runnable"), **_fail(403, NO_RUNNABLE)},
+    responses={200: ok(Runnable, "The runnable"), **fail(403, NO_RUNNABLE)},
 )
 def get_runnable(id: UUID) -> Runnable:
     return runnables.get_runnable(account("runnables:read"), str(id))
@@ -117,7 +114,7 @@ def get_runnable(id: UUID) -> Runnable:
     summary="Replace a runnable",
     description="Every field is replaced, as on registration. Runs already accepted keep their snapshot. "
     "A new name must be free in the account (409 `runnable_name_taken`); the old one is freed.",
-    responses={200: ok(Runnable, "Replaced"), **_fail(BAD_RUNNABLE, 403, NO_RUNNABLE, NAME_TAKEN)},
+    responses={200: ok(Runnable, "Replaced"), **fail(BAD_RUNNABLE, 403, NO_RUNNABLE, NAME_TAKEN)},
 )
 def replace_runnable(id: UUID, body: RunnableBody) -> Runnable:
     return runnables.replace_runnable(account("runnables:write"), str(id), body)
@@ -129,7 +126,7 @@ def replace_runnable(id: UUID, body: RunnableBody) -> Runnable:
     status_code=204,
     summary="Delete a runnable",
     description="Runs already accepted go on; new runs of it are 404.",
-    responses={204: no_content("Deleted"), **_fail(403, NO_RUNNABLE)},
+    responses={204: no_content("Deleted"), **fail(403, NO_RUNNABLE)},
 )
 def delete_runnable(id: UUID):
     runnables.delete_runnable(account("runnables:write"), str(id))
@@ -151,7 +148,7 @@ def delete_runnable(id: UUID):
     responses={
         200: ok(RunState, "sync: the run ended"),
         202: ok(RunState | RunReference, "async: accepted (RunReference); sync: still running (RunState)"),
-        **_fail(
+        **fail(
             (400, "Invalid run request, or `inputs` that do not match the runnable's `input_schema`"),
             402,
             403,
@@ -192,7 +189,7 @@ def _prefer_wait(prefer: str | None) -> float | None:
     summary="Get a run",
     description="The run's RunState: `status`, and once it ended `result` (outputs or error, usage) with "
     "token totals and cost.",
-    responses={200: ok(RunState, "The run"), **_fail(403, NO_RUN)},
+    responses={200: ok(RunState, "The run"), **fail(403, NO_RUN)},
 )
 def get_run(run_id: UUID) -> RunState:
     return runs.get_run(account("runs:read"), str(run_id))
@@ -207,7 +204,7 @@ def get_run(run_id: UUID) -> RunState:
     responses={
         200: ok(RunState, "Cancelled"),
         202: ok(RunState, "Cancellation pending: the run ends cancelled shortly"),
-        **_fail(403, NO_RUN, (409, "The run already ended")),
+        **fail(403, NO_RUN, (409, "The run already ended")),
     },
 )
 def cancel_run(run_id: UUID):
@@ -221,7 +218,7 @@ def cancel_run(run_id: UUID):
     summary="List runs",
     description="The account's runs, newest first, filtered by every parameter given together, with the "
     "sums of their usage for the page. Pass `next_cursor` as `cursor` for the next page.",
-    responses={200: ok(RunPage, "A page of runs"), **_fail(400, 403)},
+    responses={200: ok(RunPage, "A page of runs"), **fail(400, 403)},
 )
 def list_runs(
     status: Annotated[Status | None, Query()] = None,
@@ -242,110 +239,6 @@ def list_runs(
     return runs.list_runs(account("runs:read"), query, limit, cursor)
 
 
-# --- callbacks ---
-
-
-@router.get(
-    "/v1/run/<run_id>/callbacks",
-    tags=TAGS,
-    summary="List a run's callback deliveries",
-    description="Each webhook message sent for the run, with every attempt: status code, latency, error.",
-    responses={200: ok(Page[CallbackDelivery], "The deliveries"), **_fail(403, NO_RUN)},
-)
-def list_callbacks(run_id: UUID) -> Page[CallbackDelivery]:
-    return Page(items=callbacks.list_deliveries(account("runs:read"), str(run_id)))
-
-
-@router.post(
-    "/v1/run/<run_id>/callbacks/redeliver",
-    tags=TAGS,
-    summary="Send a run's callback again",
-    description="The same message (same `webhook-id`) is attempted now with a fresh retry schedule: a "
-    "finished delivery is sent again, a pending one does not wait for its next retry.",
-    responses={
-        202: ok(CallbackDelivery, "Redelivery enqueued: due now"),
-        **_fail(
-            403,
-            NO_RUN,
-            (409, "The run has no `callback_url` or has not ended yet, or an attempt is being made"),
-        ),
-    },
-)
-def redeliver_callback(run_id: UUID):
-    delivery = callbacks.redeliver(account("runs:write"), str(run_id))
-    return json_response(202, delivery.model_dump_json())
-
-
-class DeadReplayRequest(Strict):
-    """The window of dead deliveries to replay: as `GET /v1/callbacks/dead`'s."""
-
-    since: Instant | None = Field(
-        None, description="Died at or after (RFC 3339; default: 7 days before until)"
-    )
-    until: Instant | None = Field(None, description="Died at or before (RFC 3339; default: now)")
-
-
-DEAD_WINDOW = (400, "A window of more than 31 days, `since` after `until`, or an invalid cursor")
-
-
-@router.get(
-    "/v1/callbacks/dead",
-    tags=TAGS,
-    summary="List the account's dead callbacks",
-    description="Deliveries that exhausted their retry schedule (`dead`) between `since` and `until` (both "
-    "included; default: the last 7 days, at most 31), newest death first. Pass `next_cursor` as `cursor` "
-    "for the next page, with the same window.",
-    responses={200: ok(Page[CallbackDelivery], "A page of dead deliveries"), **_fail(DEAD_WINDOW, 403)},
-)
-def list_dead_callbacks(
-    since: Annotated[Instant | None, Query(description="Died at or after (RFC 3339)")] = None,
-    until: Annotated[Instant | None, Query(description="Died at or before (RFC 3339; default: now)")] = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-) -> Page[CallbackDelivery]:
-    return callbacks.list_dead(account("runs:read"), since, until, limit, cursor)
-
-
-@router.post(
-    "/v1/callbacks/dead/replay",
-    tags=TAGS,
-    summary="Replay the account's dead callbacks",
-    description="The newest 100 deliveries that died in the window (as `GET /v1/callbacks/dead`) are "
-    "reopened with their `webhook-id` and a fresh schedule, due now; `more` when others remain (ask again).",
-    responses={202: ok(DeadReplay, "Replay enqueued"), **_fail(DEAD_WINDOW, 403)},
-)
-def replay_dead_callbacks(body: Annotated[DeadReplayRequest, Body()] = DeadReplayRequest()):  # noqa: B008 - no body: the defaults
-    body = body or DeadReplayRequest()
-    replay = callbacks.replay_account_dead(account("runs:write"), body.since, body.until)
-    return json_response(202, replay.model_dump_json())
-
-
-@router.get(
-    "/v1/callbacks/secret",
-    tags=TAGS,
-    summary="Get the callback signing secret",
-    description="Verify each callback's `webhook-signature` with it (Standard Webhooks). Needs `admin`.",
-    responses={200: ok(CallbackSecret, "The secret"), **_fail(403)},
-)
-def get_callback_secret() -> CallbackSecret:
-    return callbacks.callback_secret(account("admin"))
-
-
-@router.post(
-    "/v1/callbacks/secret/rotate",
-    tags=TAGS,
-    summary="Rotate the callback signing secret",
-    description="A new secret signs from now on; the previous one keeps signing too until "
-    "`previous_valid_until`, so receivers can switch without losing a message. Needs `admin`.",
-    responses={
-        200: ok(CallbackSecret, "The new secret"),
-        **_fail(403, (409, "Another rotation happened at the same time: read the secret again")),
-    },
-)
-def rotate_callback_secret() -> CallbackSecret:
-    return callbacks.rotate_secret(account("admin"))
-
-
 # --- API keys (admin) ---
 
 
@@ -354,7 +247,7 @@ def rotate_callback_secret() -> CallbackSecret:
     tags=TAGS,
     summary="List API keys",
     description="The account's keys (never their secrets). Needs `admin`.",
-    responses={200: ok(Page[ApiKey], "The keys"), **_fail(403)},
+    responses={200: ok(Page[ApiKey], "The keys"), **fail(403)},
 )
 def list_keys() -> Page[ApiKey]:
     return Page(items=keys.list_keys(account("admin")))
@@ -366,7 +259,7 @@ def list_keys() -> Page[ApiKey]:
     status_code=201,
     summary="Create an API key",
     description="The answer holds the key (`api_key`) once; only its hash is stored. Needs `admin`.",
-    responses={201: ok(CreatedApiKey, "Created"), **_fail(400, 403)},
+    responses={201: ok(CreatedApiKey, "Created"), **fail(400, 403)},
 )
 def create_key(body: Annotated[KeyRequest, Body()] = KeyRequest()):  # noqa: B008 - no body: the defaults
     created = keys.create_key(account("admin"), name=body.name, scopes=body.scopes)
@@ -384,7 +277,7 @@ def create_key(body: Annotated[KeyRequest, Body()] = KeyRequest()):  # noqa: B00
     status_code=204,
     summary="Revoke an API key",
     description="The key stops working at once. Needs `admin`.",
-    responses={204: no_content("Revoked"), **_fail(403, (404, "No such key in the caller's account"))},
+    responses={204: no_content("Revoked"), **fail(403, (404, "No such key in the caller's account"))},
 )
 def revoke_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{16}$")]):
     keys.revoke_key(key_id, account_id=account("admin"))
@@ -413,7 +306,7 @@ def get_account() -> AccountView:
     summary="Get the account's usage by day",
     description="Token usage and spend per UTC day over a period of at most 366 days (default: this month "
     "so far), as recorded when runs end.",
-    responses={200: ok(AccountUsage, "The usage"), **_fail(400)},
+    responses={200: ok(AccountUsage, "The usage"), **fail(400)},
 )
 def get_account_usage(
     start: Annotated[Day | None, Query(description="First UTC day (YYYY-MM-DD)")] = None,
