@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -328,7 +329,10 @@ def test_clients_that_leave_mid_request_leave_nothing_in_the_terminal(tmp_path: 
     assert other.stop() == 0  # once the sync wait has answered
     printed = other.process.stdout.read().strip().splitlines()  # type: ignore[union-attr]
     assert printed[0] == "stopping…", printed
-    assert all(line.startswith("[stack] answering 1 request first") for line in printed[1:]), printed
+    # at most a line saying which requests are answered first (the half-sent one may still count)
+    assert all(re.fullmatch(r"\[stack\] answering \d requests? first, .*", line) for line in printed[1:]), (
+        printed
+    )
 
 
 def test_a_request_answered_after_another_began_reads_its_own_request(tmp_path: Path) -> None:
